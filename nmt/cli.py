@@ -1,0 +1,222 @@
+"""The ``nmt`` command: each verb is a few lines over :mod:`nmt.training` and :mod:`nmt.inference`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+# Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from nmt.errors import NmtError  # noqa: E402
+
+EPILOG = """\
+examples:
+  nmt train --config en-ja.yaml                       train (run again to resume)
+  nmt train --config en-ja.yaml --set train.steps=200 --set run_dir=runs/try
+  nmt translate --run runs/en-ja -i in.en -o out.ja --beam 5
+  cat in.en | nmt translate --run runs/en-ja > out.ja
+  nmt evaluate --run runs/en-ja --src dev.en --ref dev.ja
+"""
+
+
+def _read_input_lines(path: str | None) -> list[str]:
+    """Lines of a file or stdin; a line is what lies between newlines (no other separators)."""
+    from nmt.data import read_lines
+
+    if path in (None, "-"):
+        raw = sys.stdin.buffer.read()
+        lines = raw.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        out = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                out.append(line.decode("utf-8").rstrip("\r"))
+            except UnicodeDecodeError as error:
+                raise NmtError(f"<stdin>:{number}: invalid UTF-8 at byte {error.start} of the line") from None
+        return out
+    if not Path(path).is_file():
+        raise NmtError(f"input file not found: {path}")
+    return [line for _, line in read_lines(path)]
+
+
+def _progress_bar(total: int, label: str):
+    """A tqdm bar on stderr (hidden when stderr is not a terminal); returns an update callback."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="sent", desc=label, file=sys.stderr, disable=not sys.stderr.isatty())
+    return bar
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from nmt.config import load_config
+    from nmt.training import Trainer
+
+    overrides = list(args.set or [])
+    if args.run_dir:
+        overrides.append(f"run_dir={args.run_dir}")
+    config = load_config(args.config, overrides)
+    scores = Trainer(config).train()
+    if scores is not None:
+        print(f"dev {scores.summary()}")
+    print(f"run directory: {config.run_dir}")
+    return 0
+
+
+def _translate_lines(args: argparse.Namespace, lines: list[str]):
+    from nmt.inference import load
+
+    translator = load(args.run, weights=args.weights)
+    bar = _progress_bar(len(lines), "translating")
+    try:
+        results = translator.translate(
+            lines, beam_size=args.beam, nbest=getattr(args, "nbest", 1), batch_size=args.batch_size, progress=bar.update
+        )
+    finally:
+        bar.close()
+    if translator.truncated:
+        print(
+            f"warning: {translator.truncated} input line(s) longer than decode.max_source_length="
+            f"{translator.config.decode.max_source_length} tokens were cut to that length",
+            file=sys.stderr,
+        )
+    return translator, results
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from nmt.io import atomic_writer
+
+    lines = _read_input_lines(args.input)
+    _, results = _translate_lines(args, lines)
+    if args.nbest > 1:
+        # n-best format: input line number (0-based) ||| translation ||| score, n lines per input.
+        out_lines = [f"{i} ||| {h.text} ||| {h.score:.4f}" for i, hyps in enumerate(results) for h in hyps]
+    else:
+        out_lines = [hyps[0].text.replace("\n", " ") for hyps in results]
+    text = "".join(line + "\n" for line in out_lines)
+    if args.output in (None, "-"):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        with atomic_writer(args.output) as handle:
+            handle.write(text)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from nmt.evaluation import default_tokenize, score
+    from nmt.inference import read_run_config
+
+    references = _read_input_lines(args.ref)
+    if args.hyp:
+        hypotheses = _read_input_lines(args.hyp)
+        config = read_run_config(Path(args.run)) if args.run else None
+    else:
+        if not (args.run and args.src):
+            raise NmtError("evaluate needs --run and --src (to translate), or --hyp (a finished translation)")
+        sources = _read_input_lines(args.src)
+        if len(sources) != len(references):
+            raise NmtError(f"{args.src} has {len(sources)} lines but {args.ref} has {len(references)}")
+        translator, results = _translate_lines(args, sources)
+        config = translator.config
+        hypotheses = [hyps[0].text for hyps in results]
+    if args.tokenize:
+        tokenize = args.tokenize
+    elif config is not None:
+        tokenize = config.data.bleu_tokenize or default_tokenize(config.data.target_language)
+    else:
+        tokenize = "13a"
+    print(score(hypotheses, references, tokenize).summary())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nmt",
+        description="Recurrent translation models on TensorFlow: train, translate, evaluate.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verbs = parser.add_subparsers(dest="verb", metavar="COMMAND", required=True)
+
+    train = verbs.add_parser(
+        "train",
+        help="train a model from an experiment file (resumes if its run directory has checkpoints)",
+        description="Reads the corpus, trains SentencePiece, trains the model, keeps the best weights on dev "
+        "BLEU and prints the final dev BLEU. Everything goes into the config's run_dir; running the same "
+        "command again resumes from the latest checkpoint.",
+        epilog="example: nmt train --config en-ja.yaml --set train.steps=2000 --set run_dir=runs/short",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument("--config", required=True, help="YAML experiment file, or the name of a shipped one "
+                       "(en-ja.yaml, en-ja-tiny.yaml, small-parallel-enja.yaml)")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override one config key, e.g. train.steps=200 (repeatable)")
+    train.add_argument("--run-dir", help="where to write the run (same as --set run_dir=...)")
+    train.set_defaults(func=cmd_train)
+
+    def decoding_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--run", required=True, help="run directory written by `nmt train`")
+        p.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy; default: the config's)")
+        p.add_argument("--batch-size", type=int, default=None, help="sentences per batch (default: the config's)")
+        p.add_argument("--weights", choices=["best", "latest"], default="best",
+                       help="best dev weights (default) or the latest checkpoint")
+
+    translate = verbs.add_parser(
+        "translate",
+        help="translate a file or stdin, one output line per input line",
+        description="Translates line by line, in batches sorted by length. An empty input line gives an empty "
+        "output line. Inputs longer than decode.max_source_length tokens are cut to that length, with a "
+        "warning. The output file is written atomically: it appears complete or not at all.",
+        epilog="examples:\n  nmt translate --run runs/en-ja -i in.en -o out.ja --beam 5\n"
+        "  echo 'Good morning.' | nmt translate --run runs/en-ja\n"
+        "  nmt translate --run runs/en-ja -i in.en --beam 5 --nbest 3   # 'line ||| text ||| score'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    decoding_options(translate)
+    translate.add_argument("-i", "--input", help="input file (default: stdin)")
+    translate.add_argument("-o", "--output", help="output file (default: stdout)")
+    translate.add_argument("--nbest", type=int, default=1, help="print the N best translations per line with scores")
+    translate.set_defaults(func=cmd_translate)
+
+    evaluate = verbs.add_parser(
+        "evaluate",
+        help="BLEU and chrF (sacrebleu) of a run on a test set",
+        description="Translates --src with the run and scores it against --ref with sacrebleu, or scores a "
+        "finished translation given with --hyp. Japanese targets are tokenized with ja-mecab, others with "
+        "13a; --tokenize overrides (use 'none' for pre-tokenized data). Prints the sacrebleu signatures.",
+        epilog="example: nmt evaluate --run runs/en-ja --src dev.en --ref dev.ja --beam 5",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    decoding_options(evaluate)
+    evaluate._option_string_actions["--run"].required = False
+    evaluate.add_argument("--src", help="source sentences, one per line")
+    evaluate.add_argument("--ref", required=True, help="reference translations, one per line")
+    evaluate.add_argument("--hyp", help="score this translation instead of translating --src")
+    evaluate.add_argument("--tokenize", help="sacrebleu tokenizer: 13a, ja-mecab, zh, intl, char, none, ...")
+    evaluate.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for name in ("beam", "batch_size", "nbest"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            print(f"nmt: error: --{name.replace('_', '-')} must be at least 1, got {value}", file=sys.stderr)
+            return 2
+    try:
+        return args.func(args)
+    except NmtError as error:
+        print(f"nmt: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nmt: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,346 @@
+"""YAML experiment files -> a typed, validated :class:`Config`.
+
+Every key of the YAML maps 1:1 onto a field of the dataclasses below, which in turn are the
+constructor arguments of the objects that use them. Validation happens before any work starts:
+an unknown key (with the closest valid key suggested), a value of the wrong type, a bad choice or a
+missing input file raises :class:`NmtError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from nmt.errors import NmtError
+
+# Shipped experiment files live here; `--config en-ja.yaml` finds them by name.
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclasses.dataclass
+class DataSourceConfig:
+    """Where one split of (source, target) text comes from.
+
+    format: ``tsv`` (plain or .gz; columns chosen by index), ``parallel`` (two line-aligned
+    files), ``hf`` (a HuggingFace ``datasets`` dataset: a local file/folder or, online, a hub
+    name), ``text`` (one sequence per line: language models).
+    """
+
+    format: Literal["tsv", "parallel", "hf", "text"] = "tsv"
+    path: str | None = None  # tsv / text file; hf: dataset name, builder ("json", "csv") or folder
+    source_path: str | None = None  # parallel
+    target_path: str | None = None  # parallel
+    source_column: int = 0  # tsv
+    target_column: int = 1  # tsv
+    hf_config: str | None = None  # hf: dataset configuration name, e.g. "en-ja"
+    hf_split: str = "train"  # hf
+    data_files: str | None = None  # hf: local file(s) for builders such as "json"
+    source_field: str = "translation.en"  # hf: dotted path to the source string in a record
+    target_field: str = "translation.ja"  # hf
+    limit: int | None = None  # read at most this many examples (None: all)
+
+
+@dataclasses.dataclass
+class DataConfig:
+    train: DataSourceConfig = dataclasses.field(default_factory=DataSourceConfig)
+    dev: DataSourceConfig | None = None
+    source_language: str = "en"
+    target_language: str = "ja"
+    # Pairs longer than this (in tokens, after tokenization) are dropped from training, and counted.
+    max_source_length: int = 64
+    max_target_length: int = 64
+    # sacrebleu tokenizer for BLEU: None picks by target language ("ja-mecab" for ja, else "13a");
+    # "none" for corpora that are already tokenized.
+    bleu_tokenize: str | None = None
+
+
+@dataclasses.dataclass
+class TokenizerConfig:
+    """SentencePiece for every unit: ``unigram`` / ``bpe`` subwords, ``char`` or ``word``."""
+
+    model_type: Literal["unigram", "bpe", "char", "word"] = "unigram"
+    vocab_size: int = 8000
+    shared: bool = False  # one vocabulary for source and target
+    character_coverage: float = 0.9995  # < 1 keeps rare CJK characters out of the vocabulary
+    input_sentence_size: int = 1_000_000  # sentences sampled for training the tokenizer
+
+
+@dataclasses.dataclass
+class EncoderConfig:
+    cell: Literal["rnn", "gru", "lstm"] = "lstm"
+    units: int = 256  # per direction
+    layers: int = 1
+    bidirectional: bool = True
+    dropout: float = 0.2  # on embeddings and between layers
+
+
+@dataclasses.dataclass
+class DecoderConfig:
+    cell: Literal["rnn", "gru", "lstm"] = "lstm"
+    units: int = 256
+    layers: int = 1
+    attention: Literal["bahdanau", "luong"] = "luong"
+    attention_score: Literal["dot", "general"] = "general"  # luong only
+    # Feed the previous attentional vector into the next step (Luong et al. 2015). Better models,
+    # but the decoder can then no longer run as one fused sequence op during training.
+    input_feeding: bool = False
+    dropout: float = 0.2
+    bridge: Literal["dense", "zero"] = "dense"  # initial decoder state from the encoder's final state
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    embedding_dim: int = 256
+    encoder: EncoderConfig = dataclasses.field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = dataclasses.field(default_factory=DecoderConfig)
+    tie_embeddings: bool = False  # target embedding shared with the output softmax
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    steps: int = 10000
+    batch_size: int = 64  # sentences per batch ...
+    batch_tokens: int | None = None  # ... or, when set, about this many target tokens per batch
+    bucket_width: int = 4  # lengths are grouped into buckets this wide to limit padding
+    shuffle_buffer: int = 100_000
+    learning_rate: float = 0.001
+    warmup_steps: int = 0  # linear warm-up
+    decay: Literal["none", "inverse_sqrt", "cosine"] = "none"
+    clip_norm: float = 5.0  # gradient global-norm clipping: RNNs explode
+    label_smoothing: float = 0.0
+    eval_every: int = 1000  # steps between dev evaluations (and best-model selection)
+    eval_max_sentences: int | None = None  # dev BLEU on at most this many sentences during training
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    early_stopping: int | None = None  # stop after this many evaluations without improvement
+    precision: Literal["float32", "mixed_bfloat16"] = "float32"
+
+
+@dataclasses.dataclass
+class DecodeConfig:
+    beam_size: int = 5
+    length_penalty: float = 0.6  # GNMT alpha; 0 disables
+    max_length_ratio: float = 2.0  # output at most ratio * source length + offset tokens
+    max_length_offset: int = 10
+    batch_size: int = 32
+    # Inputs longer than this many tokens are cut to it before translation (and reported).
+    max_source_length: int = 200
+
+
+@dataclasses.dataclass
+class Config:
+    task: Literal["translation"] = "translation"
+    run_dir: str = "runs/default"
+    seed: int = 1234
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = dataclasses.field(default_factory=TokenizerConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    decode: DecodeConfig = dataclasses.field(default_factory=DecodeConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --- reading and validation -------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {type(None): "null", int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(
+        tp, str(tp)
+    )
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Checks ``value`` against the annotation ``tp`` and converts mappings into dataclasses."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key)
+            except NmtError as error:
+                errors.append(error)
+        raise errors[0] if len(errors) == 1 else NmtError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise NmtError(f"{key}: {value!r} is not one of {', '.join(map(repr, choices))}{hint}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise NmtError(f"{key}: expected a mapping of keys, got {value!r}")
+        return _build(tp, value, key)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise NmtError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise NmtError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise NmtError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise NmtError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {tp} for {key}")  # a bug in this module, not user input
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+            hint = f"; did you mean {prefix}{close[0]!r}?" if close else f"; valid keys: {', '.join(names)}"
+            raise NmtError(f"unknown config key {prefix}{key!r}{hint}")
+    kwargs = {k: _convert(v, hints[k], f"{prefix}{k}") for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def _set_override(tree: dict[str, Any], assignment: str) -> None:
+    """Applies one ``a.b.c=value`` override; the value is parsed as YAML (so 200 is an int)."""
+    if "=" not in assignment:
+        raise NmtError(f"--set {assignment!r}: expected KEY=VALUE, for example train.steps=200")
+    dotted, raw = assignment.split("=", 1)
+    parts = dotted.strip().split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise NmtError(f"--set {dotted}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A path as given, or else the name of a shipped config (with or without ``.yaml``)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    for candidate in (CONFIG_DIR / path.name, CONFIG_DIR / f"{path.name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    shipped = sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))
+    raise NmtError(f"config file not found: {name} (shipped configs: {', '.join(shipped) or 'none'})")
+
+
+def _resolve_paths(config: Config, base: Path) -> None:
+    """Makes data paths absolute (relative to the config file) and checks that they exist."""
+    for split in ("train", "dev"):
+        source = getattr(config.data, split)
+        if source is None:
+            continue
+        key = f"data.{split}"
+        needed = {"tsv": ["path"], "text": ["path"], "parallel": ["source_path", "target_path"], "hf": ["path"]}
+        for field in needed[source.format]:
+            if getattr(source, field) is None:
+                raise NmtError(f"{key}.{field}: required when {key}.format is {source.format!r}")
+        fields = ["path", "source_path", "target_path", "data_files"]
+        for field in fields:
+            value = getattr(source, field)
+            if value is None:
+                continue
+            path = Path(value).expanduser()
+            if not path.is_absolute():
+                path = base / path
+            if source.format == "hf" and field == "path" and not path.exists():
+                continue  # a hub dataset name or a builder such as "json", not a local path
+            if not path.exists():
+                raise NmtError(f"{key}.{field}: file not found: {path}")
+            setattr(source, field, str(path.resolve()))
+
+
+def _check_values(config: Config) -> None:
+    positive = {
+        "tokenizer.vocab_size": config.tokenizer.vocab_size,
+        "model.embedding_dim": config.model.embedding_dim,
+        "model.encoder.units": config.model.encoder.units,
+        "model.encoder.layers": config.model.encoder.layers,
+        "model.decoder.units": config.model.decoder.units,
+        "model.decoder.layers": config.model.decoder.layers,
+        "train.steps": config.train.steps,
+        "train.batch_size": config.train.batch_size,
+        "train.bucket_width": config.train.bucket_width,
+        "train.eval_every": config.train.eval_every,
+        "train.checkpoint_every": config.train.checkpoint_every,
+        "decode.beam_size": config.decode.beam_size,
+        "decode.batch_size": config.decode.batch_size,
+        "data.max_source_length": config.data.max_source_length,
+        "data.max_target_length": config.data.max_target_length,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise NmtError(f"{key}: must be positive, got {value}")
+    for key, value in {
+        "model.encoder.dropout": config.model.encoder.dropout,
+        "model.decoder.dropout": config.model.decoder.dropout,
+        "train.label_smoothing": config.train.label_smoothing,
+    }.items():
+        if not 0.0 <= value < 1.0:
+            raise NmtError(f"{key}: must be in [0, 1), got {value}")
+    if config.model.tie_embeddings and config.model.embedding_dim != config.model.decoder.units:
+        # The tied matrix is used both as embedding (dim) and as output projection (units).
+        raise NmtError("model.tie_embeddings: needs model.embedding_dim == model.decoder.units")
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Reads, overrides and validates an experiment file. Raises :class:`NmtError` on any problem."""
+    path = resolve_config_path(path)
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise NmtError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(tree, dict):
+        raise NmtError(f"{path}: expected a mapping of config keys at the top level")
+    for assignment in overrides or []:
+        _set_override(tree, assignment)
+    try:
+        config = _build(Config, tree, "")
+        _resolve_paths(config, path.resolve().parent)
+        _check_values(config)
+    except NmtError as error:
+        raise NmtError(f"{path}: {error}") from None
+    return config
+
+
+def config_from_dict(tree: dict[str, Any]) -> Config:
+    """Validates an already-resolved config (the copy stored in a run directory).
+
+    Data files are not checked: a trained run must load for translation after its corpus is gone.
+    """
+    config = _build(Config, tree, "")
+    _check_values(config)
+    return config
+
+
+def save_config(config: Config, path: Path) -> None:
+    from nmt.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True))

@@ -1,0 +1,202 @@
+"""The attention decoder: one :meth:`AttentionDecoder.step` that every decoding strategy drives.
+
+Training runs the same computation over a whole target sentence (teacher forcing). When the
+attention is Luong's without input feeding, no step depends on the previous step's attention, so
+the recurrent layers run as whole-sequence ops and attention is one batched matmul over all steps
+(the fast path). Otherwise training loops over :meth:`step` itself. Both paths give the same numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from nmt.layers.attention import Attention
+from nmt.layers.recurrent import Recurrent
+
+# Decoder state: {"rnn": per-layer state tuples, "feed": previous attentional vector (input feeding)}.
+State = dict[str, Any]
+# What the decoder reads from the encoder at every step: {"memory", "keys", "mask"}.
+Context = dict[str, tf.Tensor]
+
+
+class AttentionDecoder(keras.layers.Layer):
+    """Stacked recurrent decoder with attention and a softmax over the target vocabulary.
+
+    Example:
+    >>> decoder = AttentionDecoder(vocab_size=50, embedding_dim=8, cell="lstm", units=16)
+    >>> context, state = decoder.prepare(tf.random.normal([2, 4, 16]), tf.sequence_mask([4, 2], 4),
+    ...                                  tf.random.normal([2, 32]))
+    >>> logits, state, weights = decoder.step(tf.constant([2, 2]), state, context)
+    >>> tuple(logits.shape), tuple(weights.shape)
+    ((2, 50), (2, 4))
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_dim: int = 256,
+        cell: str = "lstm",
+        units: int = 256,
+        layers: int = 1,
+        attention: str = "luong",
+        attention_score: str = "general",
+        input_feeding: bool = False,
+        dropout: float = 0.2,
+        bridge: str = "dense",
+        tie_embeddings: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if tie_embeddings and embedding_dim != units:
+            raise ValueError("tie_embeddings needs embedding_dim == units")
+        self.vocab_size = vocab_size
+        self.embedding_dim = embedding_dim
+        self.cell = cell
+        self.units = units
+        self.num_layers = layers
+        self.attention_kind = attention
+        self.attention_score = attention_score
+        self.input_feeding = input_feeding
+        self.dropout_rate = dropout
+        self.bridge = bridge
+        self.tie_embeddings = tie_embeddings
+        self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
+        self.rnn_layers = [Recurrent(cell, units, name=f"rnn_{i}") for i in range(layers)]
+        self.attention = Attention(attention, attention_score, name="attention")
+        self.attentional = keras.layers.Dense(units, activation="tanh", use_bias=False, name="attentional")
+        self.dropout = keras.layers.Dropout(dropout)
+        self.bridge_dense = keras.layers.Dense(self._state_size, name="bridge") if bridge == "dense" else None
+        if tie_embeddings:
+            self.output_projection = None
+            self.output_bias = self.add_weight(shape=(vocab_size,), initializer="zeros", name="output_bias")
+        else:
+            self.output_projection = keras.layers.Dense(vocab_size, name="output_projection")
+
+    def build(self, *args: Any, **kwargs: Any) -> None:
+        # Sub-layers create their weights on first use (their input sizes depend on the config).
+        self.built = True
+
+    @property
+    def _states_per_layer(self) -> int:
+        return 2 if self.cell == "lstm" else 1
+
+    @property
+    def _state_size(self) -> int:
+        return self.num_layers * self._states_per_layer * self.units
+
+    @property
+    def fast_path(self) -> bool:
+        return self.attention_kind == "luong" and not self.input_feeding
+
+    # --- state -------------------------------------------------------------------------------
+
+    def prepare(self, memory: tf.Tensor, mask: tf.Tensor, encoder_final: tf.Tensor) -> tuple[Context, State]:
+        """Precomputes the attention keys and the initial state (through the bridge)."""
+        context = {"memory": memory, "keys": self.attention.keys(memory, self.units), "mask": mask}
+        batch = tf.shape(memory)[0]
+        if self.bridge_dense is not None:
+            flat = self.bridge_dense(encoder_final)
+            parts = tf.split(flat, self.num_layers * self._states_per_layer, axis=-1)
+            k = self._states_per_layer
+            rnn = tuple(tuple(parts[i * k : (i + 1) * k]) for i in range(self.num_layers))
+        else:
+            rnn = tuple(layer.initial_state(batch) for layer in self.rnn_layers)
+        state: State = {"rnn": rnn}
+        if self.input_feeding:
+            state["feed"] = tf.zeros([batch, self.units], dtype=memory.dtype)
+        return context, state
+
+    # --- one step ----------------------------------------------------------------------------
+
+    def _logits(self, attentional: tf.Tensor) -> tf.Tensor:
+        if self.output_projection is not None:
+            logits = self.output_projection(attentional)
+        else:
+            matrix = tf.cast(self.embedding.embeddings, attentional.dtype)
+            logits = tf.linalg.matmul(attentional, matrix, transpose_b=True) + tf.cast(self.output_bias, attentional.dtype)
+        return tf.cast(logits, tf.float32)  # softmax and loss in float32 under mixed precision
+
+    def _step_embedded(
+        self, embedded: tf.Tensor, state: State, context: Context, training: bool
+    ) -> tuple[tf.Tensor, State, tf.Tensor]:
+        rnn_state = state["rnn"]
+        if self.attention_kind == "bahdanau":
+            # Bahdanau: attend with the previous top state, feed the context into the cell.
+            bahdanau_context, weights = self.attention(rnn_state[-1][0], context["keys"], context["memory"], context["mask"])
+            x = tf.concat([embedded, bahdanau_context], axis=-1)
+        elif self.input_feeding:
+            x = tf.concat([embedded, state["feed"]], axis=-1)
+        else:
+            x = embedded
+        new_rnn = []
+        for i, layer in enumerate(self.rnn_layers):
+            x, layer_state = layer.step(x, rnn_state[i])
+            new_rnn.append(layer_state)
+            if i + 1 < self.num_layers:
+                x = self.dropout(x, training=training)
+        if self.attention_kind == "bahdanau":
+            attended = bahdanau_context
+        else:
+            attended, weights = self.attention(x, context["keys"], context["memory"], context["mask"])
+        attentional = self.attentional(tf.concat([x, attended], axis=-1))
+        logits = self._logits(self.dropout(attentional, training=training))
+        new_state: State = {"rnn": tuple(new_rnn)}
+        if self.input_feeding:
+            new_state["feed"] = attentional
+        return logits, new_state, weights
+
+    def step(
+        self, ids: tf.Tensor, state: State, context: Context, training: bool = False
+    ) -> tuple[tf.Tensor, State, tf.Tensor]:
+        """ids [batch] (the previous token) -> logits [batch, vocab] (float32), new state,
+        attention weights [batch, source]."""
+        return self._step_embedded(self.embedding(ids), state, context, training)
+
+    # --- whole sentences (teacher forcing) ----------------------------------------------------
+
+    def call(
+        self, target_in: tf.Tensor, state: State, context: Context, training: bool = False
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """target_in [batch, time] -> logits [batch, time, vocab], attention [batch, time, source]."""
+        embedded = self.dropout(self.embedding(target_in), training=training)
+        if self.fast_path:
+            x = embedded
+            for i, layer in enumerate(self.rnn_layers):
+                x, _ = layer(x, initial_state=state["rnn"][i])
+                if i + 1 < self.num_layers:
+                    x = self.dropout(x, training=training)
+            attended, weights = self.attention(x, context["keys"], context["memory"], context["mask"])
+            attentional = self.attentional(tf.concat([x, attended], axis=-1))
+            return self._logits(self.dropout(attentional, training=training)), weights
+
+        def body(carry: tuple[tf.Tensor, State, tf.Tensor], embedded_t: tf.Tensor):
+            _, previous, _ = carry
+            return self._step_embedded(embedded_t, previous, context, training)
+
+        batch, source = tf.shape(target_in)[0], tf.shape(context["memory"])[1]
+        initial = (
+            tf.zeros([batch, self.vocab_size], tf.float32),
+            state,
+            tf.zeros([batch, source], tf.float32),
+        )
+        logits, _, weights = tf.scan(body, tf.transpose(embedded, [1, 0, 2]), initializer=initial)
+        return tf.transpose(logits, [1, 0, 2]), tf.transpose(weights, [1, 0, 2])
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "vocab_size": self.vocab_size,
+            "embedding_dim": self.embedding_dim,
+            "cell": self.cell,
+            "units": self.units,
+            "layers": self.num_layers,
+            "attention": self.attention_kind,
+            "attention_score": self.attention_score,
+            "input_feeding": self.input_feeding,
+            "dropout": self.dropout_rate,
+            "bridge": self.bridge,
+            "tie_embeddings": self.tie_embeddings,
+        }

@@ -1,0 +1,150 @@
+"""A recurrent layer (vanilla RNN, GRU, LSTM) that runs a whole padded sequence or one step.
+
+Why our own and not ``keras.layers.LSTM``: the input projection of every time step is computed as
+one large matmul before the loop (the loop then only multiplies the hidden state), padding is
+masked per example, and the very same weights serve :meth:`step`, which the decoders and the
+decoding module drive one token at a time. Runs on the TensorFlow backend.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+CELLS = ("rnn", "gru", "lstm")
+
+
+def matmul_last(x: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
+    """x [..., i] @ w [i, j] as one 2-D matmul (tf.einsum's gradient here is ~40x slower on CPU)."""
+    if x.shape.rank == 2:
+        return tf.matmul(x, w)
+    shape = tf.shape(x)
+    out = tf.matmul(tf.reshape(x, [-1, shape[-1]]), w)
+    return tf.reshape(out, tf.concat([shape[:-1], tf.shape(w)[-1:]], axis=0))
+_GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+
+
+class Recurrent(keras.layers.Layer):
+    """One unidirectional recurrent layer.
+
+    State is a tuple: ``(h,)`` for ``rnn`` and ``gru``, ``(h, c)`` for ``lstm``.
+
+    Example:
+    >>> layer = Recurrent("gru", 8)
+    >>> outputs, state = layer(tf.zeros([2, 5, 3]), tf.constant([5, 2]))
+    >>> tuple(outputs.shape), len(state)
+    ((2, 5, 8), 1)
+    """
+
+    def __init__(self, cell: str = "lstm", units: int = 256, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if cell not in CELLS:
+            raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
+        self.cell = cell
+        self.units = units
+
+    @property
+    def state_count(self) -> int:
+        return 2 if self.cell == "lstm" else 1
+
+    def build(self, input_shape: Any) -> None:
+        gates = _GATES[self.cell] * self.units
+        self.kernel = self.add_weight(
+            shape=(int(input_shape[-1]), gates), initializer="glorot_uniform", name="kernel"
+        )
+        self.recurrent_kernel = self.add_weight(
+            shape=(self.units, gates), initializer="orthogonal", name="recurrent_kernel"
+        )
+        if self.cell == "lstm":
+            # Forget-gate bias 1: remember by default early in training (Jozefowicz et al. 2015).
+            def bias_init(shape: Any, dtype: Any = None) -> Any:
+                u = self.units
+                return keras.ops.concatenate(
+                    [keras.ops.zeros([u]), keras.ops.ones([u]), keras.ops.zeros([2 * u])]
+                )
+
+            self.bias = self.add_weight(shape=(gates,), initializer=bias_init, name="bias")
+        else:
+            self.bias = self.add_weight(shape=(gates,), initializer="zeros", name="bias")
+        if self.cell == "gru":
+            # GRU with the reset gate applied after the recurrent matmul (cuDNN/Keras variant).
+            self.recurrent_bias = self.add_weight(shape=(gates,), initializer="zeros", name="recurrent_bias")
+        self.built = True
+
+    def initial_state(self, batch_size: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        zeros = tf.zeros([batch_size, self.units], dtype=self.compute_dtype)
+        return tuple(zeros for _ in range(self.state_count))
+
+    def project(self, inputs: tf.Tensor) -> tf.Tensor:
+        """The input part of every gate: one matmul for all positions."""
+        return matmul_last(inputs, self.kernel) + self.bias
+
+    def recur(self, projected: tf.Tensor, state: tuple[tf.Tensor, ...]) -> tuple[tf.Tensor, tuple[tf.Tensor, ...]]:
+        """One step from the projected input [batch, gates] and the previous state."""
+        h = state[0]
+        if self.cell == "lstm":
+            z = projected + tf.matmul(h, self.recurrent_kernel)
+            i, f, g, o = tf.split(z, 4, axis=-1)
+            c = tf.sigmoid(f) * state[1] + tf.sigmoid(i) * tf.tanh(g)
+            h = tf.sigmoid(o) * tf.tanh(c)
+            return h, (h, c)
+        if self.cell == "gru":
+            recurrent = tf.matmul(h, self.recurrent_kernel) + self.recurrent_bias
+            x_z, x_r, x_h = tf.split(projected, 3, axis=-1)
+            h_z, h_r, h_h = tf.split(recurrent, 3, axis=-1)
+            z = tf.sigmoid(x_z + h_z)
+            r = tf.sigmoid(x_r + h_r)
+            candidate = tf.tanh(x_h + r * h_h)
+            h = z * h + (1.0 - z) * candidate
+            return h, (h,)
+        h = tf.tanh(projected + tf.matmul(h, self.recurrent_kernel))
+        return h, (h,)
+
+    def step(self, inputs: tf.Tensor, state: tuple[tf.Tensor, ...]) -> tuple[tf.Tensor, tuple[tf.Tensor, ...]]:
+        """One time step: inputs [batch, features] -> (output [batch, units], new state)."""
+        if not self.built:  # step() is called directly, not through __call__, by the decoders
+            self.build(inputs.shape)
+        return self.recur(self.project(inputs), state)
+
+    def call(
+        self,
+        inputs: tf.Tensor,
+        lengths: tf.Tensor | None = None,
+        initial_state: tuple[tf.Tensor, ...] | None = None,
+        reverse: bool = False,
+    ) -> tuple[tf.Tensor, tuple[tf.Tensor, ...]]:
+        """Runs [batch, time, features] -> (outputs [batch, time, units], final state).
+
+        With ``lengths``, positions at or past an example's length leave its state unchanged and
+        output zeros, so the final state is the state after the last real token. ``reverse`` reads
+        each sequence backwards within its own length (the backward half of a bidirectional layer).
+        """
+        inputs = tf.cast(inputs, self.compute_dtype)
+        batch, time = tf.shape(inputs)[0], tf.shape(inputs)[1]
+        if lengths is None:
+            lengths = tf.fill([batch], time)
+        if reverse:
+            inputs = tf.reverse_sequence(inputs, lengths, seq_axis=1, batch_axis=0)
+        state = tuple(initial_state) if initial_state is not None else self.initial_state(batch)
+        # Time-major TensorArrays in a while loop (as Keras' own RNN does): its gradient is far
+        # cheaper than tf.scan's here.
+        projected = tf.TensorArray(self.compute_dtype, size=time).unstack(tf.transpose(self.project(inputs), [1, 0, 2]))
+        mask = tf.TensorArray(tf.bool, size=time).unstack(tf.transpose(tf.sequence_mask(lengths, time))[:, :, None])
+        outputs = tf.TensorArray(self.compute_dtype, size=time)
+
+        def body(t: tf.Tensor, state: tuple[tf.Tensor, ...], outputs: tf.TensorArray):
+            m_t = mask.read(t)
+            h, new_state = self.recur(projected.read(t), state)
+            new_state = tuple(tf.where(m_t, n, p) for n, p in zip(new_state, state))
+            return t + 1, new_state, outputs.write(t, tf.where(m_t, h, tf.zeros_like(h)))
+
+        _, final, outputs = tf.while_loop(lambda t, *_: t < time, body, (tf.constant(0), state, outputs))
+        outputs = tf.transpose(outputs.stack(), [1, 0, 2])
+        if reverse:
+            outputs = tf.reverse_sequence(outputs, lengths, seq_axis=1, batch_axis=0)
+        return outputs, final
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "cell": self.cell, "units": self.units}

@@ -1,0 +1,85 @@
+"""Models composed from :mod:`nmt.layers`, each with one ``step()`` for the decoding module."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from nmt.layers import AttentionDecoder, Encoder
+from nmt.layers.decoder import Context, State
+from nmt.tokenizer import PAD_ID
+
+
+class Seq2Seq(keras.Model):
+    """Encoder-decoder translation model with attention.
+
+    The constructor arguments are the keys of the ``model`` section of an experiment file.
+
+    Example:
+    >>> model = Seq2Seq(source_vocab_size=30, target_vocab_size=40, embedding_dim=8,
+    ...                 encoder={"cell": "gru", "units": 8}, decoder={"cell": "gru", "units": 8})
+    >>> batch = {"source": tf.constant([[4, 5, 6]]), "source_length": tf.constant([3]),
+    ...          "target_in": tf.constant([[2, 7]])}
+    >>> tuple(model(batch).shape)
+    (1, 2, 40)
+    """
+
+    def __init__(
+        self,
+        source_vocab_size: int,
+        target_vocab_size: int,
+        embedding_dim: int = 256,
+        encoder: dict[str, Any] | None = None,
+        decoder: dict[str, Any] | None = None,
+        tie_embeddings: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.source_vocab_size = source_vocab_size
+        self.target_vocab_size = target_vocab_size
+        self.embedding_dim = embedding_dim
+        self.encoder_args = dict(encoder or {})
+        self.decoder_args = dict(decoder or {})
+        self.tie_embeddings = tie_embeddings
+        self.encoder = Encoder(source_vocab_size, embedding_dim, name="encoder", **self.encoder_args)
+        self.decoder = AttentionDecoder(
+            target_vocab_size, embedding_dim, tie_embeddings=tie_embeddings, name="decoder", **self.decoder_args
+        )
+
+    def build(self, *args: Any, **kwargs: Any) -> None:
+        # Sub-layers create their weights on first use (their input sizes depend on the config).
+        self.built = True
+
+    def encode(self, source: tf.Tensor, source_length: tf.Tensor, training: bool = False) -> tuple[Context, State]:
+        """source [batch, time] ids, lengths [batch] -> decoder context and initial state."""
+        memory, final = self.encoder(source, source_length, training=training)
+        mask = tf.sequence_mask(source_length, tf.shape(source)[1])
+        return self.decoder.prepare(memory, mask, final)
+
+    def step(self, ids: tf.Tensor, state: State, context: Context) -> tuple[tf.Tensor, State, tf.Tensor]:
+        """One decoding step (inference): logits [batch, vocab], new state, attention weights."""
+        return self.decoder.step(ids, state, context, training=False)
+
+    def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        """Teacher-forced logits [batch, target_time, vocab] for a training batch."""
+        context, state = self.encode(inputs["source"], inputs["source_length"], training=training)
+        logits, _ = self.decoder(inputs["target_in"], state, context, training=training)
+        return logits
+
+    def build_weights(self) -> None:
+        """Creates every weight by running a one-token batch (needed before restoring weights)."""
+        one = tf.constant([[PAD_ID + 4]], tf.int32)
+        self({"source": one, "source_length": tf.constant([1]), "target_in": one})
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "source_vocab_size": self.source_vocab_size,
+            "target_vocab_size": self.target_vocab_size,
+            "embedding_dim": self.embedding_dim,
+            "encoder": self.encoder_args,
+            "decoder": self.decoder_args,
+            "tie_embeddings": self.tie_embeddings,
+        }

@@ -1,0 +1,135 @@
+"""Token ids -> ``tf.data`` training batches: bucketed by length, shuffled, prefetched.
+
+Tokenization happens once, in :func:`encode_corpus` (SentencePiece's C++ batch encoder), and the
+result is cached as flat arrays; after that every per-step operation is a TensorFlow op.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from nmt.io import atomic_writer
+from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+
+
+@dataclasses.dataclass
+class EncodedCorpus:
+    """Token ids of a corpus as flat arrays (values + lengths): compact and fast to cache."""
+
+    source_values: np.ndarray
+    source_lengths: np.ndarray
+    target_values: np.ndarray
+    target_lengths: np.ndarray
+    dropped_too_long: int = 0
+
+    def __len__(self) -> int:
+        return len(self.source_lengths)
+
+    def save(self, path: Path) -> None:
+        with atomic_writer(path, "wb") as handle:
+            np.savez(handle, **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+
+    @classmethod
+    def load(cls, path: Path) -> EncodedCorpus:
+        with np.load(path) as arrays:
+            return cls(**{f.name: arrays[f.name] for f in dataclasses.fields(cls)})
+
+
+def _flatten(ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int32, count=len(ids))
+    values = np.fromiter((i for x in ids for i in x), dtype=np.int32, count=int(lengths.sum()))
+    return values, lengths
+
+
+def encode_corpus(
+    sources: list[str],
+    targets: list[str],
+    source_tokenizer: Tokenizer,
+    target_tokenizer: Tokenizer,
+    max_source_length: int,
+    max_target_length: int,
+) -> EncodedCorpus:
+    """Tokenizes pairs and drops those longer than the limits (the count is kept for reporting).
+
+    The target limit counts the EOS token the model appends.
+    """
+    source_ids = source_tokenizer.encode(sources)
+    target_ids = target_tokenizer.encode(targets)
+    keep = [
+        i
+        for i, (s, t) in enumerate(zip(source_ids, target_ids))
+        if 0 < len(s) <= max_source_length and 0 < len(t) + 1 <= max_target_length
+    ]
+    source_values, source_lengths = _flatten([source_ids[i] for i in keep])
+    target_values, target_lengths = _flatten([target_ids[i] for i in keep])
+    return EncodedCorpus(
+        source_values, source_lengths, target_values, target_lengths, dropped_too_long=len(sources) - len(keep)
+    )
+
+
+def bucket_boundaries(max_length: int, width: int) -> list[int]:
+    """Upper bounds (exclusive) of the length buckets: width+1, 2*width+1, ... past max_length."""
+    return list(range(width + 1, max_length + width + 1, width))
+
+
+def make_dataset(
+    corpus: EncodedCorpus,
+    batch_size: int,
+    batch_tokens: int | None = None,
+    bucket_width: int = 4,
+    shuffle_buffer: int = 100_000,
+    seed: int = 1234,
+    repeat: bool = True,
+    shuffle: bool = True,
+) -> tf.data.Dataset:
+    """Batches of ``{"source", "source_length", "target_in", "target_out"}``, int32, 0-padded.
+
+    ``target_in`` is BOS + target, ``target_out`` is target + EOS. Pairs go to buckets by their
+    longer side, so a batch holds sentences of similar length and little compute goes to padding.
+    With ``batch_tokens``, each bucket's batch size is chosen so a batch holds about that many
+    target tokens (long sentences, small batches).
+    """
+    source = tf.RaggedTensor.from_row_lengths(corpus.source_values, corpus.source_lengths)
+    target = tf.RaggedTensor.from_row_lengths(corpus.target_values, corpus.target_lengths)
+    dataset = tf.data.Dataset.from_tensor_slices((source, target))
+    if shuffle:
+        dataset = dataset.shuffle(min(shuffle_buffer, len(corpus)), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+
+    def to_example(src: tf.Tensor, tgt: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {
+            "source": src,
+            "source_length": tf.shape(src)[0],
+            "target_in": tf.concat([[BOS_ID], tgt], axis=0),
+            "target_out": tf.concat([tgt, [EOS_ID]], axis=0),
+        }
+
+    dataset = dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    max_length = int(max(corpus.source_lengths.max(initial=1), corpus.target_lengths.max(initial=0) + 1))
+    boundaries = bucket_boundaries(max_length, bucket_width)
+    if batch_tokens:
+        sizes = [max(1, batch_tokens // (b - 1)) for b in boundaries] + [max(1, batch_tokens // max_length)]
+    else:
+        sizes = [batch_size] * (len(boundaries) + 1)
+    dataset = dataset.bucket_by_sequence_length(
+        element_length_func=lambda ex: tf.maximum(ex["source_length"], tf.shape(ex["target_in"])[0]),
+        bucket_boundaries=boundaries,
+        bucket_batch_sizes=sizes,
+        padding_values={"source": PAD_ID, "source_length": 0, "target_in": PAD_ID, "target_out": PAD_ID},
+        drop_remainder=False,
+    )
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def pad_batch(ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Token id lists -> (int32 [batch, max_len] zero-padded, int32 lengths) for inference."""
+    lengths = np.array([len(x) for x in ids], dtype=np.int32)
+    batch = np.full((len(ids), max(1, int(lengths.max(initial=1)))), PAD_ID, dtype=np.int32)
+    for row, x in enumerate(ids):
+        batch[row, : len(x)] = x
+    return batch, lengths

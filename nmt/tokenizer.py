@@ -1,0 +1,109 @@
+"""The one tokenizer wrapper: SentencePiece for subwords (unigram, BPE), characters and words.
+
+The same ``.model`` file serves the Python path (training data, the CLI) and the in-graph path
+(``tensorflow_text.SentencepieceTokenizer``, for exported SavedModels), so the two cannot disagree.
+Ids are fixed for every model: 0 padding, 1 unknown, 2 begin, 3 end of sequence.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import sentencepiece as spm
+
+from nmt.errors import NmtError
+from nmt.io import atomic_write_bytes
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+
+class Tokenizer:
+    """Text <-> ids with a SentencePiece model.
+
+    Example:
+    >>> tok = Tokenizer.train(["a cat", "a dog"] * 50, model_type="char", vocab_size=20)
+    >>> tok.decode(tok.encode(["a cat"])[0])
+    'a cat'
+    """
+
+    def __init__(self, model_proto: bytes) -> None:
+        self.model_proto = model_proto
+        self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
+
+    @classmethod
+    def train(
+        cls,
+        texts: Sequence[str],
+        model_type: str = "unigram",
+        vocab_size: int = 8000,
+        character_coverage: float = 0.9995,
+        input_sentence_size: int = 1_000_000,
+        seed: int = 1234,
+    ) -> Tokenizer:
+        """Trains on ``texts`` (sampled down to ``input_sentence_size`` sentences)."""
+        if not texts:
+            raise NmtError("cannot train a tokenizer on an empty corpus")
+        if len(texts) > input_sentence_size:
+            texts = random.Random(seed).sample(list(texts), input_sentence_size)
+        model = io.BytesIO()
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(texts),
+                model_writer=model,
+                model_type=model_type,
+                vocab_size=vocab_size,
+                # A vocabulary smaller than asked for is fine for small corpora and char models.
+                hard_vocab_limit=False,
+                character_coverage=character_coverage,
+                pad_id=PAD_ID,
+                unk_id=UNK_ID,
+                bos_id=BOS_ID,
+                eos_id=EOS_ID,
+                # Keeps corpus-specific statistics out of the log; errors still raise.
+                minloglevel=2,
+                num_threads=2,
+                max_sentence_length=8192,
+                # Digits split into single pieces generalise to unseen numbers.
+                split_digits=True,
+            )
+        except RuntimeError as error:
+            raise NmtError(f"SentencePiece training failed: {error}") from None
+        return cls(model.getvalue())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Tokenizer:
+        path = Path(path)
+        if not path.is_file():
+            raise NmtError(f"tokenizer model not found: {path}")
+        return cls(path.read_bytes())
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_bytes(path, self.model_proto)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._sp.get_piece_size()
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Ids without BOS/EOS; the model adds those."""
+        return self._sp.encode(list(texts), out_type=int, num_threads=2)
+
+    def encode_pieces(self, text: str) -> list[str]:
+        return self._sp.encode(text, out_type=str)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Ids -> text; stops at the first EOS and ignores padding and BOS."""
+        out = []
+        for i in ids:
+            i = int(i)
+            if i == EOS_ID:
+                break
+            if i not in (PAD_ID, BOS_ID):
+                out.append(i)
+        return self._sp.decode(out)
+
+    def id_to_piece(self, i: int) -> str:
+        return self._sp.id_to_piece(int(i))

@@ -1,0 +1,325 @@
+"""Training: data -> tokenizers -> batches -> model -> checkpoints, resumable, with dev selection.
+
+Everything a trained model is goes into one run directory::
+
+    config.yaml     the resolved config          spm/           SentencePiece models
+    checkpoints/    latest states (resume)       best/          weights chosen on dev BLEU
+    cache/          tokenized corpora            metrics.jsonl  one line per evaluation
+    logs/           TensorBoard
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+import yaml
+
+from nmt.config import Config, save_config
+from nmt.data import read_corpus
+from nmt.errors import NmtError
+from nmt.evaluation import Scores, default_tokenize, score
+from nmt.inference import BEST_WEIGHTS, Translator, build_model, tokenizer_paths
+from nmt.pipeline import EncodedCorpus, encode_corpus, make_dataset
+from nmt.tokenizer import PAD_ID, Tokenizer
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up, then constant, inverse-square-root or cosine decay to 10% at ``total``."""
+
+    def __init__(self, peak: float, warmup: int, decay: str, total: int) -> None:
+        self.peak, self.warmup, self.decay, self.total = peak, warmup, decay, total
+
+    def __call__(self, step: Any) -> tf.Tensor:
+        step = tf.cast(step, tf.float32) + 1.0
+        warmup = float(max(self.warmup, 1))
+        rate = self.peak * tf.minimum(1.0, step / warmup)
+        if self.decay == "inverse_sqrt":
+            rate = rate * tf.minimum(1.0, tf.sqrt(warmup / step))
+        elif self.decay == "cosine":
+            progress = tf.clip_by_value((step - warmup) / max(self.total - warmup, 1), 0.0, 1.0)
+            rate = rate * (0.1 + 0.45 * (1.0 + tf.cos(math.pi * progress)))
+        return rate
+
+    def get_config(self) -> dict[str, Any]:
+        return {"peak": self.peak, "warmup": self.warmup, "decay": self.decay, "total": self.total}
+
+
+def token_loss(logits: tf.Tensor, labels: tf.Tensor, label_smoothing: float = 0.0) -> tuple[tf.Tensor, tf.Tensor]:
+    """Mean cross-entropy per non-padding target token, and that token count."""
+    log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
+    nll = -tf.gather(log_probs, labels, batch_dims=2)
+    if label_smoothing:
+        nll = (1.0 - label_smoothing) * nll - label_smoothing * tf.reduce_mean(log_probs, axis=-1)
+    mask = tf.cast(tf.not_equal(labels, PAD_ID), tf.float32)
+    tokens = tf.reduce_sum(mask)
+    return tf.reduce_sum(nll * mask) / tf.maximum(tokens, 1.0), tokens
+
+
+BATCH_SPEC = {
+    "source": tf.TensorSpec([None, None], tf.int32),
+    "source_length": tf.TensorSpec([None], tf.int32),
+    "target_in": tf.TensorSpec([None, None], tf.int32),
+    "target_out": tf.TensorSpec([None, None], tf.int32),
+}
+
+
+@dataclasses.dataclass
+class PreparedData:
+    source_tokenizer: Tokenizer
+    target_tokenizer: Tokenizer
+    train: EncodedCorpus
+    dev_sources: list[str]
+    dev_targets: list[str]
+    dev: EncodedCorpus | None
+
+
+def _check_compatible(run_dir: Path, config: Config) -> None:
+    """A run directory keeps one model: refuse to resume it with another architecture."""
+    stored_path = run_dir / "config.yaml"
+    if not stored_path.is_file():
+        return
+    stored = yaml.safe_load(stored_path.read_text(encoding="utf-8")) or {}
+    current = config.to_dict()
+    # Only what has been built binds: tokenizers once trained, the model once checkpointed.
+    built = {"tokenizer": (run_dir / "spm").is_dir(), "model": (run_dir / "checkpoints").is_dir()}
+    for section in ("model", "tokenizer"):
+        if built[section] and stored.get(section) != current[section]:
+            differences = [
+                f"{section}.{k}: {stored.get(section, {}).get(k)!r} -> {v!r}"
+                for k, v in current[section].items()
+                if stored.get(section, {}).get(k) != v
+            ]
+            raise NmtError(
+                f"{run_dir} holds a model trained with another {section} config "
+                f"({'; '.join(differences)}); choose another run_dir or delete this one"
+            )
+
+
+def prepare_data(config: Config, run_dir: Path) -> PreparedData:
+    """Reads the corpora, trains (or reuses) the tokenizers, tokenizes once and caches the ids."""
+    train_corpus = read_corpus(config.data.train)
+    if not train_corpus.targets:
+        raise NmtError("data.train: no training pairs left after dropping empty lines")
+    log(f"train: {len(train_corpus)} pairs read from {config.data.train.path or config.data.train.source_path}"
+        f" ({train_corpus.dropped_empty} empty dropped)")
+    tok = config.tokenizer
+    source_path, target_path = tokenizer_paths(run_dir, tok.shared)
+    if source_path.is_file() and target_path.is_file():
+        source_tokenizer, target_tokenizer = Tokenizer.load(source_path), Tokenizer.load(target_path)
+    else:
+        log(f"training SentencePiece ({tok.model_type}, vocabulary {tok.vocab_size}, "
+            f"{'shared' if tok.shared else 'separate'})")
+        options = dict(
+            model_type=tok.model_type, vocab_size=tok.vocab_size, character_coverage=tok.character_coverage,
+            input_sentence_size=tok.input_sentence_size, seed=config.seed,
+        )
+        if tok.shared:
+            source_tokenizer = target_tokenizer = Tokenizer.train(train_corpus.sources + train_corpus.targets, **options)
+        else:
+            source_tokenizer = Tokenizer.train(train_corpus.sources, **options)
+            target_tokenizer = Tokenizer.train(train_corpus.targets, **options)
+        target_tokenizer.save(target_path)
+        source_tokenizer.save(source_path)
+    log(f"vocabulary: source {source_tokenizer.vocab_size}, target {target_tokenizer.vocab_size}")
+
+    cache = run_dir / "cache" / "train.npz"
+    if cache.is_file():
+        train = EncodedCorpus.load(cache)
+    else:
+        train = encode_corpus(
+            train_corpus.sources, train_corpus.targets, source_tokenizer, target_tokenizer,
+            config.data.max_source_length, config.data.max_target_length,
+        )
+        train.save(cache)
+    log(f"train: {len(train)} pairs kept, {train.dropped_too_long} dropped as longer than "
+        f"{config.data.max_source_length}/{config.data.max_target_length} tokens")
+    if not len(train):
+        raise NmtError("data: every training pair is longer than data.max_source_length/max_target_length")
+
+    dev_sources: list[str] = []
+    dev_targets: list[str] = []
+    dev = None
+    if config.data.dev is not None:
+        dev_corpus = read_corpus(config.data.dev)
+        dev_sources, dev_targets = dev_corpus.sources, dev_corpus.targets or []
+        # Dev loss uses every pair (no length filter): it must measure the same set each time.
+        dev = encode_corpus(dev_sources, dev_targets, source_tokenizer, target_tokenizer, 10**9, 10**9)
+        log(f"dev: {len(dev_sources)} pairs ({dev_corpus.dropped_empty} empty dropped)")
+    return PreparedData(source_tokenizer, target_tokenizer, train, dev_sources, dev_targets, dev)
+
+
+def set_precision(precision: str) -> None:
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16" if precision == "mixed_bfloat16" else "float32")
+
+
+class Trainer:
+    """Runs ``config`` in ``config.run_dir``; calling :meth:`train` again resumes where it stopped."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.run_dir = Path(config.run_dir)
+
+    def _evaluate(self, translator: Translator, data: PreparedData, eval_loss, beam_size: int, limit: int | None) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        if data.dev is not None and len(data.dev):
+            total, tokens = 0.0, 0.0
+            dev_batches = make_dataset(data.dev, batch_size=64, repeat=False, shuffle=False)
+            for batch in dev_batches:
+                loss, count = eval_loss(batch)
+                total += float(loss) * float(count)
+                tokens += float(count)
+            result["dev_loss"] = total / max(tokens, 1.0)
+            sources, targets = data.dev_sources[:limit], data.dev_targets[:limit]
+            hypotheses = [h[0].text for h in translator.translate(sources, beam_size=beam_size)]
+            scores = score(hypotheses, targets, self.bleu_tokenize)
+            result.update(dev_bleu=scores.bleu, dev_chrf=scores.chrf, dev_sentences=len(sources))
+            result["_scores"] = scores
+        return result
+
+    @property
+    def bleu_tokenize(self) -> str:
+        return self.config.data.bleu_tokenize or default_tokenize(self.config.data.target_language)
+
+    def train(self) -> Scores | None:
+        config, run_dir = self.config, self.run_dir
+        _check_compatible(run_dir, config)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.yaml")
+        keras.utils.set_random_seed(config.seed)
+        set_precision(config.train.precision)
+        data = prepare_data(config, run_dir)
+        cfg = config.train
+
+        model = build_model(config, data.source_tokenizer.vocab_size, data.target_tokenizer.vocab_size)
+        parameters = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+        log(f"model: {parameters / 1e6:.2f}M parameters")
+        schedule = LearningRate(cfg.learning_rate, cfg.warmup_steps, cfg.decay, cfg.steps)
+        optimizer = keras.optimizers.Adam(learning_rate=schedule)
+        optimizer.build(model.trainable_variables)
+
+        dataset = make_dataset(
+            data.train, cfg.batch_size, cfg.batch_tokens, cfg.bucket_width, cfg.shuffle_buffer, seed=config.seed
+        )
+        iterator = iter(dataset)
+        best_bleu = tf.Variable(-1.0, trainable=False, dtype=tf.float32)
+        stale_evals = tf.Variable(0, trainable=False, dtype=tf.int64)
+        # The iterator is part of the checkpoint: a resumed run continues with the next batch.
+        checkpoint = tf.train.Checkpoint(
+            model=model, optimizer=optimizer, data=iterator, best_bleu=best_bleu, stale_evals=stale_evals
+        )
+        manager = tf.train.CheckpointManager(checkpoint, run_dir / "checkpoints", max_to_keep=cfg.keep_checkpoints)
+        if manager.latest_checkpoint:
+            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+            log(f"resumed from {manager.latest_checkpoint} at step {int(optimizer.iterations)}")
+
+        @tf.function(input_signature=[BATCH_SPEC])
+        def train_step(batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+            with tf.GradientTape() as tape:
+                logits = model(batch, training=True)
+                loss, tokens = token_loss(logits, batch["target_out"], cfg.label_smoothing)
+            gradients = tape.gradient(loss, model.trainable_variables)
+            gradients, norm = tf.clip_by_global_norm(gradients, cfg.clip_norm)
+            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+            return loss, norm, tokens
+
+        @tf.function(input_signature=[BATCH_SPEC])
+        def eval_loss(batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+            return token_loss(model(batch, training=False), batch["target_out"])
+
+        translator = Translator(model, data.source_tokenizer, data.target_tokenizer, config)
+        writer = tf.summary.create_file_writer(str(run_dir / "logs"))
+        metrics_path = run_dir / "metrics.jsonl"
+        step = int(optimizer.iterations)
+        progress = keras.utils.Progbar(cfg.steps, stateful_metrics=["loss", "tok/s", "lr"],
+                                       verbose=1 if sys.stdout.isatty() else 2, unit_name="step")
+        progress.update(step)
+        window_tokens, window_start, losses = 0.0, time.perf_counter(), []
+        stopped_early = False
+        while step < cfg.steps:
+            loss, norm, tokens = train_step(next(iterator))
+            step += 1
+            losses.append(float(loss))
+            window_tokens += float(tokens)
+            if step % 20 == 0 or step == cfg.steps:
+                elapsed = time.perf_counter() - window_start
+                rate = window_tokens / max(elapsed, 1e-9)
+                lr = float(schedule(step))
+                progress.update(step, [("loss", float(np.mean(losses[-20:]))), ("tok/s", rate), ("lr", lr)])
+                with writer.as_default(step=step):
+                    tf.summary.scalar("train/loss", float(np.mean(losses[-20:])))
+                    tf.summary.scalar("train/target_tokens_per_second", rate)
+                    tf.summary.scalar("train/learning_rate", lr)
+                    tf.summary.scalar("train/gradient_norm", float(norm))
+                window_tokens, window_start = 0.0, time.perf_counter()
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                stopped_early = self._evaluation_point(
+                    step, translator, data, eval_loss, model, best_bleu, stale_evals, losses, writer, metrics_path
+                )
+                window_start = time.perf_counter()  # evaluation time is not training throughput
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopped_early:
+                manager.save(checkpoint_number=step)
+            if stopped_early:
+                log(f"early stopping at step {step}: no dev improvement in {cfg.early_stopping} evaluations")
+                break
+
+        return self.final_evaluation(data)
+
+    def _evaluation_point(self, step, translator, data, eval_loss, model, best_bleu, stale_evals, losses, writer, metrics_path) -> bool:
+        cfg = self.config.train
+        result = self._evaluate(translator, data, eval_loss, beam_size=1, limit=cfg.eval_max_sentences)
+        result.pop("_scores", None)
+        record = {"step": step, "time": time.time(), "train_loss": float(np.mean(losses[-100:])), **result}
+        with open(metrics_path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        with writer.as_default(step=step):
+            for key in ("dev_loss", "dev_bleu", "dev_chrf"):
+                if key in result:
+                    tf.summary.scalar(f"dev/{key[4:]}", result[key])
+        # Best = highest dev BLEU, ties (common early on, at 0) broken by lower dev loss; without
+        # a dev set the latest weights are the best ones we know of.
+        quality = result.get("dev_bleu", float(step)) - 1e-6 * min(result.get("dev_loss", 0.0), 1e3)
+        summary = ", ".join(f"{k} {v:.3f}" for k, v in record.items() if k not in ("step", "time"))
+        log(f"\nstep {step}: {summary}")
+        if quality > float(best_bleu):
+            best_bleu.assign(quality)
+            stale_evals.assign(0)
+            path = self.run_dir / BEST_WEIGHTS
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(".tmp." + path.name)  # Keras wants the .weights.h5 suffix
+            model.save_weights(tmp)
+            os.replace(tmp, path)
+            log(f"new best model (dev BLEU {result.get('dev_bleu', float('nan')):.2f}) saved to {path}")
+            return False
+        stale_evals.assign_add(1)
+        return cfg.early_stopping is not None and int(stale_evals) >= cfg.early_stopping
+
+    def final_evaluation(self, data: PreparedData | None = None) -> Scores | None:
+        """Dev BLEU of the best weights with the configured beam; printed and stored."""
+        from nmt.inference import load
+
+        if self.config.data.dev is None:
+            return None
+        if data is None:
+            data = prepare_data(self.config, self.run_dir)
+        translator = load(self.run_dir)
+        hypotheses = [h[0].text for h in translator.translate(data.dev_sources)]
+        scores = score(hypotheses, data.dev_targets, self.bleu_tokenize)
+        record = {"final": True, "beam_size": self.config.decode.beam_size, "dev_bleu": scores.bleu,
+                  "dev_chrf": scores.chrf, "bleu_signature": scores.bleu_signature, "time": time.time()}
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        return scores
