@@ -66,10 +66,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _translate_lines(args: argparse.Namespace, lines: list[str]):
+def _load_translator(args: argparse.Namespace):
     from nmt.inference import load
 
-    translator = load(args.run, weights=args.weights)
+    return load(args.run, weights=args.weights)
+
+
+def _translate_lines(translator, args: argparse.Namespace, lines: list[str]):
     bar = _progress_bar(len(lines), "translating")
     try:
         results = translator.translate(
@@ -83,14 +86,15 @@ def _translate_lines(args: argparse.Namespace, lines: list[str]):
             f"{translator.config.decode.max_source_length} tokens were cut to that length",
             file=sys.stderr,
         )
-    return translator, results
+    return results
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
     from nmt.io import atomic_writer
 
+    translator = _load_translator(args)  # a bad run directory fails before stdin is read
     lines = _read_input_lines(args.input)
-    _, results = _translate_lines(args, lines)
+    results = _translate_lines(translator, args, lines)
     if args.nbest > 1:
         # n-best format: input line number (0-based) ||| translation ||| score, n lines per input.
         out_lines = [f"{i} ||| {h.text} ||| {h.score:.4f}" for i, hyps in enumerate(results) for h in hyps]
@@ -117,10 +121,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         if not (args.run and args.src):
             raise NmtError("evaluate needs --run and --src (to translate), or --hyp (a finished translation)")
+        translator = _load_translator(args)
         sources = _read_input_lines(args.src)
         if len(sources) != len(references):
             raise NmtError(f"{args.src} has {len(sources)} lines but {args.ref} has {len(references)}")
-        translator, results = _translate_lines(args, sources)
+        results = _translate_lines(translator, args, sources)
         config = translator.config
         hypotheses = [hyps[0].text for hyps in results]
     if args.tokenize:

@@ -190,7 +190,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise NmtError(f"{key}: expected a mapping of keys, got {value!r}")
-        return _build(tp, value, key)
+        return _build(tp, value, f"{key}.")
     if tp is bool:
         if not isinstance(value, bool):
             raise NmtError(f"{key}: expected true or false, got {value!r}")
@@ -200,6 +200,12 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise NmtError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads 1e-3 (no dot) as a string; accept what Python reads as a number.
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise NmtError(f"{key}: expected a number, got {value!r}")
         return float(value)
@@ -216,8 +222,8 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     for key in values:
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
-            hint = f"; did you mean {prefix}{close[0]!r}?" if close else f"; valid keys: {', '.join(names)}"
-            raise NmtError(f"unknown config key {prefix}{key!r}{hint}")
+            hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys: {', '.join(names)}"
+            raise NmtError(f"unknown config key {prefix}{key}{hint}")
     kwargs = {k: _convert(v, hints[k], f"{prefix}{k}") for k, v in values.items()}
     return cls(**kwargs)
 
@@ -298,6 +304,8 @@ def _check_values(config: Config) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise NmtError(f"{key}: must be positive, got {value}")
+    if config.tokenizer.vocab_size < 8:
+        raise NmtError(f"tokenizer.vocab_size: must be at least 8 (4 ids are reserved), got {config.tokenizer.vocab_size}")
     for key, value in {
         "model.encoder.dropout": config.model.encoder.dropout,
         "model.decoder.dropout": config.model.decoder.dropout,

@@ -17,7 +17,7 @@ import yaml
 from nmt import decoding
 from nmt.config import Config, config_from_dict
 from nmt.errors import NmtError
-from nmt.models import Seq2Seq
+from nmt.models import Seq2Seq, model_variables
 from nmt.pipeline import pad_batch
 from nmt.tokenizer import Tokenizer
 
@@ -163,7 +163,7 @@ def load(run_dir: str | Path, weights: str = "best") -> Translator:
         latest = tf.train.latest_checkpoint(run_dir / "checkpoints")
         if latest is None:
             raise NmtError(f"{run_dir}: no trained weights (neither {BEST_WEIGHTS} nor a checkpoint)")
-        tf.train.Checkpoint(model=model).read(latest).expect_partial()
+        tf.train.Checkpoint(model=model_variables(model)).read(latest).expect_partial().assert_existing_objects_matched()
         if weights == "best":
             print(f"note: {run_dir} has no {BEST_WEIGHTS} yet; using the latest checkpoint", file=sys.stderr)
     return Translator(model, source_tokenizer, target_tokenizer, config)

@@ -12,6 +12,16 @@ from nmt.layers.decoder import Context, State
 from nmt.tokenizer import PAD_ID
 
 
+def model_variables(model: keras.Model) -> dict[str, Any]:
+    """Every weight by its path inside the model, for ``tf.train.Checkpoint``.
+
+    A Keras 3 model is not a TensorFlow trackable container of its variables: ``Checkpoint(model=m)``
+    saves nothing of it. The variables themselves are trackable, so they are listed explicitly, named
+    without the model's own (auto-numbered) name.
+    """
+    return {v.path.split("/", 1)[1]: v for v in model.weights}
+
+
 class Seq2Seq(keras.Model):
     """Encoder-decoder translation model with attention.
 

@@ -53,7 +53,8 @@ def encode_corpus(
     max_source_length: int,
     max_target_length: int,
 ) -> EncodedCorpus:
-    """Tokenizes pairs and drops those longer than the limits (the count is kept for reporting).
+    """Tokenizes pairs and drops those longer than the limits, or with a side that tokenizes to
+    nothing (the count is kept for reporting).
 
     The target limit counts the EOS token the model appends.
     """
@@ -62,7 +63,7 @@ def encode_corpus(
     keep = [
         i
         for i, (s, t) in enumerate(zip(source_ids, target_ids))
-        if 0 < len(s) <= max_source_length and 0 < len(t) + 1 <= max_target_length
+        if 0 < len(s) <= max_source_length and 0 < len(t) and len(t) + 1 <= max_target_length
     ]
     source_values, source_lengths = _flatten([source_ids[i] for i in keep])
     target_values, target_lengths = _flatten([target_ids[i] for i in keep])

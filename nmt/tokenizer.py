@@ -46,6 +46,8 @@ class Tokenizer:
         """Trains on ``texts`` (sampled down to ``input_sentence_size`` sentences)."""
         if not texts:
             raise NmtError("cannot train a tokenizer on an empty corpus")
+        if vocab_size < 8:
+            raise NmtError(f"tokenizer vocab_size must be at least 8 (4 ids are reserved), got {vocab_size}")
         if len(texts) > input_sentence_size:
             texts = random.Random(seed).sample(list(texts), input_sentence_size)
         model = io.BytesIO()

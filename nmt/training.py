@@ -29,6 +29,7 @@ from nmt.data import read_corpus
 from nmt.errors import NmtError
 from nmt.evaluation import Scores, default_tokenize, score
 from nmt.inference import BEST_WEIGHTS, Translator, build_model, tokenizer_paths
+from nmt.models import model_variables
 from nmt.pipeline import EncodedCorpus, encode_corpus, make_dataset
 from nmt.tokenizer import PAD_ID, Tokenizer
 
@@ -146,7 +147,7 @@ def prepare_data(config: Config, run_dir: Path) -> PreparedData:
         )
         train.save(cache)
     log(f"train: {len(train)} pairs kept, {train.dropped_too_long} dropped as longer than "
-        f"{config.data.max_source_length}/{config.data.max_target_length} tokens")
+        f"{config.data.max_source_length}/{config.data.max_target_length} tokens or empty once tokenized")
     if not len(train):
         raise NmtError("data: every training pair is longer than data.max_source_length/max_target_length")
 
@@ -219,7 +220,7 @@ class Trainer:
         stale_evals = tf.Variable(0, trainable=False, dtype=tf.int64)
         # The iterator is part of the checkpoint: a resumed run continues with the next batch.
         checkpoint = tf.train.Checkpoint(
-            model=model, optimizer=optimizer, data=iterator, best_bleu=best_bleu, stale_evals=stale_evals
+            model=model_variables(model), optimizer=optimizer, data=iterator, best_bleu=best_bleu, stale_evals=stale_evals
         )
         manager = tf.train.CheckpointManager(checkpoint, run_dir / "checkpoints", max_to_keep=cfg.keep_checkpoints)
         if manager.latest_checkpoint:

@@ -1,0 +1,126 @@
+"""The `nmt` command: line counts, stdin/stdout, n-best, evaluation numbers and error messages."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sacrebleu
+
+from nmt.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_main(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_translate_keeps_one_line_per_input_line(tiny_run: Path, tmp_path: Path, capsys) -> None:
+    long_line = " ".join(["the cat sat on the mat"] * 100)  # ~600 pieces, over decode.max_source_length
+    lines = ["Good morning.", "", "I like cats.", "   ", long_line, "Thank you."]
+    source = tmp_path / "in.en"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    output = tmp_path / "out.ja"
+    code, _, err = run_main(["translate", "--run", str(tiny_run), "-i", str(source), "-o", str(output),
+                             "--beam", "2"], capsys)
+    assert code == 0
+    translated = output.read_text(encoding="utf-8").split("\n")
+    assert translated[-1] == "" and len(translated) - 1 == len(lines)
+    assert translated[1] == "" and translated[3] == ""  # empty (and blank) in, empty out
+    assert "1 input line(s) longer than decode.max_source_length=200" in err
+
+
+def test_nbest_output_format(tiny_run: Path, tmp_path: Path, capsys) -> None:
+    source = tmp_path / "in.en"
+    source.write_text("Good morning.\nI like cats.\n", encoding="utf-8")
+    code, out, _ = run_main(["translate", "--run", str(tiny_run), "-i", str(source), "--beam", "3",
+                             "--nbest", "3"], capsys)
+    assert code == 0
+    rows = [line.split(" ||| ") for line in out.splitlines()]
+    assert [r[0] for r in rows] == ["0", "0", "0", "1", "1", "1"]
+    for first in (0, 3):
+        scores = [float(r[2]) for r in rows[first : first + 3]]
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_translate_stdin_to_stdout_through_the_console_script(tiny_run: Path) -> None:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run(
+        [sys.executable, "-m", "nmt.cli", "translate", "--run", str(tiny_run), "--beam", "1"],
+        input="Good morning.\n\nThank you.\n".encode(), capture_output=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert len(result.stdout.decode("utf-8").split("\n")) == 4  # 3 lines + final newline
+
+
+def test_evaluate_matches_sacrebleu(tmp_path: Path, capsys) -> None:
+    hypotheses = ["the cat is on the mat", "there is a dog in the garden", "hello world"]
+    references = ["the cat sat on the mat", "a dog is in the garden", "hello there world"]
+    hyp, ref = tmp_path / "hyp.txt", tmp_path / "ref.txt"
+    hyp.write_text("\n".join(hypotheses) + "\n", encoding="utf-8")
+    ref.write_text("\n".join(references) + "\n", encoding="utf-8")
+    code, out, _ = run_main(["evaluate", "--hyp", str(hyp), "--ref", str(ref), "--tokenize", "13a"], capsys)
+    assert code == 0
+    expected = sacrebleu.corpus_bleu(hypotheses, [references]).score
+    assert f"BLEU = {expected:.2f}" in out
+    assert f"chrF = {sacrebleu.corpus_chrf(hypotheses, [references]).score:.2f}" in out
+    assert "tok:13a" in out and "nrefs:1" in out
+
+
+def test_evaluate_japanese_uses_mecab(tiny_run: Path, tmp_path: Path, capsys) -> None:
+    hyp, ref = tmp_path / "hyp.ja", tmp_path / "ref.ja"
+    hyp.write_text("私は猫が好きです。\n", encoding="utf-8")
+    ref.write_text("私は犬が好きです。\n", encoding="utf-8")
+    code, out, _ = run_main(["evaluate", "--run", str(tiny_run), "--hyp", str(hyp), "--ref", str(ref)], capsys)
+    assert code == 0
+    expected = sacrebleu.corpus_bleu(["私は猫が好きです。"], [["私は犬が好きです。"]], tokenize="ja-mecab").score
+    assert f"BLEU = {expected:.2f}" in out and "tok:ja-mecab" in out
+
+
+def test_missing_run_directory_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    code, _, err = run_main(["translate", "--run", str(tmp_path / "nope")], capsys)
+    assert code == 2
+    assert "is not a run directory: config.yaml is missing" in err
+
+
+def test_invalid_utf8_input_names_the_line_and_keeps_old_output(tiny_run: Path, tmp_path: Path, capsys) -> None:
+    source = tmp_path / "in.en"
+    source.write_bytes(b"fine\nalso fine\nbad \xff byte\n")
+    output = tmp_path / "out.ja"
+    output.write_text("previous result\n", encoding="utf-8")
+    code, _, err = run_main(["translate", "--run", str(tiny_run), "-i", str(source), "-o", str(output)], capsys)
+    assert code == 2
+    assert f"{source}:3: invalid UTF-8" in err
+    assert output.read_text(encoding="utf-8") == "previous result\n"
+
+
+def test_config_typo_through_the_cli(capsys) -> None:
+    code, _, err = run_main(["train", "--config", "en-ja-tiny.yaml", "--set", "train.stesp=5"], capsys)
+    assert code == 2
+    assert "unknown config key train.stesp; did you mean train.steps?" in err
+
+
+def test_bad_arguments(tiny_run: Path, tmp_path: Path, capsys) -> None:
+    source = tmp_path / "in.en"
+    source.write_text("hello\n", encoding="utf-8")
+    code, _, err = run_main(["translate", "--run", str(tiny_run), "-i", str(source), "--beam", "2",
+                             "--nbest", "3"], capsys)
+    assert code == 2 and "--nbest must be between 1 and the beam size (2)" in err
+    code, _, err = run_main(["translate", "--run", str(tiny_run), "--beam", "0"], capsys)
+    assert code == 2 and "--beam must be at least 1" in err
+    code, _, err = run_main(["evaluate", "--ref", str(source)], capsys)
+    assert code == 2 and "needs --run and --src" in err
+
+
+def test_help_teaches(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["translate", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--nbest" in out and "atomically" in out and "nmt translate --run runs/en-ja" in out

@@ -1,0 +1,121 @@
+"""Decoding strategies on a hand-made model whose best sequence is known, and on a real model."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from nmt import decoding
+from nmt.models import Seq2Seq
+from nmt.tokenizer import BOS_ID, EOS_ID
+
+V = 10
+A, B, C = 4, 5, 6
+
+
+def markov_step_fn(table: np.ndarray):
+    """A 'model' whose next-token distribution depends only on the previous token."""
+    log_table = tf.constant(np.log(np.maximum(table, 1e-12)), tf.float32)
+
+    def step(ids, state, context):
+        logits = tf.gather(log_table, ids)
+        return logits, state, tf.ones([tf.shape(ids)[0], 1])
+
+    return step
+
+
+def trap_table() -> np.ndarray:
+    """Greedy takes A (0.6) then gets stuck in a flat distribution; B (0.4) then EOS (0.99) is best."""
+    table = np.full((V, V), 1e-6)
+    table[BOS_ID, A], table[BOS_ID, B] = 0.6, 0.4
+    table[A, :] = 0.1  # flat: every continuation after A is unlikely
+    table[B, EOS_ID] = 0.99
+    table[C, EOS_ID] = 1.0
+    table[EOS_ID, EOS_ID] = 1.0
+    return table / table.sum(axis=1, keepdims=True)
+
+
+def run(strategy, beam=1, alpha=0.0, max_len=5):
+    step = markov_step_fn(trap_table())
+    state = {"dummy": tf.zeros([1, 1])}
+    context = {"memory": tf.zeros([1, 1, 1])}
+    lengths = tf.constant([max_len])
+    if strategy == "greedy":
+        return decoding.greedy_search(step, state, context, lengths)
+    return decoding.beam_search(step, state, context, lengths, beam, alpha)
+
+
+def test_beam_search_escapes_the_greedy_trap() -> None:
+    greedy = run("greedy")
+    beam = run("beam", beam=2)
+    assert greedy.ids.numpy()[0, 0, 0] == A
+    assert list(beam.ids.numpy()[0, 0, :2]) == [B, EOS_ID]
+    assert beam.lengths.numpy()[0, 0] == 2
+    table = trap_table()
+    np.testing.assert_allclose(beam.scores.numpy()[0, 0], np.log(table[BOS_ID, B] * table[B, EOS_ID]), atol=1e-4)
+    assert beam.scores.numpy()[0, 0] > greedy.scores.numpy()[0, 0]
+
+
+def test_nbest_is_sorted_and_distinct() -> None:
+    beam = run("beam", beam=3)
+    scores = beam.scores.numpy()[0]
+    assert np.all(np.diff(scores) <= 1e-6)
+    hypotheses = {tuple(row[: n]) for row, n in zip(beam.ids.numpy()[0], beam.lengths.numpy()[0])}
+    assert len(hypotheses) == 3
+
+
+def test_length_limit_forces_eos() -> None:
+    greedy = run("greedy", max_len=3)
+    ids, length = greedy.ids.numpy()[0, 0], greedy.lengths.numpy()[0, 0]
+    assert length == 3 and ids[length - 1] == EOS_ID
+
+
+def real_model() -> tuple[Seq2Seq, dict, dict, tf.Tensor]:
+    tf.random.set_seed(3)
+    model = Seq2Seq(20, 25, 8, encoder={"cell": "gru", "units": 8}, decoder={"cell": "lstm", "units": 8})
+    model.build_weights()
+    source = tf.constant([[4, 5, 6, 7, 8], [9, 10, 0, 0, 0], [11, 0, 0, 0, 0]])
+    lengths = tf.constant([5, 2, 1])
+    context, state = model.encode(source, lengths)
+    return model, context, state, decoding.max_output_lengths(lengths, 2.0, 3)
+
+
+def test_beam_of_one_equals_greedy_on_a_real_model() -> None:
+    model, context, state, max_lengths = real_model()
+    greedy = decoding.greedy_search(model.step, state, context, max_lengths)
+    beam = decoding.beam_search(model.step, state, context, max_lengths, beam_size=1, alpha=0.0)
+    np.testing.assert_array_equal(beam.ids.numpy(), greedy.ids.numpy())
+    np.testing.assert_array_equal(beam.lengths.numpy(), greedy.lengths.numpy())
+    np.testing.assert_allclose(beam.scores.numpy(), greedy.scores.numpy(), atol=1e-4)
+
+
+def test_outputs_respect_limits_and_attention_shapes() -> None:
+    model, context, state, max_lengths = real_model()
+    result = decoding.beam_search(model.step, state, context, max_lengths, beam_size=4, alpha=0.6)
+    assert result.ids.shape[:2] == (3, 4)
+    assert np.all(result.lengths.numpy() <= max_lengths.numpy()[:, None])
+    attention = result.attention.numpy()
+    assert attention.shape[:3] == result.ids.shape and attention.shape[3] == 5
+    for b, n in [(0, 0), (1, 2), (2, 3)]:
+        steps = result.lengths.numpy()[b, n]
+        np.testing.assert_allclose(attention[b, n, :steps].sum(-1), np.ones(steps), atol=1e-5)
+    # Every hypothesis ends with EOS, then padding.
+    for b in range(3):
+        for n in range(4):
+            row, length = result.ids.numpy()[b, n], result.lengths.numpy()[b, n]
+            assert row[length - 1] == EOS_ID and not np.any(row[length:])
+
+
+def test_decoding_runs_inside_tf_function() -> None:
+    model, context, state, max_lengths = real_model()
+
+    @tf.function
+    def run_beam(context, state, max_lengths):
+        return decoding.beam_search(model.step, state, context, max_lengths, beam_size=3)
+
+    eager = decoding.beam_search(model.step, state, context, max_lengths, beam_size=3)
+    graph = run_beam(context, state, max_lengths)
+    np.testing.assert_array_equal(graph.ids.numpy(), eager.ids.numpy())
+    ops = {op.type for op in run_beam.get_concrete_function(context, state, max_lengths).graph.get_operations()}
+    assert "EagerPyFunc" not in ops and "PyFunc" not in ops
+    assert BOS_ID == 2
