@@ -119,7 +119,6 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
     early_stopping: int | None = None  # stop after this many evaluations without improvement
-    precision: Literal["float32", "mixed_bfloat16"] = "float32"
 
 
 @dataclasses.dataclass

@@ -11,6 +11,7 @@ Everything a trained model is goes into one run directory::
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -137,7 +138,14 @@ def prepare_data(config: Config, run_dir: Path) -> PreparedData:
         source_tokenizer.save(source_path)
     log(f"vocabulary: source {source_tokenizer.vocab_size}, target {target_tokenizer.vocab_size}")
 
-    cache = run_dir / "cache" / "train.npz"
+    # The cache is keyed by everything that determines its content, so a changed corpus or limit
+    # on resume re-tokenizes instead of silently reusing stale ids.
+    fingerprint = hashlib.sha1(
+        json.dumps([dataclasses.asdict(config.data.train), config.data.max_source_length,
+                    config.data.max_target_length], sort_keys=True).encode()
+        + source_tokenizer.model_proto + target_tokenizer.model_proto
+    ).hexdigest()[:16]
+    cache = run_dir / "cache" / f"train-{fingerprint}.npz"
     if cache.is_file():
         train = EncodedCorpus.load(cache)
     else:
@@ -163,10 +171,6 @@ def prepare_data(config: Config, run_dir: Path) -> PreparedData:
     return PreparedData(source_tokenizer, target_tokenizer, train, dev_sources, dev_targets, dev)
 
 
-def set_precision(precision: str) -> None:
-    keras.mixed_precision.set_dtype_policy("mixed_bfloat16" if precision == "mixed_bfloat16" else "float32")
-
-
 class Trainer:
     """Runs ``config`` in ``config.run_dir``; calling :meth:`train` again resumes where it stopped."""
 
@@ -188,7 +192,6 @@ class Trainer:
             hypotheses = [h[0].text for h in translator.translate(sources, beam_size=beam_size)]
             scores = score(hypotheses, targets, self.bleu_tokenize)
             result.update(dev_bleu=scores.bleu, dev_chrf=scores.chrf, dev_sentences=len(sources))
-            result["_scores"] = scores
         return result
 
     @property
@@ -201,7 +204,6 @@ class Trainer:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
         keras.utils.set_random_seed(config.seed)
-        set_precision(config.train.precision)
         data = prepare_data(config, run_dir)
         cfg = config.train
 
@@ -245,12 +247,16 @@ class Trainer:
         writer = tf.summary.create_file_writer(str(run_dir / "logs"))
         metrics_path = run_dir / "metrics.jsonl"
         step = int(optimizer.iterations)
-        progress = keras.utils.Progbar(cfg.steps, stateful_metrics=["loss", "tok/s", "lr"],
-                                       verbose=1 if sys.stdout.isatty() else 2, unit_name="step")
-        progress.update(step)
+        # A live Keras progress bar on a terminal; in a log file, one line every 100 steps instead.
+        interactive = sys.stdout.isatty()
+        progress = keras.utils.Progbar(cfg.steps, stateful_metrics=["loss", "tok/s", "lr"], unit_name="step")
+        if interactive:
+            progress.update(step)
         window_tokens, window_start, losses = 0.0, time.perf_counter(), []
-        stopped_early = False
-        while step < cfg.steps:
+        stopped_early = cfg.early_stopping is not None and int(stale_evals) >= cfg.early_stopping
+        if stopped_early:
+            log(f"this run stopped early at step {step}; raise train.early_stopping to train on")
+        while step < cfg.steps and not stopped_early:
             loss, norm, tokens = train_step(next(iterator))
             step += 1
             losses.append(float(loss))
@@ -259,7 +265,11 @@ class Trainer:
                 elapsed = time.perf_counter() - window_start
                 rate = window_tokens / max(elapsed, 1e-9)
                 lr = float(schedule(step))
-                progress.update(step, [("loss", float(np.mean(losses[-20:]))), ("tok/s", rate), ("lr", lr)])
+                values = [("loss", float(np.mean(losses[-20:]))), ("tok/s", rate), ("lr", lr)]
+                if interactive:
+                    progress.update(step, values)
+                elif step % 100 == 0 or step == cfg.steps:
+                    log(f"step {step}/{cfg.steps}: " + ", ".join(f"{k} {v:.4g}" for k, v in values))
                 with writer.as_default(step=step):
                     tf.summary.scalar("train/loss", float(np.mean(losses[-20:])))
                     tf.summary.scalar("train/target_tokens_per_second", rate)
@@ -270,19 +280,17 @@ class Trainer:
                 stopped_early = self._evaluation_point(
                     step, translator, data, eval_loss, model, best_bleu, stale_evals, losses, writer, metrics_path
                 )
-                window_start = time.perf_counter()  # evaluation time is not training throughput
+                window_tokens, window_start = 0.0, time.perf_counter()  # evaluation is not training time
             if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopped_early:
                 manager.save(checkpoint_number=step)
             if stopped_early:
                 log(f"early stopping at step {step}: no dev improvement in {cfg.early_stopping} evaluations")
-                break
 
         return self.final_evaluation(data)
 
     def _evaluation_point(self, step, translator, data, eval_loss, model, best_bleu, stale_evals, losses, writer, metrics_path) -> bool:
         cfg = self.config.train
         result = self._evaluate(translator, data, eval_loss, beam_size=1, limit=cfg.eval_max_sentences)
-        result.pop("_scores", None)
         record = {"step": step, "time": time.time(), "train_loss": float(np.mean(losses[-100:])), **result}
         with open(metrics_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
