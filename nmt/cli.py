@@ -44,7 +44,7 @@ def _read_input_lines(path: str | None) -> list[str]:
 
 
 def _progress_bar(total: int, label: str):
-    """A tqdm bar on stderr (hidden when stderr is not a terminal); returns an update callback."""
+    """A tqdm bar on stderr, hidden when stderr is not a terminal."""
     from tqdm import tqdm
 
     bar = tqdm(total=total, unit="sent", desc=label, file=sys.stderr, disable=not sys.stderr.isatty())
@@ -55,10 +55,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from nmt.config import load_config
     from nmt.training import Trainer
 
-    overrides = list(args.set or [])
+    config = load_config(args.config, args.set or [])
     if args.run_dir:
-        overrides.append(f"run_dir={args.run_dir}")
-    config = load_config(args.config, overrides)
+        config.run_dir = args.run_dir  # a path, taken as typed (not parsed as YAML like --set)
     scores = Trainer(config).train()
     if scores is not None:
         print(f"dev {scores.summary()}")
@@ -97,7 +96,9 @@ def cmd_translate(args: argparse.Namespace) -> int:
     results = _translate_lines(translator, args, lines)
     if args.nbest > 1:
         # n-best format: input line number (0-based) ||| translation ||| score, n lines per input.
-        out_lines = [f"{i} ||| {h.text} ||| {h.score:.4f}" for i, hyps in enumerate(results) for h in hyps]
+        out_lines = [
+            f"{i} ||| {h.text.replace(chr(10), ' ')} ||| {h.score:.4f}" for i, hyps in enumerate(results) for h in hyps
+        ]
     else:
         out_lines = [hyps[0].text.replace("\n", " ") for hyps in results]
     text = "".join(line + "\n" for line in out_lines)
@@ -111,12 +112,14 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from nmt.evaluation import default_tokenize, score
+    from nmt.evaluation import bleu_tokenize, score
     from nmt.inference import read_run_config
 
     references = _read_input_lines(args.ref)
     if args.hyp:
         hypotheses = _read_input_lines(args.hyp)
+        if len(hypotheses) != len(references):
+            raise NmtError(f"{args.hyp} has {len(hypotheses)} lines but {args.ref} has {len(references)}")
         config = read_run_config(Path(args.run)) if args.run else None
     else:
         if not (args.run and args.src):
@@ -131,7 +134,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.tokenize:
         tokenize = args.tokenize
     elif config is not None:
-        tokenize = config.data.bleu_tokenize or default_tokenize(config.data.target_language)
+        tokenize = bleu_tokenize(config.data)
     else:
         tokenize = "13a"
     print(score(hypotheses, references, tokenize).summary())
@@ -217,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except NmtError as error:
         print(f"nmt: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # e.g. an output path in a missing or read-only folder
+        where = f": {error.filename}" if error.filename else ""
+        print(f"nmt: error: {error.strerror or error}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("nmt: interrupted", file=sys.stderr)

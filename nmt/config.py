@@ -15,9 +15,11 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
+import sacrebleu
 import yaml
 
 from nmt.errors import NmtError
+from nmt.tokenizer import MIN_VOCAB_SIZE
 
 # Shipped experiment files live here; `--config en-ja.yaml` finds them by name.
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -241,7 +243,10 @@ def _set_override(tree: dict[str, Any], assignment: str) -> None:
         if not isinstance(child, dict):
             raise NmtError(f"--set {dotted}: {part!r} is not a section")
         node = child
-    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as error:
+        raise NmtError(f"--set {assignment!r}: the value is not valid YAML: {error}") from None
 
 
 def resolve_config_path(name: str | Path) -> Path:
@@ -300,11 +305,57 @@ def _check_values(config: Config) -> None:
         "data.max_source_length": config.data.max_source_length,
         "data.max_target_length": config.data.max_target_length,
     }
+    optional_positive = {
+        "train.batch_tokens": config.train.batch_tokens,
+        "train.eval_max_sentences": config.train.eval_max_sentences,
+        "train.early_stopping": config.train.early_stopping,
+        "data.train.limit": config.data.train.limit,
+        "data.dev.limit": config.data.dev.limit if config.data.dev else None,
+    }
+    positive.update({k: v for k, v in optional_positive.items() if v is not None})
+    positive.update({
+        "train.keep_checkpoints": config.train.keep_checkpoints,
+        "train.shuffle_buffer": config.train.shuffle_buffer,
+        "train.learning_rate": config.train.learning_rate,
+        "train.clip_norm": config.train.clip_norm,
+        "decode.max_source_length": config.decode.max_source_length,
+        "decode.max_length_ratio": config.decode.max_length_ratio,
+    })
     for key, value in positive.items():
         if value <= 0:
             raise NmtError(f"{key}: must be positive, got {value}")
-    if config.tokenizer.vocab_size < 8:
-        raise NmtError(f"tokenizer.vocab_size: must be at least 8 (4 ids are reserved), got {config.tokenizer.vocab_size}")
+    not_negative = {
+        "train.warmup_steps": config.train.warmup_steps,
+        "decode.max_length_offset": config.decode.max_length_offset,
+        "decode.length_penalty": config.decode.length_penalty,
+    }
+    for split in ("train", "dev"):
+        source = getattr(config.data, split)
+        if source is not None:
+            if source.format == "text":
+                raise NmtError(f"data.{split}.format: 'text' has no targets; translation needs tsv, parallel or hf")
+            not_negative[f"data.{split}.source_column"] = source.source_column
+            not_negative[f"data.{split}.target_column"] = source.target_column
+    for key, value in not_negative.items():
+        if value < 0:
+            raise NmtError(f"{key}: must not be negative, got {value}")
+    encoder, decoder = config.model.encoder, config.model.decoder
+    memory_size = encoder.units * (2 if encoder.bidirectional else 1)
+    if decoder.attention == "luong" and decoder.attention_score == "dot" and memory_size != decoder.units:
+        raise NmtError(
+            f"model.decoder.attention_score: 'dot' compares encoder outputs ({memory_size} = encoder.units"
+            f"{' x 2 directions' if encoder.bidirectional else ''}) with decoder states ({decoder.units}): "
+            "make them equal or use 'general'"
+        )
+    tokenizers = sacrebleu.metrics.bleu.BLEU.TOKENIZERS
+    if config.data.bleu_tokenize is not None and config.data.bleu_tokenize not in tokenizers:
+        close = difflib.get_close_matches(config.data.bleu_tokenize, list(tokenizers), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else f" (choices: {', '.join(tokenizers)})"
+        raise NmtError(f"data.bleu_tokenize: unknown sacrebleu tokenizer {config.data.bleu_tokenize!r}{hint}")
+    if config.tokenizer.vocab_size < MIN_VOCAB_SIZE:
+        raise NmtError(
+            f"tokenizer.vocab_size: must be at least {MIN_VOCAB_SIZE} (4 ids are reserved), got {config.tokenizer.vocab_size}"
+        )
     for key, value in {
         "model.encoder.dropout": config.model.encoder.dropout,
         "model.decoder.dropout": config.model.decoder.dropout,
@@ -324,6 +375,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
         raise NmtError(f"{path}: not valid YAML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise NmtError(f"{path}: not UTF-8 text (byte {error.start})") from None
     if not isinstance(tree, dict):
         raise NmtError(f"{path}: expected a mapping of config keys at the top level")
     for assignment in overrides or []:

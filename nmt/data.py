@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
                         f"{path}:{number}: invalid UTF-8 at byte {error.start} of the line"
                     ) from None
                 yield number, text.rstrip("\r\n")
-        except (gzip.BadGzipFile, EOFError, OSError) as error:
+        except (gzip.BadGzipFile, EOFError, OSError, zlib.error) as error:
             raise NmtError(f"{path}: corrupt or truncated file: {error}") from None
 
 
@@ -82,7 +83,6 @@ def read_tsv(path: str | Path, source_column: int, target_column: int, limit: in
 def read_parallel(source_path: str | Path, target_path: str | Path, limit: int | None = None) -> Corpus:
     sources, targets, dropped = [], [], 0
     source_lines, target_lines = read_lines(source_path), read_lines(target_path)
-    count = 0
     while True:
         source_item = next(source_lines, None)
         target_item = next(target_lines, None)
@@ -95,7 +95,6 @@ def read_parallel(source_path: str | Path, target_path: str | Path, limit: int |
                 f"parallel files differ in length: {shorter} ends at line {number - 1}, "
                 f"{longer} goes on at line {number}"
             )
-        count += 1
         if not _take(limit, len(sources)):
             break
         source, target = source_item[1].strip(), target_item[1].strip()

@@ -3,7 +3,7 @@
 Every strategy drives a ``step_fn(ids, state, context) -> (logits, state, attention)`` with core
 TensorFlow ops only (``tf.while_loop``, ``tf.gather``, ``tf.math.top_k``): no Python per step, no
 ``py_function``, nothing outside core TF, so the same code runs eagerly, inside ``tf.function`` and
-inside an exported SavedModel served by TensorFlow Serving.
+inside an exported SavedModel (TensorFlow Serving runs core ops only).
 
 ``state`` is gathered when beams are reordered; ``context`` (the encoder memory) is only tiled.
 """
@@ -62,9 +62,12 @@ def _shape_invariant(t: tf.Tensor) -> tf.TensorShape:
 
 
 def greedy_search(
-    step_fn: StepFn, state: Any, context: Any, max_lengths: tf.Tensor
+    step_fn: StepFn, state: Any, context: Any, max_lengths: tf.Tensor, alpha: float = 0.0
 ) -> DecodeResult:
-    """Picks the most likely token at every step. Stops when every sentence has ended."""
+    """Picks the most likely token at every step. Stops when every sentence has ended.
+
+    ``alpha`` only scales the reported scores (as in beam search), not the choice of tokens.
+    """
     batch = tf.shape(max_lengths)[0]
     source = tf.shape(tf.nest.flatten(context)[0])[1] if tf.nest.flatten(context) else 0
     limit = tf.reduce_max(max_lengths)
@@ -101,6 +104,7 @@ def greedy_search(
     _, _, _, _, lengths, scores, seqs, attn = tf.while_loop(
         cond, body, loop_vars, shape_invariants=invariants, maximum_iterations=limit
     )
+    scores = scores / length_penalty(lengths, alpha)
     return DecodeResult(seqs[:, None], lengths[:, None], scores[:, None], attn[:, None])
 
 
@@ -152,7 +156,9 @@ def beam_search(
         finished = tf.logical_or(was_finished, tf.equal(token, EOS_ID))
         state = tf.nest.map_structure(lambda s: tf.gather(s, parent), state)
         seqs = tf.concat([tf.gather(seqs, parent), token[:, None]], axis=1)
-        attn = tf.concat([tf.gather(attn, parent), tf.cast(weights, tf.float32)[:, None, :]], axis=1)
+        # This step's attention belongs to the parent that was extended, like its state.
+        weights = tf.gather(tf.cast(weights, tf.float32), parent)
+        attn = tf.concat([tf.gather(attn, parent), weights[:, None, :]], axis=1)
         # A finished hypothesis' token is padding, but the next step still needs a valid id.
         return t + 1, tf.where(finished, EOS_ID, token), state, finished, lengths, log_probs, seqs, attn
 
@@ -190,5 +196,5 @@ def decode(
 ) -> DecodeResult:
     """Greedy search for ``beam_size == 1``, beam search otherwise."""
     if beam_size == 1:
-        return greedy_search(step_fn, state, context, max_lengths)
+        return greedy_search(step_fn, state, context, max_lengths, alpha)
     return beam_search(step_fn, state, context, max_lengths, beam_size, alpha)

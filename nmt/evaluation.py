@@ -7,14 +7,23 @@ from collections.abc import Sequence
 
 import sacrebleu
 
+from nmt.config import DataConfig
 from nmt.errors import NmtError
 
 # sacrebleu tokenizers by target language; everything else gets the standard "13a".
 _TOKENIZE_BY_LANGUAGE = {"ja": "ja-mecab", "zh": "zh", "ko": "ko-mecab"}
 
 
+TOKENIZERS = tuple(sacrebleu.metrics.bleu.BLEU.TOKENIZERS)
+
+
 def default_tokenize(target_language: str) -> str:
     return _TOKENIZE_BY_LANGUAGE.get(target_language.lower(), "13a")
+
+
+def bleu_tokenize(data: DataConfig) -> str:
+    """The configured sacrebleu tokenizer, or the default for the target language."""
+    return data.bleu_tokenize or default_tokenize(data.target_language)
 
 
 @dataclasses.dataclass
@@ -36,8 +45,8 @@ def score(hypotheses: Sequence[str], references: Sequence[str], tokenize: str = 
     """Corpus BLEU and chrF of hypotheses against one reference each."""
     if len(hypotheses) != len(references):
         raise NmtError(f"{len(hypotheses)} hypotheses but {len(references)} references: counts must match")
-    if tokenize not in sacrebleu.metrics.bleu.BLEU.TOKENIZERS:
-        choices = ", ".join(sacrebleu.metrics.bleu.BLEU.TOKENIZERS)
+    if tokenize not in TOKENIZERS:
+        choices = ", ".join(TOKENIZERS)
         raise NmtError(f"unknown BLEU tokenizer {tokenize!r} (choices: {choices})")
     bleu = sacrebleu.metrics.BLEU(tokenize=tokenize)
     chrf = sacrebleu.metrics.CHRF()

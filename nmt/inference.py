@@ -1,6 +1,6 @@
 """A trained run directory as a Python object: ``nmt.load(run_dir).translate(texts)``.
 
-The CLI, dev-set evaluation during training, the export and the server are layers over this.
+The CLI and the dev-set evaluation during training are layers over this.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ class Translator:
         encoded = self.source_tokenizer.encode(list(texts))
         self.truncated = sum(len(x) > cfg.max_source_length for x in encoded)
         encoded = [x[: cfg.max_source_length] for x in encoded]
-        results: list[list[Hypothesis]] = [[Hypothesis("", 0.0)] for _ in texts]
+        results: list[list[Hypothesis]] = [[Hypothesis("", 0.0)] * nbest for _ in texts]
         # Longest first: similar lengths share a batch, and the slowest batch shows up early.
         order = sorted((i for i, x in enumerate(encoded) if x), key=lambda i: -len(encoded[i]))
         for start in range(0, len(order), batch_size):
@@ -144,9 +144,12 @@ def read_run_config(run_dir: Path) -> Config:
     if not path.is_file():
         raise NmtError(f"{run_dir} is not a run directory: {path.name} is missing (train one with `nmt train`)")
     try:
-        return config_from_dict(yaml.safe_load(path.read_text(encoding="utf-8")))
-    except NmtError as error:
-        raise NmtError(f"{path}: {error}") from None
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if not isinstance(tree, dict):
+            raise NmtError("expected a mapping of config keys")
+        return config_from_dict(tree)
+    except (NmtError, yaml.YAMLError, UnicodeDecodeError) as error:
+        raise NmtError(f"{path}: not a valid run config: {error}") from None
 
 
 def load(run_dir: str | Path, weights: str = "best") -> Translator:

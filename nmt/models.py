@@ -13,13 +13,18 @@ from nmt.tokenizer import PAD_ID
 
 
 def model_variables(model: keras.Model) -> dict[str, Any]:
-    """Every weight by its path inside the model, for ``tf.train.Checkpoint``.
+    """Every variable of the model by a stable name, for ``tf.train.Checkpoint``.
 
     A Keras 3 model is not a TensorFlow trackable container of its variables: ``Checkpoint(model=m)``
-    saves nothing of it. The variables themselves are trackable, so they are listed explicitly, named
-    without the model's own (auto-numbered) name.
+    saves nothing of it. The variables themselves are trackable, so they are listed explicitly:
+    weights by their path without the model's own (auto-numbered) name, and the dropout layers'
+    random-generator states (auto-numbered paths too) by their order, so that a resumed run draws
+    the same dropout masks as an uninterrupted one.
     """
-    return {v.path.split("/", 1)[1]: v for v in model.weights}
+    weights = {v.path.split("/", 1)[1]: v for v in model.weights}
+    known = {id(v) for v in model.weights}
+    generators = [v for v in model.variables if id(v) not in known]
+    return {**weights, **{f"random_state_{i}": v for i, v in enumerate(generators)}}
 
 
 class Seq2Seq(keras.Model):

@@ -18,6 +18,7 @@ from nmt.errors import NmtError
 from nmt.io import atomic_write_bytes
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+MIN_VOCAB_SIZE = 8  # the 4 reserved ids and a few pieces
 
 
 class Tokenizer:
@@ -46,8 +47,8 @@ class Tokenizer:
         """Trains on ``texts`` (sampled down to ``input_sentence_size`` sentences)."""
         if not texts:
             raise NmtError("cannot train a tokenizer on an empty corpus")
-        if vocab_size < 8:
-            raise NmtError(f"tokenizer vocab_size must be at least 8 (4 ids are reserved), got {vocab_size}")
+        if vocab_size < MIN_VOCAB_SIZE:
+            raise NmtError(f"tokenizer vocab_size must be at least {MIN_VOCAB_SIZE} (4 ids are reserved), got {vocab_size}")
         if len(texts) > input_sentence_size:
             texts = random.Random(seed).sample(list(texts), input_sentence_size)
         model = io.BytesIO()

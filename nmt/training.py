@@ -28,7 +28,7 @@ import yaml
 from nmt.config import Config, save_config
 from nmt.data import read_corpus
 from nmt.errors import NmtError
-from nmt.evaluation import Scores, default_tokenize, score
+from nmt.evaluation import Scores, bleu_tokenize, score
 from nmt.inference import BEST_WEIGHTS, Translator, build_model, tokenizer_paths
 from nmt.models import model_variables
 from nmt.pipeline import EncodedCorpus, encode_corpus, make_dataset
@@ -138,10 +138,13 @@ def prepare_data(config: Config, run_dir: Path) -> PreparedData:
         source_tokenizer.save(source_path)
     log(f"vocabulary: source {source_tokenizer.vocab_size}, target {target_tokenizer.vocab_size}")
 
-    # The cache is keyed by everything that determines its content, so a changed corpus or limit
-    # on resume re-tokenizes instead of silently reusing stale ids.
+    # The cache is keyed by the data config, the files' sizes and times, the limits and the
+    # tokenizers, so a changed corpus or limit on resume re-tokenizes instead of reusing stale ids.
+    source = config.data.train
+    files = [p for p in (source.path, source.source_path, source.target_path, source.data_files) if p]
+    stamps = [[p, os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in files if os.path.isfile(p)]
     fingerprint = hashlib.sha1(
-        json.dumps([dataclasses.asdict(config.data.train), config.data.max_source_length,
+        json.dumps([dataclasses.asdict(source), stamps, config.data.max_source_length,
                     config.data.max_target_length], sort_keys=True).encode()
         + source_tokenizer.model_proto + target_tokenizer.model_proto
     ).hexdigest()[:16]
@@ -190,13 +193,9 @@ class Trainer:
             result["dev_loss"] = total / max(tokens, 1.0)
             sources, targets = data.dev_sources[:limit], data.dev_targets[:limit]
             hypotheses = [h[0].text for h in translator.translate(sources, beam_size=beam_size)]
-            scores = score(hypotheses, targets, self.bleu_tokenize)
+            scores = score(hypotheses, targets, bleu_tokenize(self.config.data))
             result.update(dev_bleu=scores.bleu, dev_chrf=scores.chrf, dev_sentences=len(sources))
         return result
-
-    @property
-    def bleu_tokenize(self) -> str:
-        return self.config.data.bleu_tokenize or default_tokenize(self.config.data.target_language)
 
     def train(self) -> Scores | None:
         config, run_dir = self.config, self.run_dir
@@ -264,7 +263,7 @@ class Trainer:
             if step % 20 == 0 or step == cfg.steps:
                 elapsed = time.perf_counter() - window_start
                 rate = window_tokens / max(elapsed, 1e-9)
-                lr = float(schedule(step))
+                lr = float(schedule(step - 1))  # the rate this step's update used
                 values = [("loss", float(np.mean(losses[-20:]))), ("tok/s", rate), ("lr", lr)]
                 if interactive:
                     progress.update(step, values)
@@ -298,23 +297,30 @@ class Trainer:
             for key in ("dev_loss", "dev_bleu", "dev_chrf"):
                 if key in result:
                     tf.summary.scalar(f"dev/{key[4:]}", result[key])
-        # Best = highest dev BLEU, ties (common early on, at 0) broken by lower dev loss; without
-        # a dev set the latest weights are the best ones we know of.
-        quality = result.get("dev_bleu", float(step)) - 1e-6 * min(result.get("dev_loss", 0.0), 1e3)
         summary = ", ".join(f"{k} {v:.3f}" for k, v in record.items() if k not in ("step", "time"))
         log(f"\nstep {step}: {summary}")
+        if "dev_bleu" not in result:
+            # Without a dev set the latest weights are the best we know of; the dev-BLEU record
+            # (best_bleu, stale_evals) is left alone so that a later run with a dev set starts clean.
+            self._save_best(model)
+            return False
+        # Best = highest dev BLEU, ties (common early on, at 0) broken by lower dev loss.
+        quality = result["dev_bleu"] - 1e-6 * min(result["dev_loss"], 1e3)
         if quality > float(best_bleu):
             best_bleu.assign(quality)
             stale_evals.assign(0)
-            path = self.run_dir / BEST_WEIGHTS
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(".tmp." + path.name)  # Keras wants the .weights.h5 suffix
-            model.save_weights(tmp)
-            os.replace(tmp, path)
-            log(f"new best model (dev BLEU {result.get('dev_bleu', float('nan')):.2f}) saved to {path}")
+            self._save_best(model)
+            log(f"new best model (dev BLEU {result['dev_bleu']:.2f}) saved to {self.run_dir / BEST_WEIGHTS}")
             return False
         stale_evals.assign_add(1)
         return cfg.early_stopping is not None and int(stale_evals) >= cfg.early_stopping
+
+    def _save_best(self, model: keras.Model) -> None:
+        path = self.run_dir / BEST_WEIGHTS
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(".tmp." + path.name)  # Keras wants the .weights.h5 suffix
+        model.save_weights(tmp)
+        os.replace(tmp, path)
 
     def final_evaluation(self, data: PreparedData | None = None) -> Scores | None:
         """Dev BLEU of the best weights with the configured beam; printed and stored."""
@@ -326,7 +332,7 @@ class Trainer:
             data = prepare_data(self.config, self.run_dir)
         translator = load(self.run_dir)
         hypotheses = [h[0].text for h in translator.translate(data.dev_sources)]
-        scores = score(hypotheses, data.dev_targets, self.bleu_tokenize)
+        scores = score(hypotheses, data.dev_targets, bleu_tokenize(self.config.data))
         record = {"final": True, "beam_size": self.config.decode.beam_size, "dev_bleu": scores.bleu,
                   "dev_chrf": scores.chrf, "bleu_signature": scores.bleu_signature, "time": time.time()}
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:

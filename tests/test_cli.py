@@ -38,13 +38,14 @@ def test_translate_keeps_one_line_per_input_line(tiny_run: Path, tmp_path: Path,
 
 def test_nbest_output_format(tiny_run: Path, tmp_path: Path, capsys) -> None:
     source = tmp_path / "in.en"
-    source.write_text("Good morning.\nI like cats.\n", encoding="utf-8")
+    source.write_text("Good morning.\n\nI like cats.\n", encoding="utf-8")
     code, out, _ = run_main(["translate", "--run", str(tiny_run), "-i", str(source), "--beam", "3",
                              "--nbest", "3"], capsys)
     assert code == 0
     rows = [line.split(" ||| ") for line in out.splitlines()]
-    assert [r[0] for r in rows] == ["0", "0", "0", "1", "1", "1"]
-    for first in (0, 3):
+    assert [r[0] for r in rows] == ["0", "0", "0", "1", "1", "1", "2", "2", "2"]
+    assert [r[1] for r in rows[3:6]] == ["", "", ""]  # an empty line still gets its n rows
+    for first in (0, 6):
         scores = [float(r[2]) for r in rows[first : first + 3]]
         assert scores == sorted(scores, reverse=True)
 
@@ -116,6 +117,23 @@ def test_bad_arguments(tiny_run: Path, tmp_path: Path, capsys) -> None:
     assert code == 2 and "--beam must be at least 1" in err
     code, _, err = run_main(["evaluate", "--ref", str(source)], capsys)
     assert code == 2 and "needs --run and --src" in err
+
+
+def test_unwritable_output_is_a_clear_error(tiny_run: Path, tmp_path: Path, capsys) -> None:
+    source = tmp_path / "in.en"
+    source.write_text("hello\n", encoding="utf-8")
+    target = tmp_path / "file"
+    target.write_text("", encoding="utf-8")
+    code, _, err = run_main(["translate", "--run", str(tiny_run), "-i", str(source), "-o",
+                             str(target / "out.ja")], capsys)  # a folder that is a file
+    assert code == 2 and err.startswith("nmt: error: ") and "Traceback" not in err
+
+
+def test_run_dir_is_taken_as_typed(tmp_path: Path) -> None:
+    from nmt.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--config", "en-ja-tiny.yaml", "--run-dir", "runs/a #1"])
+    assert args.run_dir == "runs/a #1"
 
 
 def test_help_teaches(capsys) -> None:

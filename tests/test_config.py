@@ -471,3 +471,33 @@ def test_config_from_dict_still_validates():
     tree["train"]["steps"] = 0
     with pytest.raises(NmtError, match=r"^train\.steps: must be positive, got 0$"):
         config_from_dict(tree)
+
+
+def test_dot_attention_needs_matching_sizes():
+    message = error_of(CONFIG_DIR / "en-ja-tiny.yaml", ["model.decoder.attention_score=dot"])
+    assert "model.decoder.attention_score" in message and "'general'" in message
+    config = load_config(CONFIG_DIR / "en-ja-tiny.yaml",
+                         ["model.decoder.attention_score=dot", "model.decoder.units=64"])
+    assert config.model.decoder.units == 64
+
+
+def test_unknown_bleu_tokenizer_is_caught_before_training():
+    message = error_of(CONFIG_DIR / "en-ja-tiny.yaml", ["data.bleu_tokenize=ja_mecab"])
+    assert "data.bleu_tokenize" in message and "did you mean 'ja-mecab'" in message
+
+
+@pytest.mark.parametrize("override,key", [
+    ("train.keep_checkpoints=0", "train.keep_checkpoints"),
+    ("train.shuffle_buffer=0", "train.shuffle_buffer"),
+    ("train.early_stopping=0", "train.early_stopping"),
+    ("decode.max_source_length=0", "decode.max_source_length"),
+    ("decode.max_length_offset=-1", "decode.max_length_offset"),
+    ("data.train.source_column=-1", "data.train.source_column"),
+    ("data.train.limit=0", "data.train.limit"),
+])
+def test_out_of_range_values_name_the_key(override, key):
+    assert key in error_of(CONFIG_DIR / "en-ja-tiny.yaml", [override])
+
+
+def test_set_with_invalid_yaml_value():
+    assert "not valid YAML" in error_of(CONFIG_DIR / "en-ja-tiny.yaml", ["train.steps=[1"])

@@ -118,4 +118,35 @@ def test_decoding_runs_inside_tf_function() -> None:
     np.testing.assert_array_equal(graph.ids.numpy(), eager.ids.numpy())
     ops = {op.type for op in run_beam.get_concrete_function(context, state, max_lengths).graph.get_operations()}
     assert "EagerPyFunc" not in ops and "PyFunc" not in ops
-    assert BOS_ID == 2
+
+
+def test_beam_attention_follows_each_hypothesis() -> None:
+    """Attention is the one-hot of the token fed in, so hypothesis h's attention at step t must
+    point at its own token t-1 (BOS at t=0), however the beams were reordered."""
+    log_table = tf.constant(np.log(trap_table()), tf.float32)
+
+    def step(ids, state, context):
+        return tf.gather(log_table, ids), state, tf.one_hot(ids, V)
+
+    result = decoding.beam_search(step, {"dummy": tf.zeros([1, 1])}, {"memory": tf.zeros([1, V, 1])},
+                                  tf.constant([6]), beam_size=4, alpha=0.6)
+    ids, lengths, attention = result.ids.numpy()[0], result.lengths.numpy()[0], result.attention.numpy()[0]
+    for n in range(4):
+        fed = [BOS_ID] + list(ids[n, : lengths[n] - 1])
+        assert list(attention[n, : lengths[n]].argmax(-1)) == fed
+
+
+def test_beam_search_forces_eos_at_the_length_limit() -> None:
+    beam = run("beam", beam=3, max_len=3)
+    ids, lengths = beam.ids.numpy()[0], beam.lengths.numpy()[0]
+    assert np.all(lengths <= 3)
+    for n in range(3):
+        assert ids[n, lengths[n] - 1] == EOS_ID
+
+
+def test_greedy_and_beam_scores_use_the_same_length_penalty() -> None:
+    model, context, state, max_lengths = real_model()
+    greedy = decoding.greedy_search(model.step, state, context, max_lengths, alpha=0.6)
+    beam = decoding.beam_search(model.step, state, context, max_lengths, beam_size=1, alpha=0.6)
+    np.testing.assert_array_equal(beam.ids.numpy(), greedy.ids.numpy())
+    np.testing.assert_allclose(beam.scores.numpy(), greedy.scores.numpy(), atol=1e-4)

@@ -83,11 +83,13 @@ def final_weights(run_dir: Path) -> list[np.ndarray]:
 
 def test_interrupted_run_resumes_at_saved_step_with_same_state(tmp_path: Path) -> None:
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-    Trainer(load_config(task_config(tmp_path, straight, steps=20))).train()
+    # Dropout on: the dropout random state must be resumed too, not only weights and optimizer.
+    extra = {"model.encoder.dropout": 0.3, "model.decoder.dropout": 0.3}
+    Trainer(load_config(task_config(tmp_path, straight, steps=20, extra=extra))).train()
     # "Interrupt" after step 10 (the last checkpoint), then run the same command again.
-    Trainer(load_config(task_config(tmp_path, interrupted, steps=10))).train()
+    Trainer(load_config(task_config(tmp_path, interrupted, steps=10, extra=extra))).train()
     assert tf.train.latest_checkpoint(interrupted / "checkpoints").endswith("ckpt-10")
-    Trainer(load_config(task_config(tmp_path, interrupted, steps=20))).train()
+    Trainer(load_config(task_config(tmp_path, interrupted, steps=20, extra=extra))).train()
     assert tf.train.latest_checkpoint(interrupted / "checkpoints").endswith("ckpt-20")
     # Same step count, optimizer moments and data position: the weights come out the same.
     for a, b in zip(final_weights(straight), final_weights(interrupted)):

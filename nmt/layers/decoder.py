@@ -81,7 +81,7 @@ class AttentionDecoder(keras.layers.Layer):
 
     @property
     def _states_per_layer(self) -> int:
-        return 2 if self.cell == "lstm" else 1
+        return self.rnn_layers[0].state_count
 
     @property
     def _state_size(self) -> int:
