@@ -99,7 +99,7 @@ class Translator:
         with_attention: bool = False,
         progress: Callable[[int], None] | None = None,
     ) -> list[list[Hypothesis]]:
-        """Returns ``nbest`` hypotheses per text, best first. An empty text gives one empty hypothesis.
+        """Returns ``nbest`` hypotheses per text, best first. An empty text gives empty hypotheses.
 
         Texts longer than ``decode.max_source_length`` tokens are cut to that length (an RNN
         trained on sentences degrades on page-long inputs; split them into sentences first);
