@@ -24,20 +24,10 @@ examples:
 
 def _read_input_lines(path: str | None) -> list[str]:
     """Lines of a file or stdin; a line is what lies between newlines (no other separators)."""
-    from nmt.data import read_lines
+    from nmt.data import decode_lines, read_lines
 
     if path in (None, "-"):
-        raw = sys.stdin.buffer.read()
-        lines = raw.split(b"\n")
-        if lines and lines[-1] == b"":
-            lines.pop()
-        out = []
-        for number, line in enumerate(lines, start=1):
-            try:
-                out.append(line.decode("utf-8").rstrip("\r"))
-            except UnicodeDecodeError as error:
-                raise NmtError(f"<stdin>:{number}: invalid UTF-8 at byte {error.start} of the line") from None
-        return out
+        return [line for _, line in decode_lines(sys.stdin.buffer, "<stdin>")]
     if not Path(path).is_file():
         raise NmtError(f"input file not found: {path}")
     return [line for _, line in read_lines(path)]

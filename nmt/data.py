@@ -11,7 +11,7 @@ import gzip
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from nmt.config import DataSourceConfig
 from nmt.errors import NmtError
@@ -41,16 +41,19 @@ def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     path = Path(path)
     with _open_binary(path) as handle:
         try:
-            for number, raw in enumerate(handle, start=1):
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as error:
-                    raise NmtError(
-                        f"{path}:{number}: invalid UTF-8 at byte {error.start} of the line"
-                    ) from None
-                yield number, text.rstrip("\r\n")
+            yield from decode_lines(handle, str(path))
         except (gzip.BadGzipFile, EOFError, OSError, zlib.error) as error:
             raise NmtError(f"{path}: corrupt or truncated file: {error}") from None
+
+
+def decode_lines(handle: BinaryIO, name: str) -> Iterator[tuple[int, str]]:
+    """Decodes a binary stream line by line (only \\n separates lines); errors name ``name:line``."""
+    for number, raw in enumerate(handle, start=1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise NmtError(f"{name}:{number}: invalid UTF-8 at byte {error.start} of the line") from None
+        yield number, text.rstrip("\r\n")
 
 
 def _take(limit: int | None, count: int) -> bool:

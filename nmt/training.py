@@ -180,13 +180,15 @@ class Trainer:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.run_dir = Path(config.run_dir)
+        self._dev_batches: tf.data.Dataset | None = None
 
     def _evaluate(self, translator: Translator, data: PreparedData, eval_loss, beam_size: int, limit: int | None) -> dict[str, Any]:
         result: dict[str, Any] = {}
         if data.dev is not None and len(data.dev):
             total, tokens = 0.0, 0.0
-            dev_batches = make_dataset(data.dev, batch_size=64, repeat=False, shuffle=False)
-            for batch in dev_batches:
+            if self._dev_batches is None:  # built once, iterated at every evaluation
+                self._dev_batches = make_dataset(data.dev, batch_size=64, repeat=False, shuffle=False)
+            for batch in self._dev_batches:
                 loss, count = eval_loss(batch)
                 total += float(loss) * float(count)
                 tokens += float(count)
