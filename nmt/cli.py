@@ -19,6 +19,10 @@ examples:
   nmt translate --run runs/en-ja -i in.en -o out.ja --beam 5
   cat in.en | nmt translate --run runs/en-ja > out.ja
   nmt evaluate --run runs/en-ja --src dev.en --ref dev.ja
+  nmt train --config lm-en.yaml                       a language model
+  nmt next-word --run runs/lm-en "I love eating" -k 5
+  nmt generate --run runs/char-shakespeare --prompt "ROMEO:" --max-tokens 300 --temperature 0.8 --seed 1
+  nmt evaluate --run runs/lm-en --text heldout.txt     perplexity / bits per character
 """
 
 
@@ -58,7 +62,24 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _load_translator(args: argparse.Namespace):
     from nmt.inference import load
 
-    return load(args.run, weights=args.weights)
+    return load(args.run, weights=args.weights, task="translation")
+
+
+def _load_language_model(args: argparse.Namespace):
+    from nmt.inference import load
+
+    return load(args.run, weights=args.weights, task="lm")
+
+
+def _write_output(path: str | None, text: str) -> None:
+    from nmt.io import atomic_writer
+
+    if path in (None, "-"):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        with atomic_writer(path) as handle:
+            handle.write(text)
 
 
 def _translate_lines(translator, args: argparse.Namespace, lines: list[str]):
@@ -79,8 +100,6 @@ def _translate_lines(translator, args: argparse.Namespace, lines: list[str]):
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    from nmt.io import atomic_writer
-
     translator = _load_translator(args)  # a bad run directory fails before stdin is read
     lines = _read_input_lines(args.input)
     results = _translate_lines(translator, args, lines)
@@ -91,13 +110,57 @@ def cmd_translate(args: argparse.Namespace) -> int:
         ]
     else:
         out_lines = [hyps[0].text.replace("\n", " ") for hyps in results]
-    text = "".join(line + "\n" for line in out_lines)
-    if args.output in (None, "-"):
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    else:
-        with atomic_writer(args.output) as handle:
-            handle.write(text)
+    _write_output(args.output, "".join(line + "\n" for line in out_lines))
+    return 0
+
+
+def _prompts(args: argparse.Namespace, given: str | None) -> list[str]:
+    if given is not None and args.input:
+        raise NmtError("give a prompt or --input, not both")
+    return [given] if given is not None else _read_input_lines(args.input)
+
+
+def cmd_next_word(args: argparse.Namespace) -> int:
+    lm = _load_language_model(args)
+    prompts = _prompts(args, args.text)
+    if not 1 <= args.k <= 100:
+        raise NmtError(f"-k must be between 1 and 100, got {args.k}")
+    lines = []
+    for start in range(0, len(prompts), 64):
+        for prompt, words in zip(prompts[start : start + 64], lm.next_words(prompts[start : start + 64], k=args.k)):
+            if len(prompts) == 1:
+                lines += [f"{p:.4f}\t{w}" for w, p in words]
+            else:  # one line per prompt: word probability pairs, tab-separated
+                lines.append("\t".join(f"{w}\t{p:.4f}" for w, p in words))
+    _write_output(args.output, "".join(line + "\n" for line in lines))
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    lm = _load_language_model(args)
+    prompts = _prompts(args, args.prompt) if (args.prompt is not None or args.input) else [""]
+    texts = []
+    for sample in range(args.num):
+        texts += lm.generate(
+            prompts, max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+            seed=args.seed + sample,
+        )
+    # Samples are separated by a blank line when they can span lines (running text) or are many.
+    separator = "\n\n" if lm.running_text and len(texts) > 1 else "\n"
+    _write_output(args.output, separator.join(texts) + "\n")
+    return 0
+
+
+def cmd_evaluate_lm(args: argparse.Namespace) -> int:
+    lm = _load_language_model(args)
+    lines = _read_input_lines(args.text)
+    bar = _progress_bar(0, "scoring")
+    bar.unit = "tok"
+    try:
+        perplexity = lm.evaluate(lines, progress=bar.update)
+    finally:
+        bar.close()
+    print(perplexity.summary())
     return 0
 
 
@@ -105,6 +168,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from nmt.evaluation import bleu_tokenize, score
     from nmt.inference import read_run_config
 
+    if args.text:
+        if not args.run or args.src or args.ref or args.hyp:
+            raise NmtError("--text (language-model perplexity) needs --run and no --src/--ref/--hyp")
+        return cmd_evaluate_lm(args)
+    if not args.ref:
+        raise NmtError("evaluate needs --ref (a translation test set) or --text (a language model's held-out text)")
     references = _read_input_lines(args.ref)
     if args.hyp:
         hypotheses = _read_input_lines(args.hyp)
@@ -134,7 +203,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nmt",
-        description="Recurrent translation models on TensorFlow: train, translate, evaluate.",
+        description="Recurrent translation and language models on TensorFlow: train, translate, evaluate, "
+        "next-word, generate.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -144,13 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train a model from an experiment file (resumes if its run directory has checkpoints)",
         description="Reads the corpus, trains SentencePiece, trains the model, keeps the best weights on dev "
-        "BLEU and prints the final dev BLEU. Everything goes into the config's run_dir; running the same "
+        "BLEU (a language model: dev loss) and prints the final dev scores. Everything goes into the config's run_dir; running the same "
         "command again resumes from the latest checkpoint.",
         epilog="example: nmt train --config en-ja.yaml --set train.steps=2000 --set run_dir=runs/short",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     train.add_argument("--config", required=True, help="YAML experiment file, or the name of a shipped one "
-                       "(en-ja.yaml, en-ja-tiny.yaml, small-parallel-enja.yaml)")
+                       "(en-ja.yaml, en-ja-tiny.yaml, small-parallel-enja.yaml, lm-en.yaml, "
+                       "char-shakespeare.yaml, ptb.yaml)")
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override one config key, e.g. train.steps=200 (repeatable)")
     train.add_argument("--run-dir", help="where to write the run (same as --set run_dir=...)")
@@ -182,26 +253,76 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = verbs.add_parser(
         "evaluate",
-        help="BLEU and chrF (sacrebleu) of a run on a test set",
-        description="Translates --src with the run and scores it against --ref with sacrebleu, or scores a "
-        "finished translation given with --hyp. Japanese targets are tokenized with ja-mecab, others with "
-        "13a; --tokenize overrides (use 'none' for pre-tokenized data). Prints the sacrebleu signatures.",
-        epilog="example: nmt evaluate --run runs/en-ja --src dev.en --ref dev.ja --beam 5",
+        help="BLEU and chrF of a translation run; perplexity of a language model",
+        description="Translation: translates --src with the run and scores it against --ref with sacrebleu, or "
+        "scores a finished translation given with --hyp. Japanese targets are tokenized with ja-mecab, others "
+        "with 13a; --tokenize overrides (use 'none' for pre-tokenized data). Prints the sacrebleu signatures.\n\n"
+        "Language model: --text FILE prints the perplexity per word (total log-likelihood over the number of "
+        "words + one end of line per line, comparable across word, subword and character models), bits and "
+        "nats per character (newlines counted) and the loss per model token.",
+        epilog="examples:\n  nmt evaluate --run runs/en-ja --src dev.en --ref dev.ja --beam 5\n"
+        "  nmt evaluate --run runs/ptb --text ../shared/data/ptb/ptb.valid.txt",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     decoding_options(evaluate)
     evaluate._option_string_actions["--run"].required = False
     evaluate.add_argument("--src", help="source sentences, one per line")
-    evaluate.add_argument("--ref", required=True, help="reference translations, one per line")
+    evaluate.add_argument("--ref", help="reference translations, one per line")
     evaluate.add_argument("--hyp", help="score this translation instead of translating --src")
     evaluate.add_argument("--tokenize", help="sacrebleu tokenizer: 13a, ja-mecab, zh, intl, char, none, ...")
+    evaluate.add_argument("--text", help="language model: held-out text to score (one line per line)")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    def lm_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--run", required=True, help="run directory of a language model (task: lm)")
+        p.add_argument("-i", "--input", help="read one prompt per line from this file ('-': stdin)")
+        p.add_argument("-o", "--output", help="output file (default: stdout)")
+        p.add_argument("--weights", choices=["best", "latest"], default="best",
+                       help="best dev weights (default) or the latest checkpoint")
+
+    next_word = verbs.add_parser(
+        "next-word",
+        help="the most likely next words after a text, with probabilities",
+        description="Prints the k most likely next whole words after TEXT, one 'probability<TAB>word' per line. "
+        "Words are whole even when the model's units are subwords or characters: pieces are expanded until the "
+        "word ends, and a word's probability sums its segmentations. Trailing spaces do not matter; an empty "
+        "TEXT asks for the first word. With --input, one line per prompt: word<TAB>probability pairs.",
+        epilog="examples:\n  nmt next-word --run runs/lm-en \"I love eating\" -k 5\n"
+        "  nmt next-word --run runs/lm-en -i prompts.txt -k 3 -o next.tsv",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    next_word.add_argument("text", nargs="?", help="the text so far")
+    next_word.add_argument("-k", type=int, default=5, help="how many words (1-100, default 5)")
+    lm_options(next_word)
+    next_word.set_defaults(func=cmd_next_word)
+
+    generate = verbs.add_parser(
+        "generate",
+        help="continue a prompt by sampling from a language model",
+        description="Samples a continuation of --prompt (default: from nothing) token by token. --temperature 0 "
+        "is greedy; --top-k and --top-p (nucleus) restrict each draw to the most likely tokens. The same --seed "
+        "gives the same text. A model trained line by line stops at its end of sentence; one trained on running "
+        "text (train.bptt_steps) writes line breaks and runs to --max-tokens.",
+        epilog="examples:\n  nmt generate --run runs/char-shakespeare --prompt \"ROMEO:\" --max-tokens 300 "
+        "--temperature 0.8 --top-p 0.9 --seed 1\n  nmt generate --run runs/lm-en --prompt \"I think\" --num 5",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    generate.add_argument("--prompt", help="the text to continue")
+    generate.add_argument("--max-tokens", type=int, default=100, help="tokens to generate at most (default 100)")
+    generate.add_argument("--temperature", type=float, default=1.0, help="0 = greedy; <1 safer, >1 wilder (default 1)")
+    generate.add_argument("--top-k", type=int, default=0, help="draw from the k most likely tokens only (0 = off)")
+    generate.add_argument("--top-p", type=float, default=1.0, help="draw from the smallest set of tokens with "
+                          "this much probability (1 = off)")
+    generate.add_argument("--seed", type=int, default=0, help="random seed (default 0): same seed, same text")
+    generate.add_argument("--num", type=int, default=1, help="samples per prompt (seeds seed, seed+1, ...)")
+    lm_options(generate)
+    generate.set_defaults(func=cmd_generate)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for name in ("beam", "batch_size", "nbest"):
+    for name in ("beam", "batch_size", "nbest", "num", "max_tokens"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             print(f"nmt: error: --{name.replace('_', '-')} must be at least 1, got {value}", file=sys.stderr)

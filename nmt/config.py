@@ -31,7 +31,8 @@ class DataSourceConfig:
 
     format: ``tsv`` (plain or .gz; columns chosen by index), ``parallel`` (two line-aligned
     files), ``hf`` (a HuggingFace ``datasets`` dataset: a local file/folder or, online, a hub
-    name), ``text`` (one sequence per line: language models).
+    name), ``text`` (one sequence per line: language models). A language model reads the source
+    side only (``source_column``, ``source_path``, ``source_field``).
     """
 
     format: Literal["tsv", "parallel", "hf", "text"] = "tsv"
@@ -55,6 +56,7 @@ class DataConfig:
     source_language: str = "en"
     target_language: str = "ja"
     # Pairs longer than this (in tokens, after tokenization) are dropped from training, and counted.
+    # A language model trained line by line (train.bptt_steps null) uses max_target_length.
     max_source_length: int = 64
     max_target_length: int = 64
     # sacrebleu tokenizer for BLEU: None picks by target language ("ja-mecab" for ja, else "13a");
@@ -87,7 +89,8 @@ class DecoderConfig:
     cell: Literal["rnn", "gru", "lstm"] = "lstm"
     units: int = 256
     layers: int = 1
-    attention: Literal["bahdanau", "luong"] = "luong"
+    # none: no attention (a plain RNN decoder; required for language models).
+    attention: Literal["bahdanau", "luong", "none"] = "luong"
     attention_score: Literal["dot", "general"] = "general"  # luong only
     # Feed the previous attentional vector into the next step (Luong et al. 2015). Better models,
     # but the decoder can then no longer run as one fused sequence op during training.
@@ -121,22 +124,30 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
     early_stopping: int | None = None  # stop after this many evaluations without improvement
+    # Language models only. null: one line = one sequence (BOS line EOS), lines batched by length.
+    # N: truncated backpropagation through time: the text is one stream (EOS between lines) cut
+    # into batch_size parallel streams, trained N tokens at a time, the hidden state carried from
+    # one batch to the next.
+    bptt_steps: int | None = None
 
 
 @dataclasses.dataclass
 class DecodeConfig:
+    """Translation search; for a language model, ``max_source_length`` bounds the prompt."""
+
     beam_size: int = 5
     length_penalty: float = 0.6  # GNMT alpha; 0 disables
     max_length_ratio: float = 2.0  # output at most ratio * source length + offset tokens
     max_length_offset: int = 10
     batch_size: int = 32
-    # Inputs longer than this many tokens are cut to it before translation (and reported).
+    # Inputs longer than this many tokens are cut to it before translation (and reported);
+    # a longer language-model prompt is an error.
     max_source_length: int = 200
 
 
 @dataclasses.dataclass
 class Config:
-    task: Literal["translation"] = "translation"
+    task: Literal["translation", "lm"] = "translation"  # lm: a language model
     run_dir: str = "runs/default"
     seed: int = 1234
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -309,6 +320,7 @@ def _check_values(config: Config) -> None:
         "train.batch_tokens": config.train.batch_tokens,
         "train.eval_max_sentences": config.train.eval_max_sentences,
         "train.early_stopping": config.train.early_stopping,
+        "train.bptt_steps": config.train.bptt_steps,
         "data.train.limit": config.data.train.limit,
         "data.dev.limit": config.data.dev.limit if config.data.dev else None,
     }
@@ -332,7 +344,7 @@ def _check_values(config: Config) -> None:
     for split in ("train", "dev"):
         source = getattr(config.data, split)
         if source is not None:
-            if source.format == "text":
+            if source.format == "text" and config.task == "translation":
                 raise NmtError(f"data.{split}.format: 'text' has no targets; translation needs tsv, parallel or hf")
             not_negative[f"data.{split}.source_column"] = source.source_column
             not_negative[f"data.{split}.target_column"] = source.target_column
@@ -340,6 +352,13 @@ def _check_values(config: Config) -> None:
         if value < 0:
             raise NmtError(f"{key}: must not be negative, got {value}")
     encoder, decoder = config.model.encoder, config.model.decoder
+    if config.task == "lm":
+        if decoder.attention != "none":
+            raise NmtError("model.decoder.attention: a language model has no encoder to attend to; set it to none")
+    elif config.train.bptt_steps is not None:
+        raise NmtError("train.bptt_steps: only for language models (task: lm)")
+    if decoder.attention == "none" and decoder.input_feeding:
+        raise NmtError("model.decoder.input_feeding: needs attention (model.decoder.attention is none)")
     memory_size = encoder.units * (2 if encoder.bidirectional else 1)
     if decoder.attention == "luong" and decoder.attention_score == "dot" and memory_size != decoder.units:
         raise NmtError(
@@ -381,6 +400,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         raise NmtError(f"{path}: expected a mapping of config keys at the top level")
     for assignment in overrides or []:
         _set_override(tree, assignment)
+    model_tree = tree.get("model")
+    if tree.get("task") == "lm" and isinstance(model_tree, dict) and "encoder" in model_tree:
+        raise NmtError(f"{path}: model.encoder: a language model has no encoder; remove the section")
     try:
         config = _build(Config, tree, "")
         _resolve_paths(config, path.resolve().parent)

@@ -109,12 +109,14 @@ def read_parallel(source_path: str | Path, target_path: str | Path, limit: int |
     return Corpus(sources, targets, dropped)
 
 
-def read_text(path: str | Path, limit: int | None = None) -> Corpus:
+def read_text(path: str | Path, limit: int | None = None, keep_empty: bool = False) -> Corpus:
+    """One text per line, stripped. ``keep_empty`` keeps blank lines (as ""): in running text
+    (a language model's stream) they are paragraph breaks."""
     texts, dropped = [], 0
     for _, line in read_lines(path):
         if not _take(limit, len(texts)):
             break
-        if not line.strip():
+        if not line.strip() and not keep_empty:
             dropped += 1
             continue
         texts.append(line.strip())
@@ -164,14 +166,16 @@ def read_hf(source: DataSourceConfig, with_target: bool = True) -> Corpus:
     return Corpus(sources, targets if with_target else None, dropped)
 
 
-def read_corpus(source: DataSourceConfig) -> Corpus:
-    """Reads one configured split."""
+def read_corpus(source: DataSourceConfig, with_target: bool = True, keep_empty: bool = False) -> Corpus:
+    """Reads one configured split. A language model reads the source side only (``with_target``
+    False: no target field needed from a HuggingFace dataset) and may keep the blank lines of a
+    text file (``keep_empty``)."""
     if source.format == "tsv":
         return read_tsv(source.path, source.source_column, source.target_column, source.limit)
     if source.format == "parallel":
         return read_parallel(source.source_path, source.target_path, source.limit)
     if source.format == "text":
-        return read_text(source.path, source.limit)
+        return read_text(source.path, source.limit, keep_empty)
     if source.format == "hf":
-        return read_hf(source)
+        return read_hf(source, with_target)
     raise NmtError(f"unknown data format {source.format!r}")

@@ -1,4 +1,5 @@
-"""Decoding strategies, apart from any model: greedy search and batched beam search.
+"""Decoding strategies, apart from any model: greedy search, sampling, batched beam search and
+the next-word search of language models.
 
 Every strategy drives a ``step_fn(ids, state, context) -> (logits, state, attention)`` with core
 TensorFlow ops only (``tf.while_loop``, ``tf.gather``, ``tf.math.top_k``): no Python per step, no
@@ -6,6 +7,8 @@ TensorFlow ops only (``tf.while_loop``, ``tf.gather``, ``tf.math.top_k``): no Py
 inside an exported SavedModel (TensorFlow Serving runs core ops only).
 
 ``state`` is gathered when beams are reordered; ``context`` (the encoder memory) is only tiled.
+Every search starts by feeding ``start_ids`` (BOS by default; a language model continuing a prompt
+passes the prompt's last token, with ``state`` the state before it).
 """
 
 from __future__ import annotations
@@ -61,16 +64,78 @@ def _shape_invariant(t: tf.Tensor) -> tf.TensorShape:
     return tf.TensorShape([None] * t.shape.rank)
 
 
-def greedy_search(
-    step_fn: StepFn, state: Any, context: Any, max_lengths: tf.Tensor, alpha: float = 0.0
-) -> DecodeResult:
-    """Picks the most likely token at every step. Stops when every sentence has ended.
+class Sampler:
+    """Chooses the next token from logits: greedy (``temperature`` 0), or a random draw at
+    ``temperature`` from the ``top_k`` most likely tokens (0: all) whose cumulated probability
+    reaches ``top_p`` (nucleus sampling; 1.0: all).
 
-    ``alpha`` only scales the reported scores (as in beam search), not the choice of tokens.
+    The parameters may be Python numbers or scalar tensors (an exported signature takes them as
+    inputs). Draws are stateless: the same ``seed`` gives the same tokens, in eager mode, inside
+    ``tf.function`` and in a SavedModel alike.
+
+    Example:
+    >>> sampler = Sampler(temperature=0.8, top_k=2)
+    >>> logits = tf.math.log([[0.1, 0.6, 0.3]])
+    >>> int(Sampler()(logits, seed=tf.constant([1, 0]))[0])  # greedy
+    1
+    >>> bool(sampler(logits, seed=tf.constant([1, 0]))[0] in (1, 2))
+    True
+    """
+
+    def __init__(self, temperature: float | tf.Tensor = 0.0, top_k: int | tf.Tensor = 0, top_p: float | tf.Tensor = 1.0) -> None:
+        self.temperature = temperature
+        self.top_k = top_k
+        self.top_p = top_p
+
+    def filtered_logits(self, logits: tf.Tensor) -> tf.Tensor:
+        """Logits [batch, vocab] at the temperature, with tokens outside top-k / top-p at -1e9."""
+        logits = tf.cast(logits, tf.float32)
+        temperature = tf.cast(self.temperature, tf.float32)
+        logits = logits / tf.maximum(temperature, 1e-6)
+        vocab = tf.shape(logits)[-1]
+        ordered = tf.sort(logits, axis=-1, direction="DESCENDING")
+        k = tf.cast(self.top_k, tf.int32)
+        k = tf.where(k > 0, tf.minimum(k, vocab), vocab)
+        kth = tf.gather(ordered, k - 1, axis=-1)[:, None]
+        # Nucleus: keep the smallest prefix of the ordered tokens whose probability reaches top_p
+        # (always at least the first token).
+        probs = tf.nn.softmax(ordered)
+        before = tf.cumsum(probs, axis=-1, exclusive=True)
+        inside = before < tf.cast(self.top_p, tf.float32)
+        last_inside = tf.reduce_sum(tf.cast(inside, tf.int32), axis=-1)
+        pth = tf.gather(ordered, tf.maximum(last_inside, 1) - 1, axis=-1, batch_dims=1)[:, None]
+        threshold = tf.maximum(kth, pth)
+        return tf.where(logits >= threshold, logits, _NEG)
+
+    def __call__(self, logits: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """logits [batch, vocab] -> token ids [batch] (int32); ``seed`` is an int32/int64 [2]."""
+        greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        drawn = tf.random.stateless_categorical(self.filtered_logits(logits), 1, seed, dtype=tf.int32)[:, 0]
+        return tf.where(tf.cast(self.temperature, tf.float32) > 0, drawn, greedy)
+
+
+def sample(
+    step_fn: StepFn,
+    state: Any,
+    context: Any,
+    max_lengths: tf.Tensor,
+    sampler: Sampler | None = None,
+    seed: Any = 0,
+    alpha: float = 0.0,
+    start_ids: tf.Tensor | None = None,
+    stop_at_eos: bool = True,
+) -> DecodeResult:
+    """One token per step chosen by ``sampler`` (greedy when None) until EOS or ``max_lengths``.
+
+    ``stop_at_eos`` False lets EOS be one more token (a line break, for a language model trained on
+    running text) so that generation runs to ``max_lengths``. ``alpha`` only scales the reported
+    scores (as in beam search). Scores are the model's log-probabilities of the chosen tokens.
     """
     batch = tf.shape(max_lengths)[0]
     source = tf.shape(tf.nest.flatten(context)[0])[1] if tf.nest.flatten(context) else 0
     limit = tf.reduce_max(max_lengths)
+    seed = tf.cast(seed, tf.int32)
+    start_ids = tf.fill([batch], BOS_ID) if start_ids is None else tf.cast(start_ids, tf.int32)
 
     def cond(t, ids, state, finished, lengths, scores, seqs, attn):
         return tf.logical_and(t < limit, tf.logical_not(tf.reduce_all(finished)))
@@ -78,21 +143,27 @@ def greedy_search(
     def body(t, ids, state, finished, lengths, scores, seqs, attn):
         logits, state, weights = step_fn(ids, state, context)
         log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
-        force_end = tf.logical_or(finished, t + 1 >= max_lengths)
-        log_probs = tf.where(force_end[:, None], _eos_only(tf.shape(log_probs)[1])[None, :], log_probs)
-        token = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
+        at_limit = t + 1 >= max_lengths
+        if stop_at_eos:  # the last token is EOS; without EOS the text simply stops at the limit
+            log_probs = tf.where(tf.logical_or(finished, at_limit)[:, None], _eos_only(tf.shape(log_probs)[1])[None, :], log_probs)
+        if sampler is None:  # greedy without the sampler's sort over the vocabulary
+            token = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
+        else:
+            token = sampler(log_probs, tf.stack([seed, t]))
         token_log_prob = tf.gather(log_probs, token, batch_dims=1)
         scores += tf.where(finished, 0.0, token_log_prob)
         lengths += tf.cast(tf.logical_not(finished), tf.int32)
-        token = tf.where(finished, tf.zeros_like(token), token)  # padding after EOS
-        finished = tf.logical_or(finished, tf.equal(token, EOS_ID))
+        token = tf.where(finished, tf.zeros_like(token), token)  # padding after the end
+        ended = tf.equal(token, EOS_ID) if stop_at_eos else at_limit
+        finished = tf.logical_or(finished, ended)
         seqs = tf.concat([seqs, token[:, None]], axis=1)
         attn = tf.concat([attn, tf.cast(weights, tf.float32)[:, None, :]], axis=1)
-        return t + 1, token, state, finished, lengths, scores, seqs, attn
+        next_ids = tf.where(finished, EOS_ID, token)  # a valid id for the padding steps
+        return t + 1, next_ids, state, finished, lengths, scores, seqs, attn
 
     loop_vars = (
         tf.constant(0),
-        tf.fill([batch], BOS_ID),
+        start_ids,
         state,
         tf.zeros([batch], tf.bool),
         tf.zeros([batch], tf.int32),
@@ -108,6 +179,18 @@ def greedy_search(
     return DecodeResult(seqs[:, None], lengths[:, None], scores[:, None], attn[:, None])
 
 
+def greedy_search(
+    step_fn: StepFn,
+    state: Any,
+    context: Any,
+    max_lengths: tf.Tensor,
+    alpha: float = 0.0,
+    start_ids: tf.Tensor | None = None,
+) -> DecodeResult:
+    """Picks the most likely token at every step. Stops when every sentence has ended."""
+    return sample(step_fn, state, context, max_lengths, None, 0, alpha, start_ids)
+
+
 def beam_search(
     step_fn: StepFn,
     state: Any,
@@ -115,6 +198,7 @@ def beam_search(
     max_lengths: tf.Tensor,
     beam_size: int,
     alpha: float = 0.6,
+    start_ids: tf.Tensor | None = None,
 ) -> DecodeResult:
     """Batched beam search with GNMT length penalty ``alpha``.
 
@@ -164,7 +248,7 @@ def beam_search(
 
     loop_vars = (
         tf.constant(0),
-        tf.fill([batch * k], BOS_ID),
+        tf.fill([batch * k], BOS_ID) if start_ids is None else tile_batch(tf.cast(start_ids, tf.int32), k),
         state,
         tf.zeros([batch * k], tf.bool),
         tf.zeros([batch * k], tf.int32),
@@ -186,6 +270,96 @@ def beam_search(
     return DecodeResult(by_score(seqs), by_score(lengths), tf.gather(scores, order, batch_dims=1), by_score(attn))
 
 
+class NextWords(NamedTuple):
+    """words [batch, k] (strings, "" past the words found), probabilities [batch, k], best first."""
+
+    words: tf.Tensor
+    probabilities: tf.Tensor
+
+
+WORD_START = "▁"  # SentencePiece's word-boundary marker, "▁"
+
+
+def next_word_search(
+    step_fn: StepFn,
+    state: Any,
+    context: Any,
+    start_ids: tf.Tensor,
+    pieces: tf.Tensor,
+    k: int | tf.Tensor,
+    beam_size: int = 10,
+    max_pieces: int = 8,
+) -> NextWords:
+    """The ``k`` most likely next whole words, whatever the model's units (words, subwords, chars).
+
+    A word is a piece that starts with "▁" (SentencePiece's word start; a bare "▁", as in a
+    character model, must be followed by a letter or digit), then pieces that continue it
+    (starting with a letter, digit, mark or an apostrophe and a letter), ended by anything else
+    (the next "▁" piece, punctuation, EOS). A small beam of ``beam_size`` partial words is expanded
+    up to ``max_pieces`` pieces; each complete word scores P(pieces) x P(a boundary follows), and a
+    word reached by several segmentations sums them. These events are disjoint, so probabilities
+    sum to at most 1. ``pieces`` is the vocabulary's piece strings [vocab]; ``k`` <= ``beam_size``.
+
+    Runs in the graph with core ops (regex, string joins, ``tf.while_loop``), like every search.
+    """
+    pieces = tf.convert_to_tensor(pieces, tf.string)
+    vocab = tf.shape(pieces)[0]
+    special = tf.range(vocab) < 4  # pad, unk, bos, eos
+    bare = tf.equal(pieces, WORD_START)
+    first = tf.strings.regex_full_match(pieces, WORD_START + r"[\pL\pN].*") | bare
+    inner = tf.strings.regex_full_match(pieces, r"([\pL\pN\pM]|['’]\pL).*") & ~special
+    boundary = ~inner & (~special | tf.equal(tf.range(vocab), EOS_ID))
+    w, m = beam_size, max_pieces
+    batch = tf.shape(start_ids)[0]
+    base = tf.repeat(tf.range(batch) * w, w)
+
+    logits, state, _ = step_fn(tf.cast(start_ids, tf.int32), state, context)
+    log_probs = tf.where(first[None, :], tf.nn.log_softmax(tf.cast(logits, tf.float32)), _NEG)
+    top_log_probs, top_ids = tf.math.top_k(log_probs, k=w)
+    hyp_log_probs, last = tf.reshape(top_log_probs, [-1]), tf.reshape(top_ids, [-1])
+    has_body = tf.logical_not(tf.gather(bare, last))
+    seqs = tf.pad(last[:, None], [[0, 0], [0, m - 1]])  # [batch*w, m] pieces, PAD after the end
+    state, context = tile_batch(state, w), tile_batch(context, w)
+
+    def body(t, last, state, hyp_log_probs, has_body, seqs, ended_log_probs, ended_seqs):
+        logits, state, _ = step_fn(last, state, context)
+        step_log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
+        end = tf.reduce_logsumexp(tf.where(boundary[None, :], step_log_probs, _NEG), axis=-1)
+        ended_log_probs = ended_log_probs.write(t, tf.where(has_body, hyp_log_probs + end, _NEG))
+        ended_seqs = ended_seqs.write(t, seqs)
+        longer = hyp_log_probs[:, None] + tf.where(inner[None, :], step_log_probs, _NEG)
+        top_log_probs, top = tf.math.top_k(tf.reshape(longer, [batch, w * vocab]), k=w)
+        parent = base + tf.reshape(top // vocab, [-1])
+        token = tf.reshape(top % vocab, [-1])
+        column = tf.one_hot(t + 1, m, dtype=tf.int32)[None, :]  # all zeros once t + 1 == m
+        seqs = tf.gather(seqs, parent) * (1 - column) + token[:, None] * column
+        state = tf.nest.map_structure(lambda s: tf.gather(s, parent), state)
+        hyp_log_probs = tf.reshape(top_log_probs, [-1])
+        return t + 1, token, state, hyp_log_probs, tf.ones_like(has_body), seqs, ended_log_probs, ended_seqs
+
+    loop_vars = (
+        tf.constant(0), last, state, hyp_log_probs, has_body, seqs,
+        tf.TensorArray(tf.float32, size=m), tf.TensorArray(tf.int32, size=m),
+    )
+    *_, ended_log_probs, ended_seqs = tf.while_loop(lambda t, *_: t < m, body, loop_vars)
+    # [m steps, batch*w] -> [batch, w*m] candidates
+    candidate_log_probs = tf.reshape(tf.transpose(ended_log_probs.stack()), [batch, w * m])
+    candidate_seqs = tf.reshape(tf.transpose(ended_seqs.stack(), [1, 0, 2]), [batch, w * m, m])
+    texts = tf.strings.reduce_join(tf.gather(tf.where(special, "", pieces), candidate_seqs), axis=-1)
+    words = tf.strings.regex_replace(texts, "^" + WORD_START, "")
+    valid = candidate_log_probs > _NEG / 2
+    probs = tf.where(valid, tf.exp(candidate_log_probs), 0.0)
+    same = tf.equal(words[:, :, None], words[:, None, :]) & valid[:, :, None] & valid[:, None, :]
+    total = tf.reduce_sum(tf.where(same, probs[:, None, :], 0.0), axis=-1)
+    n = w * m
+    earlier = tf.range(n)[None, :] < tf.range(n)[:, None]  # [i, j]: j comes before i
+    first_seen = tf.logical_not(tf.reduce_any(same & earlier[None], axis=-1))
+    ranking = tf.where(valid & first_seen, total, -1.0)
+    top_probs, top = tf.math.top_k(ranking, k=tf.minimum(tf.cast(k, tf.int32), n))
+    found = top_probs > 0
+    return NextWords(tf.where(found, tf.gather(words, top, batch_dims=1), ""), tf.maximum(top_probs, 0.0))
+
+
 def decode(
     step_fn: StepFn,
     state: Any,
@@ -193,8 +367,9 @@ def decode(
     max_lengths: tf.Tensor,
     beam_size: int = 1,
     alpha: float = 0.6,
+    start_ids: tf.Tensor | None = None,
 ) -> DecodeResult:
     """Greedy search for ``beam_size == 1``, beam search otherwise."""
     if beam_size == 1:
-        return greedy_search(step_fn, state, context, max_lengths, alpha)
-    return beam_search(step_fn, state, context, max_lengths, beam_size, alpha)
+        return greedy_search(step_fn, state, context, max_lengths, alpha, start_ids)
+    return beam_search(step_fn, state, context, max_lengths, beam_size, alpha, start_ids)

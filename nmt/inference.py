@@ -1,4 +1,6 @@
-"""A trained run directory as a Python object: ``nmt.load(run_dir).translate(texts)``.
+"""A trained run directory as a Python object: ``nmt.load(run_dir)`` gives a :class:`Translator`
+(``translate(texts)``) or, for a language model, a :class:`LanguageModelRunner`
+(``next_words``, ``generate``, ``evaluate``).
 
 The CLI and the dev-set evaluation during training are layers over this.
 """
@@ -6,6 +8,7 @@ The CLI and the dev-set evaluation during training are layers over this.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,9 +20,9 @@ import yaml
 from nmt import decoding
 from nmt.config import Config, config_from_dict
 from nmt.errors import NmtError
-from nmt.models import Seq2Seq, model_variables
-from nmt.pipeline import pad_batch
-from nmt.tokenizer import Tokenizer
+from nmt.models import LanguageModel, Seq2Seq, model_variables
+from nmt.pipeline import encode_texts, make_dataset, make_stream_dataset, pad_batch, token_stream
+from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
 BEST_WEIGHTS = Path("best") / "model.weights.h5"
 
@@ -33,17 +36,23 @@ class Hypothesis:
     source_tokens: list[str] = dataclasses.field(default_factory=list)
 
 
-def tokenizer_paths(run_dir: Path, shared: bool) -> tuple[Path, Path]:
+def tokenizer_paths(run_dir: Path, config: Config) -> tuple[Path, Path]:
+    """(source, target) SentencePiece model files; one file when they are the same tokenizer
+    (a shared vocabulary, or a language model)."""
     spm = run_dir / "spm"
-    if shared:
+    if config.tokenizer.shared or config.task == "lm":
         return spm / "shared.model", spm / "shared.model"
     return spm / "source.model", spm / "target.model"
 
 
-def build_model(config: Config, source_vocab_size: int, target_vocab_size: int) -> Seq2Seq:
+def build_model(config: Config, source_vocab_size: int, target_vocab_size: int) -> Seq2Seq | LanguageModel:
     """The model section of a config, 1:1 onto the constructor."""
     model_args = dataclasses.asdict(config.model)
-    model = Seq2Seq(source_vocab_size, target_vocab_size, **model_args)
+    if config.task == "lm":
+        del model_args["encoder"]
+        model: Seq2Seq | LanguageModel = LanguageModel(target_vocab_size, **model_args)
+    else:
+        model = Seq2Seq(source_vocab_size, target_vocab_size, **model_args)
     model.build_weights()
     return model
 
@@ -139,6 +148,255 @@ class Translator:
         return results
 
 
+@dataclasses.dataclass
+class Perplexity:
+    """How well a language model predicts a text: total negative log-likelihood (nats) and what
+    it is normalised by. Every line's end is one prediction (EOS), one word and one character
+    (the newline), as in the Penn Treebank convention, so the figures compare across units."""
+
+    nll: float
+    tokens: int  # predictions made by the model (its own units, + 1 EOS per line)
+    words: int  # whitespace-separated words + 1 per line
+    characters: int  # characters + 1 per line (the newline)
+
+    @property
+    def loss(self) -> float:
+        """Mean nats per model token."""
+        return self.nll / max(self.tokens, 1)
+
+    @property
+    def token_perplexity(self) -> float:
+        return math.exp(min(self.loss, 700.0))
+
+    @property
+    def word_perplexity(self) -> float:
+        return math.exp(min(self.nll / max(self.words, 1), 700.0))
+
+    @property
+    def nats_per_character(self) -> float:
+        return self.nll / max(self.characters, 1)
+
+    @property
+    def bits_per_character(self) -> float:
+        return self.nats_per_character / math.log(2)
+
+    def summary(self) -> str:
+        return (
+            f"word perplexity {self.word_perplexity:.2f}, {self.bits_per_character:.4f} bits/char "
+            f"({self.nats_per_character:.4f} nats/char), loss {self.loss:.4f} nats/token, token perplexity "
+            f"{self.token_perplexity:.2f} ({self.tokens} tokens, {self.words} words, {self.characters} characters)"
+        )
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "loss": self.loss, "token_perplexity": self.token_perplexity, "word_perplexity": self.word_perplexity,
+            "nats_per_character": self.nats_per_character, "bits_per_character": self.bits_per_character,
+            "tokens": self.tokens, "words": self.words, "characters": self.characters,
+        }
+
+
+PROMPT_SPEC = [tf.TensorSpec([None, None], tf.int32, name="ids"), tf.TensorSpec([None], tf.int32, name="length")]
+
+
+class LanguageModelRunner:
+    """A trained language model: next whole words, text generation and perplexity.
+
+    Trained line by line (``train.bptt_steps`` null), a text is one sequence: BOS, tokens, EOS, and
+    generation stops at EOS. Trained on running text (TBPTT), EOS is a line break: the model reads a
+    prompt as the start of a new line and generation runs on to ``max_tokens``.
+
+    Example (after ``nmt train --config configs/lm-en.yaml``):
+    >>> lm = nmt.load("runs/lm-en")                          # doctest: +SKIP
+    >>> lm.next_words("I love eating", k=3)                  # doctest: +SKIP
+    [[('pizza', 0.08), ('sushi', 0.05), ('apples', 0.03)]]
+    """
+
+    def __init__(self, model: LanguageModel, tokenizer: Tokenizer, config: Config) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+        self.running_text = config.train.bptt_steps is not None
+        # What precedes a line's first token: BOS for sentence models, the previous line's EOS for
+        # running text.
+        self.start_id = EOS_ID if self.running_text else BOS_ID
+        self.max_prompt_tokens = config.decode.max_source_length
+        self.pieces = tf.constant([tokenizer.id_to_piece(i) for i in range(tokenizer.vocab_size)])
+        self._functions: dict[tuple, Callable] = {}
+
+    # --- prompts -----------------------------------------------------------------------------
+
+    def encode_prompts(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids; a prompt over ``decode.max_source_length`` tokens is an error."""
+        encoded = self.tokenizer.encode([t.strip() for t in texts])
+        for index, ids in enumerate(encoded):
+            if len(ids) > self.max_prompt_tokens:
+                raise NmtError(
+                    f"prompt {index + 1} is {len(ids)} tokens long; this model takes at most "
+                    f"{self.max_prompt_tokens} (decode.max_source_length)"
+                )
+        return encoded
+
+    def prime(self, ids: tf.Tensor, length: tf.Tensor) -> tuple[dict, tf.Tensor]:
+        """Prompt ids [batch, time] (padded) -> the state before the prompt's last token and that
+        token (the start id for an empty prompt): every search starts by feeding it."""
+        batch = tf.shape(ids)[0]
+        sequence = tf.concat([tf.fill([batch, 1], self.start_id), ids], axis=1)
+        last = tf.gather(sequence, length, batch_dims=1)
+        _, state = self.model.forward(sequence[:, :-1], self.model.initial_state(batch), lengths=length)
+        return state, last
+
+    def _function(self, key: tuple, build: Callable[[], Callable]) -> Callable:
+        if key not in self._functions:
+            self._functions[key] = build()
+        return self._functions[key]
+
+    # --- next words --------------------------------------------------------------------------
+
+    @property
+    def max_word_pieces(self) -> int:
+        return 24 if self.config.tokenizer.model_type == "char" else 8
+
+    def next_words_ids(self, ids: tf.Tensor, length: tf.Tensor, k: int | tf.Tensor, beam_size: int) -> decoding.NextWords:
+        state, last = self.prime(ids, length)
+        return decoding.next_word_search(self.model.step, state, {}, last, self.pieces, k, beam_size, self.max_word_pieces)
+
+    def next_words(self, texts: str | Sequence[str], k: int = 5) -> list[list[tuple[str, float]]]:
+        """The ``k`` most likely next whole words after each text, with their probabilities.
+
+        Trailing spaces do not matter: the next word is always a new word after the text. An empty
+        text asks for the first word of a sentence.
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        if not 1 <= k <= 100:
+            raise NmtError(f"k must be between 1 and 100, got {k}")
+        beam_size = max(10, k)
+
+        def build() -> Callable:
+            @tf.function(input_signature=[*PROMPT_SPEC, tf.TensorSpec([], tf.int32, name="k")])
+            def run(ids: tf.Tensor, length: tf.Tensor, k: tf.Tensor) -> decoding.NextWords:
+                return self.next_words_ids(ids, length, k, beam_size)
+
+            return run
+
+        ids, length = pad_batch(self.encode_prompts(texts))
+        result = self._function(("next_words", beam_size), build)(ids, length, tf.constant(k))
+        words, probs = result.words.numpy(), result.probabilities.numpy()
+        return [
+            [(w.decode("utf-8"), float(p)) for w, p in zip(row_words, row_probs) if w]
+            for row_words, row_probs in zip(words, probs)
+        ]
+
+    # --- generation --------------------------------------------------------------------------
+
+    def generate_ids(
+        self, ids: tf.Tensor, length: tf.Tensor, max_tokens: tf.Tensor, sampler: decoding.Sampler, seed: tf.Tensor
+    ) -> decoding.DecodeResult:
+        state, last = self.prime(ids, length)
+        max_lengths = tf.fill([tf.shape(ids)[0]], max_tokens)
+        return decoding.sample(
+            self.model.step, state, {}, max_lengths, sampler, seed, start_ids=last, stop_at_eos=not self.running_text
+        )
+
+    def generate(
+        self,
+        prompts: str | Sequence[str],
+        max_tokens: int = 100,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int = 0,
+    ) -> list[str]:
+        """Continues each prompt; returns prompt + continuation. ``temperature`` 0 is greedy;
+        ``top_k`` 0 and ``top_p`` 1 disable those filters; the same ``seed`` gives the same text."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if max_tokens < 1:
+            raise NmtError(f"max_tokens must be positive, got {max_tokens}")
+        if temperature < 0:
+            raise NmtError(f"temperature must not be negative, got {temperature}")
+        if top_k < 0 or top_k > self.tokenizer.vocab_size:
+            raise NmtError(f"top_k must be between 0 (off) and the vocabulary size {self.tokenizer.vocab_size}, got {top_k}")
+        if not 0 < top_p <= 1:
+            raise NmtError(f"top_p must be in (0, 1], got {top_p}")
+
+        def build() -> Callable:
+            @tf.function(
+                input_signature=[
+                    *PROMPT_SPEC,
+                    tf.TensorSpec([], tf.int32, name="max_tokens"),
+                    tf.TensorSpec([], tf.float32, name="temperature"),
+                    tf.TensorSpec([], tf.int32, name="top_k"),
+                    tf.TensorSpec([], tf.float32, name="top_p"),
+                    tf.TensorSpec([], tf.int32, name="seed"),
+                ]
+            )
+            def run(ids, length, max_tokens, temperature, top_k, top_p, seed) -> decoding.DecodeResult:
+                return self.generate_ids(ids, length, max_tokens, decoding.Sampler(temperature, top_k, top_p), seed)
+
+            return run
+
+        encoded = self.encode_prompts(prompts)
+        ids, length = pad_batch(encoded)
+        result = self._function(("generate",), build)(
+            ids, length, tf.constant(max_tokens), tf.constant(temperature, tf.float32), tf.constant(top_k),
+            tf.constant(top_p, tf.float32), tf.constant(seed),
+        )
+        out_ids, out_lengths = result.ids.numpy()[:, 0], result.lengths.numpy()[:, 0]
+        return [self.ids_to_text(prompt + list(row[:n])) for prompt, row, n in zip(encoded, out_ids, out_lengths)]
+
+    def ids_to_text(self, ids: Sequence[int]) -> str:
+        """Sentence models: the text up to EOS. Running text: EOS is a line break."""
+        if not self.running_text:
+            return self.tokenizer.decode(ids)
+        lines, current = [], []
+        for i in ids:
+            if int(i) == EOS_ID:
+                lines.append(self.tokenizer.decode(current))
+                current = []
+            else:
+                current.append(int(i))
+        return "\n".join(lines + [self.tokenizer.decode(current)])
+
+    # --- perplexity --------------------------------------------------------------------------
+
+    def evaluate(self, texts: Sequence[str], window: int = 200, progress: Callable[[int], None] | None = None) -> Perplexity:
+        """Negative log-likelihood of ``texts`` (lines). Running text is read as one stream,
+        ``window`` tokens at a time with the state carried (every token sees all of the text
+        before it); a sentence model scores each non-empty line on its own."""
+        texts = [t.strip() for t in texts]
+        if not self.running_text:
+            texts = [t for t in texts if t]
+        if not texts:
+            raise NmtError("nothing to evaluate: the text has no non-empty lines")
+        words = sum(len(t.split()) for t in texts) + len(texts)
+        characters = sum(len(t) for t in texts) + len(texts)
+        corpus = encode_texts(list(texts), self.tokenizer)
+        if self.running_text:
+            batches = make_stream_dataset(token_stream(corpus), 1, window, repeat=False)
+        else:
+            batches = make_dataset(corpus, batch_size=64, repeat=False, shuffle=False)
+        nll, tokens = 0.0, 0
+        state = self.model.initial_state(1)
+        score = self._function(("score",), lambda: tf.function(self._score_batch))
+        for batch in batches:
+            batch_nll, batch_tokens, state = score(batch["target_in"], batch["target_out"], state)
+            nll += float(batch_nll)
+            tokens += int(batch_tokens)
+            if progress:
+                progress(int(batch_tokens))
+        return Perplexity(nll, tokens, words, characters)
+
+    def _score_batch(self, target_in: tf.Tensor, target_out: tf.Tensor, state: dict) -> tuple[tf.Tensor, tf.Tensor, dict]:
+        """Summed NLL and count of the non-padding targets, and the state after the batch."""
+        if not self.running_text:
+            state = self.model.initial_state(tf.shape(target_in)[0])
+        logits, final = self.model.forward(target_in, state)
+        nll = tf.nn.sparse_softmax_cross_entropy_with_logits(target_out, logits)
+        mask = tf.cast(tf.not_equal(target_out, PAD_ID), tf.float32)
+        return tf.reduce_sum(nll * mask), tf.reduce_sum(mask), final
+
+
 def read_run_config(run_dir: Path) -> Config:
     path = run_dir / "config.yaml"
     if not path.is_file():
@@ -152,11 +410,18 @@ def read_run_config(run_dir: Path) -> Config:
         raise NmtError(f"{path}: not a valid run config: {error}") from None
 
 
-def load(run_dir: str | Path, weights: str = "best") -> Translator:
-    """Loads a trained run: ``weights`` is ``best`` (chosen on dev) or ``latest`` (last checkpoint)."""
+def load(run_dir: str | Path, weights: str = "best", task: str | None = None) -> Translator | LanguageModelRunner:
+    """Loads a trained run: ``weights`` is ``best`` (chosen on dev) or ``latest`` (last checkpoint).
+
+    A translation run gives a :class:`Translator`, a language model a :class:`LanguageModelRunner`;
+    ``task`` ("translation" or "lm"), when given, makes any other kind an error.
+    """
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
-    source_path, target_path = tokenizer_paths(run_dir, config.tokenizer.shared)
+    if task is not None and config.task != task:
+        kinds = {"translation": "a translation model", "lm": "a language model (task: lm)"}
+        raise NmtError(f"{run_dir} holds {kinds[config.task]}, but this needs {kinds[task]}")
+    source_path, target_path = tokenizer_paths(run_dir, config)
     source_tokenizer, target_tokenizer = Tokenizer.load(source_path), Tokenizer.load(target_path)
     model = build_model(config, source_tokenizer.vocab_size, target_tokenizer.vocab_size)
     best = run_dir / BEST_WEIGHTS
@@ -169,4 +434,6 @@ def load(run_dir: str | Path, weights: str = "best") -> Translator:
         tf.train.Checkpoint(model=model_variables(model)).read(latest).expect_partial().assert_existing_objects_matched()
         if weights == "best":
             print(f"note: {run_dir} has no {BEST_WEIGHTS} yet; using the latest checkpoint", file=sys.stderr)
+    if config.task == "lm":
+        return LanguageModelRunner(model, target_tokenizer, config)
     return Translator(model, source_tokenizer, target_tokenizer, config)

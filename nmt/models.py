@@ -1,4 +1,8 @@
-"""Models composed from :mod:`nmt.layers`, each with one ``step()`` for the decoding module."""
+"""Models composed from :mod:`nmt.layers`, each with one ``step()`` for the decoding module.
+
+:class:`Seq2Seq` translates (encoder + attention decoder); :class:`LanguageModel` is the same
+decoder without an encoder.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from nmt.layers import AttentionDecoder, Encoder
+from nmt.layers import Decoder, Encoder
 from nmt.layers.decoder import Context, State
 from nmt.tokenizer import PAD_ID
 
@@ -59,7 +63,7 @@ class Seq2Seq(keras.Model):
         self.decoder_args = dict(decoder or {})
         self.tie_embeddings = tie_embeddings
         self.encoder = Encoder(source_vocab_size, embedding_dim, name="encoder", **self.encoder_args)
-        self.decoder = AttentionDecoder(
+        self.decoder = Decoder(
             target_vocab_size, embedding_dim, tie_embeddings=tie_embeddings, name="decoder", **self.decoder_args
         )
 
@@ -96,5 +100,70 @@ class Seq2Seq(keras.Model):
             "embedding_dim": self.embedding_dim,
             "encoder": self.encoder_args,
             "decoder": self.decoder_args,
+            "tie_embeddings": self.tie_embeddings,
+        }
+
+
+class LanguageModel(keras.Model):
+    """A recurrent language model: :class:`~nmt.layers.Decoder` without an encoder or attention.
+
+    The constructor arguments are the keys of the ``model`` section of an experiment file (the
+    decoder's ``attention`` must be ``none``; there is no ``encoder``).
+
+    Example:
+    >>> lm = LanguageModel(vocab_size=40, embedding_dim=8, decoder={"cell": "lstm", "units": 8, "layers": 2})
+    >>> logits, state = lm.forward(tf.constant([[2, 7, 9]]), lm.initial_state(1))
+    >>> tuple(logits.shape), len(state["rnn"])
+    ((1, 3, 40), 2)
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_dim: int = 256,
+        decoder: dict[str, Any] | None = None,
+        tie_embeddings: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.vocab_size = vocab_size
+        self.embedding_dim = embedding_dim
+        self.decoder_args = {**dict(decoder or {}), "attention": "none", "bridge": "zero"}
+        self.tie_embeddings = tie_embeddings
+        self.decoder = Decoder(vocab_size, embedding_dim, tie_embeddings=tie_embeddings, name="decoder", **self.decoder_args)
+
+    def build(self, *args: Any, **kwargs: Any) -> None:
+        self.built = True
+
+    def initial_state(self, batch_size: Any) -> State:
+        return self.decoder.initial_state(batch_size)
+
+    def forward(
+        self, ids: tf.Tensor, state: State, lengths: tf.Tensor | None = None, training: bool = False
+    ) -> tuple[tf.Tensor, State]:
+        """ids [batch, time] from ``state`` -> logits [batch, time, vocab] and the state after
+        the last token (after ``lengths[b]`` tokens of row b when given)."""
+        logits, _, final = self.decoder(ids, state, {}, training=training, lengths=lengths, return_state=True)
+        return logits, final
+
+    def step(self, ids: tf.Tensor, state: State, context: Context) -> tuple[tf.Tensor, State, tf.Tensor]:
+        """One decoding step: logits [batch, vocab], new state, attention weights [batch, 0]."""
+        return self.decoder.step(ids, state, {}, training=False)
+
+    def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        """Logits [batch, time, vocab] for a training batch ``{"target_in"}`` from the zero state."""
+        target_in = inputs["target_in"]
+        logits, _ = self.forward(target_in, self.initial_state(tf.shape(target_in)[0]), training=training)
+        return logits
+
+    def build_weights(self) -> None:
+        self({"target_in": tf.constant([[PAD_ID + 4]], tf.int32)})
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "vocab_size": self.vocab_size,
+            "embedding_dim": self.embedding_dim,
+            "decoder": {k: v for k, v in self.decoder_args.items() if k not in ("attention", "bridge")},
             "tie_embeddings": self.tie_embeddings,
         }

@@ -72,6 +72,57 @@ def encode_corpus(
     )
 
 
+def encode_texts(texts: list[str], tokenizer: Tokenizer, max_length: int | None = None) -> EncodedCorpus:
+    """Language-model lines -> an :class:`EncodedCorpus` with empty sources (the translation
+    pipeline then batches them unchanged). With ``max_length`` (counting EOS), longer or empty lines
+    are dropped and counted; without, every line is kept (running text, evaluation)."""
+    ids = tokenizer.encode(texts)
+    if max_length is not None:
+        ids = [x for x in ids if 0 < len(x) and len(x) + 1 <= max_length]
+    values, lengths = _flatten(ids)
+    empty = np.zeros(len(ids), np.int32)
+    return EncodedCorpus(np.zeros(0, np.int32), empty, values, lengths, dropped_too_long=len(texts) - len(ids))
+
+
+def token_stream(corpus: EncodedCorpus) -> np.ndarray:
+    """Lines as one stream of running text: EOS, line 1, EOS, line 2, EOS, ... (the leading EOS is
+    the "previous line ended" context of the first token, so every token and every line end is
+    predicted once)."""
+    lengths = corpus.target_lengths.astype(np.int64)
+    stream = np.full(int(lengths.sum()) + len(lengths) + 1, EOS_ID, dtype=np.int32)
+    line_of_token = np.repeat(np.arange(len(lengths)), lengths)
+    stream[np.arange(len(corpus.target_values)) + line_of_token + 1] = corpus.target_values
+    return stream
+
+
+def make_stream_dataset(stream: np.ndarray, streams: int, steps: int, repeat: bool = True) -> tf.data.Dataset:
+    """Truncated-BPTT batches over running text: ``{"target_in", "target_out"}`` [streams, steps]
+    and ``"first"`` (true for the first window of a pass, where the carried state restarts).
+
+    The stream is cut into ``streams`` contiguous parts read side by side, ``steps`` tokens at a
+    time, so row r of batch i+1 continues row r of batch i. The tail is padded (PAD targets are not
+    scored): every token is predicted exactly once per pass.
+    """
+    predictions = len(stream) - 1
+    per_stream = -(-predictions // streams)
+    windows = -(-per_stream // steps)
+    width = windows * steps
+
+    def lay_out(values: np.ndarray) -> np.ndarray:
+        padded = np.full(streams * per_stream, PAD_ID, np.int32)
+        padded[: len(values)] = values
+        rows = np.full((streams, width), PAD_ID, np.int32)
+        rows[:, :per_stream] = padded.reshape(streams, per_stream)
+        return rows.reshape(streams, windows, steps).transpose(1, 0, 2)  # [windows, streams, steps]
+
+    inputs, targets = lay_out(stream[:-1]), lay_out(stream[1:])
+    first = np.arange(windows) == 0
+    dataset = tf.data.Dataset.from_tensor_slices({"target_in": inputs, "target_out": targets, "first": first})
+    if repeat:
+        dataset = dataset.repeat()
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
 def bucket_boundaries(max_length: int, width: int) -> list[int]:
     """Upper bounds (exclusive) of the length buckets: width+1, 2*width+1, ... past max_length."""
     return list(range(width + 1, max_length + width + 1, width))

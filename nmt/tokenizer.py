@@ -18,6 +18,7 @@ from nmt.errors import NmtError
 from nmt.io import atomic_write_bytes
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+UNK_PIECE = "<spm-unk>"
 MIN_VOCAB_SIZE = 8  # the 4 reserved ids and a few pieces
 
 
@@ -65,6 +66,9 @@ class Tokenizer:
                 unk_id=UNK_ID,
                 bos_id=BOS_ID,
                 eos_id=EOS_ID,
+                # Not "<unk>": that is a word of some corpora (Penn Treebank), which would otherwise
+                # become the unknown id, adjacent ones merged into one token.
+                unk_piece=UNK_PIECE,
                 # Keeps corpus-specific statistics out of the log; errors still raise.
                 minloglevel=2,
                 num_threads=2,

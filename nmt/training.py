@@ -3,7 +3,7 @@
 Everything a trained model is goes into one run directory::
 
     config.yaml     the resolved config          spm/           SentencePiece models
-    checkpoints/    latest states (resume)       best/          weights chosen on dev BLEU
+    checkpoints/    latest states (resume)       best/          weights chosen on dev BLEU (lm: loss)
     cache/          tokenized corpora            metrics.jsonl  one line per evaluation
     logs/           TensorBoard
 """
@@ -29,9 +29,9 @@ from nmt.config import Config, save_config
 from nmt.data import read_corpus
 from nmt.errors import NmtError
 from nmt.evaluation import Scores, bleu_tokenize, score
-from nmt.inference import BEST_WEIGHTS, Translator, build_model, tokenizer_paths
+from nmt.inference import BEST_WEIGHTS, LanguageModelRunner, Perplexity, Translator, build_model, tokenizer_paths
 from nmt.models import model_variables
-from nmt.pipeline import EncodedCorpus, encode_corpus, make_dataset
+from nmt.pipeline import EncodedCorpus, encode_corpus, encode_texts, make_dataset, make_stream_dataset, token_stream
 from nmt.tokenizer import PAD_ID, Tokenizer
 
 
@@ -77,10 +77,18 @@ BATCH_SPEC = {
     "target_in": tf.TensorSpec([None, None], tf.int32),
     "target_out": tf.TensorSpec([None, None], tf.int32),
 }
+STREAM_BATCH_SPEC = {
+    "target_in": tf.TensorSpec([None, None], tf.int32),
+    "target_out": tf.TensorSpec([None, None], tf.int32),
+    "first": tf.TensorSpec([], tf.bool),
+}
 
 
 @dataclasses.dataclass
 class PreparedData:
+    """Tokenizers and data of a run. A language model has one tokenizer (both fields) and its
+    dev text in ``dev_sources``."""
+
     source_tokenizer: Tokenizer
     target_tokenizer: Tokenizer
     train: EncodedCorpus
@@ -113,30 +121,36 @@ def _check_compatible(run_dir: Path, config: Config) -> None:
 
 def prepare_data(config: Config, run_dir: Path) -> PreparedData:
     """Reads the corpora, trains (or reuses) the tokenizers, tokenizes once and caches the ids."""
-    train_corpus = read_corpus(config.data.train)
-    if not train_corpus.targets:
-        raise NmtError("data.train: no training pairs left after dropping empty lines")
-    log(f"train: {len(train_corpus)} pairs read from {config.data.train.path or config.data.train.source_path}"
+    lm = config.task == "lm"
+    running_text = lm and config.train.bptt_steps is not None
+    train_corpus = read_corpus(config.data.train, with_target=not lm, keep_empty=running_text)
+    what = "lines" if lm else "pairs"
+    if not (train_corpus.sources if lm else train_corpus.targets):
+        raise NmtError(f"data.train: no training {what} left after dropping empty lines")
+    log(f"train: {len(train_corpus)} {what} read from {config.data.train.path or config.data.train.source_path}"
         f" ({train_corpus.dropped_empty} empty dropped)")
     tok = config.tokenizer
-    source_path, target_path = tokenizer_paths(run_dir, tok.shared)
+    source_path, target_path = tokenizer_paths(run_dir, config)
     if source_path.is_file() and target_path.is_file():
         source_tokenizer, target_tokenizer = Tokenizer.load(source_path), Tokenizer.load(target_path)
     else:
-        log(f"training SentencePiece ({tok.model_type}, vocabulary {tok.vocab_size}, "
-            f"{'shared' if tok.shared else 'separate'})")
+        log(f"training SentencePiece ({tok.model_type}, vocabulary {tok.vocab_size}"
+            f"{'' if lm else ', shared' if tok.shared else ', separate'})")
         options = dict(
             model_type=tok.model_type, vocab_size=tok.vocab_size, character_coverage=tok.character_coverage,
             input_sentence_size=tok.input_sentence_size, seed=config.seed,
         )
-        if tok.shared:
+        if lm:
+            source_tokenizer = target_tokenizer = Tokenizer.train([t for t in train_corpus.sources if t], **options)
+        elif tok.shared:
             source_tokenizer = target_tokenizer = Tokenizer.train(train_corpus.sources + train_corpus.targets, **options)
         else:
             source_tokenizer = Tokenizer.train(train_corpus.sources, **options)
             target_tokenizer = Tokenizer.train(train_corpus.targets, **options)
         target_tokenizer.save(target_path)
         source_tokenizer.save(source_path)
-    log(f"vocabulary: source {source_tokenizer.vocab_size}, target {target_tokenizer.vocab_size}")
+    log(f"vocabulary: {target_tokenizer.vocab_size}" if lm else
+        f"vocabulary: source {source_tokenizer.vocab_size}, target {target_tokenizer.vocab_size}")
 
     # The cache is keyed by the data config, the files' sizes and times, the limits and the
     # tokenizers, so a changed corpus or limit on resume re-tokenizes instead of reusing stale ids.
@@ -144,33 +158,44 @@ def prepare_data(config: Config, run_dir: Path) -> PreparedData:
     files = [p for p in (source.path, source.source_path, source.target_path, source.data_files) if p]
     stamps = [[p, os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in files if os.path.isfile(p)]
     fingerprint = hashlib.sha1(
-        json.dumps([dataclasses.asdict(source), stamps, config.data.max_source_length,
+        json.dumps([config.task, running_text, dataclasses.asdict(source), stamps, config.data.max_source_length,
                     config.data.max_target_length], sort_keys=True).encode()
         + source_tokenizer.model_proto + target_tokenizer.model_proto
     ).hexdigest()[:16]
     cache = run_dir / "cache" / f"train-{fingerprint}.npz"
     if cache.is_file():
         train = EncodedCorpus.load(cache)
+    elif lm:
+        # Running text keeps every line (the stream is the text); sentences are length-filtered.
+        train = encode_texts(train_corpus.sources, target_tokenizer, None if running_text else config.data.max_target_length)
+        train.save(cache)
     else:
         train = encode_corpus(
             train_corpus.sources, train_corpus.targets, source_tokenizer, target_tokenizer,
             config.data.max_source_length, config.data.max_target_length,
         )
         train.save(cache)
-    log(f"train: {len(train)} pairs kept, {train.dropped_too_long} dropped as longer than "
-        f"{config.data.max_source_length}/{config.data.max_target_length} tokens or empty once tokenized")
+    if running_text:
+        log(f"train: {len(train)} lines, {int(train.target_lengths.sum()) + len(train)} tokens of running text")
+    elif lm:
+        log(f"train: {len(train)} lines kept, {train.dropped_too_long} dropped as longer than "
+            f"{config.data.max_target_length} tokens or empty once tokenized")
+    else:
+        log(f"train: {len(train)} pairs kept, {train.dropped_too_long} dropped as longer than "
+            f"{config.data.max_source_length}/{config.data.max_target_length} tokens or empty once tokenized")
     if not len(train):
-        raise NmtError("data: every training pair is longer than data.max_source_length/max_target_length")
+        raise NmtError("data: every training example is longer than the length limits in data")
 
     dev_sources: list[str] = []
     dev_targets: list[str] = []
     dev = None
     if config.data.dev is not None:
-        dev_corpus = read_corpus(config.data.dev)
+        dev_corpus = read_corpus(config.data.dev, with_target=not lm, keep_empty=running_text)
         dev_sources, dev_targets = dev_corpus.sources, dev_corpus.targets or []
-        # Dev loss uses every pair (no length filter): it must measure the same set each time.
-        dev = encode_corpus(dev_sources, dev_targets, source_tokenizer, target_tokenizer, 10**9, 10**9)
-        log(f"dev: {len(dev_sources)} pairs ({dev_corpus.dropped_empty} empty dropped)")
+        if not lm:
+            # Dev loss uses every pair (no length filter): it must measure the same set each time.
+            dev = encode_corpus(dev_sources, dev_targets, source_tokenizer, target_tokenizer, 10**9, 10**9)
+        log(f"dev: {len(dev_sources)} {what} ({dev_corpus.dropped_empty} empty dropped)")
     return PreparedData(source_tokenizer, target_tokenizer, train, dev_sources, dev_targets, dev)
 
 
@@ -182,8 +207,13 @@ class Trainer:
         self.run_dir = Path(config.run_dir)
         self._dev_batches: tf.data.Dataset | None = None
 
-    def _evaluate(self, translator: Translator, data: PreparedData, eval_loss, beam_size: int, limit: int | None) -> dict[str, Any]:
+    def _evaluate(self, predictor: Translator | LanguageModelRunner, data: PreparedData, eval_loss, beam_size: int, limit: int | None) -> dict[str, Any]:
         result: dict[str, Any] = {}
+        if isinstance(predictor, LanguageModelRunner):
+            if data.dev_sources:
+                result.update(_perplexity_record(predictor.evaluate(data.dev_sources[:limit])))
+            return result
+        translator = predictor
         if data.dev is not None and len(data.dev):
             total, tokens = 0.0, 0.0
             if self._dev_batches is None:  # built once, iterated at every evaluation
@@ -215,15 +245,27 @@ class Trainer:
         optimizer = keras.optimizers.Adam(learning_rate=schedule)
         optimizer.build(model.trainable_variables)
 
-        dataset = make_dataset(
-            data.train, cfg.batch_size, cfg.batch_tokens, cfg.bucket_width, cfg.shuffle_buffer, seed=config.seed
-        )
+        running_text = config.task == "lm" and cfg.bptt_steps is not None
+        if running_text:
+            dataset = make_stream_dataset(token_stream(data.train), cfg.batch_size, cfg.bptt_steps)
+        else:
+            dataset = make_dataset(
+                data.train, cfg.batch_size, cfg.batch_tokens, cfg.bucket_width, cfg.shuffle_buffer, seed=config.seed
+            )
         iterator = iter(dataset)
-        best_bleu = tf.Variable(-1.0, trainable=False, dtype=tf.float32)
+        # Dev quality of the best weights so far: BLEU for translation, minus the loss for an LM.
+        best_score = tf.Variable(-1e9, trainable=False, dtype=tf.float32)
         stale_evals = tf.Variable(0, trainable=False, dtype=tf.int64)
-        # The iterator is part of the checkpoint: a resumed run continues with the next batch.
+        # TBPTT: the state at the end of one batch starts the next (row r continues row r).
+        carried = tf.nest.map_structure(
+            lambda t: tf.Variable(t, trainable=False), model.initial_state(cfg.batch_size) if running_text else {}
+        )
+        # The iterator and the carried state are part of the checkpoint: a resumed run continues
+        # with the next batch from the same state.
         checkpoint = tf.train.Checkpoint(
-            model=model_variables(model), optimizer=optimizer, data=iterator, best_bleu=best_bleu, stale_evals=stale_evals
+            model=model_variables(model), optimizer=optimizer, data=iterator, best_score=best_score,
+            stale_evals=stale_evals,
+            carried_state={f"state_{i}": v for i, v in enumerate(tf.nest.flatten(carried))},
         )
         manager = tf.train.CheckpointManager(checkpoint, run_dir / "checkpoints", max_to_keep=cfg.keep_checkpoints)
         if manager.latest_checkpoint:
@@ -240,11 +282,30 @@ class Trainer:
             optimizer.apply_gradients(zip(gradients, model.trainable_variables))
             return loss, norm, tokens
 
+        @tf.function(input_signature=[STREAM_BATCH_SPEC])
+        def stream_train_step(batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+            restart = tf.cast(batch["first"], tf.float32)  # a new pass over the text: zero state
+            state = tf.nest.map_structure(lambda v: v * (1.0 - restart), carried)
+            with tf.GradientTape() as tape:
+                logits, final = model.forward(batch["target_in"], state, training=True)
+                loss, tokens = token_loss(logits, batch["target_out"], cfg.label_smoothing)
+            gradients = tape.gradient(loss, model.trainable_variables)
+            gradients, norm = tf.clip_by_global_norm(gradients, cfg.clip_norm)
+            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+            tf.nest.map_structure(lambda v, f: v.assign(tf.stop_gradient(f)), carried, final)
+            return loss, norm, tokens
+
+        if running_text:
+            train_step = stream_train_step
+
         @tf.function(input_signature=[BATCH_SPEC])
         def eval_loss(batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
             return token_loss(model(batch, training=False), batch["target_out"])
 
-        translator = Translator(model, data.source_tokenizer, data.target_tokenizer, config)
+        if config.task == "lm":
+            predictor: Translator | LanguageModelRunner = LanguageModelRunner(model, data.target_tokenizer, config)
+        else:
+            predictor = Translator(model, data.source_tokenizer, data.target_tokenizer, config)
         writer = tf.summary.create_file_writer(str(run_dir / "logs"))
         metrics_path = run_dir / "metrics.jsonl"
         step = int(optimizer.iterations)
@@ -279,7 +340,7 @@ class Trainer:
                 window_tokens, window_start = 0.0, time.perf_counter()
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 stopped_early = self._evaluation_point(
-                    step, translator, data, eval_loss, model, best_bleu, stale_evals, losses, writer, metrics_path
+                    step, predictor, data, eval_loss, model, best_score, stale_evals, losses, writer, metrics_path
                 )
                 window_tokens, window_start = 0.0, time.perf_counter()  # evaluation is not training time
             if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopped_early:
@@ -289,30 +350,35 @@ class Trainer:
 
         return self.final_evaluation(data)
 
-    def _evaluation_point(self, step, translator, data, eval_loss, model, best_bleu, stale_evals, losses, writer, metrics_path) -> bool:
+    def _evaluation_point(self, step, predictor, data, eval_loss, model, best_score, stale_evals, losses, writer, metrics_path) -> bool:
         cfg = self.config.train
-        result = self._evaluate(translator, data, eval_loss, beam_size=1, limit=cfg.eval_max_sentences)
+        result = self._evaluate(predictor, data, eval_loss, beam_size=1, limit=cfg.eval_max_sentences)
         record = {"step": step, "time": time.time(), "train_loss": float(np.mean(losses[-100:])), **result}
         with open(metrics_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
         with writer.as_default(step=step):
-            for key in ("dev_loss", "dev_bleu", "dev_chrf"):
+            for key in ("dev_loss", "dev_bleu", "dev_chrf", "dev_word_perplexity", "dev_bits_per_character"):
                 if key in result:
                     tf.summary.scalar(f"dev/{key[4:]}", result[key])
         summary = ", ".join(f"{k} {v:.3f}" for k, v in record.items() if k not in ("step", "time"))
         log(f"\nstep {step}: {summary}")
-        if "dev_bleu" not in result:
-            # Without a dev set the latest weights are the best we know of; the dev-BLEU record
-            # (best_bleu, stale_evals) is left alone so that a later run with a dev set starts clean.
+        if "dev_loss" not in result:
+            # Without a dev set the latest weights are the best we know of; the dev record
+            # (best_score, stale_evals) is left alone so that a later run with a dev set starts clean.
             self._save_best(model)
             return False
-        # Best = highest dev BLEU, ties (common early on, at 0) broken by lower dev loss.
-        quality = result["dev_bleu"] - 1e-6 * min(result["dev_loss"], 1e3)
-        if quality > float(best_bleu):
-            best_bleu.assign(quality)
+        if "dev_bleu" in result:
+            # Best = highest dev BLEU, ties (common early on, at 0) broken by lower dev loss.
+            quality = result["dev_bleu"] - 1e-6 * min(result["dev_loss"], 1e3)
+            described = f"dev BLEU {result['dev_bleu']:.2f}"
+        else:
+            quality = -result["dev_loss"]
+            described = f"dev loss {result['dev_loss']:.4f}"
+        if quality > float(best_score):
+            best_score.assign(quality)
             stale_evals.assign(0)
             self._save_best(model)
-            log(f"new best model (dev BLEU {result['dev_bleu']:.2f}) saved to {self.run_dir / BEST_WEIGHTS}")
+            log(f"new best model ({described}) saved to {self.run_dir / BEST_WEIGHTS}")
             return False
         stale_evals.assign_add(1)
         return cfg.early_stopping is not None and int(stale_evals) >= cfg.early_stopping
@@ -324,15 +390,23 @@ class Trainer:
         model.save_weights(tmp)
         os.replace(tmp, path)
 
-    def final_evaluation(self, data: PreparedData | None = None) -> Scores | None:
-        """Dev BLEU of the best weights with the configured beam; printed and stored."""
+    def final_evaluation(self, data: PreparedData | None = None) -> Scores | Perplexity | None:
+        """Dev BLEU of the best weights with the configured beam (a language model: dev
+        perplexity of the best weights); printed and stored."""
         from nmt.inference import load
 
         if self.config.data.dev is None:
             return None
         if data is None:
             data = prepare_data(self.config, self.run_dir)
-        translator = load(self.run_dir)
+        predictor = load(self.run_dir)
+        if isinstance(predictor, LanguageModelRunner):
+            perplexity = predictor.evaluate(data.dev_sources)
+            record = {"final": True, **_perplexity_record(perplexity), "time": time.time()}
+            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+            return perplexity
+        translator = predictor
         hypotheses = [h[0].text for h in translator.translate(data.dev_sources)]
         scores = score(hypotheses, data.dev_targets, bleu_tokenize(self.config.data))
         record = {"final": True, "beam_size": self.config.decode.beam_size, "dev_bleu": scores.bleu,
@@ -340,3 +414,12 @@ class Trainer:
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
         return scores
+
+
+def _perplexity_record(perplexity: Perplexity) -> dict[str, float]:
+    return {
+        "dev_loss": perplexity.loss,
+        "dev_word_perplexity": perplexity.word_perplexity,
+        "dev_bits_per_character": perplexity.bits_per_character,
+        "dev_nats_per_character": perplexity.nats_per_character,
+    }

@@ -122,7 +122,7 @@ def test_load_missing_file(tmp_path):
 def test_special_ids(request, fixture):
     tok = request.getfixturevalue(fixture)
     assert (PAD_ID, UNK_ID, BOS_ID, EOS_ID) == (0, 1, 2, 3)
-    assert [tok.id_to_piece(i) for i in range(4)] == ["<pad>", "<unk>", "<s>", "</s>"]
+    assert [tok.id_to_piece(i) for i in range(4)] == ["<pad>", "<spm-unk>", "<s>", "</s>"]
 
 
 def test_decode_stops_at_eos_and_ignores_pad_and_bos(unigram):

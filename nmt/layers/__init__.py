@@ -1,8 +1,8 @@
 """Keras 3 layers the models are composed of."""
 
 from nmt.layers.attention import Attention
-from nmt.layers.decoder import AttentionDecoder
+from nmt.layers.decoder import Decoder
 from nmt.layers.encoder import Encoder
 from nmt.layers.recurrent import Recurrent
 
-__all__ = ["Attention", "AttentionDecoder", "Encoder", "Recurrent"]
+__all__ = ["Attention", "Decoder", "Encoder", "Recurrent"]

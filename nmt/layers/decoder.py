@@ -1,9 +1,11 @@
-"""The attention decoder: one :meth:`AttentionDecoder.step` that every decoding strategy drives.
+"""The recurrent decoder: one :meth:`Decoder.step` that every decoding strategy drives.
 
-Training runs the same computation over a whole target sentence (teacher forcing). When the
-attention is Luong's without input feeding, no step depends on the previous step's attention, so
-the recurrent layers run as whole-sequence ops and attention is one batched matmul over all steps
-(the fast path). Otherwise training loops over :meth:`step` itself. Both paths give the same numbers.
+With attention it is the decoder of a translation model; without (``attention="none"``) and with
+no encoder at all it is a language model. Training runs the same computation over a whole target
+sentence (teacher forcing). When no step depends on the previous step's attention (Luong without
+input feeding, or no attention), the recurrent layers run as whole-sequence ops and attention is one
+batched matmul over all steps (the fast path). Otherwise training loops over :meth:`step` itself.
+Both paths give the same numbers.
 """
 
 from __future__ import annotations
@@ -22,16 +24,22 @@ State = dict[str, Any]
 Context = dict[str, tf.Tensor]
 
 
-class AttentionDecoder(keras.layers.Layer):
-    """Stacked recurrent decoder with attention and a softmax over the target vocabulary.
+class Decoder(keras.layers.Layer):
+    """Stacked recurrent decoder, with or without attention, and a softmax over the vocabulary.
 
     Example:
-    >>> decoder = AttentionDecoder(vocab_size=50, embedding_dim=8, cell="lstm", units=16)
+    >>> decoder = Decoder(vocab_size=50, embedding_dim=8, cell="lstm", units=16)
     >>> context, state = decoder.prepare(tf.random.normal([2, 4, 16]), tf.sequence_mask([4, 2], 4),
     ...                                  tf.random.normal([2, 32]))
     >>> logits, state, weights = decoder.step(tf.constant([2, 2]), state, context)
     >>> tuple(logits.shape), tuple(weights.shape)
     ((2, 50), (2, 4))
+
+    Without attention (a language model), the context is empty:
+    >>> lm = Decoder(vocab_size=50, embedding_dim=8, cell="gru", units=16, attention="none", bridge="zero")
+    >>> logits, weights, state = lm(tf.constant([[2, 7, 9]]), lm.initial_state(1), {}, return_state=True)
+    >>> tuple(logits.shape), tuple(weights.shape), tuple(state["rnn"][0][0].shape)
+    ((1, 3, 50), (1, 3, 0), (1, 16))
     """
 
     def __init__(
@@ -52,6 +60,8 @@ class AttentionDecoder(keras.layers.Layer):
         super().__init__(**kwargs)
         if tie_embeddings and embedding_dim != units:
             raise ValueError("tie_embeddings needs embedding_dim == units")
+        if attention == "none" and input_feeding:
+            raise ValueError("input_feeding needs attention")
         self.vocab_size = vocab_size
         self.embedding_dim = embedding_dim
         self.cell = cell
@@ -65,8 +75,11 @@ class AttentionDecoder(keras.layers.Layer):
         self.tie_embeddings = tie_embeddings
         self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
         self.rnn_layers = [Recurrent(cell, units, name=f"rnn_{i}") for i in range(layers)]
-        self.attention = Attention(attention, attention_score, name="attention")
-        self.attentional = keras.layers.Dense(units, activation="tanh", use_bias=False, name="attentional")
+        if attention == "none":
+            self.attention = self.attentional = None
+        else:
+            self.attention = Attention(attention, attention_score, name="attention")
+            self.attentional = keras.layers.Dense(units, activation="tanh", use_bias=False, name="attentional")
         self.dropout = keras.layers.Dropout(dropout)
         self.bridge_dense = keras.layers.Dense(self._state_size, name="bridge") if bridge == "dense" else None
         if tie_embeddings:
@@ -89,13 +102,23 @@ class AttentionDecoder(keras.layers.Layer):
 
     @property
     def fast_path(self) -> bool:
-        return self.attention_kind == "luong" and not self.input_feeding
+        return self.attention_kind in ("luong", "none") and not self.input_feeding
 
     # --- state -------------------------------------------------------------------------------
 
+    def initial_state(self, batch_size: Any) -> State:
+        """Zeros: the state of a language model before its first token."""
+        state: State = {"rnn": tuple(layer.initial_state(batch_size) for layer in self.rnn_layers)}
+        if self.input_feeding:
+            state["feed"] = tf.zeros([batch_size, self.units])
+        return state
+
     def prepare(self, memory: tf.Tensor, mask: tf.Tensor, encoder_final: tf.Tensor) -> tuple[Context, State]:
         """Precomputes the attention keys and the initial state (through the bridge)."""
-        context = {"memory": memory, "keys": self.attention.keys(memory, self.units), "mask": mask}
+        if self.attention is None:
+            context = {"mask": mask}  # only its shape is used: attention weights are zeros
+        else:
+            context = {"memory": memory, "keys": self.attention.keys(memory, self.units), "mask": mask}
         batch = tf.shape(memory)[0]
         if self.bridge_dense is not None:
             flat = self.bridge_dense(encoder_final)
@@ -137,16 +160,27 @@ class AttentionDecoder(keras.layers.Layer):
             new_rnn.append(layer_state)
             if i + 1 < self.num_layers:
                 x = self.dropout(x, training=training)
-        if self.attention_kind == "bahdanau":
-            attended = bahdanau_context
+        if self.attention is None:
+            attentional, weights = x, self._no_attention(x, context)
         else:
-            attended, weights = self.attention(x, context["keys"], context["memory"], context["mask"])
-        attentional = self.attentional(tf.concat([x, attended], axis=-1))
+            if self.attention_kind == "bahdanau":
+                attended = bahdanau_context
+            else:
+                attended, weights = self.attention(x, context["keys"], context["memory"], context["mask"])
+            attentional = self.attentional(tf.concat([x, attended], axis=-1))
         logits = self._logits(self.dropout(attentional, training=training))
         new_state: State = {"rnn": tuple(new_rnn)}
         if self.input_feeding:
             new_state["feed"] = attentional
         return logits, new_state, weights
+
+    @staticmethod
+    def _no_attention(x: tf.Tensor, context: Context) -> tf.Tensor:
+        """All-zero weights [batch, (time,) source] (source 0 without an encoder), so that every
+        decoder returns weights of the same rank."""
+        source = tf.shape(context["mask"])[1] if "mask" in context else 0
+        shape = tf.concat([tf.shape(x)[:-1], [source]], axis=0)
+        return tf.zeros(shape, tf.float32)
 
     def step(
         self, ids: tf.Tensor, state: State, context: Context, training: bool = False
@@ -158,25 +192,43 @@ class AttentionDecoder(keras.layers.Layer):
     # --- whole sentences (teacher forcing) ----------------------------------------------------
 
     def call(
-        self, target_in: tf.Tensor, state: State, context: Context, training: bool = False
-    ) -> tuple[tf.Tensor, tf.Tensor]:
-        """target_in [batch, time] -> logits [batch, time, vocab], attention [batch, time, source]."""
+        self,
+        target_in: tf.Tensor,
+        state: State,
+        context: Context,
+        training: bool = False,
+        lengths: tf.Tensor | None = None,
+        return_state: bool = False,
+    ) -> tuple[tf.Tensor, ...]:
+        """target_in [batch, time] -> logits [batch, time, vocab], attention [batch, time, source]
+        and, with ``return_state``, the state after the last token (after ``lengths[b]`` tokens of
+        row b when ``lengths`` is given: the state to continue from, e.g. after a prompt)."""
         embedded = self.dropout(self.embedding(target_in), training=training)
         if self.fast_path:
             x = embedded
+            final_rnn = []
             for i, layer in enumerate(self.rnn_layers):
-                x, _ = layer(x, initial_state=state["rnn"][i])
+                x, layer_final = layer(x, lengths=lengths, initial_state=state["rnn"][i])
+                final_rnn.append(layer_final)
                 if i + 1 < self.num_layers:
                     x = self.dropout(x, training=training)
-            attended, weights = self.attention(x, context["keys"], context["memory"], context["mask"])
-            attentional = self.attentional(tf.concat([x, attended], axis=-1))
-            return self._logits(self.dropout(attentional, training=training)), weights
+            if self.attention is None:
+                attentional, weights = x, self._no_attention(x, context)
+            else:
+                attended, weights = self.attention(x, context["keys"], context["memory"], context["mask"])
+                attentional = self.attentional(tf.concat([x, attended], axis=-1))
+            logits = self._logits(self.dropout(attentional, training=training))
+            return (logits, weights, {"rnn": tuple(final_rnn)}) if return_state else (logits, weights)
+
+        if return_state:
+            # Not needed so far: only language models carry state, and they take the fast path.
+            raise NotImplementedError("return_state needs the fast path (no input feeding, no bahdanau)")
 
         def body(carry: tuple[tf.Tensor, State, tf.Tensor], embedded_t: tf.Tensor):
             _, previous, _ = carry
             return self._step_embedded(embedded_t, previous, context, training)
 
-        batch, source = tf.shape(target_in)[0], tf.shape(context["memory"])[1]
+        batch, source = tf.shape(target_in)[0], tf.shape(context["mask"])[1]
         initial = (
             tf.zeros([batch, self.vocab_size], tf.float32),
             state,
