@@ -1,15 +1,17 @@
-"""nmt: recurrent sequence-to-sequence translation on TensorFlow and Keras 3.
+"""nmt: recurrent translation and language models on TensorFlow and Keras 3.
 
 >>> import nmt
 >>> translator = nmt.load("runs/en-ja")                       # doctest: +SKIP
 >>> translator.translate(["Good morning."])[0][0].text         # doctest: +SKIP
+>>> nmt.load("runs/lm-en").next_words("I love eating", k=5)   # doctest: +SKIP
 """
 
 __version__ = "0.1.0"
 
 
-def load(run_dir, weights: str = "best"):
-    """Loads a trained run directory as a :class:`nmt.inference.Translator`."""
+def load(run_dir, weights: str = "best", task: str | None = None):
+    """Loads a trained run directory: a :class:`nmt.inference.Translator`, or for a language model
+    a :class:`nmt.inference.LanguageModelRunner`."""
     from nmt.inference import load as _load
 
-    return _load(run_dir, weights)
+    return _load(run_dir, weights, task)

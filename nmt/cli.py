@@ -122,16 +122,14 @@ def _prompts(args: argparse.Namespace, given: str | None) -> list[str]:
 
 def cmd_next_word(args: argparse.Namespace) -> int:
     lm = _load_language_model(args)
+    if not 1 <= args.k <= lm.max_k:
+        raise NmtError(f"-k must be between 1 and {lm.max_k}, got {args.k}")
     prompts = _prompts(args, args.text)
-    if not 1 <= args.k <= 100:
-        raise NmtError(f"-k must be between 1 and 100, got {args.k}")
-    lines = []
-    for start in range(0, len(prompts), 64):
-        for prompt, words in zip(prompts[start : start + 64], lm.next_words(prompts[start : start + 64], k=args.k)):
-            if len(prompts) == 1:
-                lines += [f"{p:.4f}\t{w}" for w, p in words]
-            else:  # one line per prompt: word probability pairs, tab-separated
-                lines.append("\t".join(f"{w}\t{p:.4f}" for w, p in words))
+    results = lm.next_words(prompts, k=args.k)
+    if args.text is not None:  # one word and its probability per line
+        lines = [f"{w}\t{p:.4f}" for w, p in results[0]]
+    else:  # one line per prompt: word, probability, word, probability, ... tab-separated
+        lines = ["\t".join(f"{w}\t{p:.4f}" for w, p in words) for words in results]
     _write_output(args.output, "".join(line + "\n" for line in lines))
     return 0
 
@@ -139,13 +137,13 @@ def cmd_next_word(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     lm = _load_language_model(args)
     prompts = _prompts(args, args.prompt) if (args.prompt is not None or args.input) else [""]
-    texts = []
-    for sample in range(args.num):
-        texts += lm.generate(
-            prompts, max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-            seed=args.seed + sample,
-        )
-    # Samples are separated by a blank line when they can span lines (running text) or are many.
+    samples = [
+        lm.generate(prompts, max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
+                    top_p=args.top_p, seed=args.seed + n)
+        for n in range(args.num)
+    ]
+    texts = [samples[n][i] for i in range(len(prompts)) for n in range(args.num)]  # grouped by prompt
+    # Running text spans lines: its samples are separated by a blank line.
     separator = "\n\n" if lm.running_text and len(texts) > 1 else "\n"
     _write_output(args.output, separator.join(texts) + "\n")
     return 0
@@ -169,8 +167,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from nmt.inference import read_run_config
 
     if args.text:
-        if not args.run or args.src or args.ref or args.hyp:
-            raise NmtError("--text (language-model perplexity) needs --run and no --src/--ref/--hyp")
+        if not args.run or args.src or args.ref or args.hyp or args.tokenize or args.beam:
+            raise NmtError("--text (language-model perplexity) needs --run and none of --src/--ref/--hyp/--tokenize/--beam")
         return cmd_evaluate_lm(args)
     if not args.ref:
         raise NmtError("evaluate needs --ref (a translation test set) or --text (a language model's held-out text)")
@@ -270,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--ref", help="reference translations, one per line")
     evaluate.add_argument("--hyp", help="score this translation instead of translating --src")
     evaluate.add_argument("--tokenize", help="sacrebleu tokenizer: 13a, ja-mecab, zh, intl, char, none, ...")
-    evaluate.add_argument("--text", help="language model: held-out text to score (one line per line)")
+    evaluate.add_argument("--text", help="language model: held-out text to score, one sentence (or line of running "
+                          "text) per line")
     evaluate.set_defaults(func=cmd_evaluate)
 
     def lm_options(p: argparse.ArgumentParser) -> None:
@@ -286,13 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Prints the k most likely next whole words after TEXT, one 'probability<TAB>word' per line. "
         "Words are whole even when the model's units are subwords or characters: pieces are expanded until the "
         "word ends, and a word's probability sums its segmentations. Trailing spaces do not matter; an empty "
-        "TEXT asks for the first word. With --input, one line per prompt: word<TAB>probability pairs.",
+        "TEXT asks for the first word. Prints 'word<TAB>probability' lines; with --input (or no TEXT: stdin), one "
+        "line per prompt: word<TAB>probability<TAB>word<TAB>probability...",
         epilog="examples:\n  nmt next-word --run runs/lm-en \"I love eating\" -k 5\n"
         "  nmt next-word --run runs/lm-en -i prompts.txt -k 3 -o next.tsv",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     next_word.add_argument("text", nargs="?", help="the text so far")
-    next_word.add_argument("-k", type=int, default=5, help="how many words (1-100, default 5)")
+    next_word.add_argument("-k", type=int, default=5, help="how many words (default 5, at most 100)")
     lm_options(next_word)
     next_word.set_defaults(func=cmd_next_word)
 

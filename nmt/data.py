@@ -60,8 +60,9 @@ def _take(limit: int | None, count: int) -> bool:
     return limit is None or count < limit
 
 
-def read_tsv(path: str | Path, source_column: int, target_column: int, limit: int | None = None) -> Corpus:
-    need = max(source_column, target_column) + 1
+def read_tsv(path: str | Path, source_column: int, target_column: int | None, limit: int | None = None) -> Corpus:
+    """Tab-separated columns; ``target_column`` None reads the source column only (targets None)."""
+    need = max(source_column, target_column if target_column is not None else -1) + 1
     sources, targets, dropped = [], [], 0
     for number, line in read_lines(path):
         if not _take(limit, len(sources)):
@@ -74,13 +75,14 @@ def read_tsv(path: str | Path, source_column: int, target_column: int, limit: in
             raise NmtError(
                 f"{path}:{number}: expected at least {need} tab-separated columns, found {len(columns)}"
             )
-        source, target = columns[source_column].strip(), columns[target_column].strip()
+        source = columns[source_column].strip()
+        target = columns[target_column].strip() if target_column is not None else "-"
         if not source or not target:
             dropped += 1
             continue
         sources.append(source)
         targets.append(target)
-    return Corpus(sources, targets, dropped)
+    return Corpus(sources, targets if target_column is not None else None, dropped)
 
 
 def read_parallel(source_path: str | Path, target_path: str | Path, limit: int | None = None) -> Corpus:
@@ -171,7 +173,7 @@ def read_corpus(source: DataSourceConfig, with_target: bool = True, keep_empty: 
     False: no target field needed from a HuggingFace dataset) and may keep the blank lines of a
     text file (``keep_empty``)."""
     if source.format == "tsv":
-        return read_tsv(source.path, source.source_column, source.target_column, source.limit)
+        return read_tsv(source.path, source.source_column, source.target_column if with_target else None, source.limit)
     if source.format == "parallel":
         return read_parallel(source.source_path, source.target_path, source.limit)
     if source.format == "text":

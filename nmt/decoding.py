@@ -104,6 +104,8 @@ class Sampler:
         inside = before < tf.cast(self.top_p, tf.float32)
         last_inside = tf.reduce_sum(tf.cast(inside, tf.int32), axis=-1)
         pth = tf.gather(ordered, tf.maximum(last_inside, 1) - 1, axis=-1, batch_dims=1)[:, None]
+        # top_p 1 is off even where the float32 running sum reaches 1 before the last token.
+        pth = tf.where(tf.cast(self.top_p, tf.float32) >= 1.0, tf.reduce_min(logits, axis=-1, keepdims=True), pth)
         threshold = tf.maximum(kth, pth)
         return tf.where(logits >= threshold, logits, _NEG)
 
@@ -289,6 +291,7 @@ def next_word_search(
     k: int | tf.Tensor,
     beam_size: int = 10,
     max_pieces: int = 8,
+    whole_pieces: bool = False,
 ) -> NextWords:
     """The ``k`` most likely next whole words, whatever the model's units (words, subwords, chars).
 
@@ -298,7 +301,9 @@ def next_word_search(
     (the next "▁" piece, punctuation, EOS). A small beam of ``beam_size`` partial words is expanded
     up to ``max_pieces`` pieces; each complete word scores P(pieces) x P(a boundary follows), and a
     word reached by several segmentations sums them. These events are disjoint, so probabilities
-    sum to at most 1. ``pieces`` is the vocabulary's piece strings [vocab]; ``k`` <= ``beam_size``.
+    sum to at most 1. ``pieces`` is the vocabulary's piece strings [vocab]; ``k`` <= ``beam_size``
+    <= vocabulary size. ``whole_pieces`` (a word-level model): every piece but the reserved ones is a
+    word, as it stands.
 
     Runs in the graph with core ops (regex, string joins, ``tf.while_loop``), like every search.
     """
@@ -309,6 +314,10 @@ def next_word_search(
     first = tf.strings.regex_full_match(pieces, WORD_START + r"[\pL\pN].*") | bare
     inner = tf.strings.regex_full_match(pieces, r"([\pL\pN\pM]|['’]\pL).*") & ~special
     boundary = ~inner & (~special | tf.equal(tf.range(vocab), EOS_ID))
+    if whole_pieces:
+        first = inner = ~special
+        boundary = ~special | tf.equal(tf.range(vocab), EOS_ID)
+        max_pieces = 1
     w, m = beam_size, max_pieces
     batch = tf.shape(start_ids)[0]
     base = tf.repeat(tf.range(batch) * w, w)

@@ -256,11 +256,22 @@ class LanguageModelRunner:
     def max_word_pieces(self) -> int:
         return 24 if self.config.tokenizer.model_type == "char" else 8
 
+    @property
+    def max_k(self) -> int:
+        """The most next words one query can ask for (100, or fewer for a tiny vocabulary)."""
+        return min(100, self.tokenizer.vocab_size - 4)
+
+    def beam_size_for(self, k: int) -> int:
+        return min(max(10, k), self.tokenizer.vocab_size)
+
     def next_words_ids(self, ids: tf.Tensor, length: tf.Tensor, k: int | tf.Tensor, beam_size: int) -> decoding.NextWords:
         state, last = self.prime(ids, length)
-        return decoding.next_word_search(self.model.step, state, {}, last, self.pieces, k, beam_size, self.max_word_pieces)
+        return decoding.next_word_search(
+            self.model.step, state, {}, last, self.pieces, k, beam_size, self.max_word_pieces,
+            whole_pieces=self.config.tokenizer.model_type == "word",
+        )
 
-    def next_words(self, texts: str | Sequence[str], k: int = 5) -> list[list[tuple[str, float]]]:
+    def next_words(self, texts: str | Sequence[str], k: int = 5, batch_size: int = 64) -> list[list[tuple[str, float]]]:
         """The ``k`` most likely next whole words after each text, with their probabilities.
 
         Trailing spaces do not matter: the next word is always a new word after the text. An empty
@@ -268,9 +279,9 @@ class LanguageModelRunner:
         """
         if isinstance(texts, str):
             texts = [texts]
-        if not 1 <= k <= 100:
-            raise NmtError(f"k must be between 1 and 100, got {k}")
-        beam_size = max(10, k)
+        if not 1 <= k <= self.max_k:
+            raise NmtError(f"k must be between 1 and {self.max_k}, got {k}")
+        beam_size = self.beam_size_for(k)
 
         def build() -> Callable:
             @tf.function(input_signature=[*PROMPT_SPEC, tf.TensorSpec([], tf.int32, name="k")])
@@ -279,13 +290,16 @@ class LanguageModelRunner:
 
             return run
 
-        ids, length = pad_batch(self.encode_prompts(texts))
-        result = self._function(("next_words", beam_size), build)(ids, length, tf.constant(k))
-        words, probs = result.words.numpy(), result.probabilities.numpy()
-        return [
-            [(w.decode("utf-8"), float(p)) for w, p in zip(row_words, row_probs) if w]
-            for row_words, row_probs in zip(words, probs)
-        ]
+        encoded = self.encode_prompts(texts)
+        results: list[list[tuple[str, float]]] = []
+        for start in range(0, len(encoded), batch_size):
+            ids, length = pad_batch(encoded[start : start + batch_size])
+            found = self._function(("next_words", beam_size), build)(ids, length, tf.constant(k))
+            results += [
+                [(w.decode("utf-8"), float(p)) for w, p in zip(row_words, row_probs) if w]
+                for row_words, row_probs in zip(found.words.numpy(), found.probabilities.numpy())
+            ]
+        return results
 
     # --- generation --------------------------------------------------------------------------
 
@@ -306,11 +320,15 @@ class LanguageModelRunner:
         top_k: int = 0,
         top_p: float = 1.0,
         seed: int = 0,
+        batch_size: int = 64,
     ) -> list[str]:
         """Continues each prompt; returns prompt + continuation. ``temperature`` 0 is greedy;
-        ``top_k`` 0 and ``top_p`` 1 disable those filters; the same ``seed`` gives the same text."""
+        ``top_k`` 0 and ``top_p`` 1 disable those filters; the same ``seed`` gives the same text.
+        ``max_tokens`` counts the tokens of text written (the end of sentence is not one)."""
         if isinstance(prompts, str):
             prompts = [prompts]
+        if not 0 <= seed < 2**31:
+            raise NmtError(f"seed must be between 0 and 2**31 - 1, got {seed}")
         if max_tokens < 1:
             raise NmtError(f"max_tokens must be positive, got {max_tokens}")
         if temperature < 0:
@@ -337,13 +355,19 @@ class LanguageModelRunner:
             return run
 
         encoded = self.encode_prompts(prompts)
-        ids, length = pad_batch(encoded)
-        result = self._function(("generate",), build)(
-            ids, length, tf.constant(max_tokens), tf.constant(temperature, tf.float32), tf.constant(top_k),
-            tf.constant(top_p, tf.float32), tf.constant(seed),
-        )
-        out_ids, out_lengths = result.ids.numpy()[:, 0], result.lengths.numpy()[:, 0]
-        return [self.ids_to_text(prompt + list(row[:n])) for prompt, row, n in zip(encoded, out_ids, out_lengths)]
+        # A sentence model's last step is its EOS, which is not text: one more step for it.
+        limit = max_tokens if self.running_text else max_tokens + 1
+        texts = []
+        for start in range(0, len(encoded), batch_size):
+            chunk = encoded[start : start + batch_size]
+            ids, length = pad_batch(chunk)
+            result = self._function(("generate",), build)(
+                ids, length, tf.constant(limit), tf.constant(temperature, tf.float32), tf.constant(top_k),
+                tf.constant(top_p, tf.float32), tf.constant(seed),
+            )
+            out_ids, out_lengths = result.ids.numpy()[:, 0], result.lengths.numpy()[:, 0]
+            texts += [self.ids_to_text(prompt + list(row[:n])) for prompt, row, n in zip(chunk, out_ids, out_lengths)]
+        return texts
 
     def ids_to_text(self, ids: Sequence[int]) -> str:
         """Sentence models: the text up to EOS. Running text: EOS is a line break."""
@@ -360,10 +384,14 @@ class LanguageModelRunner:
 
     # --- perplexity --------------------------------------------------------------------------
 
-    def evaluate(self, texts: Sequence[str], window: int = 200, progress: Callable[[int], None] | None = None) -> Perplexity:
+    def evaluate(
+        self, texts: Sequence[str], streams: int = 1, window: int = 200, progress: Callable[[int], None] | None = None
+    ) -> Perplexity:
         """Negative log-likelihood of ``texts`` (lines). Running text is read as one stream,
-        ``window`` tokens at a time with the state carried (every token sees all of the text
-        before it); a sentence model scores each non-empty line on its own."""
+        ``window`` tokens at a time with the state carried, so every token sees all of the text
+        before it; ``streams`` > 1 cuts it into that many parts read side by side (faster; each
+        part but the first starts without context). A sentence model scores each non-empty line
+        on its own."""
         texts = [t.strip() for t in texts]
         if not self.running_text:
             texts = [t for t in texts if t]
@@ -373,12 +401,12 @@ class LanguageModelRunner:
         characters = sum(len(t) for t in texts) + len(texts)
         corpus = encode_texts(list(texts), self.tokenizer)
         if self.running_text:
-            batches = make_stream_dataset(token_stream(corpus), 1, window, repeat=False)
+            batches = make_stream_dataset(token_stream(corpus), streams, window, repeat=False)
         else:
             batches = make_dataset(corpus, batch_size=64, repeat=False, shuffle=False)
         nll, tokens = 0.0, 0
-        state = self.model.initial_state(1)
-        score = self._function(("score",), lambda: tf.function(self._score_batch))
+        state = self.model.initial_state(streams)
+        score = self._function(("score",), lambda: tf.function(self._score_batch, reduce_retracing=True))
         for batch in batches:
             batch_nll, batch_tokens, state = score(batch["target_in"], batch["target_out"], state)
             nll += float(batch_nll)

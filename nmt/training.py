@@ -106,6 +106,16 @@ def _check_compatible(run_dir: Path, config: Config) -> None:
     current = config.to_dict()
     # Only what has been built binds: tokenizers once trained, the model once checkpointed.
     built = {"tokenizer": (run_dir / "spm").is_dir(), "model": (run_dir / "checkpoints").is_dir()}
+    if built["model"] and config.train.bptt_steps is not None:
+        # The carried TBPTT state is [batch_size, units] and the data iterator's position is
+        # counted in windows: both are in the checkpoint.
+        for key in ("bptt_steps", "batch_size"):
+            before = (stored.get("train") or {}).get(key)
+            if before != getattr(config.train, key):
+                raise NmtError(
+                    f"{run_dir} was trained with train.{key}={before!r} (now {getattr(config.train, key)!r}); "
+                    "a running-text model resumes only with the same value: choose another run_dir or restore it"
+                )
     for section in ("model", "tokenizer"):
         if built[section] and stored.get(section) != current[section]:
             differences = [
@@ -211,7 +221,9 @@ class Trainer:
         result: dict[str, Any] = {}
         if isinstance(predictor, LanguageModelRunner):
             if data.dev_sources:
-                result.update(_perplexity_record(predictor.evaluate(data.dev_sources[:limit])))
+                # 8 streams side by side: ~8x faster than the exact one-stream final evaluation,
+                # at the price of 7 cuts where the text is read without its context.
+                result.update(_perplexity_record(predictor.evaluate(data.dev_sources[:limit], streams=8)))
             return result
         translator = predictor
         if data.dev is not None and len(data.dev):
@@ -263,7 +275,8 @@ class Trainer:
         # The iterator and the carried state are part of the checkpoint: a resumed run continues
         # with the next batch from the same state.
         checkpoint = tf.train.Checkpoint(
-            model=model_variables(model), optimizer=optimizer, data=iterator, best_score=best_score,
+            # "best_bleu" names the dev score in checkpoints written before language models.
+            model=model_variables(model), optimizer=optimizer, data=iterator, best_bleu=best_score,
             stale_evals=stale_evals,
             carried_state={f"state_{i}": v for i, v in enumerate(tf.nest.flatten(carried))},
         )

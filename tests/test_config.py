@@ -323,7 +323,7 @@ BAD_CHOICES = [
         "data.train.format",
         "'tvs' is not one of 'tsv', 'parallel', 'hf', 'text' (did you mean 'tsv'?)",
     ),
-    ("task: translate\n", "task", "'translate' is not one of 'translation' (did you mean 'translation'?)"),
+    ("task: translate\n", "task", "'translate' is not one of 'translation', 'lm' (did you mean 'translation'?)"),
 ]
 
 

@@ -16,7 +16,7 @@ import keras
 import tensorflow as tf
 
 from nmt.layers.attention import Attention
-from nmt.layers.recurrent import Recurrent
+from nmt.layers.recurrent import Recurrent, matmul_last
 
 # Decoder state: {"rnn": per-layer state tuples, "feed": previous attentional vector (input feeding)}.
 State = dict[str, Any]
@@ -139,7 +139,7 @@ class Decoder(keras.layers.Layer):
             logits = self.output_projection(attentional)
         else:
             matrix = tf.cast(self.embedding.embeddings, attentional.dtype)
-            logits = tf.linalg.matmul(attentional, matrix, transpose_b=True) + tf.cast(self.output_bias, attentional.dtype)
+            logits = matmul_last(attentional, matrix, transpose_w=True) + tf.cast(self.output_bias, attentional.dtype)
         return tf.cast(logits, tf.float32)  # softmax and loss in float32 under mixed precision
 
     def _step_embedded(
