@@ -282,11 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     next_word = verbs.add_parser(
         "next-word",
         help="the most likely next words after a text, with probabilities",
-        description="Prints the k most likely next whole words after TEXT, one 'probability<TAB>word' per line. "
+        description="Prints the k most likely next whole words after TEXT, one 'word<TAB>probability' per line, best first. "
         "Words are whole even when the model's units are subwords or characters: pieces are expanded until the "
         "word ends, and a word's probability sums its segmentations. Trailing spaces do not matter; an empty "
-        "TEXT asks for the first word. Prints 'word<TAB>probability' lines; with --input (or no TEXT: stdin), one "
-        "line per prompt: word<TAB>probability<TAB>word<TAB>probability...",
+        "TEXT asks for the first word. With --input (or neither TEXT nor --input: stdin), one line per prompt: "
+        "word<TAB>probability<TAB>word<TAB>probability...",
         epilog="examples:\n  nmt next-word --run runs/lm-en \"I love eating\" -k 5\n"
         "  nmt next-word --run runs/lm-en -i prompts.txt -k 3 -o next.tsv",
         formatter_class=argparse.RawDescriptionHelpFormatter,
