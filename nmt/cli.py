@@ -23,6 +23,7 @@ examples:
   nmt next-word --run runs/lm-en "I love eating" -k 5
   nmt generate --run runs/char-shakespeare --prompt "ROMEO:" --max-tokens 300 --temperature 0.8 --seed 1
   nmt evaluate --run runs/lm-en --text heldout.txt     perplexity / bits per character
+  nmt export --run runs/en-ja --out serve/models/en-ja  a SavedModel for TensorFlow Serving
 """
 
 
@@ -198,6 +199,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from nmt.export import export
+
+    path = export(args.run, args.out, version=args.version, weights=args.weights)
+    print(f"exported {args.run} to {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nmt",
@@ -317,6 +326,26 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--num", type=int, default=1, help="samples per prompt (seeds seed, seed+1, ...)")
     lm_options(generate)
     generate.set_defaults(func=cmd_generate)
+
+    export = verbs.add_parser(
+        "export",
+        help="write a SavedModel (strings in, strings out) for TensorFlow Serving and `nmt serve`",
+        description="Writes OUT/<version>/ (the next free version unless --version is given), a SavedModel "
+        "whose signatures take and return strings, with the run's SentencePiece models inside the graph "
+        "(tensorflow-text ops, which stock TensorFlow Serving links) and the search loops in core TensorFlow "
+        "ops. Translation: translate (= serving_default; beam search with the run's decode.beam_size), "
+        "translate_greedy, translate_ids. Language model: next_words (= serving_default), generate, "
+        "next_words_ids. The version directory appears complete or not at all.",
+        epilog="examples:\n  nmt export --run runs/en-ja --out serve/models/en-ja\n"
+        "  nmt export --run runs/lm-en --out serve/models/lm-en --version 3",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export.add_argument("--run", required=True, help="run directory written by `nmt train`")
+    export.add_argument("--out", required=True, help="model directory; versions go into numbered subfolders")
+    export.add_argument("--version", type=int, help="version number (default: one more than the highest there)")
+    export.add_argument("--weights", choices=["best", "latest"], default="best",
+                        help="best dev weights (default) or the latest checkpoint")
+    export.set_defaults(func=cmd_export)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny trained run (seconds) that the CLI and inference tests reuse."""
+"""Shared fixtures: tiny trained runs (seconds) that the CLI, inference and export tests reuse."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+import yaml  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+CYCLE = "north east south west up down left right".split()
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +26,42 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                                                 "train.eval_every=20", "train.checkpoint_every=20"])
     Trainer(config).train()
     return run_dir
+
+
+def lm_config(tmp_path: Path, name: str, text: str, extra: dict | None = None) -> Path:
+    """A tiny language-model experiment over ``text`` written to a file; returns the YAML path."""
+    corpus = tmp_path / f"{name}.txt"
+    corpus.write_text(text, encoding="utf-8")
+    tree = {
+        "task": "lm",
+        "run_dir": str(tmp_path / name),
+        "data": {"train": {"format": "text", "path": str(corpus)}},
+        "tokenizer": {"model_type": "word", "vocab_size": 20, "character_coverage": 1.0},
+        "model": {"embedding_dim": 24, "decoder": {"cell": "gru", "units": 32, "attention": "none", "dropout": 0.0}},
+        "train": {"steps": 150, "batch_size": 4, "bptt_steps": 12, "learning_rate": 0.02, "eval_every": 10**6,
+                  "checkpoint_every": 50},
+    }
+    for dotted, value in (extra or {}).items():
+        node = tree
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(tree), encoding="utf-8")
+    return path
+
+
+def cycle_text(lines: int) -> str:
+    return "".join(" ".join(CYCLE) + "\n" for _ in range(lines))
+
+
+@pytest.fixture(scope="session")
+def cycle_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A word LM trained on running text that repeats one 8-word line (fully predictable)."""
+    from nmt.config import load_config
+    from nmt.training import Trainer
+
+    tmp_path = tmp_path_factory.mktemp("cycle")
+    Trainer(load_config(lm_config(tmp_path, "cycle", cycle_text(300)))).train()
+    return tmp_path / "cycle"

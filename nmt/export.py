@@ -1,0 +1,186 @@
+"""SavedModel export: signatures that take and return strings, SentencePiece inside the graph.
+
+The exported graph holds the model's variables, the SentencePiece models (tensorflow-text's
+``SentencepieceTokenizer``, whose ops stock TensorFlow Serving links) and the decoding loops of
+:mod:`nmt.decoding` (core ops only), so ``tensorflow_model_server`` serves it as it is.
+
+Translation signatures:
+    ``translate`` (also ``serving_default``): text string[batch] -> translations string[batch],
+    scores float[batch], beam search with the run's ``decode.beam_size``; ``translate_greedy``: the
+    same with greedy search; ``translate_ids``: ids int32[batch, time], lengths int32[batch] ->
+    ids, lengths, scores (beam search), for clients that tokenize themselves.
+Language-model signatures:
+    ``next_words`` (also ``serving_default``): text string[batch], k int32[batch] -> words
+    string[batch, k], probabilities float[batch, k] (k is the largest requested; rows that asked for
+    fewer get "" and 0 past their k); ``generate``: text string[batch], max_tokens, temperature,
+    top_k, top_p, seed (one per row) -> text string[batch] (prompt + continuation);
+    ``next_words_ids``: ids, lengths, k -> the same as ``next_words``.
+
+Every input has a batch dimension, so TF Serving's REST "instances" format works for all of them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from nmt import decoding
+from nmt.errors import NmtError
+from nmt.inference import LanguageModelRunner, Translator, load
+from nmt.tokenizer import EOS_ID
+
+TEXT = tf.TensorSpec([None], tf.string, name="text")
+IDS = tf.TensorSpec([None, None], tf.int32, name="ids")
+LENGTHS = tf.TensorSpec([None], tf.int32, name="lengths")
+PER_ROW_INT = tf.TensorSpec([None], tf.int32)
+PER_ROW_FLOAT = tf.TensorSpec([None], tf.float32)
+
+
+class InGraphTokenizer(tf.Module):
+    """A run's SentencePiece model as a TensorFlow resource (tracked, saved with the model)."""
+
+    def __init__(self, model_proto: bytes, name: str) -> None:
+        super().__init__(name=name)
+        import tensorflow_text  # registers the SentencePiece ops
+
+        self.sentencepiece = tensorflow_text.SentencepieceTokenizer(model=model_proto, out_type=tf.int32)
+
+    def encode(self, text: tf.Tensor, max_length: int) -> tuple[tf.Tensor, tf.Tensor]:
+        """string[batch] -> zero-padded ids [batch, time] (cut to ``max_length``) and lengths."""
+        ragged = self.sentencepiece.tokenize(text)[:, :max_length]
+        return ragged.to_tensor(0), tf.cast(ragged.row_lengths(), tf.int32)
+
+    def decode(self, ids: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
+        """ids [batch, time], lengths [batch] (tokens to keep) -> string[batch]."""
+        return self.sentencepiece.detokenize(tf.RaggedTensor.from_tensor(ids, lengths=lengths))
+
+
+def _text_lengths(lengths: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
+    """Token counts without a final EOS."""
+    last = tf.gather(ids, tf.maximum(lengths - 1, 0), batch_dims=1)
+    return lengths - tf.cast((lengths > 0) & tf.equal(last, EOS_ID), tf.int32)
+
+
+def translation_archive(translator: Translator) -> keras.export.ExportArchive:
+    model, cfg = translator.model, translator.config.decode
+    source = InGraphTokenizer(translator.source_tokenizer.model_proto, "source_tokenizer")
+    target = InGraphTokenizer(translator.target_tokenizer.model_proto, "target_tokenizer")
+
+    def search(ids: tf.Tensor, lengths: tf.Tensor, beam_size: int) -> decoding.DecodeResult:
+        context, state = model.encode(ids, lengths)
+        max_lengths = decoding.max_output_lengths(lengths, cfg.max_length_ratio, cfg.max_length_offset)
+        return decoding.decode(model.step, state, context, max_lengths, beam_size, cfg.length_penalty)
+
+    def text_endpoint(beam_size: int):
+        def translate(text: tf.Tensor) -> dict[str, tf.Tensor]:
+            ids, lengths = source.encode(text, cfg.max_source_length)
+            # An empty batch or empty lines: decode at least one token so shapes stay valid.
+            result = search(ids, tf.maximum(lengths, 1), beam_size)
+            out_ids, out_lengths = result.ids[:, 0], result.lengths[:, 0]
+            translations = target.decode(out_ids, _text_lengths(out_lengths, out_ids))
+            empty = tf.equal(lengths, 0)
+            return {
+                "translations": tf.where(empty, "", translations),
+                "scores": tf.where(empty, 0.0, result.scores[:, 0]),
+            }
+
+        return translate
+
+    def translate_ids(ids: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:
+        result = search(ids, lengths, cfg.beam_size)
+        return {"ids": result.ids[:, 0], "lengths": result.lengths[:, 0], "scores": result.scores[:, 0]}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.track(source)
+    archive.track(target)
+    archive.add_endpoint("translate", text_endpoint(cfg.beam_size), input_signature=[TEXT])
+    archive.add_endpoint("translate_greedy", text_endpoint(1), input_signature=[TEXT])
+    archive.add_endpoint("translate_ids", translate_ids, input_signature=[IDS, LENGTHS])
+    return archive
+
+
+def language_model_archive(lm: LanguageModelRunner, max_k: int = 20) -> keras.export.ExportArchive:
+    tokenizer = InGraphTokenizer(lm.tokenizer.model_proto, "tokenizer")
+    max_k = min(max_k, lm.max_k)
+    beam_size = lm.beam_size_for(max_k)
+
+    def next_words_ids(ids: tf.Tensor, lengths: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
+        wanted = tf.clip_by_value(k, 1, max_k)
+        found = lm.next_words_ids(ids, lengths, tf.reduce_max(tf.concat([wanted, [1]], 0)), beam_size)
+        keep = tf.range(tf.shape(found.words)[1])[None, :] < wanted[:, None]
+        return {"words": tf.where(keep, found.words, ""), "probabilities": tf.where(keep, found.probabilities, 0.0)}
+
+    def next_words(text: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
+        ids, lengths = tokenizer.encode(text, lm.max_prompt_tokens)
+        return next_words_ids(ids, lengths, k)
+
+    def generate(text, max_tokens, temperature, top_k, top_p, seed) -> dict[str, tf.Tensor]:
+        ids, lengths = tokenizer.encode(text, lm.max_prompt_tokens)
+        # One sampler for the batch: a row's own settings would need one draw per row; the first
+        # row's settings apply (the embedded server batches only requests with equal settings).
+        sampler = decoding.Sampler(temperature[0], top_k[0], top_p[0])
+        limit = max_tokens[0] if lm.running_text else max_tokens[0] + 1
+        result = lm.generate_ids(ids, lengths, limit, sampler, seed[0])
+        generated, generated_lengths = result.ids[:, 0], result.lengths[:, 0]
+        if not lm.running_text:
+            generated_lengths = _text_lengths(generated_lengths, generated)
+        both = tf.concat([tf.RaggedTensor.from_tensor(ids, lengths=lengths),
+                          tf.RaggedTensor.from_tensor(generated, lengths=generated_lengths)], axis=1)
+        if not lm.running_text:
+            return {"text": tokenizer.sentencepiece.detokenize(both)}
+        # Running text: EOS is a line break, which SentencePiece cannot write. Join the pieces
+        # ("▁" is a space, EOS a newline) and drop the space each line starts with, as
+        # SentencePiece's own decoder does.
+        flat_pieces = tokenizer.sentencepiece.id_to_string(both.flat_values)
+        pieces = both.with_flat_values(tf.where(tf.equal(both.flat_values, EOS_ID), "\n", flat_pieces))
+        joined = tf.strings.regex_replace(tf.strings.reduce_join(pieces, axis=1), decoding.WORD_START, " ")
+        return {"text": tf.strings.regex_replace(joined, "(^|\n) ", r"\1")}
+
+    archive = keras.export.ExportArchive()
+    archive.track(lm.model)
+    archive.track(tokenizer)
+    archive.add_endpoint("next_words", next_words, input_signature=[TEXT, tf.TensorSpec([None], tf.int32, name="k")])
+    archive.add_endpoint(
+        "generate", generate,
+        input_signature=[TEXT, tf.TensorSpec([None], tf.int32, name="max_tokens"),
+                         tf.TensorSpec([None], tf.float32, name="temperature"),
+                         tf.TensorSpec([None], tf.int32, name="top_k"), tf.TensorSpec([None], tf.float32, name="top_p"),
+                         tf.TensorSpec([None], tf.int32, name="seed")],
+    )
+    archive.add_endpoint("next_words_ids", next_words_ids, input_signature=[IDS, LENGTHS, tf.TensorSpec([None], tf.int32, name="k")])
+    return archive
+
+
+def next_version(out_dir: Path) -> int:
+    versions = [int(p.name) for p in out_dir.iterdir() if p.is_dir() and p.name.isdigit()] if out_dir.is_dir() else []
+    return max(versions, default=0) + 1
+
+
+def export(run_dir: str | Path, out_dir: str | Path, version: int | None = None, weights: str = "best") -> Path:
+    """Writes ``out_dir/<version>/`` (the next free version by default) atomically: the SavedModel
+    is written next to it under a hidden name and renamed when complete, so a server watching
+    ``out_dir`` never sees half a model."""
+    predictor: Any = load(run_dir, weights)
+    out_dir = Path(out_dir)
+    version = version if version is not None else next_version(out_dir)
+    if version < 1:
+        raise NmtError(f"--version must be a positive integer, got {version}")
+    final = out_dir / str(version)
+    if final.exists():
+        raise NmtError(f"{final} exists: TF Serving versions are immutable; choose another --version")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = out_dir / f".tmp-{version}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        archive = language_model_archive(predictor) if isinstance(predictor, LanguageModelRunner) else translation_archive(predictor)
+        archive.write_out(str(staging), verbose=False)
+        os.replace(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final

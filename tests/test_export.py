@@ -1,0 +1,158 @@
+"""SavedModel export: reloaded in a fresh process it gives what the package gives in-process, with
+only ops that TensorFlow Serving has, through both the TF2 and the session-based TF1 loader."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nmt
+from nmt.cli import main
+from nmt.errors import NmtError
+from nmt.export import export
+from nmt.pipeline import pad_batch
+
+SENTENCES = ["Good morning.", "", "Where is the station?", "I like tea very much."]
+PROMPTS = ["north east", "", "up down left"]
+
+# Runs in a new interpreter: nothing of the exporting process (its Python objects, its registered
+# functions) can help the SavedModel load or run.
+FRESH_PROCESS = r"""
+import json, sys
+import numpy as np
+import tensorflow as tf
+import tensorflow_text  # noqa: F401  (the SentencePiece ops, as TF Serving links them)
+
+translation, lm, sentences, prompts, ids, lengths = json.loads(sys.stdin.read())
+out = {}
+m = tf.saved_model.load(translation)
+out["translation_signatures"] = sorted(m.signatures)
+for name in ("translate", "translate_greedy", "serving_default"):
+    r = m.signatures[name](text=tf.constant(sentences))
+    out[name] = {"translations": [t.decode() for t in r["translations"].numpy()], "scores": r["scores"].numpy().tolist()}
+r = m.signatures["translate_ids"](ids=tf.constant(ids, tf.int32), lengths=tf.constant(lengths, tf.int32))
+out["translate_ids"] = {k: v.numpy().tolist() for k, v in r.items()}
+l = tf.saved_model.load(lm)
+out["lm_signatures"] = sorted(l.signatures)
+r = l.signatures["next_words"](text=tf.constant(prompts), k=tf.constant([2, 3, 1]))
+out["next_words"] = {"words": [[w.decode() for w in row] for row in r["words"].numpy()],
+                     "probabilities": r["probabilities"].numpy().tolist()}
+n = len(prompts)
+r = l.signatures["generate"](text=tf.constant(prompts), max_tokens=tf.fill([n], 10), temperature=tf.fill([n], 0.9),
+                             top_k=tf.fill([n], 0), top_p=tf.fill([n], 0.95), seed=tf.fill([n], 5))
+out["generate"] = [t.decode() for t in r["text"].numpy()]
+
+# The TF1 session loader reads the graph the way tensorflow_model_server's C++ loader does.
+for key, path, name, feed in (("tf1_translate", translation, "translate", {"text": sentences}),
+                              ("tf1_next_words", lm, "next_words", {"text": prompts, "k": [2, 3, 1]})):
+    with tf.compat.v1.Session(graph=tf.Graph()) as session:
+        meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], path)
+        signature = meta.signature_def[name]
+        result = session.run({k: v.name for k, v in signature.outputs.items()},
+                             {signature.inputs[k].name: v for k, v in feed.items()})
+        out[key] = {k: (v.astype(str).tolist() if v.dtype == object else v.tolist()) for k, v in result.items()}
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run: Path, cycle_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("export")
+    return {"translation": export(tiny_run, out / "en-ja"), "lm": export(cycle_run, out / "lm")}
+
+
+@pytest.fixture(scope="module")
+def fresh(exported: dict, tiny_run: Path) -> dict:
+    translator = nmt.load(tiny_run)
+    ids, lengths = pad_batch(translator.source_tokenizer.encode(["Good morning.", "Where is the station?"]))
+    payload = json.dumps([str(exported["translation"]), str(exported["lm"]), SENTENCES, PROMPTS, ids.tolist(),
+                          lengths.tolist()])
+    done = subprocess.run([sys.executable, "-c", FRESH_PROCESS], input=payload, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1]) | {"ids": ids, "lengths": lengths}
+
+
+def test_exported_translation_equals_in_process_decoding(tiny_run: Path, fresh: dict) -> None:
+    translator = nmt.load(tiny_run)
+    assert fresh["translation_signatures"] == ["serving_default", "translate", "translate_greedy", "translate_ids"]
+    for name, beam in (("translate", translator.config.decode.beam_size), ("translate_greedy", 1)):
+        expected = [h[0] for h in translator.translate(SENTENCES, beam_size=beam)]
+        assert fresh[name]["translations"] == [h.text for h in expected]
+        np.testing.assert_allclose(fresh[name]["scores"], [h.score for h in expected], rtol=1e-4, atol=1e-5)
+    assert fresh["serving_default"] == fresh["translate"]
+    assert fresh["tf1_translate"]["translations"] == fresh["translate"]["translations"]
+    np.testing.assert_allclose(fresh["tf1_translate"]["scores"], fresh["translate"]["scores"], rtol=1e-5)
+    result = translator.translate_batch_ids([list(r[:n]) for r, n in zip(fresh["ids"], fresh["lengths"])],
+                                            translator.config.decode.beam_size)
+    assert fresh["translate_ids"]["ids"] == result.ids.numpy()[:, 0].tolist()
+    assert fresh["translate_ids"]["lengths"] == result.lengths.numpy()[:, 0].tolist()
+
+
+def test_exported_language_model_equals_in_process(cycle_run: Path, fresh: dict) -> None:
+    lm = nmt.load(cycle_run)
+    assert fresh["lm_signatures"] == ["generate", "next_words", "next_words_ids", "serving_default"]
+    for row, (prompt, k) in enumerate(zip(PROMPTS, [2, 3, 1])):
+        expected = lm.next_words(prompt, k=k)[0]
+        words = fresh["next_words"]["words"][row]
+        assert words[:k] == [w for w, _ in expected] and all(w == "" for w in words[k:])
+        np.testing.assert_allclose(fresh["next_words"]["probabilities"][row][:k], [p for _, p in expected], rtol=1e-4)
+    assert fresh["next_words"]["words"][0][0] == "south"
+    assert fresh["generate"] == lm.generate(PROMPTS, max_tokens=10, temperature=0.9, top_p=0.95, seed=5)
+    assert "\n" in fresh["generate"][0]  # running text: EOS comes back as a line break
+    assert fresh["tf1_next_words"]["words"] == fresh["next_words"]["words"]
+
+
+def saved_model_ops(path: Path) -> tuple[set[str], set[str]]:
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((path / "saved_model.pb").read_bytes())
+    ops, functions = set(), set()
+    for meta in saved.meta_graphs:
+        ops |= {node.op for node in meta.graph_def.node}
+        for function in meta.graph_def.library.function:
+            functions.add(function.signature.name)
+            ops |= {node.op for node in function.node_def}
+    return ops, functions
+
+
+def test_exported_graphs_use_only_core_tensorflow_and_tensorflow_text_ops(exported: dict) -> None:
+    # Which ops core TensorFlow registers is asked in a process that has not loaded tensorflow-text.
+    script = (
+        "import json, sys; from tensorflow.python.framework import op_def_registry as r; "
+        "names = json.loads(sys.stdin.read()); core = [n for n in names if r.get(n) is not None]; "
+        "import tensorflow_text; text = [n for n in names if n not in core and r.get(n) is not None]; "
+        "print(json.dumps([core, text]))"
+    )
+    for path in exported.values():
+        ops, functions = saved_model_ops(path)
+        names = sorted(ops - functions)
+        done = subprocess.run([sys.executable, "-c", script], input=json.dumps(names), capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        core, text = json.loads(done.stdout.strip().splitlines()[-1])
+        assert sorted(set(names) - set(core) - set(text)) == [], f"{path}: ops outside core TF and TF Text"
+        assert set(text) <= {"SentencepieceOp", "SentencepieceTokenizeOp", "SentencepieceDetokenizeOp",
+                             "SentencepieceIdToStringOp"}
+        assert "SentencepieceOp" in text  # tokenization really is inside the graph
+        # Core TF registers these, but a model server cannot run Python.
+        assert not ops & {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
+
+
+def test_versions_are_numbered_immutable_and_written_whole(tiny_run: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "models" / "tiny"
+    assert main(["export", "--run", str(tiny_run), "--out", str(out)]) == 0
+    assert f"to {out / '1'}" in capsys.readouterr().out
+    assert export(tiny_run, out) == out / "2"
+    with pytest.raises(NmtError, match="exists: TF Serving versions are immutable"):
+        export(tiny_run, out, version=2)
+    assert sorted(p.name for p in out.iterdir()) == ["1", "2"]  # no staging folders left behind
+    assert (out / "1" / "saved_model.pb").is_file() and (out / "1" / "variables").is_dir()
+    assert main(["export", "--run", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+    assert "is not a run directory" in capsys.readouterr().err
