@@ -207,6 +207,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from nmt.serving import Limits, serve
+
+    for name in ("port", "max_batch_size", "max_request_rows", "max_body_bytes"):
+        if getattr(args, name) < (0 if name == "port" else 1):
+            raise NmtError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    limits = Limits(
+        max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, batching=not args.no_batching,
+        max_request_rows=args.max_request_rows, max_body_bytes=args.max_body_bytes,
+    )
+    serve(args.config, args.host, args.port, limits)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nmt",
@@ -346,6 +360,31 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--weights", choices=["best", "latest"], default="best",
                         help="best dev weights (default) or the latest checkpoint")
     export.set_defaults(func=cmd_export)
+
+    serve = verbs.add_parser(
+        "serve",
+        help="serve exported models over HTTP with TensorFlow Serving's REST API",
+        description="Loads every model of a TF Serving models.config (a ModelServerConfig text proto; relative "
+        "base paths are relative to the file) and answers TF Serving's REST calls: GET /v1/models/NAME"
+        "[/versions/V][/metadata], POST /v1/models/NAME[/versions/V]:predict with 'instances' or 'inputs'. Also "
+        "POST /v1/translate, /v1/next-word, /v1/generate, GET /healthz, and the OpenAPI page at /docs. "
+        "Concurrent requests are batched (up to --max-batch-size rows, waiting at most --max-wait-ms). A model "
+        "that fails to load is reported and the others are served.",
+        epilog="examples:\n  nmt serve --config serve/models.config --port 8501\n"
+        "  curl -d '{\"instances\": [\"I love eating\"]}' localhost:8501/v1/models/lm-en:predict\n"
+        "  curl -d '{\"text\": [\"Good morning.\"], \"beam\": 5}' localhost:8501/v1/translate",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--config", required=True, help="TF Serving model config file (serve/models.config)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8501, help="port (default 8501, TF Serving's REST port)")
+    serve.add_argument("--max-batch-size", type=int, default=32, help="rows per model call (default 32)")
+    serve.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to "
+                       "batch with (default 5)")
+    serve.add_argument("--no-batching", action="store_true", help="run every request on its own")
+    serve.add_argument("--max-request-rows", type=int, default=64, help="instances per request (default 64)")
+    serve.add_argument("--max-body-bytes", type=int, default=1 << 20, help="request body limit (default 1 MiB)")
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -10,9 +10,10 @@ Translation signatures:
     same with greedy search; ``translate_ids``: ids int32[batch, time], lengths int32[batch] ->
     ids, lengths, scores (beam search), for clients that tokenize themselves.
 Language-model signatures:
-    ``next_words`` (also ``serving_default``): text string[batch], k int32[batch] -> words
-    string[batch, k], probabilities float[batch, k] (k is the largest requested; rows that asked for
-    fewer get "" and 0 past their k); ``generate``: text string[batch], max_tokens, temperature,
+    ``next_words``: text string[batch], k int32[batch] -> words string[batch, k], probabilities
+    float[batch, k] (k is the largest requested; rows that asked for fewer get "" and 0 past their
+    k); ``serving_default``: text -> the 5 most likely next words (so that a bare
+    ``{"instances": ["I love eating"]}`` works); ``generate``: text string[batch], max_tokens, temperature,
     top_k, top_p, seed (one per row) -> text string[batch] (prompt + continuation);
     ``next_words_ids``: ids, lengths, k -> the same as ``next_words``.
 
@@ -21,6 +22,7 @@ Every input has a batch dimension, so TF Serving's REST "instances" format works
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -105,7 +107,11 @@ def translation_archive(translator: Translator) -> keras.export.ExportArchive:
     return archive
 
 
-def language_model_archive(lm: LanguageModelRunner, max_k: int = 20) -> keras.export.ExportArchive:
+MAX_K = 20  # the most next words the exported next_words signature returns
+DEFAULT_K = 5  # serving_default of a language model: text -> its 5 most likely next words
+
+
+def language_model_archive(lm: LanguageModelRunner, max_k: int = MAX_K) -> keras.export.ExportArchive:
     tokenizer = InGraphTokenizer(lm.tokenizer.model_proto, "tokenizer")
     max_k = min(max_k, lm.max_k)
     beam_size = lm.beam_size_for(max_k)
@@ -142,9 +148,13 @@ def language_model_archive(lm: LanguageModelRunner, max_k: int = 20) -> keras.ex
         joined = tf.strings.regex_replace(tf.strings.reduce_join(pieces, axis=1), decoding.WORD_START, " ")
         return {"text": tf.strings.regex_replace(joined, "(^|\n) ", r"\1")}
 
+    def top_words(text: tf.Tensor) -> dict[str, tf.Tensor]:
+        return next_words(text, tf.fill(tf.shape(text), DEFAULT_K))
+
     archive = keras.export.ExportArchive()
     archive.track(lm.model)
     archive.track(tokenizer)
+    archive.add_endpoint("serving_default", top_words, input_signature=[TEXT])
     archive.add_endpoint("next_words", next_words, input_signature=[TEXT, tf.TensorSpec([None], tf.int32, name="k")])
     archive.add_endpoint(
         "generate", generate,
@@ -155,6 +165,15 @@ def language_model_archive(lm: LanguageModelRunner, max_k: int = 20) -> keras.ex
     )
     archive.add_endpoint("next_words_ids", next_words_ids, input_signature=[IDS, LENGTHS, tf.TensorSpec([None], tf.int32, name="k")])
     return archive
+
+
+def _description(predictor: Any) -> dict[str, Any]:
+    config = predictor.config
+    if isinstance(predictor, LanguageModelRunner):
+        return {"task": "lm", "max_k": min(MAX_K, predictor.max_k), "running_text": predictor.running_text,
+                "max_prompt_tokens": predictor.max_prompt_tokens}
+    return {"task": "translation", "beam_size": config.decode.beam_size,
+            "max_source_tokens": config.decode.max_source_length}
 
 
 def next_version(out_dir: Path) -> int:
@@ -180,6 +199,10 @@ def export(run_dir: str | Path, out_dir: str | Path, version: int | None = None,
     try:
         archive = language_model_archive(predictor) if isinstance(predictor, LanguageModelRunner) else translation_archive(predictor)
         archive.write_out(str(staging), verbose=False)
+        # What `nmt serve` needs to know beyond the signatures (TF Serving ignores assets.extra).
+        extra = staging / "assets.extra"
+        extra.mkdir(exist_ok=True)
+        (extra / "nmt.json").write_text(json.dumps(_description(predictor)), encoding="utf-8")
         os.replace(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

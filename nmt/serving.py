@@ -1,0 +1,590 @@
+"""``nmt serve``: TensorFlow Serving's REST API over exported SavedModels, on a laptop, no Docker.
+
+It reads the same ``models.config`` as ``tensorflow_model_server`` (a ``ModelServerConfig`` text
+proto: names, base paths, version policies) and answers the same REST calls with the same JSON
+(``GET /v1/models/{name}[/versions/{v}]``, ``POST .../{name}[/versions/{v}]:predict`` in the row
+``instances`` and the columnar ``inputs`` formats, errors as ``{"error": "..."}``), so a client
+written against one works against the other. It adds ``/v1/translate``, ``/v1/next-word``,
+``/v1/generate``, ``/healthz`` and an OpenAPI page at ``/docs``.
+
+Concurrent requests for one signature are batched: calls wait up to ``max_wait_ms`` for others and
+run as one batch of at most ``max_batch_size`` rows, one model call at a time per model version
+(TensorFlow uses every core for a call), so throughput grows with load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import math
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, ValidationError
+
+from nmt.errors import NmtError
+
+
+class RequestError(Exception):
+    """A bad request: answered with ``{"error": message}`` and ``status``, as TF Serving does."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message, self.status = message, status
+
+
+@dataclasses.dataclass
+class Limits:
+    max_batch_size: int = 32  # rows per model call (batching)
+    max_wait_ms: float = 5.0  # how long a call waits for others to share its batch
+    batching: bool = True
+    max_request_rows: int = 64  # instances per request
+    max_text_chars: int = 2000  # characters per input string
+    max_body_bytes: int = 1 << 20
+
+
+# --- models.config ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ModelEntry:
+    name: str
+    base_path: Path
+    policy: str  # "latest", "all" or "specific"
+    versions: list[int]  # latest: how many; specific: which
+
+
+def read_model_config(path: str | Path) -> list[ModelEntry]:
+    """Parses a TF Serving ``ModelServerConfig`` text proto; relative base paths are taken from
+    the config file's folder (run TF Serving from that folder for the same meaning)."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    path = Path(path)
+    if not path.is_file():
+        raise NmtError(f"model config not found: {path}")
+    message = model_server_config_pb2.ModelServerConfig()
+    try:
+        text_format.Parse(path.read_text(encoding="utf-8"), message)
+    except (text_format.ParseError, UnicodeDecodeError) as error:
+        raise NmtError(f"{path}: not a ModelServerConfig text proto: {error}") from None
+    entries = []
+    for config in message.model_config_list.config:
+        if not config.name or not config.base_path:
+            raise NmtError(f"{path}: every model needs a name and a base_path")
+        if config.model_platform not in ("", "tensorflow"):
+            raise NmtError(f"{path}: model {config.name}: platform {config.model_platform!r} is not served")
+        base = Path(config.base_path)
+        base = base if base.is_absolute() else path.parent / base
+        policy = config.model_version_policy.WhichOneof("policy_choice") or "latest"
+        if policy == "latest":
+            versions = [config.model_version_policy.latest.num_versions or 1]
+        elif policy == "specific":
+            versions = list(config.model_version_policy.specific.versions)
+        else:
+            versions = []
+        entries.append(ModelEntry(config.name, base, policy, versions))
+    if not entries:
+        raise NmtError(f"{path}: model_config_list has no models")
+    return entries
+
+
+def versions_to_serve(entry: ModelEntry) -> list[int]:
+    found = sorted(int(p.name) for p in entry.base_path.iterdir() if p.is_dir() and p.name.isdigit()) \
+        if entry.base_path.is_dir() else []
+    if entry.policy == "latest":
+        return found[-entry.versions[0]:] if found else []
+    if entry.policy == "specific":
+        return [v for v in entry.versions if v in found]
+    return found
+
+
+# --- batching ------------------------------------------------------------------------------
+
+
+class Batcher:
+    """Merges concurrent calls of one signature into batches along the first axis."""
+
+    def __init__(self, run: Any, executor: ThreadPoolExecutor, limits: Limits) -> None:
+        self.run, self.executor, self.limits = run, executor, limits
+        self.pending: list[tuple[dict[str, np.ndarray], asyncio.Future]] = []
+        self.timer: asyncio.TimerHandle | None = None
+
+    async def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        loop = asyncio.get_running_loop()
+        if not self.limits.batching:
+            return await loop.run_in_executor(self.executor, self.run, inputs)
+        future: asyncio.Future = loop.create_future()
+        self.pending.append((inputs, future))
+        if sum(_rows(i) for i, _ in self.pending) >= self.limits.max_batch_size:
+            self._flush()
+        elif self.timer is None:
+            self.timer = loop.call_later(self.limits.max_wait_ms / 1000, self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        batch, rows = [], 0
+        while self.pending and (not batch or rows + _rows(self.pending[0][0]) <= self.limits.max_batch_size):
+            item = self.pending.pop(0)
+            batch.append(item)
+            rows += _rows(item[0])
+        if self.pending:  # what did not fit starts the next batch at once
+            asyncio.get_running_loop().call_soon(self._flush)
+        asyncio.ensure_future(self._run(batch))
+
+    async def _run(self, batch: list[tuple[dict[str, np.ndarray], asyncio.Future]]) -> None:
+        merged = {key: np.concatenate([_pad_to(i[key], batch, key) for i, _ in batch]) for key in batch[0][0]}
+        try:
+            outputs = await asyncio.get_running_loop().run_in_executor(self.executor, self.run, merged)
+        except Exception as error:  # noqa: BLE001 - every waiting request gets the model's error
+            for _, future in batch:
+                future.set_exception(RequestError(f"model error: {error}", 500))
+            return
+        start = 0
+        for inputs, future in batch:
+            n = _rows(inputs)
+            future.set_result({k: v[start : start + n] for k, v in outputs.items()})
+            start += n
+
+
+def _rows(inputs: dict[str, np.ndarray]) -> int:
+    return len(next(iter(inputs.values())))
+
+
+def _pad_to(array: np.ndarray, batch: list, key: str) -> np.ndarray:
+    """2-D inputs (token ids) of different widths are zero-padded to the widest in the batch."""
+    if array.ndim < 2:
+        return array
+    width = max(i[key].shape[1] for i, _ in batch)
+    return np.pad(array, [(0, 0), (0, width - array.shape[1])])
+
+
+# --- loaded models -------------------------------------------------------------------------
+
+
+class Servable:
+    """One version of one exported model: its signatures, their input specs and batchers."""
+
+    def __init__(self, name: str, version: int, path: Path, limits: Limits) -> None:
+        import tensorflow as tf
+        import tensorflow_text  # noqa: F401 - registers the SentencePiece ops the graph uses
+
+        self.name, self.version, self.path = name, version, path
+        self.loaded = tf.saved_model.load(str(path))
+        self.signatures = dict(self.loaded.signatures)
+        info = path / "assets.extra" / "nmt.json"
+        self.info = json.loads(info.read_text(encoding="utf-8")) if info.is_file() else {}
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-{version}")
+        self.limits = limits
+        self.batchers: dict[Any, Batcher] = {}
+        self.lock = threading.Lock()
+
+    def input_specs(self, signature: str) -> dict[str, Any]:
+        return self.function(signature).structured_input_signature[1]
+
+    def function(self, signature: str) -> Any:
+        if signature not in self.signatures:
+            raise RequestError(
+                f"Serving signature name: \"{signature}\" not found in signature def; available: "
+                f"{', '.join(sorted(self.signatures))}"
+            )
+        return self.signatures[signature]
+
+    def _runner(self, signature: str):
+        import tensorflow as tf
+
+        function = self.function(signature)
+
+        def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            outputs = function(**{k: tf.constant(v) for k, v in inputs.items()})
+            return {k: v.numpy() for k, v in outputs.items()}
+
+        return run
+
+    async def predict(self, signature: str, inputs: dict[str, np.ndarray], batch_key: Any = None) -> dict[str, np.ndarray]:
+        key = (signature, batch_key)
+        if key not in self.batchers:
+            self.batchers[key] = Batcher(self._runner(signature), self.executor, self.limits)
+        return await self.batchers[key](inputs)
+
+    def status(self) -> dict[str, Any]:
+        return {"version": str(self.version), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+
+
+class ModelRegistry:
+    """Every model of ``models.config`` that loaded; load failures are kept and reported."""
+
+    def __init__(self, entries: list[ModelEntry], limits: Limits) -> None:
+        self.limits = limits
+        self.models: dict[str, dict[int, Servable]] = {}
+        self.failures: dict[str, str] = {}
+        for entry in entries:
+            versions = versions_to_serve(entry)
+            if not versions:
+                self.failures[entry.name] = f"no version found under {entry.base_path}"
+                continue
+            for version in versions:
+                try:
+                    servable = Servable(entry.name, version, entry.base_path / str(version), limits)
+                except Exception as error:  # noqa: BLE001 - one broken model must not stop the others
+                    self.failures[entry.name] = f"version {version} at {entry.base_path / str(version)}: {error}"
+                    continue
+                self.models.setdefault(entry.name, {})[version] = servable
+
+    def get(self, name: str, version: int | None = None) -> Servable:
+        if name not in self.models:
+            if name in self.failures:
+                raise RequestError(f"Servable not found for request: Latest({name}) ({self.failures[name]})", 404)
+            raise RequestError(f"Servable not found for request: Latest({name})", 404)
+        versions = self.models[name]
+        if version is None:
+            return versions[max(versions)]
+        if version not in versions:
+            raise RequestError(f"Servable not found for request: Specific({name}, {version})", 404)
+        return versions[version]
+
+    def of_task(self, task: str, name: str | None) -> Servable:
+        if name is not None:
+            servable = self.get(name)
+            if servable.info.get("task") != task:
+                raise RequestError(f"model {name} is not a {'language model' if task == 'lm' else 'translation model'}")
+            return servable
+        for versions in self.models.values():
+            servable = versions[max(versions)]
+            if servable.info.get("task") == task:
+                return servable
+        raise RequestError(f"no {'language model' if task == 'lm' else 'translation model'} is served", 404)
+
+
+# --- TF Serving's JSON formats ---------------------------------------------------------------
+
+
+def _as_array(value: Any, spec: Any, name: str) -> np.ndarray:
+    import tensorflow as tf
+
+    dtype = {tf.string: object, tf.int32: np.int32, tf.int64: np.int64, tf.float32: np.float32}.get(spec.dtype)
+    if dtype is None:
+        raise RequestError(f"input {name}: unsupported dtype {spec.dtype.name}")
+    try:
+        if dtype is object:
+            array = np.array(value, dtype=object)
+            if array.size and not all(isinstance(v, str) for v in array.flat):
+                raise ValueError("expected strings")
+            array = np.vectorize(lambda s: s.encode("utf-8"), otypes=[object])(array) if array.size else array
+        else:
+            array = np.array(value)
+            if array.dtype == object or array.dtype.kind not in "iufb" or (dtype != np.float32 and array.dtype.kind == "f"):
+                raise ValueError(f"expected {'numbers' if dtype == np.float32 else 'integers'}")
+            array = array.astype(dtype)
+    except (ValueError, TypeError, OverflowError) as error:
+        raise RequestError(f"input {name}: {error}, got {json.dumps(value)[:100]}") from None
+    expected_rank = len(spec.shape)
+    if array.ndim != expected_rank:
+        raise RequestError(f"input {name}: expected a tensor of rank {expected_rank}, got rank {array.ndim}")
+    return array
+
+
+def parse_predict_body(body: Any, specs: dict[str, Any]) -> tuple[dict[str, np.ndarray], str]:
+    """A :predict body -> input arrays and its format ("instances" or "inputs")."""
+    if not isinstance(body, dict):
+        raise RequestError("JSON Value: must be an object with \"instances\" or \"inputs\"")
+    if ("instances" in body) == ("inputs" in body):
+        raise RequestError("JSON object must have exactly one of \"instances\" (row format) or \"inputs\" (columnar format)")
+    names = sorted(specs)
+    if "instances" in body:
+        instances = body["instances"]
+        if not isinstance(instances, list):
+            raise RequestError("\"instances\" must be a list")
+        if not instances:
+            raise RequestError("\"instances\" is empty: nothing to predict")
+        if len(names) == 1 and not (isinstance(instances[0], dict) and set(instances[0]) == set(names)):
+            columns = {names[0]: instances}
+        else:
+            if not all(isinstance(i, dict) for i in instances):
+                raise RequestError(f"each instance must be an object with the inputs {', '.join(names)}")
+            columns = {}
+            for name in names:
+                if any(name not in i for i in instances):
+                    raise RequestError(f"every instance needs input {name!r} (inputs: {', '.join(names)})")
+                columns[name] = [i[name] for i in instances]
+            unknown = {k for i in instances for k in i} - set(names)
+            if unknown:
+                raise RequestError(f"unknown input(s) {', '.join(sorted(unknown))}; inputs: {', '.join(names)}")
+        arrays = {name: _as_array(columns[name], specs[name], name) for name in names}
+        return arrays, "instances"
+    inputs = body["inputs"]
+    if len(names) == 1 and not (isinstance(inputs, dict) and set(inputs) == set(names)):
+        inputs = {names[0]: inputs}
+    if not isinstance(inputs, dict) or set(inputs) != set(names):
+        raise RequestError(f"\"inputs\" must name exactly the inputs {', '.join(names)}")
+    arrays = {name: _as_array(inputs[name], specs[name], name) for name in names}
+    rows = {len(a) for a in arrays.values() if a.ndim}
+    if len(rows) > 1:
+        raise RequestError("inputs have different batch sizes")
+    if rows == {0}:
+        raise RequestError("inputs are empty: nothing to predict")
+    return arrays, "inputs"
+
+
+def _to_json(value: np.ndarray) -> Any:
+    if value.dtype == object:
+        return np.vectorize(lambda b: b.decode("utf-8", "replace"), otypes=[object])(value).tolist() if value.size else value.tolist()
+    return value.tolist()
+
+
+def format_predictions(outputs: dict[str, np.ndarray], kind: str) -> dict[str, Any]:
+    """TF Serving's response: row format {"predictions": [...]}, columnar {"outputs": ...}."""
+    if kind == "inputs":
+        if len(outputs) == 1:
+            return {"outputs": _to_json(next(iter(outputs.values())))}
+        return {"outputs": {k: _to_json(v) for k, v in outputs.items()}}
+    columns = {k: _to_json(v) for k, v in outputs.items()}
+    if len(columns) == 1:
+        return {"predictions": next(iter(columns.values()))}
+    rows = len(next(iter(columns.values())))
+    return {"predictions": [{k: v[i] for k, v in columns.items()} for i in range(rows)]}
+
+
+# --- the HTTP application -------------------------------------------------------------------
+
+
+class TranslateRequest(BaseModel):
+    text: str | list[str] = Field(description="a sentence or a list of sentences")
+    beam: int | None = Field(None, description="beam size: 1 (greedy) or the model's (default)")
+    model: str | None = Field(None, description="model name (default: the first translation model)")
+
+
+class NextWordRequest(BaseModel):
+    text: str | list[str] = Field(description="the text so far, or a list of texts")
+    k: int = Field(5, description="how many next words")
+    model: str | None = None
+
+
+class GenerateRequest(BaseModel):
+    text: str | list[str] = Field("", description="prompt(s) to continue")
+    max_tokens: int = 100
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+    model: str | None = None
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI description of a JSON request body (the endpoints read the body themselves)."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+
+
+def create_app(registry: ModelRegistry) -> FastAPI:
+    limits = registry.limits
+    app = FastAPI(
+        title="nmt serve",
+        description="TensorFlow Serving's REST API (predict, model status) over nmt's exported SavedModels, "
+        "plus /v1/translate, /v1/next-word and /v1/generate.",
+        version="1",
+    )
+
+    def error(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status)
+
+    @app.exception_handler(RequestError)
+    async def on_request_error(request: Request, exc: RequestError) -> JSONResponse:
+        return error(exc.status, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Malformed JSON, wrong types, missing fields: TF Serving's 400 shape, not FastAPI's 422.
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'body'}: {e.get('msg', 'invalid')}" for e in exc.errors()
+        )
+        return error(400, f"invalid request: {problems}")
+
+    @app.middleware("http")
+    async def body_limit(request: Request, call_next):
+        size = request.headers.get("content-length")
+        if size is not None and size.isdigit() and int(size) > limits.max_body_bytes:
+            return error(413, f"request body of {size} bytes is over the limit of {limits.max_body_bytes}")
+        return await call_next(request)
+
+    async def read_json(request: Request) -> Any:
+        raw = b""
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > limits.max_body_bytes:
+                raise RequestError(f"request body is over the limit of {limits.max_body_bytes} bytes", 413)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RequestError(f"request body is not valid UTF-8 (byte {exc.start})") from None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RequestError(f"JSON Parse error: {exc.msg} at offset {exc.pos}") from None
+
+    def check_rows(arrays: dict[str, np.ndarray]) -> None:
+        rows = max((len(a) for a in arrays.values() if a.ndim), default=1)
+        if rows > limits.max_request_rows:
+            raise RequestError(f"batch of {rows} is over the limit of {limits.max_request_rows} per request")
+        for name, array in arrays.items():
+            if array.dtype == object:
+                longest = max((len(s.decode("utf-8")) for s in array.flat), default=0)
+                if longest > limits.max_text_chars:
+                    raise RequestError(f"input {name}: a text is over the limit of {limits.max_text_chars} characters")
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "models": {name: sorted(versions) for name, versions in registry.models.items()},
+            "failed": registry.failures,
+        }
+
+    @app.get("/v1/models/{rest:path}")
+    async def model_status(rest: str) -> Any:
+        parts = rest.split("/")
+        metadata = parts[-1] == "metadata"
+        if metadata:
+            parts = parts[:-1]
+        name, version = _name_version(parts)
+        if version is None and not metadata:
+            if name not in registry.models:
+                registry.get(name)  # raises the 404
+            return {"model_version_status": [s.status() for s in registry.models[name].values()]}
+        servable = registry.get(name, version)
+        if not metadata:
+            return {"model_version_status": [servable.status()]}
+        return {
+            "model_spec": {"name": name, "signature_name": "", "version": str(servable.version)},
+            "metadata": {"signature_def": {"signature_def": {
+                key: {"inputs": {k: {"dtype": spec.dtype.name, "tensor_shape": str(spec.shape)}
+                                 for k, spec in servable.input_specs(key).items()}}
+                for key in sorted(servable.signatures)
+            }}},
+        }
+
+    @app.post("/v1/models/{rest:path}")
+    async def predict(rest: str, request: Request) -> Any:
+        if not rest.endswith(":predict"):
+            verb = rest.rsplit(":", 1)[-1] if ":" in rest else ""
+            raise RequestError(f"unsupported method {verb!r}: this server implements :predict", 404 if not verb else 400)
+        name, version = _name_version(rest[: -len(":predict")].split("/"))
+        servable = registry.get(name, version)
+        body = await read_json(request)
+        signature = body.get("signature_name", "serving_default") if isinstance(body, dict) else "serving_default"
+        if not isinstance(signature, str):
+            raise RequestError("signature_name must be a string")
+        arrays, kind = parse_predict_body(body, servable.input_specs(signature))
+        check_rows(arrays)
+        return format_predictions(await servable.predict(signature, arrays), kind)
+
+    async def read_model(http: Request, model: type[BaseModel]) -> Any:
+        # The JSON body whatever its Content-Type (curl -d sends a form type, as clients of TF
+        # Serving are used to), validated into the request model.
+        try:
+            return model.model_validate(await read_json(http))
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
+            raise RequestError(f"invalid request: {problems}") from None
+
+    def texts_of(text: str | list[str]) -> list[str]:
+        texts = [text] if isinstance(text, str) else text
+        if not texts:
+            raise RequestError("\"text\" is empty: nothing to do")
+        if len(texts) > limits.max_request_rows:
+            raise RequestError(f"batch of {len(texts)} is over the limit of {limits.max_request_rows} per request")
+        for t in texts:
+            if len(t) > limits.max_text_chars:
+                raise RequestError(f"a text of {len(t)} characters is over the limit of {limits.max_text_chars}")
+        return texts
+
+    def strings(texts: list[str]) -> np.ndarray:
+        return np.array([t.encode("utf-8") for t in texts], dtype=object)
+
+    @app.post("/v1/translate", openapi_extra=json_body(TranslateRequest))
+    async def translate(http: Request) -> dict[str, Any]:
+        request = await read_model(http, TranslateRequest)
+        servable = registry.of_task("translation", request.model)
+        texts = texts_of(request.text)
+        beams = {1: "translate_greedy", servable.info.get("beam_size", 0): "translate"}
+        beam = request.beam if request.beam is not None else servable.info.get("beam_size", 1)
+        if beam not in beams:
+            raise RequestError(f"beam {beam} is not exported; this model has {' and '.join(map(str, sorted(beams)))}")
+        out = await servable.predict(beams[beam], {"text": strings(texts)})
+        return {"model": servable.name, "version": servable.version, "beam": beam,
+                "translations": _to_json(out["translations"]), "scores": out["scores"].tolist()}
+
+    @app.post("/v1/next-word", openapi_extra=json_body(NextWordRequest))
+    async def next_word(http: Request) -> dict[str, Any]:
+        request = await read_model(http, NextWordRequest)
+        servable = registry.of_task("lm", request.model)
+        texts = texts_of(request.text)
+        max_k = servable.info.get("max_k", 20)
+        if not 1 <= request.k <= max_k:
+            raise RequestError(f"k must be between 1 and {max_k}, got {request.k}")
+        out = await servable.predict("next_words", {"text": strings(texts), "k": np.full(len(texts), request.k, np.int32)})
+        words = [
+            [{"word": w, "probability": float(p)} for w, p in zip(row_w, row_p) if w][: request.k]
+            for row_w, row_p in zip(_to_json(out["words"]), out["probabilities"])
+        ]
+        return {"model": servable.name, "version": servable.version, "next_words": words}
+
+    @app.post("/v1/generate", openapi_extra=json_body(GenerateRequest))
+    async def generate(http: Request) -> dict[str, Any]:
+        request = await read_model(http, GenerateRequest)
+        servable = registry.of_task("lm", request.model)
+        texts = texts_of(request.text)
+        if not 1 <= request.max_tokens <= 2000:
+            raise RequestError(f"max_tokens must be between 1 and 2000, got {request.max_tokens}")
+        if request.temperature < 0 or not math.isfinite(request.temperature):
+            raise RequestError(f"temperature must be a non-negative number, got {request.temperature}")
+        if not 0 < request.top_p <= 1:
+            raise RequestError(f"top_p must be in (0, 1], got {request.top_p}")
+        if request.top_k < 0 or not 0 <= request.seed < 2**31:
+            raise RequestError("top_k must be >= 0 and seed in [0, 2**31)")
+        n = len(texts)
+        params = (request.max_tokens, request.temperature, request.top_k, request.top_p, request.seed)
+        inputs = {
+            "text": strings(texts), "max_tokens": np.full(n, request.max_tokens, np.int32),
+            "temperature": np.full(n, request.temperature, np.float32), "top_k": np.full(n, request.top_k, np.int32),
+            "top_p": np.full(n, request.top_p, np.float32), "seed": np.full(n, request.seed, np.int32),
+        }
+        # The exported generate signature samples a batch with one setting: batch equal settings only.
+        out = await servable.predict("generate", inputs, batch_key=params)
+        return {"model": servable.name, "version": servable.version, "text": _to_json(out["text"])}
+
+    return app
+
+
+def _name_version(parts: list[str]) -> tuple[str, int | None]:
+    if len(parts) == 1 and parts[0]:
+        return parts[0], None
+    if len(parts) == 3 and parts[1] == "versions":
+        if not parts[2].isdigit():
+            raise RequestError(f"version must be a number, got {parts[2]!r}")
+        return parts[0], int(parts[2])
+    raise RequestError("expected /v1/models/{name} or /v1/models/{name}/versions/{version}", 404)
+
+
+def serve(config_path: str | Path, host: str, port: int, limits: Limits) -> None:
+    import uvicorn
+
+    entries = read_model_config(config_path)
+    registry = ModelRegistry(entries, limits)
+    for name, versions in registry.models.items():
+        print(f"serving {name} versions {sorted(versions)}", file=sys.stderr)
+    for name, reason in registry.failures.items():
+        print(f"warning: model {name} not served: {reason}", file=sys.stderr)
+    if not registry.models:
+        raise NmtError(f"{config_path}: no model could be loaded")
+    uvicorn.run(create_app(registry), host=host, port=port, log_level="warning")
