@@ -1,0 +1,148 @@
+"""Load test of `nmt serve`: requests/second and p50/p99 latency of /v1/next-word at 1, 8 and 32
+concurrent clients, with request batching on and off, side by side in one run.
+
+    python bench/serving_load.py --model serve/models/lm-en [--seconds 20] [--out bench/results/serving.json]
+
+MODEL is an exported language model (`nmt export --run runs/lm-en --out serve/models/lm-en`). Each
+setting starts its own `nmt serve` on a free 127.0.0.1 port; clients are threads sending prompts
+from data/en-ja/dev.en prefixes in a closed loop (each sends its next request when the previous one
+is answered). The table's last column is the ratio batching on / off at the same concurrency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model: Path, batching: bool) -> tuple[subprocess.Popen, str, Path]:
+    folder = Path(tempfile.mkdtemp(prefix="nmt-bench-"))
+    config = folder / "models.config"
+    config.write_text(
+        f'model_config_list {{ config {{ name: "lm" base_path: "{model.resolve()}" model_platform: "tensorflow" }} }}\n',
+        encoding="utf-8",
+    )
+    port = free_port()
+    command = [sys.executable, "-m", "nmt.cli", "serve", "--config", str(config), "--port", str(port)]
+    if not batching:
+        command.append("--no-batching")
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            urllib.request.urlopen(f"{base}/healthz", timeout=5).read()
+            return process, base, folder
+        except OSError:
+            if process.poll() is not None:
+                raise SystemExit("nmt serve exited; run it by hand to see why")
+            time.sleep(0.5)
+    process.kill()
+    raise SystemExit("nmt serve did not start within 5 minutes")
+
+
+def ask(base: str, prompt: str) -> None:
+    data = json.dumps({"text": prompt, "k": 5}).encode()
+    with urllib.request.urlopen(urllib.request.Request(f"{base}/v1/next-word", data=data), timeout=120) as r:
+        body = json.loads(r.read())
+    if not body.get("next_words"):
+        raise RuntimeError(f"bad answer: {body}")
+
+
+def load(base: str, clients: int, seconds: float, prompts: list[str]) -> dict[str, float]:
+    for prompt in prompts[:3]:  # warm-up: the first calls compile the graph
+        ask(base, prompt)
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop = time.perf_counter() + seconds
+
+    def client(seed: int) -> None:
+        rng = random.Random(seed)
+        while time.perf_counter() < stop:
+            start = time.perf_counter()
+            ask(base, rng.choice(prompts))
+            with lock:
+                latencies.append(time.perf_counter() - start)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    began = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - began
+    latencies.sort()
+
+    def quantile(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
+
+    return {"requests": len(latencies), "rps": len(latencies) / elapsed, "p50_ms": quantile(0.5), "p99_ms": quantile(0.99)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="exported LM folder (holding numbered versions)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="measurement time per setting (default 20)")
+    parser.add_argument("--clients", default="1,8,32", help="concurrency levels (default 1,8,32)")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "serving.json"))
+    args = parser.parse_args()
+    model = Path(args.model)
+    if not any(p.name.isdigit() for p in model.iterdir()):
+        raise SystemExit(f"{model} holds no numbered SavedModel version: run `nmt export` first")
+    words = [line.split() for line in (ROOT / "data" / "en-ja" / "dev.en").read_text(encoding="utf-8").splitlines()]
+    rng = random.Random(0)
+    prompts = [" ".join(w[: rng.randint(1, max(1, len(w) - 1))]) for w in words if w]
+    levels = [int(c) for c in args.clients.split(",")]
+    results: dict[str, dict[int, dict[str, float]]] = {}
+    # Off and on alternate per level, so that a change in the machine's load hits both alike.
+    servers = {batching: start_server(model, batching) for batching in (False, True)}
+    try:
+        for clients in levels:
+            for batching in (False, True):
+                _, base, _ = servers[batching]
+                results.setdefault("on" if batching else "off", {})[clients] = load(base, clients, args.seconds, prompts)
+    finally:
+        for process, _, _ in servers.values():
+            process.terminate()
+    header = f"{'clients':>7} | {'off req/s':>9} {'p50 ms':>7} {'p99 ms':>7} | {'on req/s':>8} {'p50 ms':>7} {'p99 ms':>7} | on/off"
+    print(header)
+    print("-" * len(header))
+    for clients in levels:
+        off, on = results["off"][clients], results["on"][clients]
+        print(f"{clients:>7} | {off['rps']:>9.1f} {off['p50_ms']:>7.0f} {off['p99_ms']:>7.0f} | "
+              f"{on['rps']:>8.1f} {on['p50_ms']:>7.0f} {on['p99_ms']:>7.0f} | {on['rps'] / off['rps']:.2f}x")
+    record = {
+        "benchmark": "nmt serve /v1/next-word (k=5)",
+        "model": str(model),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "seconds_per_setting": args.seconds,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "results": results,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
