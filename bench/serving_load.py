@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -71,6 +72,7 @@ def load(base: str, clients: int, seconds: float, prompts: list[str]) -> dict[st
     for prompt in prompts[:3]:  # warm-up: the first calls compile the graph
         ask(base, prompt)
     latencies: list[float] = []
+    errors: list[str] = []
     lock = threading.Lock()
     stop = time.perf_counter() + seconds
 
@@ -78,7 +80,12 @@ def load(base: str, clients: int, seconds: float, prompts: list[str]) -> dict[st
         rng = random.Random(seed)
         while time.perf_counter() < stop:
             start = time.perf_counter()
-            ask(base, rng.choice(prompts))
+            try:
+                ask(base, rng.choice(prompts))
+            except Exception as error:  # noqa: BLE001 - counted and reported, not hidden
+                with lock:
+                    errors.append(repr(error))
+                continue
             with lock:
                 latencies.append(time.perf_counter() - start)
 
@@ -94,7 +101,10 @@ def load(base: str, clients: int, seconds: float, prompts: list[str]) -> dict[st
     def quantile(q: float) -> float:
         return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
 
-    return {"requests": len(latencies), "rps": len(latencies) / elapsed, "p50_ms": quantile(0.5), "p99_ms": quantile(0.99)}
+    if errors:
+        print(f"warning: {len(errors)} failed requests, e.g. {errors[0]}", file=sys.stderr)
+    return {"requests": len(latencies), "errors": len(errors), "rps": len(latencies) / elapsed,
+            "p50_ms": quantile(0.5), "p99_ms": quantile(0.99)}
 
 
 def main() -> None:
@@ -120,8 +130,10 @@ def main() -> None:
                 _, base, _ = servers[batching]
                 results.setdefault("on" if batching else "off", {})[clients] = load(base, clients, args.seconds, prompts)
     finally:
-        for process, _, _ in servers.values():
+        for process, _, folder in servers.values():
             process.terminate()
+            process.wait(timeout=60)
+            shutil.rmtree(folder, ignore_errors=True)
     header = f"{'clients':>7} | {'off req/s':>9} {'p50 ms':>7} {'p99 ms':>7} | {'on req/s':>8} {'p50 ms':>7} {'p99 ms':>7} | on/off"
     print(header)
     print("-" * len(header))

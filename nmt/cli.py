@@ -217,7 +217,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, batching=not args.no_batching,
         max_request_rows=args.max_request_rows, max_body_bytes=args.max_body_bytes,
     )
-    serve(args.config, args.host, args.port, limits)
+    mounts = None
+    if args.mount:
+        mounts = {}
+        for item in args.mount:
+            if "=" not in item:
+                raise NmtError(f"--mount {item!r}: expected SERVER_PATH=LOCAL_FOLDER, e.g. /serve=serve")
+            prefix, folder = item.split("=", 1)
+            mounts[prefix] = folder
+    serve(args.config, args.host, args.port, limits, mounts)
     return 0
 
 
@@ -364,8 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = verbs.add_parser(
         "serve",
         help="serve exported models over HTTP with TensorFlow Serving's REST API",
-        description="Loads every model of a TF Serving models.config (a ModelServerConfig text proto; relative "
-        "base paths are relative to the file) and answers TF Serving's REST calls: GET /v1/models/NAME"
+        description="Loads every model of a TF Serving models.config (a ModelServerConfig text proto; absolute "
+        "base paths under /serve are found in the config file's folder, as serve/docker-compose.yml mounts it) "
+        "and answers TF Serving's REST calls: GET /v1/models/NAME"
         "[/versions/V][/metadata], POST /v1/models/NAME[/versions/V]:predict with 'instances' or 'inputs'. Also "
         "POST /v1/translate, /v1/next-word, /v1/generate, GET /healthz, and the OpenAPI page at /docs. "
         "Concurrent requests are batched (up to --max-batch-size rows, waiting at most --max-wait-ms). A model "
@@ -376,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument("--config", required=True, help="TF Serving model config file (serve/models.config)")
+    serve.add_argument("--mount", action="append", metavar="SERVER_PATH=LOCAL_FOLDER",
+                       help="where an absolute base_path of the config lives here, like a Docker volume "
+                       "(default: /serve=the config file's folder, as serve/docker-compose.yml mounts it)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8501, help="port (default 8501, TF Serving's REST port)")
     serve.add_argument("--max-batch-size", type=int, default=32, help="rows per model call (default 32)")

@@ -69,16 +69,18 @@ class Sampler:
     ``temperature`` from the ``top_k`` most likely tokens (0: all) whose cumulated probability
     reaches ``top_p`` (nucleus sampling; 1.0: all).
 
-    The parameters may be Python numbers or scalar tensors (an exported signature takes them as
-    inputs). Draws are stateless: the same ``seed`` gives the same tokens, in eager mode, inside
-    ``tf.function`` and in a SavedModel alike.
+    Each parameter is a Python number, a scalar tensor or one value per row ([batch]): an exported
+    signature takes them as inputs, and a server may batch requests with different settings. Draws
+    are stateless and per row (Gumbel-max with noise seeded by the row's seed and the step), so a
+    row's text depends on its own prompt, settings and seed only: the same in eager mode, inside
+    ``tf.function``, in a SavedModel, alone or batched with others.
 
     Example:
     >>> sampler = Sampler(temperature=0.8, top_k=2)
     >>> logits = tf.math.log([[0.1, 0.6, 0.3]])
-    >>> int(Sampler()(logits, seed=tf.constant([1, 0]))[0])  # greedy
+    >>> int(Sampler()(logits, seed=1, step=0)[0])  # greedy
     1
-    >>> bool(sampler(logits, seed=tf.constant([1, 0]))[0] in (1, 2))
+    >>> bool(sampler(logits, seed=1, step=0)[0] in (1, 2))
     True
     """
 
@@ -87,33 +89,45 @@ class Sampler:
         self.top_k = top_k
         self.top_p = top_p
 
+    @staticmethod
+    def _per_row(value: Any, batch: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+        return tf.broadcast_to(tf.cast(value, dtype), [batch])
+
     def filtered_logits(self, logits: tf.Tensor) -> tf.Tensor:
         """Logits [batch, vocab] at the temperature, with tokens outside top-k / top-p at -1e9."""
         logits = tf.cast(logits, tf.float32)
-        temperature = tf.cast(self.temperature, tf.float32)
-        logits = logits / tf.maximum(temperature, 1e-6)
-        vocab = tf.shape(logits)[-1]
+        batch, vocab = tf.shape(logits)[0], tf.shape(logits)[1]
+        temperature = self._per_row(self.temperature, batch, tf.float32)
+        top_p = self._per_row(self.top_p, batch, tf.float32)
+        logits = logits / tf.maximum(temperature, 1e-6)[:, None]
         ordered = tf.sort(logits, axis=-1, direction="DESCENDING")
-        k = tf.cast(self.top_k, tf.int32)
+        k = self._per_row(self.top_k, batch, tf.int32)
         k = tf.where(k > 0, tf.minimum(k, vocab), vocab)
-        kth = tf.gather(ordered, k - 1, axis=-1)[:, None]
+        kth = tf.gather(ordered, k - 1, axis=-1, batch_dims=1)[:, None]
         # Nucleus: keep the smallest prefix of the ordered tokens whose probability reaches top_p
         # (always at least the first token).
         probs = tf.nn.softmax(ordered)
         before = tf.cumsum(probs, axis=-1, exclusive=True)
-        inside = before < tf.cast(self.top_p, tf.float32)
+        inside = before < top_p[:, None]
         last_inside = tf.reduce_sum(tf.cast(inside, tf.int32), axis=-1)
         pth = tf.gather(ordered, tf.maximum(last_inside, 1) - 1, axis=-1, batch_dims=1)[:, None]
         # top_p 1 is off even where the float32 running sum reaches 1 before the last token.
-        pth = tf.where(tf.cast(self.top_p, tf.float32) >= 1.0, tf.reduce_min(logits, axis=-1, keepdims=True), pth)
+        pth = tf.where(top_p[:, None] >= 1.0, tf.reduce_min(logits, axis=-1, keepdims=True), pth)
         threshold = tf.maximum(kth, pth)
         return tf.where(logits >= threshold, logits, _NEG)
 
-    def __call__(self, logits: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-        """logits [batch, vocab] -> token ids [batch] (int32); ``seed`` is an int32/int64 [2]."""
+    def __call__(self, logits: tf.Tensor, seed: Any, step: Any) -> tf.Tensor:
+        """logits [batch, vocab] -> token ids [batch] (int32). ``seed``: a scalar or one per row;
+        ``step``: the position, so that every step draws fresh noise."""
+        batch, vocab = tf.shape(logits)[0], tf.shape(logits)[1]
         greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
-        drawn = tf.random.stateless_categorical(self.filtered_logits(logits), 1, seed, dtype=tf.int32)[:, 0]
-        return tf.where(tf.cast(self.temperature, tf.float32) > 0, drawn, greedy)
+        seeds = tf.stack([self._per_row(seed, batch, tf.int32), tf.fill([batch], tf.cast(step, tf.int32))], axis=1)
+        uniform = tf.map_fn(
+            lambda row_seed: tf.random.stateless_uniform([vocab], row_seed, minval=1e-9, maxval=1.0),
+            seeds, fn_output_signature=tf.float32,
+        )
+        drawn = tf.argmax(self.filtered_logits(logits) - tf.math.log(-tf.math.log(uniform)), axis=-1, output_type=tf.int32)
+        return tf.where(self._per_row(self.temperature, batch, tf.float32) > 0, drawn, greedy)
 
 
 def sample(
@@ -129,14 +143,13 @@ def sample(
 ) -> DecodeResult:
     """One token per step chosen by ``sampler`` (greedy when None) until EOS or ``max_lengths``.
 
-    ``stop_at_eos`` False lets EOS be one more token (a line break, for a language model trained on
+    ``seed`` is a scalar or one per row. ``stop_at_eos`` False lets EOS be one more token (a line break, for a language model trained on
     running text) so that generation runs to ``max_lengths``. ``alpha`` only scales the reported
     scores (as in beam search). Scores are the model's log-probabilities of the chosen tokens.
     """
     batch = tf.shape(max_lengths)[0]
     source = tf.shape(tf.nest.flatten(context)[0])[1] if tf.nest.flatten(context) else 0
     limit = tf.reduce_max(max_lengths)
-    seed = tf.cast(seed, tf.int32)
     start_ids = tf.fill([batch], BOS_ID) if start_ids is None else tf.cast(start_ids, tf.int32)
 
     def cond(t, ids, state, finished, lengths, scores, seqs, attn):
@@ -151,7 +164,7 @@ def sample(
         if sampler is None:  # greedy without the sampler's sort over the vocabulary
             token = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
         else:
-            token = sampler(log_probs, tf.stack([seed, t]))
+            token = sampler(log_probs, seed, t)
         token_log_prob = tf.gather(log_probs, token, batch_dims=1)
         scores += tf.where(finished, 0.0, token_log_prob)
         lengths += tf.cast(tf.logical_not(finished), tf.int32)

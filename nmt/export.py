@@ -94,6 +94,7 @@ def translation_archive(translator: Translator) -> keras.export.ExportArchive:
         return translate
 
     def translate_ids(ids: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:
+        ids, lengths = ids[:, : cfg.max_source_length], tf.clip_by_value(lengths, 1, cfg.max_source_length)
         result = search(ids, lengths, cfg.beam_size)
         return {"ids": result.ids[:, 0], "lengths": result.lengths[:, 0], "scores": result.scores[:, 0]}
 
@@ -108,6 +109,7 @@ def translation_archive(translator: Translator) -> keras.export.ExportArchive:
 
 
 MAX_K = 20  # the most next words the exported next_words signature returns
+MAX_GENERATED_TOKENS = 2000  # generate writes at most this many tokens, whatever is asked
 DEFAULT_K = 5  # serving_default of a language model: text -> its 5 most likely next words
 
 
@@ -117,6 +119,8 @@ def language_model_archive(lm: LanguageModelRunner, max_k: int = MAX_K) -> keras
     beam_size = lm.beam_size_for(max_k)
 
     def next_words_ids(ids: tf.Tensor, lengths: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
+        ids = ids[:, : lm.max_prompt_tokens]
+        lengths = tf.clip_by_value(lengths, 0, tf.shape(ids)[1])
         wanted = tf.clip_by_value(k, 1, max_k)
         found = lm.next_words_ids(ids, lengths, tf.reduce_max(tf.concat([wanted, [1]], 0)), beam_size)
         keep = tf.range(tf.shape(found.words)[1])[None, :] < wanted[:, None]
@@ -128,11 +132,12 @@ def language_model_archive(lm: LanguageModelRunner, max_k: int = MAX_K) -> keras
 
     def generate(text, max_tokens, temperature, top_k, top_p, seed) -> dict[str, tf.Tensor]:
         ids, lengths = tokenizer.encode(text, lm.max_prompt_tokens)
-        # One sampler for the batch: a row's own settings would need one draw per row; the first
-        # row's settings apply (the embedded server batches only requests with equal settings).
-        sampler = decoding.Sampler(temperature[0], top_k[0], top_p[0])
-        limit = max_tokens[0] if lm.running_text else max_tokens[0] + 1
-        result = lm.generate_ids(ids, lengths, limit, sampler, seed[0])
+        # Every row samples with its own settings and seed (see decoding.Sampler), so server-side
+        # batching of unrelated requests changes nothing; the length is capped in the graph.
+        sampler = decoding.Sampler(temperature, top_k, top_p)
+        tokens = tf.clip_by_value(max_tokens, 1, MAX_GENERATED_TOKENS)
+        limit = tokens if lm.running_text else tokens + 1
+        result = lm.generate_ids(ids, lengths, limit, sampler, seed)
         generated, generated_lengths = result.ids[:, 0], result.lengths[:, 0]
         if not lm.running_text:
             generated_lengths = _text_lengths(generated_lengths, generated)

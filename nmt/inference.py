@@ -306,8 +306,9 @@ class LanguageModelRunner:
     def generate_ids(
         self, ids: tf.Tensor, length: tf.Tensor, max_tokens: tf.Tensor, sampler: decoding.Sampler, seed: tf.Tensor
     ) -> decoding.DecodeResult:
+        """``max_tokens`` and ``seed``: scalars or one per row (steps, EOS included)."""
         state, last = self.prime(ids, length)
-        max_lengths = tf.fill([tf.shape(ids)[0]], max_tokens)
+        max_lengths = tf.broadcast_to(tf.cast(max_tokens, tf.int32), [tf.shape(ids)[0]])
         return decoding.sample(
             self.model.step, state, {}, max_lengths, sampler, seed, start_ids=last, stop_at_eos=not self.running_text
         )

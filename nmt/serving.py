@@ -62,9 +62,14 @@ class ModelEntry:
     versions: list[int]  # latest: how many; specific: which
 
 
-def read_model_config(path: str | Path) -> list[ModelEntry]:
-    """Parses a TF Serving ``ModelServerConfig`` text proto; relative base paths are taken from
-    the config file's folder (run TF Serving from that folder for the same meaning)."""
+def read_model_config(path: str | Path, mounts: dict[str, str] | None = None) -> list[ModelEntry]:
+    """Parses a TF Serving ``ModelServerConfig`` text proto.
+
+    TF Serving wants absolute base paths, which name the folder as its container sees it
+    (serve/docker-compose.yml mounts serve/ at /serve). ``mounts`` maps such a prefix to a folder
+    here, as Docker's volume does: by default ``/serve`` is the config file's own folder, so the
+    shipped ``/serve/models/en-ja`` is ``serve/models/en-ja``. A path that exists as it is, is
+    used as it is; relative paths are relative to the config file."""
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
@@ -82,8 +87,7 @@ def read_model_config(path: str | Path) -> list[ModelEntry]:
             raise NmtError(f"{path}: every model needs a name and a base_path")
         if config.model_platform not in ("", "tensorflow"):
             raise NmtError(f"{path}: model {config.name}: platform {config.model_platform!r} is not served")
-        base = Path(config.base_path)
-        base = base if base.is_absolute() else path.parent / base
+        base = _map_path(config.base_path, path.parent, mounts)
         policy = config.model_version_policy.WhichOneof("policy_choice") or "latest"
         if policy == "latest":
             versions = [config.model_version_policy.latest.num_versions or 1]
@@ -95,6 +99,20 @@ def read_model_config(path: str | Path) -> list[ModelEntry]:
     if not entries:
         raise NmtError(f"{path}: model_config_list has no models")
     return entries
+
+
+def _map_path(base_path: str, config_folder: Path, mounts: dict[str, str] | None) -> Path:
+    base = Path(base_path)
+    if not base.is_absolute():
+        return config_folder / base
+    if base.exists():
+        return base
+    mapping = {"/serve": str(config_folder)} if mounts is None else mounts
+    for prefix, folder in mapping.items():
+        prefix = prefix.rstrip("/")
+        if base_path == prefix or base_path.startswith(prefix + "/"):
+            return Path(folder) / base_path[len(prefix) :].lstrip("/")
+    return base
 
 
 def versions_to_serve(entry: ModelEntry) -> list[int]:
@@ -117,11 +135,23 @@ class Batcher:
         self.run, self.executor, self.limits = run, executor, limits
         self.pending: list[tuple[dict[str, np.ndarray], asyncio.Future]] = []
         self.timer: asyncio.TimerHandle | None = None
+        self.running: set[asyncio.Task] = set()  # referenced until done (asyncio keeps weak refs)
+        self.stats = {"batches": 0, "rows": 0}
+
+    def _call_model(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import tensorflow as tf
+
+        try:
+            return self.run(inputs)
+        except tf.errors.InvalidArgumentError as error:
+            raise RequestError(f"invalid argument: {error.message.splitlines()[0][:300]}") from None
 
     async def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         loop = asyncio.get_running_loop()
         if not self.limits.batching:
-            return await loop.run_in_executor(self.executor, self.run, inputs)
+            self.stats["batches"] += 1
+            self.stats["rows"] += _rows(inputs)
+            return await loop.run_in_executor(self.executor, self._call_model, inputs)
         future: asyncio.Future = loop.create_future()
         self.pending.append((inputs, future))
         if sum(_rows(i) for i, _ in self.pending) >= self.limits.max_batch_size:
@@ -139,23 +169,48 @@ class Batcher:
             item = self.pending.pop(0)
             batch.append(item)
             rows += _rows(item[0])
-        if self.pending:  # what did not fit starts the next batch at once
-            asyncio.get_running_loop().call_soon(self._flush)
-        asyncio.ensure_future(self._run(batch))
+        if self.pending and self.timer is None:  # what did not fit starts the next batch at once
+            self.timer = asyncio.get_running_loop().call_later(0, self._flush)
+        if batch:
+            task = asyncio.ensure_future(self._run(batch))
+            self.running.add(task)
+            task.add_done_callback(self.running.discard)
 
     async def _run(self, batch: list[tuple[dict[str, np.ndarray], asyncio.Future]]) -> None:
-        merged = {key: np.concatenate([_pad_to(i[key], batch, key) for i, _ in batch]) for key in batch[0][0]}
         try:
-            outputs = await asyncio.get_running_loop().run_in_executor(self.executor, self.run, merged)
-        except Exception as error:  # noqa: BLE001 - every waiting request gets the model's error
-            for _, future in batch:
-                future.set_exception(RequestError(f"model error: {error}", 500))
+            merged = {key: np.concatenate([_pad_to(i[key], batch, key) for i, _ in batch]) for key in batch[0][0]}
+            self.stats["batches"] += 1
+            self.stats["rows"] += _rows(merged)
+            outputs = await asyncio.get_running_loop().run_in_executor(self.executor, self._call_model, merged)
+        except RequestError as error:
+            if len(batch) > 1:  # one request's bad input must not fail the others: run them alone
+                for inputs, future in batch:
+                    await self._run_alone(inputs, future)
+                return
+            failure: Exception = error
+        except Exception as error:  # noqa: BLE001 - every waiting request gets an answer
+            failure = RequestError(f"model error: {type(error).__name__}", 500)
+        else:
+            start = 0
+            for inputs, future in batch:
+                n = _rows(inputs)
+                if not future.done():  # its client may be gone
+                    future.set_result({k: v[start : start + n] for k, v in outputs.items()})
+                start += n
             return
-        start = 0
-        for inputs, future in batch:
-            n = _rows(inputs)
-            future.set_result({k: v[start : start + n] for k, v in outputs.items()})
-            start += n
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(failure)
+
+    async def _run_alone(self, inputs: dict[str, np.ndarray], future: asyncio.Future) -> None:
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(self.executor, self._call_model, inputs)
+        except Exception as error:  # noqa: BLE001
+            if not future.done():
+                future.set_exception(error if isinstance(error, RequestError) else RequestError("model error", 500))
+            return
+        if not future.done():
+            future.set_result(result)
 
 
 def _rows(inputs: dict[str, np.ndarray]) -> int:
@@ -185,6 +240,7 @@ class Servable:
         self.signatures = dict(self.loaded.signatures)
         info = path / "assets.extra" / "nmt.json"
         self.info = json.loads(info.read_text(encoding="utf-8")) if info.is_file() else {}
+        self.signature_defs = _signature_defs(path)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-{version}")
         self.limits = limits
         self.batchers: dict[Any, Batcher] = {}
@@ -212,14 +268,30 @@ class Servable:
 
         return run
 
-    async def predict(self, signature: str, inputs: dict[str, np.ndarray], batch_key: Any = None) -> dict[str, np.ndarray]:
-        key = (signature, batch_key)
-        if key not in self.batchers:
-            self.batchers[key] = Batcher(self._runner(signature), self.executor, self.limits)
-        return await self.batchers[key](inputs)
+    async def predict(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if signature not in self.batchers:
+            self.batchers[signature] = Batcher(self._runner(signature), self.executor, self.limits)
+        outputs = await self.batchers[signature](inputs)
+        # A request's answer has its own shape, whatever it was batched with.
+        if "k" in inputs:
+            width = int(inputs["k"].max())
+            outputs = {key: value[:, :width] if value.ndim == 2 else value for key, value in outputs.items()}
+        if "ids" in outputs and "lengths" in outputs:
+            outputs = {**outputs, "ids": outputs["ids"][:, : max(1, int(outputs["lengths"].max(initial=1)))]}
+        return outputs
 
     def status(self) -> dict[str, Any]:
         return {"version": str(self.version), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+
+
+def _signature_defs(path: Path) -> dict[str, Any]:
+    """The SignatureDefs as TF Serving's metadata call returns them (protobuf JSON)."""
+    from google.protobuf import json_format
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
+    defs = saved.meta_graphs[0].signature_def
+    return {key: json_format.MessageToDict(defs[key]) for key in sorted(defs) if not key.startswith("__")}
 
 
 class ModelRegistry:
@@ -286,6 +358,8 @@ def _as_array(value: Any, spec: Any, name: str) -> np.ndarray:
             array = np.array(value)
             if array.dtype == object or array.dtype.kind not in "iufb" or (dtype != np.float32 and array.dtype.kind == "f"):
                 raise ValueError(f"expected {'numbers' if dtype == np.float32 else 'integers'}")
+            if dtype != np.float32 and array.size and (array.min() < np.iinfo(dtype).min or array.max() > np.iinfo(dtype).max):
+                raise ValueError(f"integers out of the {np.dtype(dtype).name} range")
             array = array.astype(dtype)
     except (ValueError, TypeError, OverflowError) as error:
         raise RequestError(f"input {name}: {error}, got {json.dumps(value)[:100]}") from None
@@ -437,6 +511,8 @@ def create_app(registry: ModelRegistry) -> FastAPI:
         if rows > limits.max_request_rows:
             raise RequestError(f"batch of {rows} is over the limit of {limits.max_request_rows} per request")
         for name, array in arrays.items():
+            if array.ndim == 2 and array.shape[1] > limits.max_text_chars:
+                raise RequestError(f"input {name}: {array.shape[1]} tokens is over the limit of {limits.max_text_chars}")
             if array.dtype == object:
                 longest = max((len(s.decode("utf-8")) for s in array.flat), default=0)
                 if longest > limits.max_text_chars:
@@ -448,6 +524,13 @@ def create_app(registry: ModelRegistry) -> FastAPI:
             "status": "ok",
             "models": {name: sorted(versions) for name, versions in registry.models.items()},
             "failed": registry.failures,
+            # Model calls and the rows they carried, per signature: rows / batches is the mean batch.
+            "batching": {
+                f"{name}/{version}/{signature}": batcher.stats
+                for name, versions in registry.models.items()
+                for version, servable in versions.items()
+                for signature, batcher in servable.batchers.items()
+            },
         }
 
     @app.get("/v1/models/{rest:path}")
@@ -466,11 +549,10 @@ def create_app(registry: ModelRegistry) -> FastAPI:
             return {"model_version_status": [servable.status()]}
         return {
             "model_spec": {"name": name, "signature_name": "", "version": str(servable.version)},
-            "metadata": {"signature_def": {"signature_def": {
-                key: {"inputs": {k: {"dtype": spec.dtype.name, "tensor_shape": str(spec.shape)}
-                                 for k, spec in servable.input_specs(key).items()}}
-                for key in sorted(servable.signatures)
-            }}},
+            "metadata": {"signature_def": {
+                "signature_def": servable.signature_defs,
+                "@type": "type.googleapis.com/tensorflow.serving.SignatureDefMap",
+            }},
         }
 
     @app.post("/v1/models/{rest:path}")
@@ -484,6 +566,7 @@ def create_app(registry: ModelRegistry) -> FastAPI:
         signature = body.get("signature_name", "serving_default") if isinstance(body, dict) else "serving_default"
         if not isinstance(signature, str):
             raise RequestError("signature_name must be a string")
+        signature = signature or "serving_default"
         arrays, kind = parse_predict_body(body, servable.input_specs(signature))
         check_rows(arrays)
         return format_predictions(await servable.predict(signature, arrays), kind)
@@ -553,14 +636,12 @@ def create_app(registry: ModelRegistry) -> FastAPI:
         if request.top_k < 0 or not 0 <= request.seed < 2**31:
             raise RequestError("top_k must be >= 0 and seed in [0, 2**31)")
         n = len(texts)
-        params = (request.max_tokens, request.temperature, request.top_k, request.top_p, request.seed)
         inputs = {
             "text": strings(texts), "max_tokens": np.full(n, request.max_tokens, np.int32),
             "temperature": np.full(n, request.temperature, np.float32), "top_k": np.full(n, request.top_k, np.int32),
             "top_p": np.full(n, request.top_p, np.float32), "seed": np.full(n, request.seed, np.int32),
         }
-        # The exported generate signature samples a batch with one setting: batch equal settings only.
-        out = await servable.predict("generate", inputs, batch_key=params)
+        out = await servable.predict("generate", inputs)
         return {"model": servable.name, "version": servable.version, "text": _to_json(out["text"])}
 
     return app
@@ -576,10 +657,10 @@ def _name_version(parts: list[str]) -> tuple[str, int | None]:
     raise RequestError("expected /v1/models/{name} or /v1/models/{name}/versions/{version}", 404)
 
 
-def serve(config_path: str | Path, host: str, port: int, limits: Limits) -> None:
+def serve(config_path: str | Path, host: str, port: int, limits: Limits, mounts: dict[str, str] | None = None) -> None:
     import uvicorn
 
-    entries = read_model_config(config_path)
+    entries = read_model_config(config_path, mounts)
     registry = ModelRegistry(entries, limits)
     for name, versions in registry.models.items():
         print(f"serving {name} versions {sorted(versions)}", file=sys.stderr)

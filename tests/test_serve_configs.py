@@ -55,7 +55,9 @@ def test_models_config_is_a_model_server_config() -> None:
     for config in message.model_config_list.config:
         assert config.model_platform == "tensorflow"
         assert config.model_version_policy.latest.num_versions == 1
-    # nmt serve reads the very same file.
+        # TF Serving refuses relative base paths; /serve is where docker-compose.yml mounts serve/.
+        assert config.base_path.startswith("/serve/models/")
+    # nmt serve reads the very same file, /serve mapped to the file's folder like the volume.
     entries = read_model_config(SERVE / "models.config")
     assert [(e.name, e.base_path, e.policy) for e in entries] == [
         ("en-ja", SERVE / "models/en-ja", "latest"), ("lm-en", SERVE / "models/lm-en", "latest")]
@@ -85,4 +87,13 @@ def test_docker_compose_serves_the_same_files_with_matching_versions() -> None:
     flags = " ".join(service["command"])
     for name in ("models.config", "batching_parameters.txt", "monitoring.config"):
         assert f"/serve/{name}" in flags
-    assert service["working_dir"] == "/serve"
+    assert service["volumes"] == ["./:/serve:ro"]
+    assert all(port.startswith("127.0.0.1:") for port in service["ports"])  # this machine only
+
+
+def test_mounts_map_server_paths_like_a_docker_volume(tmp_path: Path) -> None:
+    config = tmp_path / "models.config"
+    config.write_text('model_config_list { config { name: "a" base_path: "/srv/models/a" } '
+                      'config { name: "b" base_path: "rel/b" } }', encoding="utf-8")
+    entries = read_model_config(config, {"/srv": str(tmp_path / "here")})
+    assert [e.base_path for e in entries] == [tmp_path / "here" / "models" / "a", tmp_path / "rel" / "b"]

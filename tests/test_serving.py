@@ -88,8 +88,12 @@ def test_health_and_model_status(server: str) -> None:
                                               "status": {"error_code": "OK", "error_message": ""}}]}
     assert call(f"{server}/v1/models/lm/versions/1")[1] == body
     code, body = call(f"{server}/v1/models/en-ja/metadata")
-    assert code == 200 and set(body["metadata"]["signature_def"]["signature_def"]) == {
-        "serving_default", "translate", "translate_greedy", "translate_ids"}
+    signatures = body["metadata"]["signature_def"]["signature_def"]
+    assert code == 200 and set(signatures) == {"serving_default", "translate", "translate_greedy", "translate_ids"}
+    # TF Serving's shape: the SignatureDef protos as JSON.
+    assert signatures["translate"]["inputs"]["text"]["dtype"] == "DT_STRING"
+    assert signatures["translate"]["inputs"]["text"]["tensorShape"]["dim"] == [{"size": "-1"}]
+    assert set(signatures["translate"]["outputs"]) == {"translations", "scores"}
 
 
 def test_predict_in_both_formats_matches_the_package(server: str, cycle_run: Path, tiny_run: Path) -> None:
@@ -162,15 +166,38 @@ def test_bad_input_gets_a_tf_serving_shaped_error(server: str, path: str, body, 
     assert call(f"{server}/healthz")[0] == 200  # and the server still answers
 
 
+def batching_stats(server: str, signature: str) -> dict:
+    return call(f"{server}/healthz")[1]["batching"].get(signature, {"batches": 0, "rows": 0})
+
+
 def test_fifty_concurrent_requests_all_get_their_own_answer(server: str) -> None:
     prompts = [" ".join(CYCLE[: 1 + i % 7]) for i in range(50)]  # the answer is the next word of the cycle
+    before = batching_stats(server, "lm/1/next_words")
 
-    def ask(prompt: str) -> tuple[str, str]:
-        code, body = call(f"{server}/v1/next-word", {"text": prompt, "k": 1})
+    def ask(prompt: str) -> tuple[str, str, int]:
+        k = 1 + len(prompt) % 3
+        code, body = call(f"{server}/v1/next-word", {"text": prompt, "k": k})
         assert code == 200, body
-        return prompt, body["next_words"][0][0]["word"]
+        return prompt, body["next_words"][0][0]["word"], len(body["next_words"][0])
 
     with ThreadPoolExecutor(max_workers=50) as pool:
         answers = list(pool.map(ask, prompts))
-    for prompt, word in answers:
+    for prompt, word, count in answers:
         assert word == CYCLE[len(prompt.split())]
+        assert count <= 1 + len(prompt) % 3  # each its own k, whatever it was batched with
+    after = batching_stats(server, "lm/1/next_words")
+    assert after["rows"] - before["rows"] == 50
+    assert after["batches"] - before["batches"] < 50  # requests really were merged into batches
+
+
+def test_concurrent_generate_with_different_settings(server: str, cycle_run: Path) -> None:
+    lm = nmt.load(cycle_run)
+    requests = [{"text": "north", "max_tokens": 4 + i % 5, "temperature": [0.0, 0.8, 1.5][i % 3],
+                 "top_k": i % 4, "top_p": [1.0, 0.9][i % 2], "seed": i} for i in range(12)]
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        answers = list(pool.map(lambda r: call(f"{server}/v1/generate", r), requests))
+    for request, (code, body) in zip(requests, answers):
+        assert code == 200, body
+        expected = lm.generate("north", max_tokens=request["max_tokens"], temperature=request["temperature"],
+                               top_k=request["top_k"], top_p=request["top_p"], seed=request["seed"])
+        assert body["text"] == expected
