@@ -129,12 +129,18 @@ def versions_to_serve(entry: ModelEntry) -> list[int]:
 
 
 class Batcher:
-    """Merges concurrent calls of one signature into batches along the first axis."""
+    """Merges concurrent calls of one signature into batches along the first axis.
+
+    While the model is busy, arriving calls wait and join the next batch (up to ``max_batch_size``
+    rows); when it is idle, a call waits at most ``max_wait_ms`` for company. So batches grow with
+    the load, and a lone request pays at most the wait.
+    """
 
     def __init__(self, run: Any, executor: ThreadPoolExecutor, limits: Limits) -> None:
         self.run, self.executor, self.limits = run, executor, limits
         self.pending: list[tuple[dict[str, np.ndarray], asyncio.Future]] = []
         self.timer: asyncio.TimerHandle | None = None
+        self.in_flight = 0  # batches handed to the model and not finished
         self.running: set[asyncio.Task] = set()  # referenced until done (asyncio keeps weak refs)
         self.stats = {"batches": 0, "rows": 0}
 
@@ -154,13 +160,25 @@ class Batcher:
             return await loop.run_in_executor(self.executor, self._call_model, inputs)
         future: asyncio.Future = loop.create_future()
         self.pending.append((inputs, future))
-        if sum(_rows(i) for i, _ in self.pending) >= self.limits.max_batch_size:
-            self._flush()
-        elif self.timer is None:
-            self.timer = loop.call_later(self.limits.max_wait_ms / 1000, self._flush)
+        self._schedule()
         return await future
 
-    def _flush(self) -> None:
+    def _pending_rows(self) -> int:
+        return sum(_rows(i) for i, _ in self.pending)
+
+    def _schedule(self) -> None:
+        while self.pending and self._pending_rows() >= self.limits.max_batch_size:
+            self._dispatch()
+        if self.pending and not self.in_flight and self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(self.limits.max_wait_ms / 1000, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        if self.pending and not self.in_flight:
+            self._dispatch()
+        # Otherwise the batch in flight dispatches the waiting calls when it finishes.
+
+    def _dispatch(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -169,14 +187,21 @@ class Batcher:
             item = self.pending.pop(0)
             batch.append(item)
             rows += _rows(item[0])
-        if self.pending and self.timer is None:  # what did not fit starts the next batch at once
-            self.timer = asyncio.get_running_loop().call_later(0, self._flush)
-        if batch:
-            task = asyncio.ensure_future(self._run(batch))
-            self.running.add(task)
-            task.add_done_callback(self.running.discard)
+        self.in_flight += 1
+        task = asyncio.ensure_future(self._run(batch))
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
 
     async def _run(self, batch: list[tuple[dict[str, np.ndarray], asyncio.Future]]) -> None:
+        try:
+            await self._answer(batch)
+        finally:
+            self.in_flight -= 1
+            if self.pending and not self.in_flight:
+                self._dispatch()  # these calls waited through a whole model call already
+            self._schedule()
+
+    async def _answer(self, batch: list[tuple[dict[str, np.ndarray], asyncio.Future]]) -> None:
         try:
             merged = {key: np.concatenate([_pad_to(i[key], batch, key) for i, _ in batch]) for key in batch[0][0]}
             self.stats["batches"] += 1
