@@ -28,6 +28,18 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir
 
 
+def write_config(tree: dict, path: Path, extra: dict | None = None) -> Path:
+    """Writes an experiment file: ``tree`` with ``extra``'s dotted keys (``"train.steps": 5``) set."""
+    for dotted, value in (extra or {}).items():
+        node = tree
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    path.write_text(yaml.safe_dump(tree), encoding="utf-8")
+    return path
+
+
 def lm_config(tmp_path: Path, name: str, text: str, extra: dict | None = None) -> Path:
     """A tiny language-model experiment over ``text`` written to a file; returns the YAML path."""
     corpus = tmp_path / f"{name}.txt"
@@ -41,15 +53,7 @@ def lm_config(tmp_path: Path, name: str, text: str, extra: dict | None = None) -
         "train": {"steps": 150, "batch_size": 4, "bptt_steps": 12, "learning_rate": 0.02, "eval_every": 10**6,
                   "checkpoint_every": 50},
     }
-    for dotted, value in (extra or {}).items():
-        node = tree
-        *parents, last = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(tree), encoding="utf-8")
-    return path
+    return write_config(tree, tmp_path / f"{name}.yaml", extra)
 
 
 def cycle_text(lines: int) -> str:

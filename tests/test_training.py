@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-import yaml
 
 import nmt
 from nmt.config import load_config
 from nmt.errors import NmtError
 from nmt.training import LearningRate, Trainer, token_loss
+
+from conftest import write_config
 
 LETTERS = "abcdefghij"
 
@@ -52,15 +53,7 @@ def task_config(tmp_path: Path, run_dir: Path, steps: int, extra: dict | None = 
                   "checkpoint_every": 10, "bucket_width": 2},
         "decode": {"beam_size": 1},
     }
-    for dotted, value in (extra or {}).items():
-        node = tree
-        *parents, last = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-    path = tmp_path / f"{run_dir.name}.yaml"
-    path.write_text(yaml.safe_dump(tree), encoding="utf-8")
-    return path
+    return write_config(tree, tmp_path / f"{run_dir.name}.yaml", extra)
 
 
 def test_tiny_model_learns_to_reverse_sequences(tmp_path: Path) -> None:
