@@ -229,6 +229,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def weights_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", choices=["best", "latest"], default="best",
+                        help="best dev weights (default) or the latest checkpoint")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nmt",
@@ -260,8 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--run", required=True, help="run directory written by `nmt train`")
         p.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy; default: the config's)")
         p.add_argument("--batch-size", type=int, default=None, help="sentences per batch (default: the config's)")
-        p.add_argument("--weights", choices=["best", "latest"], default="best",
-                       help="best dev weights (default) or the latest checkpoint")
+        weights_option(p)
 
     translate = verbs.add_parser(
         "translate",
@@ -307,8 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--run", required=True, help="run directory of a language model (task: lm)")
         p.add_argument("-i", "--input", help="read one prompt per line from this file ('-': stdin)")
         p.add_argument("-o", "--output", help="output file (default: stdout)")
-        p.add_argument("--weights", choices=["best", "latest"], default="best",
-                       help="best dev weights (default) or the latest checkpoint")
+        weights_option(p)
 
     next_word = verbs.add_parser(
         "next-word",
@@ -356,8 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
         "whose signatures take and return strings, with the run's SentencePiece models inside the graph "
         "(tensorflow-text ops, which stock TensorFlow Serving links) and the search loops in core TensorFlow "
         "ops. Translation: translate (= serving_default; beam search with the run's decode.beam_size), "
-        "translate_greedy, translate_ids. Language model: next_words (= serving_default), generate, "
-        "next_words_ids. The version directory appears complete or not at all.",
+        "translate_greedy, translate_ids. Language model: serving_default (the 5 most likely next words), "
+        "next_words (k per row), generate, next_words_ids. The version directory appears complete or not at all.",
         epilog="examples:\n  nmt export --run runs/en-ja --out serve/models/en-ja\n"
         "  nmt export --run runs/lm-en --out serve/models/lm-en --version 3",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -365,8 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--run", required=True, help="run directory written by `nmt train`")
     export.add_argument("--out", required=True, help="model directory; versions go into numbered subfolders")
     export.add_argument("--version", type=int, help="version number (default: one more than the highest there)")
-    export.add_argument("--weights", choices=["best", "latest"], default="best",
-                        help="best dev weights (default) or the latest checkpoint")
+    weights_option(export)
     export.set_defaults(func=cmd_export)
 
     serve = verbs.add_parser(
