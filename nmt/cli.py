@@ -23,6 +23,9 @@ examples:
   nmt next-word --run runs/lm-en "I love eating" -k 5
   nmt generate --run runs/char-shakespeare --prompt "ROMEO:" --max-tokens 300 --temperature 0.8 --seed 1
   nmt evaluate --run runs/lm-en --text heldout.txt     perplexity / bits per character
+  nmt translate --run runs/en-ja -i one.en --attention map.png   where the decoder looked
+  nmt inspect --run runs/lm-en "The cat sat" --plot cat.png      the hidden state, token by token
+  nmt report --run runs/en-ja                          training curves to runs/en-ja/curves.png
   nmt export --run runs/en-ja --out serve/models/en-ja  a SavedModel for TensorFlow Serving
 """
 
@@ -83,11 +86,12 @@ def _write_output(path: str | None, text: str) -> None:
             handle.write(text)
 
 
-def _translate_lines(translator, args: argparse.Namespace, lines: list[str]):
+def _translate_lines(translator, args: argparse.Namespace, lines: list[str], with_attention: bool = False):
     bar = _progress_bar(len(lines), "translating")
     try:
         results = translator.translate(
-            lines, beam_size=args.beam, nbest=getattr(args, "nbest", 1), batch_size=args.batch_size, progress=bar.update
+            lines, beam_size=args.beam, nbest=getattr(args, "nbest", 1), batch_size=args.batch_size,
+            with_attention=with_attention, progress=bar.update,
         )
     finally:
         bar.close()
@@ -101,9 +105,17 @@ def _translate_lines(translator, args: argparse.Namespace, lines: list[str]):
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
+    if args.attention and args.attention_dir:
+        raise NmtError("give --attention (one sentence) or --attention-dir (one map per line), not both")
     translator = _load_translator(args)  # a bad run directory fails before stdin is read
     lines = _read_input_lines(args.input)
-    results = _translate_lines(translator, args, lines)
+    if args.attention and len(lines) != 1:
+        raise NmtError(f"--attention {args.attention} draws one sentence, but the input has {len(lines)} lines; "
+                       "use --attention-dir DIR for one map per line")
+    with_attention = bool(args.attention or args.attention_dir)
+    results = _translate_lines(translator, args, lines, with_attention)
+    if with_attention:
+        _save_attention_maps(results, lines, args)
     if args.nbest > 1:
         # n-best format: input line number (0-based) ||| translation ||| score, n lines per input.
         out_lines = [
@@ -113,6 +125,23 @@ def cmd_translate(args: argparse.Namespace) -> int:
         out_lines = [hyps[0].text.replace("\n", " ") for hyps in results]
     _write_output(args.output, "".join(line + "\n" for line in out_lines))
     return 0
+
+
+def _save_attention_maps(results, lines: list[str], args: argparse.Namespace) -> None:
+    """One heatmap per non-empty input line, of the best hypothesis: --attention PATH for a single
+    sentence, --attention-dir DIR/line-00001.png ... (input line numbers) for many."""
+    from nmt.visualize import save_attention
+
+    written = 0
+    for number, (hypotheses, line) in enumerate(zip(results, lines), 1):
+        best = hypotheses[0]
+        if best.attention is None:  # an empty line: nothing was read, nothing to draw
+            continue
+        path = Path(args.attention) if args.attention else Path(args.attention_dir) / f"line-{number:05d}.png"
+        save_attention(path, best.source_tokens, [*best.tokens, "</s>"], best.attention, title=line.strip()[:80])
+        written += 1
+    where = args.attention or args.attention_dir
+    print(f"wrote {written} attention map(s) to {where}", file=sys.stderr)
 
 
 def _prompts(args: argparse.Namespace, given: str | None) -> list[str]:
@@ -199,6 +228,53 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from nmt.inference import LanguageModelRunner, load
+
+    model = load(args.run, weights=args.weights)
+    if isinstance(model, LanguageModelRunner):
+        trace = model.trace(args.text, k=3 if args.k is None else args.k)
+        what = "language model: the top layer's hidden state after each token, and the likeliest next pieces"
+    else:
+        if args.k is not None:
+            raise NmtError("-k is for language models: a translation run shows its encoder's states")
+        trace = model.trace(args.text)
+        what = "translation encoder: its output after each source piece (what attention reads)"
+    width = max(len(t) for t in trace.tokens)
+    lines = [f"# {what}; {trace.states.shape[1]} units",
+             f"{'#':>3}  {'token':<{width}}  {'norm':>7}  {'change':>7}" + ("  next" if trace.predictions else "")]
+    for index, token in enumerate(trace.tokens):
+        row = f"{index:>3}  {token:<{width}}  {trace.norms[index]:7.3f}  {trace.changes[index]:7.3f}"
+        if trace.predictions:
+            row += "  " + "  ".join(f"{piece} {p:.3f}" for piece, p in trace.predictions[index])
+        lines.append(row)
+    _write_output(args.output, "".join(line + "\n" for line in lines))
+    if args.plot:
+        from nmt.visualize import save_trace
+
+        save_trace(args.plot, trace, title=args.text.strip()[:80])
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from nmt.visualize import read_metrics, save_curves
+
+    run = Path(args.run)
+    if not run.is_dir():
+        raise NmtError(f"run directory not found: {run}")
+    out = Path(args.output) if args.output else run / "curves.png"
+    metrics = read_metrics(run)
+    save_curves(out, run)
+    keys = [k for k in ("train_loss", "dev_loss", "dev_bleu", "dev_chrf", "dev_word_perplexity", "dev_bits_per_character")
+            if any(k in m for m in metrics)]
+    rows = [f"{'step':>8}  " + "  ".join(f"{k:>21}" for k in keys)]
+    rows += [f"{m['step']:>8}  " + "  ".join(f"{m[k]:>21.4f}" if k in m else f"{'':>21}" for k in keys) for m in metrics]
+    print("\n".join(rows))
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from nmt.export import export
 
@@ -238,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nmt",
         description="Recurrent translation and language models on TensorFlow: train, translate, evaluate, "
-        "next-word, generate.",
+        "next-word, generate, inspect, report, export, serve.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -282,6 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("-i", "--input", help="input file (default: stdin)")
     translate.add_argument("-o", "--output", help="output file (default: stdout)")
     translate.add_argument("--nbest", type=int, default=1, help="print the N best translations per line with scores")
+    translate.add_argument("--attention", metavar="PNG", help="save the attention map of the (single) input "
+                           "sentence: source pieces across, output pieces down, from the best hypothesis")
+    translate.add_argument("--attention-dir", metavar="DIR", help="save one attention map per non-empty input "
+                           "line, DIR/line-00001.png, ... (numbered like the input lines)")
     translate.set_defaults(func=cmd_translate)
 
     evaluate = verbs.add_parser(
@@ -352,6 +432,40 @@ def build_parser() -> argparse.ArgumentParser:
     lm_options(generate)
     generate.set_defaults(func=cmd_generate)
 
+    inspect = verbs.add_parser(
+        "inspect",
+        help="show the hidden state token by token (and a language model's next-token guesses)",
+        description="Runs TEXT through the model one piece at a time and prints, per piece, the L2 norm of the "
+        "hidden state and how far it moved from the previous piece. A language model shows its top layer "
+        "(what its softmax reads; the first row is the start symbol) and its k likeliest next pieces; a "
+        "translation run shows its encoder's output (both directions side by side when bidirectional). "
+        "--plot also draws the units as a heatmap, a row per piece.",
+        epilog="examples:\n  nmt inspect --run runs/lm-en \"The cat sat\" --plot cat.png\n"
+        "  nmt inspect --run runs/en-ja \"Where is the station?\"",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    inspect.add_argument("--run", required=True, help="run directory written by `nmt train`")
+    inspect.add_argument("text", help="the text to read")
+    inspect.add_argument("-k", type=int, help="language model: next pieces to show per token (default 3)")
+    inspect.add_argument("--plot", metavar="PNG", help="also save the heatmap of the hidden units to this file")
+    inspect.add_argument("-o", "--output", help="write the table here (default: stdout)")
+    weights_option(inspect)
+    inspect.set_defaults(func=cmd_inspect)
+
+    report = verbs.add_parser(
+        "report",
+        help="plot a run's training curves to a PNG (no TensorBoard needed)",
+        description="Reads the run's TensorBoard logs (train loss every 20 steps) and metrics.jsonl (each dev "
+        "evaluation) and draws the train and dev loss, and dev BLEU and chrF (a language model: dev word "
+        "perplexity) against the step. Prints the evaluations as a table. The full logs are in RUN/logs: "
+        "`tensorboard --logdir RUN/logs`.",
+        epilog="example: nmt report --run runs/en-ja            # writes runs/en-ja/curves.png",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report.add_argument("--run", required=True, help="run directory written by `nmt train`")
+    report.add_argument("-o", "--output", metavar="PNG", help="where to write the plot (default: RUN/curves.png)")
+    report.set_defaults(func=cmd_report)
+
     export = verbs.add_parser(
         "export",
         help="write a SavedModel (strings in, strings out) for TensorFlow Serving and `nmt serve`",
@@ -359,8 +473,10 @@ def build_parser() -> argparse.ArgumentParser:
         "whose signatures take and return strings, with the run's SentencePiece models inside the graph "
         "(tensorflow-text ops, which stock TensorFlow Serving links) and the search loops in core TensorFlow "
         "ops. Translation: translate (= serving_default; beam search with the run's decode.beam_size), "
-        "translate_greedy, translate_ids. Language model: serving_default (the 5 most likely next words), "
-        "next_words (k per row), generate, next_words_ids. The version directory appears complete or not at all.",
+        "translate_greedy, translate_ids, translate_attention (+ the attention map), inspect (encoder states). "
+        "Language model: serving_default (the 5 most likely next words), next_words (k per row), generate, "
+        "next_words_ids, inspect (hidden states and next pieces). The version directory appears complete or not "
+        "at all.",
         epilog="examples:\n  nmt export --run runs/en-ja --out serve/models/en-ja\n"
         "  nmt export --run runs/lm-en --out serve/models/lm-en --version 3",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -378,7 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
         "base paths under /serve are found in the config file's folder, as serve/docker-compose.yml mounts it) "
         "and answers TF Serving's REST calls: GET /v1/models/NAME"
         "[/versions/V][/metadata], POST /v1/models/NAME[/versions/V]:predict with 'instances' or 'inputs'. Also "
-        "POST /v1/translate, /v1/next-word, /v1/generate, GET /healthz, and the OpenAPI page at /docs. "
+        "POST /v1/translate, /v1/next-word, /v1/generate, /v1/inspect, GET /healthz, the OpenAPI page at /docs "
+        "and a demo page at / (next words as you type, hidden states, attention maps). "
         "Concurrent requests are batched (up to --max-batch-size rows, waiting at most --max-wait-ms). A model "
         "that fails to load is reported and the others are served.",
         epilog="examples:\n  nmt serve --config serve/models.config --port 8501\n"

@@ -8,14 +8,21 @@ Translation signatures:
     ``translate`` (also ``serving_default``): text string[batch] -> translations string[batch],
     scores float[batch], beam search with the run's ``decode.beam_size``; ``translate_greedy``: the
     same with greedy search; ``translate_ids``: ids int32[batch, time], lengths int32[batch] ->
-    ids, lengths, scores (beam search), for clients that tokenize themselves.
+    ids, lengths, scores (beam search), for clients that tokenize themselves;
+    ``translate_attention``: ``translate`` plus the best hypothesis' attention weights
+    float[batch, target, source] and its pieces (source_tokens, target_tokens with their lengths);
+    ``inspect``: text -> the source pieces (tokens, lengths) and the encoder's output after each,
+    states float[batch, time, units].
 Language-model signatures:
     ``next_words``: text string[batch], k int32[batch] -> words string[batch, k], probabilities
     float[batch, k] (k is the largest requested; rows that asked for fewer get "" and 0 past their
     k); ``serving_default``: text -> the 5 most likely next words (so that a bare
     ``{"instances": ["I love eating"]}`` works); ``generate``: text string[batch], max_tokens, temperature,
     top_k, top_p, seed (one per row) -> text string[batch] (prompt + continuation);
-    ``next_words_ids``: ids, lengths, k -> the same as ``next_words``.
+    ``next_words_ids``: ids, lengths, k -> the same as ``next_words``; ``inspect``: text -> the
+    pieces read (tokens, lengths, the start symbol first), the top layer's hidden state after each
+    (states float[batch, time, units]) and the 5 likeliest next pieces (top_tokens,
+    top_probabilities).
 
 Every input has a batch dimension, so TF Serving's REST "instances" format works for all of them.
 """
@@ -50,7 +57,9 @@ class InGraphTokenizer(tf.Module):
         super().__init__(name=name)
         import tensorflow_text  # registers the SentencePiece ops
 
-        self.sentencepiece = tensorflow_text.SentencepieceTokenizer(model=model_proto, out_type=tf.int32)
+        # A distinct name per tokenizer: TF Text names the model resource after it, and a restored
+        # SavedModel whose two tokenizers share a name gets the first model for both.
+        self.sentencepiece = tensorflow_text.SentencepieceTokenizer(model=model_proto, out_type=tf.int32, name=name)
 
     def encode(self, text: tf.Tensor, max_length: int) -> tuple[tf.Tensor, tf.Tensor]:
         """string[batch] -> zero-padded ids [batch, time] (cut to ``max_length``) and lengths."""
@@ -78,7 +87,7 @@ def translation_archive(translator: Translator) -> keras.export.ExportArchive:
         max_lengths = decoding.max_output_lengths(lengths, cfg.max_length_ratio, cfg.max_length_offset)
         return decoding.decode(model.step, state, context, max_lengths, beam_size, cfg.length_penalty)
 
-    def text_endpoint(beam_size: int):
+    def text_endpoint(beam_size: int, with_attention: bool = False):
         def translate(text: tf.Tensor) -> dict[str, tf.Tensor]:
             ids, lengths = source.encode(text, cfg.max_source_length)
             # An empty batch or empty lines: decode at least one token so shapes stay valid.
@@ -86,12 +95,29 @@ def translation_archive(translator: Translator) -> keras.export.ExportArchive:
             out_ids, out_lengths = result.ids[:, 0], result.lengths[:, 0]
             translations = target.decode(out_ids, _text_lengths(out_lengths, out_ids))
             empty = tf.equal(lengths, 0)
-            return {
+            outputs = {
                 "translations": tf.where(empty, "", translations),
                 "scores": tf.where(empty, 0.0, result.scores[:, 0]),
             }
+            if with_attention:
+                # The best hypothesis' weights [batch, output pieces incl. EOS, source pieces],
+                # with the pieces as strings; rows past target_lengths and columns past
+                # source_lengths are padding.
+                outputs.update({
+                    "source_tokens": source.sentencepiece.id_to_string(ids),
+                    "source_lengths": lengths,
+                    "target_tokens": target.sentencepiece.id_to_string(out_ids),
+                    "target_lengths": tf.where(empty, 0, out_lengths),
+                    "attention": result.attention[:, 0, :, : tf.shape(ids)[1]],
+                })
+            return outputs
 
         return translate
+
+    def inspect(text: tf.Tensor) -> dict[str, tf.Tensor]:
+        ids, lengths = source.encode(text, cfg.max_source_length)
+        return {"tokens": source.sentencepiece.id_to_string(ids), "lengths": lengths,
+                "states": translator.encoder_states(ids, lengths)}
 
     def translate_ids(ids: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:
         ids, lengths = ids[:, : cfg.max_source_length], tf.clip_by_value(lengths, 1, cfg.max_source_length)
@@ -105,11 +131,14 @@ def translation_archive(translator: Translator) -> keras.export.ExportArchive:
     archive.add_endpoint("translate", text_endpoint(cfg.beam_size), input_signature=[TEXT])
     archive.add_endpoint("translate_greedy", text_endpoint(1), input_signature=[TEXT])
     archive.add_endpoint("translate_ids", translate_ids, input_signature=[IDS, LENGTHS])
+    archive.add_endpoint("translate_attention", text_endpoint(cfg.beam_size, with_attention=True), input_signature=[TEXT])
+    archive.add_endpoint("inspect", inspect, input_signature=[TEXT])
     return archive
 
 
 MAX_K = 20  # the most next words the exported next_words signature returns
 MAX_GENERATED_TOKENS = 2000  # generate writes at most this many tokens, whatever is asked
+INSPECT_K = 5  # next pieces per token in a language model's inspect signature
 DEFAULT_K = 5  # serving_default of a language model: text -> its 5 most likely next words
 
 
@@ -153,6 +182,15 @@ def language_model_archive(lm: LanguageModelRunner, max_k: int = MAX_K) -> keras
         joined = tf.strings.regex_replace(tf.strings.reduce_join(pieces, axis=1), decoding.WORD_START, " ")
         return {"text": tf.strings.regex_replace(joined, "(^|\n) ", r"\1")}
 
+    def inspect(text: tf.Tensor) -> dict[str, tf.Tensor]:
+        ids, lengths = tokenizer.encode(text, lm.max_prompt_tokens)
+        found = lm.trace_ids(ids, lengths, INSPECT_K)
+        start = tf.fill([tf.shape(ids)[0], 1], lm.start_id)
+        return {"tokens": tokenizer.sentencepiece.id_to_string(tf.concat([start, ids], axis=1)),
+                "lengths": found["lengths"], "states": found["states"],
+                "top_tokens": tokenizer.sentencepiece.id_to_string(found["top_ids"]),
+                "top_probabilities": found["top_probabilities"]}
+
     def top_words(text: tf.Tensor) -> dict[str, tf.Tensor]:
         return next_words(text, tf.fill(tf.shape(text), DEFAULT_K))
 
@@ -168,6 +206,7 @@ def language_model_archive(lm: LanguageModelRunner, max_k: int = MAX_K) -> keras
                          tf.TensorSpec([None], tf.int32, name="top_k"), tf.TensorSpec([None], tf.float32, name="top_p"),
                          tf.TensorSpec([None], tf.int32, name="seed")],
     )
+    archive.add_endpoint("inspect", inspect, input_signature=[TEXT])
     archive.add_endpoint("next_words_ids", next_words_ids, input_signature=[IDS, LENGTHS, tf.TensorSpec([None], tf.int32, name="k")])
     return archive
 

@@ -36,6 +36,25 @@ class Hypothesis:
     source_tokens: list[str] = dataclasses.field(default_factory=list)
 
 
+@dataclasses.dataclass
+class Trace:
+    """What a recurrent network holds after each token of one text (``nmt inspect``)."""
+
+    tokens: list[str]  # the pieces read, in order (a language model's first is its start symbol)
+    states: np.ndarray  # [tokens, units]: the top layer's hidden state after each token
+    predictions: list[list[tuple[str, float]]]  # language model: the k likeliest next pieces after each token
+
+    @property
+    def norms(self) -> np.ndarray:
+        return np.linalg.norm(self.states, axis=1)
+
+    @property
+    def changes(self) -> np.ndarray:
+        """L2 distance from the state after the previous token (from zeros for the first)."""
+        previous = np.concatenate([np.zeros_like(self.states[:1]), self.states[:-1]])
+        return np.linalg.norm(self.states - previous, axis=1)
+
+
 def tokenizer_paths(run_dir: Path, config: Config) -> tuple[Path, Path]:
     """(source, target) SentencePiece model files; one file when they are the same tokenizer
     (a shared vocabulary, or a language model)."""
@@ -94,6 +113,20 @@ class Translator:
 
             self._functions[beam_size] = run
         return self._functions[beam_size]
+
+    def encoder_states(self, ids: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
+        """The encoder's output after each source token [batch, time, units x directions] (the
+        forward and backward halves of a bidirectional encoder side by side): what attention reads."""
+        memory, _ = self.model.encoder(ids, lengths, training=False)
+        return memory
+
+    def trace(self, text: str) -> Trace:
+        """The encoder's state after each piece of ``text`` (cut to decode.max_source_length)."""
+        ids = self.source_tokenizer.encode([text])[0][: self.config.decode.max_source_length]
+        if not ids:
+            raise NmtError("nothing to inspect: the text is empty")
+        states = self.encoder_states(tf.constant([ids], tf.int32), tf.constant([len(ids)], tf.int32))
+        return Trace([self.source_tokenizer.id_to_piece(i) for i in ids], states.numpy()[0], [])
 
     def translate_batch_ids(self, ids: list[list[int]], beam_size: int) -> decoding.DecodeResult:
         source, lengths = pad_batch(ids)
@@ -300,6 +333,45 @@ class LanguageModelRunner:
                 for row_words, row_probs in zip(found.words.numpy(), found.probabilities.numpy())
             ]
         return results
+
+    # --- hidden states ---------------------------------------------------------------------
+
+    def trace_ids(self, ids: tf.Tensor, length: tf.Tensor, k: int) -> dict[str, tf.Tensor]:
+        """Reads the start symbol, then each prompt token, one step at a time. After each token:
+        ``states`` [batch, 1 + time, units] (the top layer's hidden state, which the softmax reads)
+        and the ``k`` likeliest next tokens, ``top_ids`` and ``top_probabilities`` [batch, 1 + time,
+        k]; ``lengths`` [batch] counts the start symbol (rows past it are padding)."""
+        batch = tf.shape(ids)[0]
+        sequence = tf.concat([tf.fill([batch, 1], self.start_id), tf.cast(ids, tf.int32)], axis=1)
+
+        def read(carry: tuple, ids_t: tf.Tensor) -> tuple:
+            logits, state, _ = self.model.step(ids_t, carry[0], {})
+            top = tf.math.top_k(tf.nn.softmax(logits), k)
+            return state, tf.cast(state["rnn"][-1][0], tf.float32), top.indices, top.values
+
+        initial = (self.model.initial_state(batch), tf.zeros([batch, self.model.decoder.units]),
+                   tf.zeros([batch, k], tf.int32), tf.zeros([batch, k]))
+        _, states, top_ids, top_probabilities = tf.scan(read, tf.transpose(sequence), initializer=initial)
+        batch_major = [1, 0, 2]
+        return {"states": tf.transpose(states, batch_major), "top_ids": tf.transpose(top_ids, batch_major),
+                "top_probabilities": tf.transpose(top_probabilities, batch_major), "lengths": length + 1}
+
+    def trace(self, text: str, k: int = 5) -> Trace:
+        """The hidden state and the ``k`` likeliest next pieces after each token of ``text``."""
+        if not 1 <= k <= self.tokenizer.vocab_size:
+            raise NmtError(f"k must be between 1 and the vocabulary size {self.tokenizer.vocab_size}, got {k}")
+        ids = self.encode_prompts([text])[0]
+
+        def build() -> Callable:
+            return tf.function(lambda ids, length: self.trace_ids(ids, length, k), input_signature=PROMPT_SPEC)
+
+        found = self._function(("trace", k), build)(tf.constant([ids], tf.int32), tf.constant([len(ids)], tf.int32))
+        piece = self.tokenizer.id_to_piece
+        predictions = [
+            [(piece(int(i)), float(p)) for i, p in zip(row_ids, row_probs)]
+            for row_ids, row_probs in zip(found["top_ids"].numpy()[0], found["top_probabilities"].numpy()[0])
+        ]
+        return Trace([piece(self.start_id), *map(piece, ids)], found["states"].numpy()[0], predictions)
 
     # --- generation --------------------------------------------------------------------------
 

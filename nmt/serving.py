@@ -5,7 +5,7 @@ proto: names, base paths, version policies) and answers the same REST calls with
 (``GET /v1/models/{name}[/versions/{v}]``, ``POST .../{name}[/versions/{v}]:predict`` in the row
 ``instances`` and the columnar ``inputs`` formats, errors as ``{"error": "..."}``), so a client
 written against one works against the other. It adds ``/v1/translate``, ``/v1/next-word``,
-``/v1/generate``, ``/healthz`` and an OpenAPI page at ``/docs``.
+``/v1/generate``, ``/v1/inspect``, ``/healthz``, an OpenAPI page at ``/docs`` and a demo page at ``/``.
 
 Concurrent requests for one signature are batched: calls wait up to ``max_wait_ms`` for others and
 run as one batch of at most ``max_batch_size`` rows, one model call at a time per model version
@@ -27,10 +27,13 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from nmt.errors import NmtError
+
+
+DEMO_PAGE = Path(__file__).parent / "static" / "demo.html"
 
 
 class RequestError(Exception):
@@ -351,6 +354,13 @@ class ModelRegistry:
             raise RequestError(f"Servable not found for request: Specific({name}, {version})", 404)
         return versions[version]
 
+    def first(self, name: str | None = None) -> Servable:
+        """The named model, or the first language model served, or else the first model."""
+        if name is not None:
+            return self.get(name)
+        latest = [versions[max(versions)] for versions in self.models.values()]
+        return next((s for s in latest if s.info.get("task") == "lm"), latest[0])
+
     def of_task(self, task: str, name: str | None) -> Servable:
         if name is not None:
             servable = self.get(name)
@@ -461,7 +471,15 @@ def format_predictions(outputs: dict[str, np.ndarray], kind: str) -> dict[str, A
 class TranslateRequest(BaseModel):
     text: str | list[str] = Field(description="a sentence or a list of sentences")
     beam: int | None = Field(None, description="beam size: 1 (greedy) or the model's (default)")
+    attention: bool = Field(False, description="also return each translation's attention map (source and "
+                            "output pieces, weights [output][source]); with the model's beam only")
     model: str | None = Field(None, description="model name (default: the first translation model)")
+
+
+class InspectRequest(BaseModel):
+    text: str | list[str] = Field(description="a text or a list of texts")
+    model: str | None = Field(None, description="model name (default: the first language model, else the first "
+                              "translation model)")
 
 
 class NextWordRequest(BaseModel):
@@ -490,7 +508,8 @@ def create_app(registry: ModelRegistry) -> FastAPI:
     app = FastAPI(
         title="nmt serve",
         description="TensorFlow Serving's REST API (predict, model status) over nmt's exported SavedModels, "
-        "plus /v1/translate, /v1/next-word and /v1/generate.",
+        "plus /v1/translate (with attention maps), /v1/next-word, /v1/generate, /v1/inspect (hidden states) "
+        "and a demo page at /.",
         version="1",
     )
 
@@ -548,6 +567,7 @@ def create_app(registry: ModelRegistry) -> FastAPI:
         return {
             "status": "ok",
             "models": {name: sorted(versions) for name, versions in registry.models.items()},
+            "tasks": {name: versions[max(versions)].info.get("task") for name, versions in registry.models.items()},
             "failed": registry.failures,
             # Model calls and the rows they carried, per signature: rows / batches is the mean batch.
             "batching": {
@@ -628,9 +648,55 @@ def create_app(registry: ModelRegistry) -> FastAPI:
         beam = request.beam if request.beam is not None else servable.info.get("beam_size", 1)
         if beam not in beams:
             raise RequestError(f"beam {beam} is not exported; this model has {' and '.join(map(str, sorted(beams)))}")
-        out = await servable.predict(beams[beam], {"text": strings(texts)})
-        return {"model": servable.name, "version": servable.version, "beam": beam,
-                "translations": _to_json(out["translations"]), "scores": out["scores"].tolist()}
+        signature = beams[beam]
+        if request.attention:
+            if beam != servable.info.get("beam_size"):
+                raise RequestError(f"attention maps are exported for the model's beam {servable.info.get('beam_size')}"
+                                   f" only, not beam {beam}")
+            signature = "translate_attention"
+            servable.function(signature)  # an export from before attention maps: a clear 400
+        out = await servable.predict(signature, {"text": strings(texts)})
+        answer = {"model": servable.name, "version": servable.version, "beam": beam,
+                  "translations": _to_json(out["translations"]), "scores": out["scores"].tolist()}
+        if request.attention:
+            answer["attention"] = [
+                {"source_tokens": _to_json(source[:n_source]), "target_tokens": _to_json(target[:n_target]),
+                 "weights": np.round(weights[:n_target, :n_source], 4).tolist()}
+                for source, n_source, target, n_target, weights in zip(
+                    out["source_tokens"], out["source_lengths"], out["target_tokens"], out["target_lengths"],
+                    out["attention"])
+            ]
+        return answer
+
+    @app.post("/v1/inspect", openapi_extra=json_body(InspectRequest))
+    async def inspect(http: Request) -> dict[str, Any]:
+        """Per text, the pieces read and the hidden state after each: its units, L2 norm and
+        change from the previous piece; a language model adds its 5 likeliest next pieces."""
+        request = await read_model(http, InspectRequest)
+        servable = registry.first(request.model)
+        texts = texts_of(request.text)
+        servable.function("inspect")  # an export from before `inspect`: a clear 400
+        out = await servable.predict("inspect", {"text": strings(texts)})
+        results = []
+        for row, n in enumerate(out["lengths"]):
+            states = out["states"][row, :n].astype(np.float64)
+            previous = np.concatenate([np.zeros_like(states[:1]), states[:-1]])
+            result = {"tokens": _to_json(out["tokens"][row, :n]), "states": np.round(states, 4).tolist(),
+                      "norms": np.round(np.linalg.norm(states, axis=1), 4).tolist(),
+                      "changes": np.round(np.linalg.norm(states - previous, axis=1), 4).tolist()}
+            if "top_tokens" in out:
+                result["predictions"] = [
+                    [{"token": t, "probability": round(float(p), 4)} for t, p in zip(tokens, probabilities)]
+                    for tokens, probabilities in zip(_to_json(out["top_tokens"][row, :n]), out["top_probabilities"][row, :n])
+                ]
+            results.append(result)
+        return {"model": servable.name, "version": servable.version, "task": servable.info.get("task"),
+                "units": int(out["states"].shape[-1]), "results": results}
+
+    @app.get("/", include_in_schema=False)
+    async def demo_page() -> HTMLResponse:
+        """The demo page: static HTML and JavaScript over the JSON endpoints above."""
+        return HTMLResponse(DEMO_PAGE.read_text(encoding="utf-8"))
 
     @app.post("/v1/next-word", openapi_extra=json_body(NextWordRequest))
     async def next_word(http: Request) -> dict[str, Any]:

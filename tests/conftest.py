@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -69,3 +76,66 @@ def cycle_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp_path = tmp_path_factory.mktemp("cycle")
     Trainer(load_config(lm_config(tmp_path, "cycle", cycle_text(300)))).train()
     return tmp_path / "cycle"
+
+
+# --- a real `nmt serve` on 127.0.0.1 (the serving and the demo-page tests) ---------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def call(url: str, body: bytes | dict | None = None, method: str | None = None) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    request = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"))
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.fixture(scope="session")
+def server(tiny_run: Path, cycle_run: Path, tmp_path_factory: pytest.TempPathFactory):
+    """`nmt serve` over exports of tiny_run (en-ja) and cycle_run (lm), and a broken model."""
+    from nmt.export import export
+
+    root = tmp_path_factory.mktemp("serve")
+    export(tiny_run, root / "models" / "en-ja")
+    export(cycle_run, root / "models" / "lm")
+    broken = root / "models" / "broken" / "1"
+    broken.mkdir(parents=True)
+    (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
+    (root / "models.config").write_text(
+        "model_config_list {\n"
+        '  config { name: "en-ja" base_path: "models/en-ja" model_platform: "tensorflow" }\n'
+        '  config { name: "lm" base_path: "models/lm" model_platform: "tensorflow" }\n'
+        '  config { name: "broken" base_path: "models/broken" model_platform: "tensorflow" }\n'
+        "}\n",
+        encoding="utf-8",
+    )
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nmt.cli", "serve", "--config", str(root / "models.config"), "--port", str(port),
+         "--max-request-rows", "8", "--max-body-bytes", "20000"],
+        stderr=subprocess.PIPE, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"nmt serve exited: {process.stderr.read()[-3000:]}")
+        try:
+            if call(f"{base}/healthz")[0] == 200:
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("nmt serve did not answer within 300 s")
+    yield base
+    process.terminate()
+    stderr = process.communicate(timeout=60)[1]
+    assert "warning: model broken not served" in stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from nmt import decoding
@@ -87,6 +88,22 @@ def test_beam_of_one_equals_greedy_on_a_real_model() -> None:
     np.testing.assert_array_equal(beam.ids.numpy(), greedy.ids.numpy())
     np.testing.assert_array_equal(beam.lengths.numpy(), greedy.lengths.numpy())
     np.testing.assert_allclose(beam.scores.numpy(), greedy.scores.numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("beam_size", [1, 4])
+def test_attention_is_a_distribution_over_the_real_source_for_every_output_step(beam_size: int) -> None:
+    model, context, state, max_lengths = real_model()
+    if beam_size == 1:
+        result = decoding.greedy_search(model.step, state, context, max_lengths)
+    else:
+        result = decoding.beam_search(model.step, state, context, max_lengths, beam_size=beam_size)
+    attention, lengths = result.attention.numpy(), result.lengths.numpy()
+    assert attention.shape == (*result.ids.shape, 5)  # [batch, hypotheses, output steps, source]
+    for b, source_length in enumerate([5, 2, 1]):
+        for n in range(beam_size):
+            steps = attention[b, n, : lengths[b, n]]
+            np.testing.assert_allclose(steps.sum(-1), 1.0, atol=1e-5)
+            assert np.all(steps >= 0) and np.all(steps[:, source_length:] == 0)  # padding gets nothing
 
 
 def test_outputs_respect_limits_and_attention_shapes() -> None:

@@ -37,6 +37,11 @@ for name in ("translate", "translate_greedy", "serving_default"):
     out[name] = {"translations": [t.decode() for t in r["translations"].numpy()], "scores": r["scores"].numpy().tolist()}
 r = m.signatures["translate_ids"](ids=tf.constant(ids, tf.int32), lengths=tf.constant(lengths, tf.int32))
 out["translate_ids"] = {k: v.numpy().tolist() for k, v in r.items()}
+def plain(outputs):
+    return {k: (np.vectorize(bytes.decode)(v.numpy()).tolist() if v.dtype == tf.string else v.numpy().tolist())
+            for k, v in outputs.items()}
+out["translate_attention"] = plain(m.signatures["translate_attention"](text=tf.constant(sentences)))
+out["translation_inspect"] = plain(m.signatures["inspect"](text=tf.constant(sentences)))
 l = tf.saved_model.load(lm)
 out["lm_signatures"] = sorted(l.signatures)
 r = l.signatures["next_words"](text=tf.constant(prompts), k=tf.constant([2, 3, 1]))
@@ -46,6 +51,7 @@ n = len(prompts)
 r = l.signatures["generate"](text=tf.constant(prompts), max_tokens=tf.fill([n], 10), temperature=tf.fill([n], 0.9),
                              top_k=tf.fill([n], 0), top_p=tf.fill([n], 0.95), seed=tf.fill([n], 5))
 out["generate"] = [t.decode() for t in r["text"].numpy()]
+out["lm_inspect"] = plain(l.signatures["inspect"](text=tf.constant(prompts)))
 
 # The TF1 session loader reads the graph the way tensorflow_model_server's C++ loader does.
 for key, path, name, feed in (("tf1_translate", translation, "translate", {"text": sentences}),
@@ -80,7 +86,8 @@ def fresh(exported: dict, tiny_run: Path) -> dict:
 
 def test_exported_translation_equals_in_process_decoding(tiny_run: Path, fresh: dict) -> None:
     translator = nmt.load(tiny_run)
-    assert fresh["translation_signatures"] == ["serving_default", "translate", "translate_greedy", "translate_ids"]
+    assert fresh["translation_signatures"] == ["inspect", "serving_default", "translate", "translate_attention",
+                                               "translate_greedy", "translate_ids"]
     for name, beam in (("translate", translator.config.decode.beam_size), ("translate_greedy", 1)):
         expected = [h[0] for h in translator.translate(SENTENCES, beam_size=beam)]
         assert fresh[name]["translations"] == [h.text for h in expected]
@@ -94,9 +101,31 @@ def test_exported_translation_equals_in_process_decoding(tiny_run: Path, fresh: 
     assert fresh["translate_ids"]["lengths"] == result.lengths.numpy()[:, 0].tolist()
 
 
+def test_exported_attention_and_encoder_states_equal_in_process(tiny_run: Path, fresh: dict) -> None:
+    translator = nmt.load(tiny_run)
+    got = fresh["translate_attention"]
+    assert got["translations"] == fresh["translate"]["translations"]
+    expected = [h[0] for h in translator.translate(SENTENCES, with_attention=True)]
+    for row, hypothesis in enumerate(expected):
+        n_source, n_target = got["source_lengths"][row], got["target_lengths"][row]
+        if not SENTENCES[row]:
+            assert (n_source, n_target, got["translations"][row]) == (0, 0, "")
+            continue
+        # Each tokenizer is its own: the source pieces are the source model's, the output's the target's.
+        assert got["source_tokens"][row][:n_source] == hypothesis.source_tokens
+        assert got["target_tokens"][row][:n_target] == [*hypothesis.tokens, "</s>"]
+        weights = np.array(got["attention"][row])[:n_target, :n_source]
+        np.testing.assert_allclose(weights, hypothesis.attention, atol=1e-5)
+        np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-5)
+        trace = translator.trace(SENTENCES[row])
+        states = fresh["translation_inspect"]
+        assert states["tokens"][row][: states["lengths"][row]] == trace.tokens
+        np.testing.assert_allclose(np.array(states["states"][row])[: len(trace.tokens)], trace.states, atol=1e-5)
+
+
 def test_exported_language_model_equals_in_process(cycle_run: Path, fresh: dict) -> None:
     lm = nmt.load(cycle_run)
-    assert fresh["lm_signatures"] == ["generate", "next_words", "next_words_ids", "serving_default"]
+    assert fresh["lm_signatures"] == ["generate", "inspect", "next_words", "next_words_ids", "serving_default"]
     for row, (prompt, k) in enumerate(zip(PROMPTS, [2, 3, 1])):
         expected = lm.next_words(prompt, k=k)[0]
         words = fresh["next_words"]["words"][row]
@@ -106,6 +135,42 @@ def test_exported_language_model_equals_in_process(cycle_run: Path, fresh: dict)
     assert fresh["generate"] == lm.generate(PROMPTS, max_tokens=10, temperature=0.9, top_p=0.95, seed=5)
     assert "\n" in fresh["generate"][0]  # running text: EOS comes back as a line break
     assert fresh["tf1_next_words"]["words"] == fresh["next_words"]["words"]
+    for row, prompt in enumerate(PROMPTS):
+        trace = lm.trace(prompt, k=5)
+        inspected = fresh["lm_inspect"]
+        n = inspected["lengths"][row]
+        assert inspected["tokens"][row][:n] == trace.tokens and n == len(trace.tokens)
+        np.testing.assert_allclose(np.array(inspected["states"][row])[:n], trace.states, atol=1e-5)
+        assert inspected["top_tokens"][row][:n] == [[w for w, _ in step] for step in trace.predictions]
+        np.testing.assert_allclose(np.array(inspected["top_probabilities"][row])[:n],
+                                   [[p for _, p in step] for step in trace.predictions], rtol=1e-4, atol=1e-6)
+
+
+def test_in_graph_tokenizers_stay_distinct_after_reload(tiny_run: Path, tmp_path: Path) -> None:
+    # Regression: TF Text names a tokenizer's model resource after the tokenizer, and two unnamed
+    # ones restored from a SavedModel shared the first one's model (English pieces for Japanese).
+    import tensorflow as tf
+
+    from nmt.export import InGraphTokenizer
+    from nmt.inference import read_run_config, tokenizer_paths
+    from nmt.tokenizer import Tokenizer
+
+    source, target = (Tokenizer.load(p) for p in tokenizer_paths(tiny_run, read_run_config(tiny_run)))
+    module = tf.Module()
+    module.source = InGraphTokenizer(source.model_proto, "source_tokenizer")
+    module.target = InGraphTokenizer(target.model_proto, "target_tokenizer")
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32)])
+    def pieces(ids: tf.Tensor) -> dict:
+        return {"source": module.source.sentencepiece.id_to_string(ids),
+                "target": module.target.sentencepiece.id_to_string(ids)}
+
+    tf.saved_model.save(module, str(tmp_path / "model"), signatures={"pieces": pieces})
+    restored = tf.saved_model.load(str(tmp_path / "model")).signatures["pieces"](tf.range(4, 60))
+    ids = range(4, 60)
+    assert [t.decode() for t in restored["source"].numpy()] == [source.id_to_piece(i) for i in ids]
+    assert [t.decode() for t in restored["target"].numpy()] == [target.id_to_piece(i) for i in ids]
+    assert [source.id_to_piece(i) for i in ids] != [target.id_to_piece(i) for i in ids]
 
 
 def saved_model_ops(path: Path) -> tuple[set[str], set[str]]:

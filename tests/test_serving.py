@@ -4,11 +4,6 @@ endpoints, every kind of bad input, and concurrent requests."""
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,71 +12,14 @@ import numpy as np
 import pytest
 
 import nmt
-from nmt.export import export
 
-from conftest import CYCLE
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def call(url: str, body: bytes | dict | None = None, method: str | None = None) -> tuple[int, dict]:
-    data = json.dumps(body).encode() if isinstance(body, dict) else body
-    request = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"))
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
-@pytest.fixture(scope="module")
-def server(tiny_run: Path, cycle_run: Path, tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("serve")
-    export(tiny_run, root / "models" / "en-ja")
-    export(cycle_run, root / "models" / "lm")
-    broken = root / "models" / "broken" / "1"
-    broken.mkdir(parents=True)
-    (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
-    (root / "models.config").write_text(
-        "model_config_list {\n"
-        '  config { name: "en-ja" base_path: "models/en-ja" model_platform: "tensorflow" }\n'
-        '  config { name: "lm" base_path: "models/lm" model_platform: "tensorflow" }\n'
-        '  config { name: "broken" base_path: "models/broken" model_platform: "tensorflow" }\n'
-        "}\n",
-        encoding="utf-8",
-    )
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "nmt.cli", "serve", "--config", str(root / "models.config"), "--port", str(port),
-         "--max-request-rows", "8", "--max-body-bytes", "20000"],
-        stderr=subprocess.PIPE, text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"nmt serve exited: {process.stderr.read()[-3000:]}")
-        try:
-            if call(f"{base}/healthz")[0] == 200:
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("nmt serve did not answer within 300 s")
-    yield base
-    process.terminate()
-    stderr = process.communicate(timeout=60)[1]
-    assert "warning: model broken not served" in stderr
+from conftest import CYCLE, call
 
 
 def test_health_and_model_status(server: str) -> None:
     code, body = call(f"{server}/healthz")
     assert code == 200 and body["models"] == {"en-ja": [1], "lm": [1]} and "broken" in body["failed"]
+    assert body["tasks"] == {"en-ja": "translation", "lm": "lm"}
     code, body = call(f"{server}/v1/models/lm")
     assert code == 200
     assert body == {"model_version_status": [{"version": "1", "state": "AVAILABLE",
@@ -89,7 +27,8 @@ def test_health_and_model_status(server: str) -> None:
     assert call(f"{server}/v1/models/lm/versions/1")[1] == body
     code, body = call(f"{server}/v1/models/en-ja/metadata")
     signatures = body["metadata"]["signature_def"]["signature_def"]
-    assert code == 200 and set(signatures) == {"serving_default", "translate", "translate_greedy", "translate_ids"}
+    assert code == 200 and set(signatures) == {"serving_default", "translate", "translate_greedy", "translate_ids",
+                                                "translate_attention", "inspect"}
     # TF Serving's shape: the SignatureDef protos as JSON.
     assert signatures["translate"]["inputs"]["text"]["dtype"] == "DT_STRING"
     assert signatures["translate"]["inputs"]["text"]["tensorShape"]["dim"] == [{"size": "-1"}]
@@ -137,6 +76,41 @@ def test_friendly_endpoints(server: str, cycle_run: Path, tiny_run: Path) -> Non
     assert "/v1/next-word" in schema["paths"] and "requestBody" in schema["paths"]["/v1/translate"]["post"]
 
 
+def test_attention_maps_and_hidden_states_over_http(server: str, cycle_run: Path, tiny_run: Path) -> None:
+    translator = nmt.load(tiny_run)
+    texts = ["Good morning.", "Where is the station?"]
+    code, body = call(f"{server}/v1/translate", {"text": texts, "attention": True})
+    assert code == 200 and body["beam"] == translator.config.decode.beam_size
+    for text, translation, attention in zip(texts, body["translations"], body["attention"]):
+        best = translator.translate([text], with_attention=True)[0][0]
+        assert translation == best.text
+        assert attention["source_tokens"] == best.source_tokens
+        assert attention["target_tokens"] == [*best.tokens, "</s>"]
+        weights = np.array(attention["weights"])
+        assert weights.shape == (len(best.tokens) + 1, len(best.source_tokens))
+        np.testing.assert_allclose(weights, best.attention, atol=1e-4)  # rounded to 4 decimals
+        np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-3)
+    code, body = call(f"{server}/v1/translate", {"text": "Good morning.", "beam": 1, "attention": True})
+    assert code == 400 and "attention maps are exported for the model's beam" in body["error"]
+
+    code, body = call(f"{server}/v1/inspect", {"text": ["north east", ""]})  # the language model by default
+    assert code == 200 and body["model"] == "lm" and body["task"] == "lm" and body["units"] == 32
+    trace = nmt.load(cycle_run).trace("north east", k=5)
+    first = body["results"][0]
+    assert first["tokens"] == trace.tokens
+    np.testing.assert_allclose(first["states"], trace.states, atol=1e-4)
+    np.testing.assert_allclose(first["norms"], trace.norms, atol=1e-3)
+    np.testing.assert_allclose(first["changes"], trace.changes, atol=1e-3)
+    assert [[p["token"] for p in step] for step in first["predictions"]] == [[w for w, _ in s] for s in trace.predictions]
+    assert first["predictions"][-1][0]["token"] == "▁south"
+    assert len(body["results"][1]["tokens"]) == 1  # an empty text: the start symbol only
+    code, body = call(f"{server}/v1/inspect", {"text": "Good morning.", "model": "en-ja"})
+    encoder = translator.trace("Good morning.")
+    assert code == 200 and body["task"] == "translation" and "predictions" not in body["results"][0]
+    assert body["results"][0]["tokens"] == encoder.tokens
+    np.testing.assert_allclose(body["results"][0]["states"], encoder.states, atol=1e-4)
+
+
 @pytest.mark.parametrize(
     "path, body, status, message",
     [
@@ -158,6 +132,9 @@ def test_friendly_endpoints(server: str, cycle_run: Path, tiny_run: Path) -> Non
         ("/v1/generate", {"text": "north", "top_p": 0}, 400, "top_p must be in (0, 1]"),
         ("/v1/translate", {"text": "hi", "model": "lm"}, 400, "model lm is not a translation model"),
         ("/v1/translate", b"[1, 2", 400, "JSON Parse error"),
+        ("/v1/translate", {"text": "hi", "attention": "yes please"}, 400, "invalid request: attention"),
+        ("/v1/inspect", {"text": "north", "model": "nope"}, 404, "Servable not found"),
+        ("/v1/inspect", {"text": []}, 400, "is empty"),
     ],
 )
 def test_bad_input_gets_a_tf_serving_shaped_error(server: str, path: str, body, status: int, message: str) -> None:

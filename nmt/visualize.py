@@ -1,0 +1,223 @@
+"""Pictures of what a model does, as PNG files: attention heatmaps, hidden-state traces and
+training curves. matplotlib's object API with the Agg canvas (no display, no global pyplot state).
+
+Japanese (and other CJK) pieces need a CJK font: the first installed one of :data:`CJK_FONTS` is
+used as a fallback behind DejaVu Sans (Debian: ``apt install fonts-ipaexfont-gothic``); without one,
+such labels show as boxes and a warning says what to install.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from nmt.errors import NmtError
+from nmt.io import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from nmt.inference import Trace
+
+CJK_FONTS = (
+    "IPAexGothic", "IPAGothic", "Noto Sans CJK JP", "Noto Sans JP", "Source Han Sans JP", "TakaoGothic",
+    "VL Gothic", "Droid Sans Fallback", "WenQuanYi Zen Hei", "Noto Sans CJK SC",
+)
+# File names of those fonts, to find one installed after matplotlib cached its font list.
+_CJK_FILES = ("ipaex", "ipag", "notosanscjk", "notosansjp", "sourcehansans", "takao", "vl-gothic", "droidsansfallback", "wqy")
+_warned_no_cjk = False
+
+
+def _families() -> list[str]:
+    """DejaVu Sans, then an installed CJK font for the glyphs it lacks."""
+    from matplotlib import font_manager
+
+    def installed() -> list[str]:
+        names = {font.name for font in font_manager.fontManager.ttflist}
+        return [name for name in CJK_FONTS if name in names]
+
+    found = installed()
+    if not found:
+        for path in font_manager.findSystemFonts():
+            if any(key in Path(path).name.lower().replace("_", "") for key in _CJK_FILES):
+                with contextlib.suppress(Exception):
+                    font_manager.fontManager.addfont(path)
+        found = installed()
+    return ["DejaVu Sans", *found[:1]]
+
+
+def _needs_cjk(labels: Sequence[str]) -> bool:
+    return any(ord(ch) >= 0x2E80 for label in labels for ch in label)
+
+
+@contextlib.contextmanager
+def _style(labels: Sequence[str]) -> Iterator[None]:
+    import matplotlib
+
+    global _warned_no_cjk
+    families = _families()
+    if len(families) == 1 and _needs_cjk(labels) and not _warned_no_cjk:
+        print("warning: no CJK font found, so Japanese/Chinese labels show as boxes; install one, e.g. "
+              "`apt install fonts-ipaexfont-gothic` (Debian/Ubuntu)", file=sys.stderr)
+        _warned_no_cjk = True
+    with matplotlib.rc_context({"font.family": families, "font.size": 9}), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        yield
+
+
+def _save(figure: Any, path: str | Path) -> Path:
+    """PNG bytes written atomically: the file appears complete or not at all."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    atomic_write_bytes(path, buffer.getvalue())
+    return Path(path)
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(min(max(width, 4.0), 40.0), min(max(height, 3.0), 40.0)))
+
+
+def _visible(piece: str) -> str:
+    """A piece as a label: SentencePiece's word start "▁" shown as is; blank pieces made visible."""
+    return piece if piece.strip() else repr(piece)
+
+
+def save_attention(
+    path: str | Path, source_tokens: Sequence[str], target_tokens: Sequence[str], weights: np.ndarray, title: str = ""
+) -> Path:
+    """Heatmap of attention ``weights`` [target, source]: one row per output piece (the weights the
+    decoder used to produce it), one column per source piece."""
+    weights = np.asarray(weights, dtype=np.float32)
+    if weights.shape != (len(target_tokens), len(source_tokens)):
+        raise ValueError(f"weights {weights.shape} do not match {len(target_tokens)} target x {len(source_tokens)} source tokens")
+    labels = [*source_tokens, *target_tokens, title]
+    with _style(labels):
+        figure = _figure(1.8 + 0.32 * len(source_tokens), 1.4 + 0.3 * len(target_tokens))
+        axes = figure.add_subplot()
+        image = axes.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
+        axes.set_xticks(range(len(source_tokens)), [_visible(t) for t in source_tokens], rotation=90)
+        axes.set_yticks(range(len(target_tokens)), [_visible(t) for t in target_tokens])
+        axes.xaxis.tick_top()
+        axes.set_xlabel("source")
+        axes.xaxis.set_label_position("top")
+        axes.set_ylabel("output")
+        if title:
+            axes.set_title(title, pad=12, loc="left")
+        figure.colorbar(image, ax=axes, fraction=0.04, pad=0.02, label="attention weight")
+        return _save(figure, path)
+
+
+def save_trace(path: str | Path, trace: Trace, title: str = "") -> Path:
+    """The hidden state after each token: a heatmap of its units (a row per token) beside the
+    state's norm and its change from the previous token."""
+    states, tokens = np.asarray(trace.states, dtype=np.float32), trace.tokens
+    with _style([*tokens, title]):
+        figure = _figure(11.0, 1.6 + 0.32 * len(tokens))
+        grid = figure.add_gridspec(1, 2, width_ratios=[4, 1], wspace=0.05)
+        heat = figure.add_subplot(grid[0])
+        limit = float(np.abs(states).max()) or 1.0
+        image = heat.imshow(states, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
+        heat.set_yticks(range(len(tokens)), [_visible(t) for t in tokens])
+        heat.set_xlabel(f"unit (of {states.shape[1]})")
+        figure.colorbar(image, ax=heat, location="bottom", fraction=0.05, pad=0.22, label="activation")
+        bars = figure.add_subplot(grid[1], sharey=heat)
+        rows = np.arange(len(tokens))
+        bars.barh(rows - 0.2, trace.norms, height=0.4, label="norm")
+        bars.barh(rows + 0.2, trace.changes, height=0.4, label="change")
+        bars.tick_params(labelleft=False)
+        bars.legend(loc="lower right", fontsize=7)
+        bars.set_xlabel("L2")
+        if title:
+            heat.set_title(title, loc="left")
+        return _save(figure, path)
+
+
+# --- training curves ---------------------------------------------------------------------------
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The dev evaluations of a run (``metrics.jsonl``), one per step, later lines winning (a
+    resumed run re-evaluates steps it had done before the interruption)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        raise NmtError(f"{run_dir}: no metrics.jsonl yet (it is written at each dev evaluation of `nmt train`)")
+    by_step: dict[int, dict[str, Any]] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise NmtError(f"{path}:{number}: not JSON ({error.msg})") from None
+        if "step" in record and not record.get("final"):
+            by_step[int(record["step"])] = record
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def read_train_loss(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, loss) of ``train/loss`` in the run's TensorBoard logs (every 20 steps)."""
+    import tensorflow as tf
+
+    by_step: dict[int, float] = {}
+    for events in sorted((run_dir / "logs").glob("events.out.tfevents.*")):
+        try:
+            for record in tf.data.TFRecordDataset(str(events)):
+                event = tf.compat.v1.Event.FromString(record.numpy())
+                for value in event.summary.value:
+                    if value.tag == "train/loss":
+                        by_step[int(event.step)] = float(tf.make_ndarray(value.tensor))
+        except tf.errors.DataLossError:
+            pass  # a log cut off by an interruption: keep what was read
+    steps = np.array(sorted(by_step), dtype=np.int64)
+    return steps, np.array([by_step[s] for s in steps], dtype=np.float64)
+
+
+def save_curves(path: str | Path, run_dir: str | Path) -> Path:
+    """Loss (train and dev) and dev quality (BLEU and chrF, or word perplexity for a language
+    model) against the training step."""
+    run_dir = Path(run_dir)
+    metrics = read_metrics(run_dir)
+    steps, loss = read_train_loss(run_dir)
+    if not metrics and not len(steps):
+        raise NmtError(f"{run_dir}: nothing to plot yet (no evaluation in metrics.jsonl, no train/loss in logs/)")
+    if not len(steps):  # no TensorBoard logs: the train loss recorded at each evaluation
+        steps = np.array([m["step"] for m in metrics if "train_loss" in m])
+        loss = np.array([m["train_loss"] for m in metrics if "train_loss" in m])
+    eval_steps = [m["step"] for m in metrics]
+    with _style([run_dir.name]):
+        figure = _figure(11.0, 4.0)
+        left, right = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
+        left.plot(steps, loss, label="train loss", linewidth=1)
+        dev_loss = [(m["step"], m["dev_loss"]) for m in metrics if "dev_loss" in m]
+        if dev_loss:
+            left.plot(*zip(*dev_loss), "o-", label="dev loss", markersize=3)
+        left.set_xlabel("step")
+        left.set_ylabel("loss (nats per token)")
+        left.legend()
+        left.grid(alpha=0.3)
+        if any("dev_bleu" in m for m in metrics):
+            for key, label in (("dev_bleu", "dev BLEU (greedy)"), ("dev_chrf", "dev chrF")):
+                points = [(m["step"], m[key]) for m in metrics if key in m]
+                right.plot(*zip(*points), "o-", label=label, markersize=3)
+            right.set_ylabel("score")
+        elif any("dev_word_perplexity" in m for m in metrics):
+            points = [(m["step"], m["dev_word_perplexity"]) for m in metrics if "dev_word_perplexity" in m]
+            right.plot(*zip(*points), "o-", label="dev word perplexity", markersize=3)
+            right.set_yscale("log")
+            right.set_ylabel("perplexity")
+        else:
+            right.text(0.5, 0.5, "no dev set" if not eval_steps else "no dev scores", ha="center", transform=right.transAxes)
+        right.set_xlabel("step")
+        if right.get_legend_handles_labels()[0]:
+            right.legend()
+        right.grid(alpha=0.3)
+        figure.suptitle(f"{run_dir.name}: training curves")
+        return _save(figure, path)

@@ -1,0 +1,106 @@
+"""The demo page at / of a real `nmt serve`, in a real headless Chromium driven by Playwright:
+typing shows the model's next words, clicking one appends it, the hidden-state view follows the
+text, and translating shows the translation and its attention map. A screenshot is kept in
+test-artifacts/ (or $NMT_TEST_ARTIFACTS).
+
+Without Chromium these tests skip, saying why, unless NMT_REQUIRE_BROWSER=1 (set by .ci/run, which
+installs Chromium): there a missing browser is a failure, not a silent skip.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+import nmt
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = Path(os.environ.get("NMT_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
+# Headless, and nothing that phones home: this machine's network is closed.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+                 "--disable-background-networking", "--disable-component-update"]
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("NMT_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{reason} (NMT_REQUIRE_BROWSER=1)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        _unavailable("Chromium is not installed (Debian/Ubuntu: apt install chromium); .ci/run installs it")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("playwright is not installed (pip install -e '.[test]')")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, server: str):
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.goto(f"{server}/")
+    page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+    yield page
+    page.close()
+    assert errors == [], errors
+
+
+def first_suggestion_is(page, word: str) -> None:
+    page.wait_for_function(
+        "word => { const b = document.querySelector('#suggestions .suggestion'); return b && b.dataset.word === word; }",
+        arg=word, timeout=60_000,
+    )
+
+
+def test_typing_shows_next_words_and_the_hidden_state_and_a_click_appends(page, cycle_run: Path) -> None:
+    lm = nmt.load(cycle_run)
+    page.locator("#prompt").press_sequentially("north east", delay=20)  # real key presses
+    first_suggestion_is(page, "south")
+    words = page.eval_on_selector_all("#suggestions .suggestion", "buttons => buttons.map(b => b.dataset.word)")
+    assert words == [w for w, _ in lm.next_words("north east", k=8)[0]]
+    trace = lm.trace("north east")
+    page.wait_for_function(f"document.querySelectorAll('#trace-table tbody tr').length === {len(trace.tokens)}")
+    pieces = page.eval_on_selector_all("#trace-table tbody tr td:nth-child(2)", "cells => cells.map(c => c.textContent)")
+    assert pieces == trace.tokens  # the start symbol, then ▁north ▁east
+    assert page.eval_on_selector("#trace-canvas", "c => c.height") > len(trace.tokens) * 10
+
+    page.locator("#suggestions .suggestion").first.click()
+    assert page.input_value("#prompt") == "north east south "
+    first_suggestion_is(page, "west")  # the suggestions follow the appended word
+    page.wait_for_function(f"document.querySelectorAll('#trace-table tbody tr').length === {len(trace.tokens) + 1}")
+
+
+def test_translating_shows_the_translation_and_its_attention_map(page, tiny_run: Path) -> None:
+    best = nmt.load(tiny_run).translate(["Where is the station?"], with_attention=True)[0][0]
+    page.fill("#source", "Where is the station?")
+    page.click("#translate-button")
+    page.wait_for_function("() => { const i = document.querySelector('#attention-image'); "
+                           "return !i.hidden && i.complete && i.naturalWidth > 0; }", timeout=60_000)
+    assert page.text_content("#translation") == best.text
+    source = page.get_attribute("#attention-image", "src")
+    assert source.startswith("data:image/png;base64,")
+    png = base64.b64decode(source.split(",", 1)[1])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    # One 26-pixel cell per source piece across and per output piece (and EOS) down, after the labels.
+    size = page.eval_on_selector("#attention-image", "i => [i.naturalWidth, i.naturalHeight]")
+    assert size == [90 + 26 * len(best.source_tokens) + 10, 90 + 26 * (len(best.tokens) + 1) + 10]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.locator("#prompt").press_sequentially("north east", delay=10)
+    first_suggestion_is(page, "south")
+    shot = ARTIFACTS / "demo-page.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
