@@ -16,6 +16,7 @@ EPILOG = """\
 examples:
   nmt train --config en-ja.yaml                       train (run again to resume)
   nmt train --config en-ja.yaml --set train.steps=200 --set run_dir=runs/try
+  TF_CONFIG='{"cluster": ...}' nmt train --config en-ja.yaml --set train.distribute=multi_worker
   nmt translate --run runs/en-ja -i in.en -o out.ja --beam 5
   cat in.en | nmt translate --run runs/en-ja > out.ja
   nmt evaluate --run runs/en-ja --src dev.en --ref dev.ja

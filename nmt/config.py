@@ -129,6 +129,15 @@ class TrainConfig:
     # into batch_size parallel streams, trained N tokens at a time, the hidden state carried from
     # one batch to the next.
     bptt_steps: int | None = None
+    # Where the steps run. none: one device. mirrored: every local GPU (tf.distribute.MirroredStrategy).
+    # multi_worker: the machines of the TF_CONFIG environment variable (MultiWorkerMirroredStrategy).
+    # batch_size is the global batch, shared out among the replicas: the same training as on one
+    # device, so the learning rate stays as it is.
+    distribute: Literal["none", "mirrored", "multi_worker"] = "none"
+    # Mixed precision computes in 16 bits and keeps float32 weights, softmax and loss; mixed_float16
+    # adds dynamic loss scaling. A GPU feature; on CPUs with AMX bfloat16 may help too.
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
+    jit_compile: bool = False  # compile forward + backward with XLA
 
 
 @dataclasses.dataclass
@@ -357,6 +366,9 @@ def _check_values(config: Config) -> None:
             raise NmtError("model.decoder.attention: a language model has no encoder to attend to; set it to none")
     elif config.train.bptt_steps is not None:
         raise NmtError("train.bptt_steps: only for language models (task: lm)")
+    if config.train.bptt_steps is not None and config.train.distribute != "none":
+        raise NmtError("train.distribute: running-text language models (train.bptt_steps) train on one device only, "
+                       "for now (their carried state is per row of the batch)")
     if decoder.attention == "none" and decoder.input_feeding:
         raise NmtError("model.decoder.input_feeding: needs attention (model.decoder.attention is none)")
     memory_size = encoder.units * (2 if encoder.bidirectional else 1)
@@ -371,6 +383,9 @@ def _check_values(config: Config) -> None:
         close = difflib.get_close_matches(config.data.bleu_tokenize, list(tokenizers), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else f" (choices: {', '.join(tokenizers)})"
         raise NmtError(f"data.bleu_tokenize: unknown sacrebleu tokenizer {config.data.bleu_tokenize!r}{hint}")
+    if config.tokenizer.input_sentence_size <= 100:
+        raise NmtError("tokenizer.input_sentence_size: SentencePiece samples more than 100 sentences, got "
+                       f"{config.tokenizer.input_sentence_size}")
     if config.tokenizer.vocab_size < MIN_VOCAB_SIZE:
         raise NmtError(
             f"tokenizer.vocab_size: must be at least {MIN_VOCAB_SIZE} (4 ids are reserved), got {config.tokenizer.vocab_size}"

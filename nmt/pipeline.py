@@ -1,24 +1,29 @@
 """Token ids -> ``tf.data`` training batches: bucketed by length, shuffled, prefetched.
 
-Tokenization happens once, in :func:`encode_corpus` (SentencePiece's C++ batch encoder), and the
-result is cached as flat arrays; after that every per-step operation is a TensorFlow op.
+Tokenization happens once (SentencePiece's C++ batch encoder, a chunk of the corpus at a time) into
+a :class:`TokenCache` on disk, which training streams from: memory does not grow with the corpus.
+Small sets (dev, tests) stay in memory as an :class:`EncodedCorpus`; both give the same batches.
+After tokenization every per-step operation is a TensorFlow op.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from nmt.io import atomic_writer
 from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
 
 @dataclasses.dataclass
 class EncodedCorpus:
-    """Token ids of a corpus as flat arrays (values + lengths): compact and fast to cache."""
+    """Token ids of a corpus in memory as flat arrays (values + lengths)."""
 
     source_values: np.ndarray
     source_lengths: np.ndarray
@@ -28,15 +33,6 @@ class EncodedCorpus:
 
     def __len__(self) -> int:
         return len(self.source_lengths)
-
-    def save(self, path: Path) -> None:
-        with atomic_writer(path, "wb") as handle:
-            np.savez(handle, **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
-
-    @classmethod
-    def load(cls, path: Path) -> EncodedCorpus:
-        with np.load(path) as arrays:
-            return cls(**{f.name: arrays[f.name] for f in dataclasses.fields(cls)})
 
 
 def _flatten(ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -84,6 +80,116 @@ def encode_texts(texts: list[str], tokenizer: Tokenizer, max_length: int | None 
     return EncodedCorpus(np.zeros(0, np.int32), empty, values, lengths, dropped_too_long=len(texts) - len(ids))
 
 
+@dataclasses.dataclass
+class TokenCache:
+    """A tokenized corpus on disk: TFRecord files whose records each hold a chunk of examples as
+    flat id arrays (``source_values``, ``source_lengths``, ``target_values``, ``target_lengths``),
+    in corpus order, and ``meta.json`` with the counts. Read back a chunk at a time."""
+
+    path: Path
+    examples: int
+    max_source_length: int
+    max_target_length: int
+    dropped_too_long: int = 0
+
+    META = "meta.json"
+
+    def __len__(self) -> int:
+        return self.examples
+
+    @property
+    def files(self) -> list[str]:
+        return sorted(str(p) for p in self.path.glob("part-*.tfrecord"))
+
+    @classmethod
+    def load(cls, path: Path) -> TokenCache | None:
+        """The cache at ``path``, or None if there is none (a cache is complete or absent)."""
+        meta = path / cls.META
+        if not meta.is_file():
+            return None
+        return cls(path=path, **json.loads(meta.read_text(encoding="utf-8")))
+
+    def chunks(self) -> tf.data.Dataset:
+        """(source, target) ragged [chunk, None] int32 per record, in corpus order."""
+        features = {name: tf.io.RaggedFeature(tf.int64) for name in _CHUNK_FIELDS}
+
+        def parse(record: tf.Tensor) -> tuple[tf.RaggedTensor, tf.RaggedTensor]:
+            chunk = {k: tf.cast(v, tf.int32) for k, v in tf.io.parse_single_example(record, features).items()}
+            return (tf.RaggedTensor.from_row_lengths(chunk["source_values"], chunk["source_lengths"]),
+                    tf.RaggedTensor.from_row_lengths(chunk["target_values"], chunk["target_lengths"]))
+
+        return tf.data.TFRecordDataset(self.files).map(parse)
+
+    def to_corpus(self) -> EncodedCorpus:
+        """The whole corpus in memory (running text, whose token stream is laid out at once)."""
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in _CHUNK_FIELDS}
+        for source, target in self.chunks():
+            for prefix, ragged in (("source", source), ("target", target)):
+                parts[f"{prefix}_values"].append(ragged.flat_values.numpy())
+                parts[f"{prefix}_lengths"].append(ragged.row_lengths().numpy().astype(np.int32))
+        arrays = {k: np.concatenate(v) if v else np.zeros(0, np.int32) for k, v in parts.items()}
+        return EncodedCorpus(**arrays, dropped_too_long=self.dropped_too_long)
+
+
+_CHUNK_FIELDS = ("source_values", "source_lengths", "target_values", "target_lengths")
+CHUNK_EXAMPLES = 20_000  # examples tokenized, and stored per record, at a time
+RECORDS_PER_FILE = 50  # 1M examples per TFRecord file
+
+
+def build_token_cache(
+    path: Path,
+    examples: Iterable[tuple[str, str | None]],
+    encode: Callable[[list[str], list[str | None]], EncodedCorpus],
+    progress: Callable[[int], None] | None = None,
+) -> TokenCache:
+    """Tokenizes ``examples`` a chunk at a time with ``encode`` (which also filters by length:
+    :func:`encode_corpus` or :func:`encode_texts`) into a :class:`TokenCache` at ``path``. Written
+    under a temporary name and renamed when complete: an interrupted run leaves no half cache."""
+    staging = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    totals = {"examples": 0, "max_source_length": 0, "max_target_length": 0, "dropped_too_long": 0}
+    writer, records, files = None, 0, 0
+
+    def write(sources: list[str], targets: list[str | None]) -> None:
+        nonlocal writer, records, files
+        chunk = encode(sources, targets)
+        if records % RECORDS_PER_FILE == 0:
+            if writer is not None:
+                writer.close()
+            writer = tf.io.TFRecordWriter(str(staging / f"part-{files:05d}.tfrecord"))
+            files += 1
+        feature = {name: tf.train.Feature(int64_list=tf.train.Int64List(value=getattr(chunk, name).tolist()))
+                   for name in _CHUNK_FIELDS}
+        writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+        records += 1
+        totals["examples"] += len(chunk)
+        totals["dropped_too_long"] += chunk.dropped_too_long
+        totals["max_source_length"] = max(totals["max_source_length"], int(chunk.source_lengths.max(initial=0)))
+        totals["max_target_length"] = max(totals["max_target_length"], int(chunk.target_lengths.max(initial=0)))
+        if progress:
+            progress(len(sources))
+
+    try:
+        sources: list[str] = []
+        targets: list[str | None] = []
+        for source, target in examples:
+            sources.append(source)
+            targets.append(target)
+            if len(sources) == CHUNK_EXAMPLES:
+                write(sources, targets)
+                sources, targets = [], []
+        if sources or not records:
+            write(sources, targets)
+        writer.close()
+        (staging / TokenCache.META).write_text(json.dumps(totals), encoding="utf-8")
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(staging, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return TokenCache(path=path, **totals)
+
+
 def token_stream(corpus: EncodedCorpus) -> np.ndarray:
     """Lines as one stream of running text: EOS, line 1, EOS, line 2, EOS, ... (the leading EOS is
     the "previous line ended" context of the first token, so every token and every line end is
@@ -129,7 +235,7 @@ def bucket_boundaries(max_length: int, width: int) -> list[int]:
 
 
 def make_dataset(
-    corpus: EncodedCorpus,
+    corpus: EncodedCorpus | TokenCache,
     batch_size: int,
     batch_tokens: int | None = None,
     bucket_width: int = 4,
@@ -144,12 +250,20 @@ def make_dataset(
     longer side, so a batch holds sentences of similar length and little compute goes to padding.
     With ``batch_tokens``, each bucket's batch size is chosen so a batch holds about that many
     target tokens (long sentences, small batches).
+
+    An in-memory :class:`EncodedCorpus` and the same examples in a :class:`TokenCache` (read from
+    disk a chunk at a time; memory is the shuffle buffer, not the corpus) give the same batches.
     """
-    source = tf.RaggedTensor.from_row_lengths(corpus.source_values, corpus.source_lengths)
-    target = tf.RaggedTensor.from_row_lengths(corpus.target_values, corpus.target_lengths)
-    dataset = tf.data.Dataset.from_tensor_slices((source, target))
+    if isinstance(corpus, TokenCache):
+        dataset = corpus.chunks().flat_map(lambda source, target: tf.data.Dataset.from_tensor_slices((source, target)))
+        max_length = max(corpus.max_source_length, corpus.max_target_length + 1, 1)
+    else:
+        source = tf.RaggedTensor.from_row_lengths(corpus.source_values, corpus.source_lengths)
+        target = tf.RaggedTensor.from_row_lengths(corpus.target_values, corpus.target_lengths)
+        dataset = tf.data.Dataset.from_tensor_slices((source, target))
+        max_length = int(max(corpus.source_lengths.max(initial=1), corpus.target_lengths.max(initial=0) + 1))
     if shuffle:
-        dataset = dataset.shuffle(min(shuffle_buffer, len(corpus)), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(max(1, min(shuffle_buffer, len(corpus))), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()
 
@@ -162,7 +276,6 @@ def make_dataset(
         }
 
     dataset = dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    max_length = int(max(corpus.source_lengths.max(initial=1), corpus.target_lengths.max(initial=0) + 1))
     boundaries = bucket_boundaries(max_length, bucket_width)
     if batch_tokens:
         sizes = [max(1, batch_tokens // (b - 1)) for b in boundaries] + [max(1, batch_tokens // max_length)]

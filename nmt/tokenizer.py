@@ -8,8 +8,8 @@ Ids are fixed for every model: 0 padding, 1 unknown, 2 begin, 3 end of sequence.
 from __future__ import annotations
 
 import io
-import random
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import sentencepiece as spm
@@ -38,24 +38,31 @@ class Tokenizer:
     @classmethod
     def train(
         cls,
-        texts: Sequence[str],
+        texts: Iterable[str],
         model_type: str = "unigram",
         vocab_size: int = 8000,
         character_coverage: float = 0.9995,
         input_sentence_size: int = 1_000_000,
         seed: int = 1234,
     ) -> Tokenizer:
-        """Trains on ``texts`` (sampled down to ``input_sentence_size`` sentences)."""
-        if not texts:
-            raise NmtError("cannot train a tokenizer on an empty corpus")
+        """Trains on ``texts``, read once as a stream: SentencePiece keeps a uniform sample of
+        ``input_sentence_size`` sentences (reservoir sampling, seeded), so memory is bounded
+        whatever the corpus size."""
         if vocab_size < MIN_VOCAB_SIZE:
             raise NmtError(f"tokenizer vocab_size must be at least {MIN_VOCAB_SIZE} (4 ids are reserved), got {vocab_size}")
-        if len(texts) > input_sentence_size:
-            texts = random.Random(seed).sample(list(texts), input_sentence_size)
+        if input_sentence_size <= 100:
+            raise NmtError(f"input_sentence_size: SentencePiece samples more than 100 sentences, got {input_sentence_size}")
+        iterator = iter(texts)
+        first = next(iterator, None)
+        if first is None:
+            raise NmtError("cannot train a tokenizer on an empty corpus")
         model = io.BytesIO()
+        spm.set_random_generator_seed(seed)
         try:
             spm.SentencePieceTrainer.train(
-                sentence_iterator=iter(texts),
+                sentence_iterator=itertools.chain([first], iterator),
+                input_sentence_size=input_sentence_size,
+                shuffle_input_sentence=True,
                 model_writer=model,
                 model_type=model_type,
                 vocab_size=vocab_size,

@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -26,12 +27,16 @@ import tensorflow as tf
 import yaml
 
 from nmt.config import Config, save_config
-from nmt.data import read_corpus
+from nmt.data import CorpusStream, read_corpus
+from nmt.distribute import from_chief, is_chief, make_strategy, worker_dir
 from nmt.errors import NmtError
 from nmt.evaluation import Scores, bleu_tokenize, score
 from nmt.inference import BEST_WEIGHTS, LanguageModelRunner, Perplexity, Translator, build_model, tokenizer_paths
 from nmt.models import model_variables
-from nmt.pipeline import EncodedCorpus, encode_corpus, encode_texts, make_dataset, make_stream_dataset, token_stream
+from nmt.pipeline import (
+    EncodedCorpus, TokenCache, build_token_cache, encode_corpus, encode_texts, make_dataset, make_stream_dataset,
+    token_stream,
+)
 from nmt.tokenizer import PAD_ID, Tokenizer
 
 
@@ -91,7 +96,7 @@ class PreparedData:
 
     source_tokenizer: Tokenizer
     target_tokenizer: Tokenizer
-    train: EncodedCorpus
+    train: TokenCache  # on disk, streamed
     dev_sources: list[str]
     dev_targets: list[str]
     dev: EncodedCorpus | None
@@ -130,33 +135,39 @@ def _check_compatible(run_dir: Path, config: Config) -> None:
 
 
 def prepare_data(config: Config, run_dir: Path) -> PreparedData:
-    """Reads the corpora, trains (or reuses) the tokenizers, tokenizes once and caches the ids."""
+    """Trains (or reuses) the tokenizers and tokenizes the training corpus once into an on-disk
+    cache. The corpus is read as a stream (one pass per tokenizer trained, one to tokenize), so
+    memory does not grow with its size; the dev set is read into memory."""
     lm = config.task == "lm"
     running_text = lm and config.train.bptt_steps is not None
-    train_corpus = read_corpus(config.data.train, with_target=not lm, keep_empty=running_text)
+    train_stream = CorpusStream(config.data.train, with_target=not lm, keep_empty=running_text)
+    where = config.data.train.path or config.data.train.source_path
     what = "lines" if lm else "pairs"
-    if not (train_corpus.sources if lm else train_corpus.targets):
-        raise NmtError(f"data.train: no training {what} left after dropping empty lines")
-    log(f"train: {len(train_corpus)} {what} read from {config.data.train.path or config.data.train.source_path}"
-        f" ({train_corpus.dropped_empty} empty dropped)")
     tok = config.tokenizer
     source_path, target_path = tokenizer_paths(run_dir, config)
     if source_path.is_file() and target_path.is_file():
         source_tokenizer, target_tokenizer = Tokenizer.load(source_path), Tokenizer.load(target_path)
     else:
         log(f"training SentencePiece ({tok.model_type}, vocabulary {tok.vocab_size}"
-            f"{'' if lm else ', shared' if tok.shared else ', separate'})")
+            f"{'' if lm else ', shared' if tok.shared else ', separate'}) on up to {tok.input_sentence_size:,} "
+            f"sentences sampled from {where}")
         options = dict(
             model_type=tok.model_type, vocab_size=tok.vocab_size, character_coverage=tok.character_coverage,
             input_sentence_size=tok.input_sentence_size, seed=config.seed,
         )
-        if lm:
-            source_tokenizer = target_tokenizer = Tokenizer.train([t for t in train_corpus.sources if t], **options)
-        elif tok.shared:
-            source_tokenizer = target_tokenizer = Tokenizer.train(train_corpus.sources + train_corpus.targets, **options)
-        else:
-            source_tokenizer = Tokenizer.train(train_corpus.sources, **options)
-            target_tokenizer = Tokenizer.train(train_corpus.targets, **options)
+        try:
+            if lm:
+                source_tokenizer = target_tokenizer = Tokenizer.train((s for s, _ in train_stream if s), **options)
+            elif tok.shared:
+                both = (text for pair in train_stream for text in pair)
+                source_tokenizer = target_tokenizer = Tokenizer.train(both, **options)
+            else:
+                source_tokenizer = Tokenizer.train((s for s, _ in train_stream), **options)
+                target_tokenizer = Tokenizer.train((t for _, t in train_stream), **options)
+        except NmtError as error:
+            if "empty corpus" in str(error):
+                raise NmtError(f"data.train: no training {what} left after dropping empty lines") from None
+            raise
         target_tokenizer.save(target_path)
         source_tokenizer.save(source_path)
     log(f"vocabulary: {target_tokenizer.vocab_size}" if lm else
@@ -172,21 +183,32 @@ def prepare_data(config: Config, run_dir: Path) -> PreparedData:
                     config.data.max_target_length], sort_keys=True).encode()
         + source_tokenizer.model_proto + target_tokenizer.model_proto
     ).hexdigest()[:16]
-    cache = run_dir / "cache" / f"train-{fingerprint}.npz"
-    if cache.is_file():
-        train = EncodedCorpus.load(cache)
-    elif lm:
-        # Running text keeps every line (the stream is the text); sentences are length-filtered.
-        train = encode_texts(train_corpus.sources, target_tokenizer, None if running_text else config.data.max_target_length)
-        train.save(cache)
-    else:
-        train = encode_corpus(
-            train_corpus.sources, train_corpus.targets, source_tokenizer, target_tokenizer,
-            config.data.max_source_length, config.data.max_target_length,
-        )
-        train.save(cache)
+    cache_path = run_dir / "cache" / f"train-{fingerprint}"
+    train = TokenCache.load(cache_path)
+    if train is None:
+        if lm:
+            # Running text keeps every line (the stream is the text); sentences are length-filtered.
+            limit = None if running_text else config.data.max_target_length
+
+            def encode(texts: list[str], _: list) -> EncodedCorpus:
+                return encode_texts(texts, target_tokenizer, limit)
+        else:
+            def encode(sources: list[str], targets: list) -> EncodedCorpus:
+                return encode_corpus(sources, targets, source_tokenizer, target_tokenizer,
+                                     config.data.max_source_length, config.data.max_target_length)
+
+        log(f"tokenizing {where} into {cache_path}")
+        done = [0]
+
+        def progress(count: int) -> None:
+            done[0] += count
+            if done[0] % 1_000_000 < count:
+                log(f"  {done[0]:,} {what} tokenized")
+
+        train = build_token_cache(cache_path, train_stream, encode, progress)
+        log(f"train: {done[0]:,} {what} read from {where} ({train_stream.dropped_empty} empty dropped)")
     if running_text:
-        log(f"train: {len(train)} lines, {int(train.target_lengths.sum()) + len(train)} tokens of running text")
+        log(f"train: {len(train)} lines of running text")
     elif lm:
         log(f"train: {len(train)} lines kept, {train.dropped_too_long} dropped as longer than "
             f"{config.data.max_target_length} tokens or empty once tokenized")
@@ -194,6 +216,8 @@ def prepare_data(config: Config, run_dir: Path) -> PreparedData:
         log(f"train: {len(train)} pairs kept, {train.dropped_too_long} dropped as longer than "
             f"{config.data.max_source_length}/{config.data.max_target_length} tokens or empty once tokenized")
     if not len(train):
+        if not train.dropped_too_long:
+            raise NmtError(f"data.train: no training {what} left after dropping empty lines")
         raise NmtError("data: every training example is longer than the length limits in data")
 
     dev_sources: list[str] = []
@@ -241,36 +265,72 @@ class Trainer:
             result.update(dev_bleu=scores.bleu, dev_chrf=scores.chrf, dev_sentences=len(sources))
         return result
 
-    def train(self) -> Scores | None:
-        config, run_dir = self.config, self.run_dir
+    def train(self) -> Scores | Perplexity | None:
+        config, cfg = self.config, self.config.train
+        # The strategy first: a cluster must be set up before TensorFlow runs anything else.
+        strategy = make_strategy(cfg.distribute)
+        replicas = strategy.num_replicas_in_sync
+        chief = is_chief(strategy)
+        run_dir = self.run_dir
+        work_dir = worker_dir(strategy, run_dir)  # tokenizers and cache: the chief's are the run's
         _check_compatible(run_dir, config)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / "config.yaml")
+        work_dir.mkdir(parents=True, exist_ok=True)
+        if chief:
+            save_config(config, run_dir / "config.yaml")
         keras.utils.set_random_seed(config.seed)
-        data = prepare_data(config, run_dir)
-        cfg = config.train
+        data = prepare_data(config, work_dir)
+        if replicas > 1:
+            log(f"distribute: {cfg.distribute}, {replicas} replicas"
+                + (f", worker {strategy.cluster_resolver.task_id}" if cfg.distribute == "multi_worker" else "")
+                + f"; each takes its share of the global batch of {cfg.batch_size}")
+            # Every worker trains its tokenizers from the same data and seed: check they agree.
+            fingerprint = int(hashlib.sha1(data.source_tokenizer.model_proto + data.target_tokenizer.model_proto)
+                              .hexdigest()[:7], 16)
+            if from_chief(strategy, fingerprint) != fingerprint:
+                raise NmtError(f"the tokenizers of this worker ({work_dir}) differ from the chief's: all workers must "
+                               "read the same training data")
 
-        model = build_model(config, data.source_tokenizer.vocab_size, data.target_tokenizer.vocab_size)
+        previous_policy = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy(cfg.precision)
+        try:
+            with strategy.scope():
+                model = build_model(config, data.source_tokenizer.vocab_size, data.target_tokenizer.vocab_size)
+                schedule = LearningRate(cfg.learning_rate, cfg.warmup_steps, cfg.decay, cfg.steps)
+                optimizer = keras.optimizers.Adam(learning_rate=schedule)
+                if cfg.precision == "mixed_float16":
+                    # float16 gradients underflow: the loss is scaled up, and steps with inf/NaN
+                    # gradients are skipped while the scale adapts.
+                    optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+                optimizer.build(model.trainable_variables)
+            self._train_loop(strategy, model, optimizer, schedule, data, work_dir)
+        finally:
+            keras.mixed_precision.set_global_policy(previous_policy)
+        return self.final_evaluation(data) if chief else None
+
+    def _train_loop(self, strategy, model, optimizer, schedule, data: PreparedData, work_dir: Path) -> None:
+        config, cfg, run_dir = self.config, self.config.train, self.run_dir
+        replicas, chief = strategy.num_replicas_in_sync, is_chief(strategy)
         parameters = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
-        log(f"model: {parameters / 1e6:.2f}M parameters")
-        schedule = LearningRate(cfg.learning_rate, cfg.warmup_steps, cfg.decay, cfg.steps)
-        optimizer = keras.optimizers.Adam(learning_rate=schedule)
-        optimizer.build(model.trainable_variables)
-
+        log(f"model: {parameters / 1e6:.2f}M parameters" + (f", {cfg.precision}" if cfg.precision != "float32" else "")
+            + (", XLA" if cfg.jit_compile else ""))
         running_text = config.task == "lm" and cfg.bptt_steps is not None
         if running_text:
-            dataset = make_stream_dataset(token_stream(data.train), cfg.batch_size, cfg.bptt_steps)
+            # The token stream is laid out in memory (4 bytes per token).
+            dataset = make_stream_dataset(token_stream(data.train.to_corpus()), cfg.batch_size, cfg.bptt_steps)
         else:
             dataset = make_dataset(
                 data.train, cfg.batch_size, cfg.batch_tokens, cfg.bucket_width, cfg.shuffle_buffer, seed=config.seed
             )
+        # Every worker reads the same global batches (same data, same seed); a plain iterator is
+        # checkpointable, which a distributed one is not.
         iterator = iter(dataset)
         # Dev quality of the best weights so far: BLEU for translation, minus the loss for an LM.
         best_score = tf.Variable(-1e9, trainable=False, dtype=tf.float32)
         stale_evals = tf.Variable(0, trainable=False, dtype=tf.int64)
         # TBPTT: the state at the end of one batch starts the next (row r continues row r).
         carried = tf.nest.map_structure(
-            lambda t: tf.Variable(t, trainable=False), model.initial_state(cfg.batch_size) if running_text else {}
+            lambda t: tf.Variable(tf.cast(t, tf.float32), trainable=False),
+            model.initial_state(cfg.batch_size) if running_text else {},
         )
         # The iterator and the carried state are part of the checkpoint: a resumed run continues
         # with the next batch from the same state.
@@ -280,36 +340,73 @@ class Trainer:
             stale_evals=stale_evals,
             carried_state={f"state_{i}": v for i, v in enumerate(tf.nest.flatten(carried))},
         )
-        manager = tf.train.CheckpointManager(checkpoint, run_dir / "checkpoints", max_to_keep=cfg.keep_checkpoints)
-        if manager.latest_checkpoint:
-            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-            log(f"resumed from {manager.latest_checkpoint} at step {int(optimizer.iterations)}")
+        # Only the chief keeps checkpoints; the other workers take part in saving (a collective
+        # under multi_worker) into a scratch folder that is deleted. All resume from the chief's.
+        save_dir = run_dir / "checkpoints" if chief else work_dir / "checkpoints-scratch"
+        manager = tf.train.CheckpointManager(checkpoint, save_dir, max_to_keep=cfg.keep_checkpoints)
+        latest = tf.train.latest_checkpoint(run_dir / "checkpoints")
+        if latest:
+            checkpoint.restore(latest).assert_existing_objects_matched()
+            log(f"resumed from {latest} at step {_steps_done(optimizer)}")
+        if replicas > 1 and from_chief(strategy, _steps_done(optimizer)) != _steps_done(optimizer):
+            raise NmtError(f"this worker resumed at step {_steps_done(optimizer)}, not at the chief's: it cannot read "
+                           f"the chief's checkpoints in {run_dir / 'checkpoints'} (put run_dir on a shared filesystem)")
+        loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
-        @tf.function(input_signature=[BATCH_SPEC])
+        @tf.function(jit_compile=cfg.jit_compile, reduce_retracing=True)
+        def gradients_of(batch: dict[str, tf.Tensor], state: Any) -> tuple[list, tf.Tensor, tf.Tensor, Any]:
+            """Forward and backward on this replica's rows: gradients of the mean loss over its
+            tokens (times the loss scale under float16), that loss, the token count, final state."""
+            with tf.GradientTape() as tape:
+                if running_text:
+                    logits, final = model.forward(batch["target_in"], state, training=True)
+                else:
+                    logits, final = model(batch, training=True), state
+                loss, tokens = token_loss(logits, batch["target_out"], cfg.label_smoothing)
+                scaled = optimizer.scale_loss(loss) if loss_scaled else loss
+            return tape.gradient(scaled, model.trainable_variables), loss, tokens, final
+
+        def replica_step(batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+            context = tf.distribute.get_replica_context()
+            if replicas > 1:  # this replica's share of the global batch's rows
+                rows = tf.shape(batch["target_in"])[0]
+                share = (rows + replicas - 1) // replicas
+                first = tf.minimum(context.replica_id_in_sync_group * share, rows)
+                batch = {k: v[first : first + share] if v.shape.rank else v for k, v in batch.items()}
+            state = {}
+            if running_text:
+                restart = tf.cast(batch["first"], tf.float32)  # a new pass over the text: zero state
+                state = tf.nest.map_structure(lambda v: tf.cast(v * (1.0 - restart), model.compute_dtype), carried)
+            gradients, loss, tokens, final = gradients_of(batch, state)
+            # Embedding gradients come as IndexedSlices, one row per token occurrence: summed into
+            # dense gradients, so that the clipping norm is the gradient's true norm and every
+            # replica count gives the same update.
+            gradients = [tf.convert_to_tensor(g) for g in gradients]
+            if loss_scaled:
+                gradients = [g / optimizer.dynamic_scale for g in gradients]
+            if replicas > 1:
+                # The global batch's mean loss: each replica's mean weighted by its share of the
+                # tokens, summed over replicas.
+                all_tokens = context.all_reduce(tf.distribute.ReduceOp.SUM, tokens)
+                weight = tokens / tf.maximum(all_tokens, 1.0)
+                gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, [g * weight for g in gradients])
+                loss = context.all_reduce(tf.distribute.ReduceOp.SUM, loss * weight)
+                tokens = all_tokens
+            # Clipped after the sum, as one device would: every replica holds the same gradients.
+            gradients, norm = tf.clip_by_global_norm(gradients, cfg.clip_norm)
+            if loss_scaled:
+                gradients = [g * optimizer.dynamic_scale for g in gradients]
+            # The optimizer sums over replicas again: hand it 1/N of the (identical) gradients.
+            optimizer.apply_gradients(zip([g / replicas for g in gradients] if replicas > 1 else gradients,
+                                          model.trainable_variables))
+            if running_text:
+                tf.nest.map_structure(lambda v, f: v.assign(tf.cast(tf.stop_gradient(f), tf.float32)), carried, final)
+            return loss, norm, tokens
+
+        @tf.function(input_signature=[STREAM_BATCH_SPEC if running_text else BATCH_SPEC])
         def train_step(batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-            with tf.GradientTape() as tape:
-                logits = model(batch, training=True)
-                loss, tokens = token_loss(logits, batch["target_out"], cfg.label_smoothing)
-            gradients = tape.gradient(loss, model.trainable_variables)
-            gradients, norm = tf.clip_by_global_norm(gradients, cfg.clip_norm)
-            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-            return loss, norm, tokens
-
-        @tf.function(input_signature=[STREAM_BATCH_SPEC])
-        def stream_train_step(batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-            restart = tf.cast(batch["first"], tf.float32)  # a new pass over the text: zero state
-            state = tf.nest.map_structure(lambda v: v * (1.0 - restart), carried)
-            with tf.GradientTape() as tape:
-                logits, final = model.forward(batch["target_in"], state, training=True)
-                loss, tokens = token_loss(logits, batch["target_out"], cfg.label_smoothing)
-            gradients = tape.gradient(loss, model.trainable_variables)
-            gradients, norm = tf.clip_by_global_norm(gradients, cfg.clip_norm)
-            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-            tf.nest.map_structure(lambda v, f: v.assign(tf.stop_gradient(f)), carried, final)
-            return loss, norm, tokens
-
-        if running_text:
-            train_step = stream_train_step
+            results = strategy.run(replica_step, args=(batch,))
+            return tuple(strategy.experimental_local_results(r)[0] for r in results)
 
         @tf.function(input_signature=[BATCH_SPEC])
         def eval_loss(batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
@@ -319,9 +416,9 @@ class Trainer:
             predictor: Translator | LanguageModelRunner = LanguageModelRunner(model, data.target_tokenizer, config)
         else:
             predictor = Translator(model, data.source_tokenizer, data.target_tokenizer, config)
-        writer = tf.summary.create_file_writer(str(run_dir / "logs"))
+        writer = tf.summary.create_file_writer(str(run_dir / "logs")) if chief else tf.summary.create_noop_writer()
         metrics_path = run_dir / "metrics.jsonl"
-        step = int(optimizer.iterations)
+        step = _steps_done(optimizer)
         # A live Keras progress bar on a terminal; in a log file, one line every 100 steps instead.
         interactive = sys.stdout.isatty()
         progress = keras.utils.Progbar(cfg.steps, stateful_metrics=["loss", "tok/s", "lr"], unit_name="step")
@@ -352,16 +449,20 @@ class Trainer:
                     tf.summary.scalar("train/gradient_norm", float(norm))
                 window_tokens, window_start = 0.0, time.perf_counter()
             if step % cfg.eval_every == 0 or step == cfg.steps:
-                stopped_early = self._evaluation_point(
-                    step, predictor, data, eval_loss, model, best_score, stale_evals, losses, writer, metrics_path
-                )
+                # Dev scores once, by the chief; the others wait for its verdict on early stopping.
+                if chief:
+                    stopped_early = self._evaluation_point(
+                        step, predictor, data, eval_loss, model, best_score, stale_evals, losses, writer, metrics_path
+                    )
+                if replicas > 1:
+                    stopped_early = bool(from_chief(strategy, int(stopped_early)))
                 window_tokens, window_start = 0.0, time.perf_counter()  # evaluation is not training time
             if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopped_early:
                 manager.save(checkpoint_number=step)
+                if not chief:
+                    shutil.rmtree(save_dir, ignore_errors=True)
             if stopped_early:
                 log(f"early stopping at step {step}: no dev improvement in {cfg.early_stopping} evaluations")
-
-        return self.final_evaluation(data)
 
     def _evaluation_point(self, step, predictor, data, eval_loss, model, best_score, stale_evals, losses, writer, metrics_path) -> bool:
         cfg = self.config.train
@@ -427,6 +528,11 @@ class Trainer:
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
         return scores
+
+
+def _steps_done(optimizer: keras.optimizers.Optimizer) -> int:
+    """The optimizer's step count (a distributed variable under a strategy: read as a tensor)."""
+    return int(tf.convert_to_tensor(optimizer.iterations.value))
 
 
 def _perplexity_record(perplexity: Perplexity) -> dict[str, float]:

@@ -328,16 +328,54 @@ def test_encode_corpus_drops_target_without_tokens(word_tok):
     assert encoded.dropped_too_long == 1
 
 
-def test_encoded_corpus_save_load(word_tok, tmp_path):
-    from nmt.pipeline import EncodedCorpus, encode_corpus
+def word_pairs(n: int, seed: int = 1) -> tuple[list[str], list[str]]:
+    rng = random.Random(seed)
+    words = "the a cat dog sees likes big small red house tree".split()
+    sentence = lambda: " ".join(rng.choice(words) for _ in range(rng.randint(1, 9)))  # noqa: E731
+    return [sentence() for _ in range(n)], [sentence() for _ in range(n)]
 
-    encoded = encode_corpus(["the cat", "a dog", "the big dog"], ["a", "b c", "d"], word_tok, word_tok, 8, 8)
-    encoded.dropped_too_long = 5
-    encoded.save(tmp_path / "enc.npz")
-    loaded = EncodedCorpus.load(tmp_path / "enc.npz")
+
+def test_token_cache_streams_the_same_batches_as_memory(word_tok, tmp_path, monkeypatch):
+    from nmt import pipeline
+
+    # Small chunks and files, so that the corpus spans several records and files.
+    monkeypatch.setattr(pipeline, "CHUNK_EXAMPLES", 7)
+    monkeypatch.setattr(pipeline, "RECORDS_PER_FILE", 3)
+    sources, targets = word_pairs(100)
+
+    def encode(s, t):
+        return pipeline.encode_corpus(s, t, word_tok, word_tok, max_source_length=6, max_target_length=6)
+
+    in_memory = encode(sources, targets)
+    cache = pipeline.build_token_cache(tmp_path / "cache", zip(sources, targets), encode)
+    assert len(cache.files) == 5 and len(cache) == len(in_memory) and cache.dropped_too_long == in_memory.dropped_too_long
+    assert pipeline.TokenCache.load(tmp_path / "cache") == cache
+    back = cache.to_corpus()
     for name in ("source_values", "source_lengths", "target_values", "target_lengths"):
-        np.testing.assert_array_equal(getattr(loaded, name), getattr(encoded, name))
-    assert int(loaded.dropped_too_long) == 5
+        np.testing.assert_array_equal(getattr(back, name), getattr(in_memory, name))
+    # Shuffled, bucketed, repeated: batch for batch the same (order, padding, bucket sizes).
+    options = dict(batch_size=8, bucket_width=2, shuffle_buffer=30, seed=5)
+    streamed = batches(pipeline.make_dataset(cache, **options).take(40))
+    expected = batches(pipeline.make_dataset(in_memory, **options).take(40))
+    for a, b in zip(streamed, expected, strict=True):
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_token_cache_is_written_whole_or_not_at_all(word_tok, tmp_path):
+    from nmt import pipeline
+
+    sources, targets = word_pairs(50_000)
+    calls = []
+
+    def failing_encode(s, t):
+        calls.append(len(s))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return pipeline.encode_corpus(s, t, word_tok, word_tok, 10, 10)
+
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.build_token_cache(tmp_path / "cache", zip(sources, targets), failing_encode)
+    assert list(tmp_path.iterdir()) == [] and pipeline.TokenCache.load(tmp_path / "cache") is None
 
 
 # --- pipeline: make_dataset --------------------------------------------------------------------

@@ -57,7 +57,8 @@ def test_tiny_lm_learns_a_deterministic_sequence(cycle_run: Path) -> None:
     assert text.split("\n")[1].startswith("north east south")
     assert lm.next_words("north east south", k=1)[0][0][0] == "west"
     # A sentence model would stop at EOS; running text writes exactly max_tokens tokens.
-    assert len(lm.generate("up", max_tokens=5, temperature=0.0)[0].replace("\n", " ").split()) == 1 + 4
+    # 6 words, the line break (EOS) and 1 more word: 8 tokens.
+    assert lm.generate("north east", max_tokens=8, temperature=0.0) == [" ".join(CYCLE) + "\nnorth"]
     assert lm.evaluate([" ".join(CYCLE)] * 10).word_perplexity < 1.2
 
 

@@ -159,12 +159,18 @@ def test_vocab_smaller_than_special_pieces_error_mentions_vocab_size(corpus):
     assert "vocab_size" in str(info.value)
 
 
-def test_input_sentence_size_samples_the_corpus(corpus):
-    # Only one sentence is kept for training: its characters are known, most others are not.
-    tok = Tokenizer.train(corpus, model_type="char", vocab_size=200, input_sentence_size=1)
-    assert tok.vocab_size < 40
-    full = Tokenizer.train(corpus, model_type="char", vocab_size=200)
-    assert full.vocab_size > tok.vocab_size
+def test_input_sentence_size_samples_the_corpus():
+    # Every sentence has a character of its own: the vocabulary counts the sentences sampled.
+    corpus = [f"a{chr(0x4E00 + i)}b" for i in range(600)]
+    options = dict(model_type="char", vocab_size=1000, character_coverage=1.0)
+    tok = Tokenizer.train(corpus, input_sentence_size=101, **options)
+    assert Tokenizer.train(corpus, **options).vocab_size == 4 + 2 + 600 + 1  # specials, a, b, 600, "▁"
+    assert tok.vocab_size == 4 + 2 + 101 + 1
+    # Read as a stream (a generator), sampled with the seed: the same model again.
+    again = Tokenizer.train((s for s in corpus), input_sentence_size=101, **options)
+    assert again.model_proto == tok.model_proto
+    with pytest.raises(NmtError, match="more than 100 sentences"):
+        Tokenizer.train(corpus, input_sentence_size=100)
 
 
 def test_training_is_deterministic(corpus, unigram):

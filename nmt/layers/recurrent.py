@@ -83,17 +83,21 @@ class Recurrent(keras.layers.Layer):
         """The input part of every gate: one matmul for all positions."""
         return matmul_last(inputs, self.kernel) + self.bias
 
-    def recur(self, projected: tf.Tensor, state: tuple[tf.Tensor, ...]) -> tuple[tf.Tensor, tuple[tf.Tensor, ...]]:
-        """One step from the projected input [batch, gates] and the previous state."""
+    def recur(
+        self, projected: tf.Tensor, state: tuple[tf.Tensor, ...], weights: tuple[tf.Tensor, ...] | None = None
+    ) -> tuple[tf.Tensor, tuple[tf.Tensor, ...]]:
+        """One step from the projected input [batch, gates] and the previous state. ``weights``:
+        the recurrent weights read once outside a loop (:meth:`recurrent_weights`)."""
+        kernel, bias = weights if weights is not None else self.recurrent_weights()
         h = state[0]
         if self.cell == "lstm":
-            z = projected + tf.matmul(h, self.recurrent_kernel)
+            z = projected + tf.matmul(h, kernel)
             i, f, g, o = tf.split(z, 4, axis=-1)
             c = tf.sigmoid(f) * state[1] + tf.sigmoid(i) * tf.tanh(g)
             h = tf.sigmoid(o) * tf.tanh(c)
             return h, (h, c)
         if self.cell == "gru":
-            recurrent = tf.matmul(h, self.recurrent_kernel) + self.recurrent_bias
+            recurrent = tf.matmul(h, kernel) + bias
             x_z, x_r, x_h = tf.split(projected, 3, axis=-1)
             h_z, h_r, h_h = tf.split(recurrent, 3, axis=-1)
             z = tf.sigmoid(x_z + h_z)
@@ -101,8 +105,16 @@ class Recurrent(keras.layers.Layer):
             candidate = tf.tanh(x_h + r * h_h)
             h = z * h + (1.0 - z) * candidate
             return h, (h,)
-        h = tf.tanh(projected + tf.matmul(h, self.recurrent_kernel))
+        h = tf.tanh(projected + tf.matmul(h, kernel))
         return h, (h,)
+
+    def recurrent_weights(self) -> tuple[tf.Tensor, tf.Tensor | None]:
+        """The recurrent kernel (and GRU bias) as tensors in the compute dtype. Read once before a
+        time loop: a variable read inside the loop is stacked once per step for the gradient
+        (and XLA cannot compile that)."""
+        kernel = tf.cast(self.recurrent_kernel, self.compute_dtype)
+        bias = tf.cast(self.recurrent_bias, self.compute_dtype) if self.cell == "gru" else None
+        return kernel, bias
 
     def step(self, inputs: tf.Tensor, state: tuple[tf.Tensor, ...]) -> tuple[tf.Tensor, tuple[tf.Tensor, ...]]:
         """One time step: inputs [batch, features] -> (output [batch, units], new state)."""
@@ -135,14 +147,17 @@ class Recurrent(keras.layers.Layer):
         projected = tf.TensorArray(self.compute_dtype, size=time).unstack(tf.transpose(self.project(inputs), [1, 0, 2]))
         mask = tf.TensorArray(tf.bool, size=time).unstack(tf.transpose(tf.sequence_mask(lengths, time))[:, :, None])
         outputs = tf.TensorArray(self.compute_dtype, size=time)
+        weights = self.recurrent_weights()
 
         def body(t: tf.Tensor, state: tuple[tf.Tensor, ...], outputs: tf.TensorArray):
             m_t = mask.read(t)
-            h, new_state = self.recur(projected.read(t), state)
+            h, new_state = self.recur(projected.read(t), state, weights)
             new_state = tuple(tf.where(m_t, n, p) for n, p in zip(new_state, state))
             return t + 1, new_state, outputs.write(t, tf.where(m_t, h, tf.zeros_like(h)))
 
-        _, final, outputs = tf.while_loop(lambda t, *_: t < time, body, (tf.constant(0), state, outputs))
+        _, final, outputs = tf.while_loop(
+            lambda t, *_: t < time, body, (tf.constant(0), state, outputs), maximum_iterations=time
+        )
         outputs = tf.transpose(outputs.stack(), [1, 0, 2])
         if reverse:
             outputs = tf.reverse_sequence(outputs, lengths, seq_axis=1, batch_axis=0)
