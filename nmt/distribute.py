@@ -55,7 +55,7 @@ def make_strategy(kind: str) -> tf.distribute.Strategy:
     if kind == "multi_worker":
         if "TF_CONFIG" not in os.environ:
             raise NmtError("train.distribute: multi_worker reads the cluster from the TF_CONFIG environment variable, "
-                           "which is not set (see README, 'Training on several machines')")
+                           "which is not set (see README, 'Scaling out')")
         try:
             cluster = json.loads(os.environ["TF_CONFIG"])
             cluster["cluster"], cluster["task"]["index"]  # noqa: B018 - what the strategy needs

@@ -4,8 +4,9 @@ With attention it is the decoder of a translation model; without (``attention="n
 no encoder at all it is a language model. Training runs the same computation over a whole target
 sentence (teacher forcing). When no step depends on the previous step's attention (Luong without
 input feeding, or no attention), the recurrent layers run as whole-sequence ops and attention is one
-batched matmul over all steps (the fast path). Otherwise training loops over :meth:`step` itself.
-Both paths give the same numbers.
+batched matmul over all steps (the fast path). Otherwise training loops over the recurrence of
+:meth:`step` and projects all steps onto the vocabulary at once afterwards. Both paths give the
+same numbers.
 """
 
 from __future__ import annotations
@@ -142,9 +143,12 @@ class Decoder(keras.layers.Layer):
             logits = matmul_last(attentional, matrix, transpose_w=True) + tf.cast(self.output_bias, attentional.dtype)
         return tf.cast(logits, tf.float32)  # softmax and loss in float32 under mixed precision
 
-    def _step_embedded(
-        self, embedded: tf.Tensor, state: State, context: Context, training: bool
+    def _recur_embedded(
+        self, embedded: tf.Tensor, state: State, context: Context, training: bool, rnn_weights: list | None = None
     ) -> tuple[tf.Tensor, State, tf.Tensor]:
+        """One step up to the attentional vector (what the softmax reads): [batch, units], the
+        new state and the attention weights. ``rnn_weights``: each layer's ``step_weights()``, read
+        once outside a loop over steps."""
         rnn_state = state["rnn"]
         if self.attention_kind == "bahdanau":
             # Bahdanau: attend with the previous top state, feed the context into the cell.
@@ -156,7 +160,7 @@ class Decoder(keras.layers.Layer):
             x = embedded
         new_rnn = []
         for i, layer in enumerate(self.rnn_layers):
-            x, layer_state = layer.step(x, rnn_state[i])
+            x, layer_state = layer.step(x, rnn_state[i], rnn_weights[i] if rnn_weights else None)
             new_rnn.append(layer_state)
             if i + 1 < self.num_layers:
                 x = self.dropout(x, training=training)
@@ -168,11 +172,16 @@ class Decoder(keras.layers.Layer):
             else:
                 attended, weights = self.attention(x, context["keys"], context["memory"], context["mask"])
             attentional = self.attentional(tf.concat([x, attended], axis=-1))
-        logits = self._logits(self.dropout(attentional, training=training))
         new_state: State = {"rnn": tuple(new_rnn)}
         if self.input_feeding:
             new_state["feed"] = attentional
-        return logits, new_state, weights
+        return attentional, new_state, weights
+
+    def _step_embedded(
+        self, embedded: tf.Tensor, state: State, context: Context, training: bool
+    ) -> tuple[tf.Tensor, State, tf.Tensor]:
+        attentional, new_state, weights = self._recur_embedded(embedded, state, context, training)
+        return self._logits(self.dropout(attentional, training=training)), new_state, weights
 
     @staticmethod
     def _no_attention(x: tf.Tensor, context: Context) -> tf.Tensor:
@@ -224,18 +233,25 @@ class Decoder(keras.layers.Layer):
             # Not needed so far: only language models carry state, and they take the fast path.
             raise NotImplementedError("return_state needs the fast path (no input feeding, no bahdanau)")
 
+        if not all(layer.built for layer in self.rnn_layers):
+            self._recur_embedded(embedded[:, 0], state, context, training)  # creates the weights
+        rnn_weights = [layer.step_weights() for layer in self.rnn_layers]
+
         def body(carry: tuple[tf.Tensor, State, tf.Tensor], embedded_t: tf.Tensor):
             _, previous, _ = carry
-            return self._step_embedded(embedded_t, previous, context, training)
+            return self._recur_embedded(embedded_t, previous, context, training, rnn_weights)
 
+        # Only the recurrence loops; the output projection runs once over all steps afterwards
+        # (one large matmul, and its weight is not stacked per step for the gradient).
         batch, source = tf.shape(target_in)[0], tf.shape(context["mask"])[1]
         initial = (
-            tf.zeros([batch, self.vocab_size], tf.float32),
+            tf.zeros([batch, self.units], self.compute_dtype),
             state,
-            tf.zeros([batch, source], tf.float32),
+            tf.zeros([batch, source], tf.float32),  # attention weights are softmaxed in float32
         )
-        logits, _, weights = tf.scan(body, tf.transpose(embedded, [1, 0, 2]), initializer=initial)
-        return tf.transpose(logits, [1, 0, 2]), tf.transpose(weights, [1, 0, 2])
+        attentional, _, weights = tf.scan(body, tf.transpose(embedded, [1, 0, 2]), initializer=initial)
+        logits = self._logits(self.dropout(tf.transpose(attentional, [1, 0, 2]), training=training))
+        return logits, tf.transpose(weights, [1, 0, 2])
 
     def get_config(self) -> dict[str, Any]:
         return {

@@ -116,11 +116,21 @@ class Recurrent(keras.layers.Layer):
         bias = tf.cast(self.recurrent_bias, self.compute_dtype) if self.cell == "gru" else None
         return kernel, bias
 
-    def step(self, inputs: tf.Tensor, state: tuple[tf.Tensor, ...]) -> tuple[tf.Tensor, tuple[tf.Tensor, ...]]:
-        """One time step: inputs [batch, features] -> (output [batch, units], new state)."""
+    def step_weights(self) -> tuple[tf.Tensor, ...]:
+        """Every weight :meth:`step` uses, read as tensors: a loop over steps reads them once."""
+        return (tf.cast(self.kernel, self.compute_dtype), tf.cast(self.bias, self.compute_dtype), *self.recurrent_weights())
+
+    def step(
+        self, inputs: tf.Tensor, state: tuple[tf.Tensor, ...], weights: tuple[tf.Tensor, ...] | None = None
+    ) -> tuple[tf.Tensor, tuple[tf.Tensor, ...]]:
+        """One time step: inputs [batch, features] -> (output [batch, units], new state).
+        ``weights``: from :meth:`step_weights`, when called in a loop."""
         if not self.built:  # step() is called directly, not through __call__, by the decoders
             self.build(inputs.shape)
-        return self.recur(self.project(inputs), state)
+        if weights is None:
+            return self.recur(self.project(inputs), state)
+        kernel, bias, *recurrent = weights
+        return self.recur(matmul_last(tf.cast(inputs, kernel.dtype), kernel) + bias, state, tuple(recurrent))
 
     def call(
         self,

@@ -1,0 +1,165 @@
+"""Training throughput, ours vs OpenNMT-tf 2.32, same model shape, same data, same batches, one run.
+
+The peer runs from its own virtualenv (TensorFlow 2.13 + tensorflow-addons), made once with
+    python3.11 -m venv PEER/onmt-venv && PEER/onmt-venv/bin/pip install "OpenNMT-tf==2.32.0" "tensorflow-cpu==2.13.*" sacrebleu
+where PEER holds the peer's files (bench/peer/: model.py, config.yml; vocabularies are built here).
+
+The shape (issue 5): word vocabularies of every training word (6,638 source / 8,778 target entries
+in both toolkits), embeddings 256, 1-layer bidirectional LSTM encoder 256 per direction
+(concatenated), dense bridge, 1-layer LSTM decoder 256 with Luong "general" attention and input
+feeding, dropout 0.2, Adam 1e-3 constant, 64 sentences a batch, length buckets 2 wide: 8.89M
+parameters in both. Both count target tokens per second the same way: target words + the end of
+sentence, padding excluded. Start-up and tracing are excluded (the first report window of each run
+is dropped); runs alternate ours, peer, ours, peer ... so the machine's load hits both alike.
+
+Also: a 2048x2048 float32 matmul's FLOP/s measured in the same run, and our model's training FLOP/s
+(analytic count per token, 3x the forward pass) as a fraction of it.
+
+    python bench/throughput.py                 # 2 rounds of 300 steps each
+    python bench/throughput.py --quick         # 1 round of 120 steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data" / "small_parallel_enja"
+PEER = ROOT / "bench" / "peer"
+REPORT_EVERY = 20
+
+
+def ours(steps: int, run_dir: Path) -> list[float]:
+    """Target tokens/s of each 20-step window of `nmt train` (TensorBoard), the first dropped."""
+    overrides = [
+        f"data.train.source_path={DATA / 'train.en'}", f"data.train.target_path={DATA / 'train.ja'}", "data.dev=null",
+        "tokenizer.vocab_size=9000",  # every training word: 6,638 / 8,778 entries, as the peer's vocabularies
+        "model.decoder.input_feeding=true", "train.learning_rate=0.001", "train.warmup_steps=0", "train.decay=none",
+        "train.label_smoothing=0.0", f"train.steps={steps}", f"train.eval_every={steps}",
+        f"train.checkpoint_every={steps}", "train.early_stopping=null",
+    ]
+    command = [sys.executable, "-m", "nmt.cli", "train", "--config", "small-parallel-enja.yaml", "--run-dir", str(run_dir)]
+    for item in overrides:
+        command += ["--set", item]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"nmt train failed:\n{done.stderr[-3000:]}")
+    parameters = float(re.search(r"model: ([0-9.]+)M parameters", done.stderr).group(1))
+    import tensorflow as tf
+
+    rates = {}
+    for events in sorted((run_dir / "logs").glob("events.out.tfevents.*")):
+        for record in tf.data.TFRecordDataset(str(events)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                if value.tag == "train/target_tokens_per_second":
+                    rates[event.step] = float(tf.make_ndarray(value.tensor))
+    return [rates[s] for s in sorted(rates)][1:], parameters
+
+
+def peer(steps: int, model_dir: Path, venv: Path) -> list[float]:
+    """Target tokens/s of each 20-step report of `onmt-main train`, the first dropped."""
+    override = model_dir / "override.yml"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    override.write_text(f"train:\n  max_step: {steps}\n  save_checkpoints_steps: {steps}\n"
+                        f"  save_summary_steps: {REPORT_EVERY}\n", encoding="utf-8")
+    command = [str(venv / "bin" / "onmt-main"), "--model", str(PEER / "model.py"), "--config", str(model_dir / "config.yml"),
+               str(override), "--model_dir", str(model_dir), "--seed", "1234", "train"]
+    config = (PEER / "config.yml").read_text(encoding="utf-8").replace("DATA", str(DATA)).replace("VOCAB", str(model_dir.parent))
+    (model_dir / "config.yml").write_text(config, encoding="utf-8")
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "1",
+                                                                        "PYTHONWARNINGS": "ignore"})
+    if done.returncode:
+        sys.exit(f"onmt-main train failed:\n{done.stderr[-3000:]}")
+    rates = [float(t) for t in re.findall(r"tokens/s = \d+ \(\d+ source, (\d+) target\)", done.stderr)]
+    return rates[1:]
+
+
+def build_peer_vocabularies(work: Path, venv: Path) -> None:
+    for side in ("en", "ja"):
+        target = work / f"vocab.{side}"
+        if not target.is_file():
+            subprocess.run([str(venv / "bin" / "onmt-build-vocab"), "--size", "0", "--save_vocab", str(target),
+                            str(DATA / f"train.{side}")], check=True, capture_output=True)
+
+
+def matmul_flops() -> float:
+    import tensorflow as tf
+
+    a = tf.random.normal([2048, 2048])
+    run = tf.function(lambda x: tf.matmul(x, x))
+    run(a).numpy()
+    start, count = time.perf_counter(), 20
+    for _ in range(count):
+        result = run(a)
+    result.numpy()
+    return 2 * 2048**3 * count / (time.perf_counter() - start)
+
+
+def training_flops_per_target_token(source_per_target: float, mean_source: float, target_vocab: int) -> float:
+    """Multiply-adds x 2 of one target token's share of a training step (forward x 3): encoder
+    (both directions) and memory projection per source token, then per target token the decoder
+    LSTM (input feeding: 512 inputs), attention over the source, the attentional layer and the
+    output softmax. Embedding lookups and element-wise ops are left out."""
+    h = 256
+    encoder_per_source = 2 * (2 * (h + h) * 4 * h) + 2 * (2 * h) * h
+    decoder = 2 * (2 * h + h) * 4 * h + 2 * 2 * mean_source * (2 * h) + 2 * (3 * h) * h + 2 * h * target_vocab
+    return 3 * (decoder + source_per_target * encoder_per_source)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="1 round of 120 steps")
+    parser.add_argument("--venv", default=str(PEER / "onmt-venv"), help="the peer's virtualenv")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "throughput.json"))
+    args = parser.parse_args()
+    if args.quick:
+        args.steps, args.rounds = 120, 1
+    venv = Path(args.venv)
+    if not (venv / "bin" / "onmt-main").is_file():
+        sys.exit(f"the peer's virtualenv is missing: {venv} (see this script's docstring)")
+    work = Path(tempfile.mkdtemp(prefix="nmt-throughput-"))
+    build_peer_vocabularies(work, venv)
+    results = {"ours": [], "peer": []}
+    for round_number in range(args.rounds):
+        rates, parameters = ours(args.steps, work / f"ours-{round_number}")
+        results["ours"] += rates
+        print(f"round {round_number + 1}: ours {statistics.median(rates):,.0f} target tok/s ({parameters}M parameters)", flush=True)
+        rates = peer(args.steps, work / f"peer-{round_number}", venv)
+        results["peer"] += rates
+        print(f"round {round_number + 1}: peer {statistics.median(rates):,.0f} target tok/s", flush=True)
+    ours_rate, peer_rate = statistics.median(results["ours"]), statistics.median(results["peer"])
+    peak = matmul_flops()
+    lengths_en = [len(line.split()) for line in open(DATA / "train.en", encoding="utf-8")]
+    lengths_ja = [len(line.split()) + 1 for line in open(DATA / "train.ja", encoding="utf-8")]
+    per_token = training_flops_per_target_token(sum(lengths_en) / sum(lengths_ja), statistics.mean(lengths_en), 8778)
+    summary = {
+        "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "command": " ".join(sys.argv), "steps_per_run": args.steps, "rounds": args.rounds,
+        "ours_target_tok_per_s": round(ours_rate), "peer_target_tok_per_s": round(peer_rate),
+        "ratio": round(ours_rate / peer_rate, 2), "matmul_gflops": round(peak / 1e9, 1),
+        "ours_model_gflops": round(ours_rate * per_token / 1e9, 2),
+        "ours_fraction_of_matmul": round(ours_rate * per_token / peak, 3), "windows": results,
+    }
+    print(f"\n| toolkit | target tok/s (median of {REPORT_EVERY}-step windows) |\n| --- | ---: |\n"
+          f"| nmt | {ours_rate:,.0f} |\n| OpenNMT-tf 2.32 | {peer_rate:,.0f} |\n| ratio | {ours_rate / peer_rate:.2f}x |")
+    print(f"2048^2 float32 matmul: {peak / 1e9:.0f} GFLOP/s; nmt's training: {ours_rate * per_token / 1e9:.1f} GFLOP/s "
+          f"= {100 * ours_rate * per_token / peak:.1f}% of it")
+    Path(args.out).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
