@@ -676,14 +676,14 @@ def create_app(registry: ModelRegistry) -> FastAPI:
         servable = registry.first(request.model)
         texts = texts_of(request.text)
         servable.function("inspect")  # an export from before `inspect`: a clear 400
+        from nmt.inference import Trace  # norms and changes, computed as `nmt inspect` does
+
         out = await servable.predict("inspect", {"text": strings(texts)})
         results = []
         for row, n in enumerate(out["lengths"]):
-            states = out["states"][row, :n].astype(np.float64)
-            previous = np.concatenate([np.zeros_like(states[:1]), states[:-1]])
-            result = {"tokens": _to_json(out["tokens"][row, :n]), "states": np.round(states, 4).tolist(),
-                      "norms": np.round(np.linalg.norm(states, axis=1), 4).tolist(),
-                      "changes": np.round(np.linalg.norm(states - previous, axis=1), 4).tolist()}
+            trace = Trace(_to_json(out["tokens"][row, :n]), out["states"][row, :n].astype(np.float64), [])
+            result = {"tokens": trace.tokens, "states": np.round(trace.states, 4).tolist(),
+                      "norms": np.round(trace.norms, 4).tolist(), "changes": np.round(trace.changes, 4).tolist()}
             if "top_tokens" in out:
                 result["predictions"] = [
                     [{"token": t, "probability": round(float(p), 4)} for t, p in zip(tokens, probabilities)]

@@ -81,10 +81,15 @@ def cycle_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # --- a real `nmt serve` on 127.0.0.1 (the serving and the demo-page tests) ---------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
+def free_ports(count: int = 1) -> list[int]:
+    """``count`` distinct free ports on 127.0.0.1 (held together while they are chosen)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
 
 
 def call(url: str, body: bytes | dict | None = None, method: str | None = None) -> tuple[int, dict]:
@@ -116,7 +121,7 @@ def server(tiny_run: Path, cycle_run: Path, tmp_path_factory: pytest.TempPathFac
         "}\n",
         encoding="utf-8",
     )
-    port = free_port()
+    port = free_ports()[0]
     process = subprocess.Popen(
         [sys.executable, "-m", "nmt.cli", "serve", "--config", str(root / "models.config"), "--port", str(port),
          "--max-request-rows", "8", "--max-body-bytes", "20000"],

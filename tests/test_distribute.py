@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,20 +17,10 @@ from nmt.config import load_config
 from nmt.errors import NmtError
 from nmt.training import Trainer
 
-from conftest import lm_config
+from conftest import free_ports, lm_config
 from test_training import task_config
 
 STEPS = 3
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def train_command(config: Path, run_dir: Path, *overrides: str) -> list[str]:
