@@ -55,16 +55,10 @@ def ours(steps: int, run_dir: Path) -> list[float]:
     if done.returncode:
         sys.exit(f"nmt train failed:\n{done.stderr[-3000:]}")
     parameters = float(re.search(r"model: ([0-9.]+)M parameters", done.stderr).group(1))
-    import tensorflow as tf
+    from nmt.visualize import read_scalar
 
-    rates = {}
-    for events in sorted((run_dir / "logs").glob("events.out.tfevents.*")):
-        for record in tf.data.TFRecordDataset(str(events)):
-            event = tf.compat.v1.Event.FromString(record.numpy())
-            for value in event.summary.value:
-                if value.tag == "train/target_tokens_per_second":
-                    rates[event.step] = float(tf.make_ndarray(value.tensor))
-    return [rates[s] for s in sorted(rates)][1:], parameters
+    _, rates = read_scalar(run_dir, "train/target_tokens_per_second")
+    return rates.tolist()[1:], parameters
 
 
 def peer(steps: int, model_dir: Path, venv: Path) -> list[float]:

@@ -162,8 +162,9 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return [by_step[s] for s in sorted(by_step)]
 
 
-def read_train_loss(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, loss) of ``train/loss`` in the run's TensorBoard logs (every 20 steps)."""
+def read_scalar(run_dir: Path, tag: str = "train/loss") -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of one scalar of the run's TensorBoard logs (``train/...`` every 20 steps),
+    later files winning where a resumed run logged a step again."""
     import tensorflow as tf
 
     by_step: dict[int, float] = {}
@@ -172,7 +173,7 @@ def read_train_loss(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
             for record in tf.data.TFRecordDataset(str(events)):
                 event = tf.compat.v1.Event.FromString(record.numpy())
                 for value in event.summary.value:
-                    if value.tag == "train/loss":
+                    if value.tag == tag:
                         by_step[int(event.step)] = float(tf.make_ndarray(value.tensor))
         except tf.errors.DataLossError:
             pass  # a log cut off by an interruption: keep what was read
@@ -185,7 +186,7 @@ def save_curves(path: str | Path, run_dir: str | Path) -> Path:
     model) against the training step."""
     run_dir = Path(run_dir)
     metrics = read_metrics(run_dir)
-    steps, loss = read_train_loss(run_dir)
+    steps, loss = read_scalar(run_dir, "train/loss")
     if not metrics and not len(steps):
         raise NmtError(f"{run_dir}: nothing to plot yet (no evaluation in metrics.jsonl, no train/loss in logs/)")
     if not len(steps):  # no TensorBoard logs: the train loss recorded at each evaluation
