@@ -3,7 +3,9 @@
 Corpus scaling: corpora of N sentence pairs made by repeating the shipped data/en-ja training
 set, each trained from scratch for the same number of steps with configs/en-ja.yaml (no dev set).
 Per size: wall time (tokenizer training + tokenizing into the on-disk cache + the steps), the
-process's peak memory (max RSS, from wait4), the cache's size on disk and the training rate.
+process's peak memory (max RSS, from wait4), the cache's size on disk, the training rate, and the
+time of one epoch projected from the run (time until the first logged step + the epoch's steps at
+the measured seconds per step; a 500k-pair epoch is an hour here, too long to run per size).
 Memory should stay flat as the corpus grows: the corpus is streamed, SentencePiece samples at
 most tokenizer.input_sentence_size sentences (1M by default), and batches come from the cache.
 
@@ -77,16 +79,41 @@ def directory_mib(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
 
 
+def step_times(run_dir: Path) -> tuple[float, float, int]:
+    """(wall time of the first logged step, seconds per step after it, that step) from the
+    TensorBoard events' own wall times (train/loss is logged every 20 steps)."""
+    import tensorflow as tf
+
+    times = {}
+    for events in sorted((run_dir / "logs").glob("events.out.tfevents.*")):
+        for record in tf.data.TFRecordDataset(str(events)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            if any(value.tag == "train/loss" for value in event.summary.value):
+                times[int(event.step)] = event.wall_time
+    steps = sorted(times)
+    return times[steps[0]], (times[steps[-1]] - times[steps[0]]) / (steps[-1] - steps[0]), steps[0]
+
+
 def corpus_scaling(sizes: list[int], steps: int, work: Path) -> list[dict]:
+    """Per size: the measured run, and one epoch's time projected from it: the time until the first
+    logged step (tokenizers, cache, tracing) + the epoch's remaining steps at the steady step time."""
     rows = []
     for pairs in sizes:
         corpus = make_corpus(pairs, work)
         run_dir = work / f"run-{pairs}"
+        start = time.time()
         wall, rss, stderr = run(train_command(corpus, run_dir, steps))
+        first_time, step_seconds, first_step = step_times(run_dir)
+        kept = int(re.search(r"train: (\d+) pairs kept", stderr).group(1))
+        epoch_steps = -(-kept // 64)  # configs/en-ja.yaml: 64 sentence pairs a batch
+        epoch = first_time - start + (epoch_steps - first_step) * step_seconds
         row = {"pairs": pairs, "steps": steps, "wall_s": round(wall, 1), "max_rss_mib": rss,
-               "cache_mib": round(directory_mib(run_dir / "cache"), 1), "train_tok_per_s": round(last_rate(stderr))}
+               "cache_mib": round(directory_mib(run_dir / "cache"), 1), "train_tok_per_s": round(last_rate(stderr)),
+               "until_first_logged_step_s": round(first_time - start, 1), "step_s": round(step_seconds, 4),
+               "epoch_steps": epoch_steps, "epoch_s_projected": round(epoch, 1)}
         print(f"  {pairs:>10,} pairs: {wall:7.1f} s, max RSS {rss:6,} MiB, cache {row['cache_mib']:8.1f} MiB, "
-              f"{row['train_tok_per_s']:,} tok/s", flush=True)
+              f"{row['train_tok_per_s']:,} tok/s, {step_seconds:.3f} s/step, one epoch ({epoch_steps:,} steps) "
+              f"~{epoch / 60:.1f} min", flush=True)
         rows.append(row)
     return rows
 

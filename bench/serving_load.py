@@ -112,8 +112,11 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="exported LM folder (holding numbered versions)")
     parser.add_argument("--seconds", type=float, default=20.0, help="measurement time per setting (default 20)")
     parser.add_argument("--clients", default="1,8,32", help="concurrency levels (default 1,8,32)")
+    parser.add_argument("--quick", action="store_true", help="3 s per setting")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "serving.json"))
     args = parser.parse_args()
+    if args.quick:
+        args.seconds = 3.0
     model = Path(args.model)
     if not any(p.name.isdigit() for p in model.iterdir()):
         raise SystemExit(f"{model} holds no numbered SavedModel version: run `nmt export` first")

@@ -12,11 +12,15 @@ parameters in both. Both count target tokens per second the same way: target wor
 sentence, padding excluded. Start-up and tracing are excluded (the first report window of each run
 is dropped); runs alternate ours, peer, ours, peer ... so the machine's load hits both alike.
 
+Ours runs in three variants (--variants): the peer's shape; the same with XLA (train.jit_compile,
+batches padded to their bucket's bound so XLA compiles one program per bucket); and our default
+decoder without input feeding (not the same shape: 8.63M parameters, reported apart).
+
 Also: a 2048x2048 float32 matmul's FLOP/s measured in the same run, and our model's training FLOP/s
 (analytic count per token, 3x the forward pass) as a fraction of it.
 
-    python bench/throughput.py                 # 2 rounds of 300 steps each
-    python bench/throughput.py --quick         # 1 round of 120 steps
+    python bench/throughput.py --venv PEER_VENV                 # 2 rounds of 300 steps each
+    python bench/throughput.py --venv PEER_VENV --quick         # 1 round of 120 steps
 """
 
 from __future__ import annotations
@@ -39,17 +43,38 @@ PEER = ROOT / "bench" / "peer"
 REPORT_EVERY = 20
 
 
-def ours(steps: int, run_dir: Path) -> list[float]:
-    """Target tokens/s of each 20-step window of `nmt train` (TensorBoard), the first dropped."""
-    overrides = [
+def ours_overrides(steps: int) -> list[str]:
+    """`--set` items that give configs/small-parallel-enja.yaml the peer's shape and training."""
+    return [
         f"data.train.source_path={DATA / 'train.en'}", f"data.train.target_path={DATA / 'train.ja'}", "data.dev=null",
         "tokenizer.vocab_size=9000",  # every training word: 6,638 / 8,778 entries, as the peer's vocabularies
         "model.decoder.input_feeding=true", "train.learning_rate=0.001", "train.warmup_steps=0", "train.decay=none",
         "train.label_smoothing=0.0", f"train.steps={steps}", f"train.eval_every={steps}",
         f"train.checkpoint_every={steps}", "train.early_stopping=null",
     ]
+
+
+def peer_config(model_dir: Path, vocabularies: Path) -> Path:
+    """bench/peer/config.yml with the data and vocabulary folders filled in, written to model_dir."""
+    config = (PEER / "config.yml").read_text(encoding="utf-8").replace("DATA", str(DATA)).replace("VOCAB", str(vocabularies))
+    (model_dir / "config.yml").write_text(config, encoding="utf-8")
+    return model_dir / "config.yml"
+
+
+# Our runs: the peer's shape, the same with XLA, and our default decoder without input feeding
+# (the attention output does not feed the next step, so the recurrence runs as one fused loop and
+# attention over all steps at once; 8.63M parameters, not the same shape: reported apart).
+VARIANTS = {
+    "same-shape": [],
+    "same-shape-xla": ["train.jit_compile=true"],
+    "no-input-feeding": ["model.decoder.input_feeding=false"],
+}
+
+
+def ours(steps: int, run_dir: Path, extra: list[str]) -> list[float]:
+    """Target tokens/s of each 20-step window of `nmt train` (TensorBoard), the first dropped."""
     command = [sys.executable, "-m", "nmt.cli", "train", "--config", "small-parallel-enja.yaml", "--run-dir", str(run_dir)]
-    for item in overrides:
+    for item in ours_overrides(steps) + extra:
         command += ["--set", item]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
@@ -69,8 +94,7 @@ def peer(steps: int, model_dir: Path, venv: Path) -> list[float]:
                         f"  save_summary_steps: {REPORT_EVERY}\n", encoding="utf-8")
     command = [str(venv / "bin" / "onmt-main"), "--model", str(PEER / "model.py"), "--config", str(model_dir / "config.yml"),
                str(override), "--model_dir", str(model_dir), "--seed", "1234", "train"]
-    config = (PEER / "config.yml").read_text(encoding="utf-8").replace("DATA", str(DATA)).replace("VOCAB", str(model_dir.parent))
-    (model_dir / "config.yml").write_text(config, encoding="utf-8")
+    peer_config(model_dir, model_dir.parent)
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "1",
                                                                         "PYTHONWARNINGS": "ignore"})
     if done.returncode:
@@ -117,6 +141,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="1 round of 120 steps")
     parser.add_argument("--venv", default=str(PEER / "onmt-venv"), help="the peer's virtualenv")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                        help="our configurations to run (default: all)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "throughput.json"))
     args = parser.parse_args()
     if args.quick:
@@ -126,31 +152,39 @@ def main() -> None:
         sys.exit(f"the peer's virtualenv is missing: {venv} (see this script's docstring)")
     work = Path(tempfile.mkdtemp(prefix="nmt-throughput-"))
     build_peer_vocabularies(work, venv)
-    results = {"ours": [], "peer": []}
+    results: dict[str, list[float]] = {name: [] for name in args.variants} | {"peer": []}
+    parameters = {}
     for round_number in range(args.rounds):
-        rates, parameters = ours(args.steps, work / f"ours-{round_number}")
-        results["ours"] += rates
-        print(f"round {round_number + 1}: ours {statistics.median(rates):,.0f} target tok/s ({parameters}M parameters)", flush=True)
+        for name in args.variants:
+            rates, parameters[name] = ours(args.steps, work / f"{name}-{round_number}", VARIANTS[name])
+            results[name] += rates
+            print(f"round {round_number + 1}: nmt {name} {statistics.median(rates):,.0f} target tok/s "
+                  f"({parameters[name]}M parameters)", flush=True)
         rates = peer(args.steps, work / f"peer-{round_number}", venv)
         results["peer"] += rates
         print(f"round {round_number + 1}: peer {statistics.median(rates):,.0f} target tok/s", flush=True)
-    ours_rate, peer_rate = statistics.median(results["ours"]), statistics.median(results["peer"])
+    medians = {name: statistics.median(rates) for name, rates in results.items()}
+    peer_rate = medians["peer"]
     peak = matmul_flops()
     lengths_en = [len(line.split()) for line in open(DATA / "train.en", encoding="utf-8")]
     lengths_ja = [len(line.split()) + 1 for line in open(DATA / "train.ja", encoding="utf-8")]
     per_token = training_flops_per_target_token(sum(lengths_en) / sum(lengths_ja), statistics.mean(lengths_en), 8778)
+    base = medians.get("same-shape", next(iter(medians.values())))
     summary = {
         "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "command": " ".join(sys.argv), "steps_per_run": args.steps, "rounds": args.rounds,
-        "ours_target_tok_per_s": round(ours_rate), "peer_target_tok_per_s": round(peer_rate),
-        "ratio": round(ours_rate / peer_rate, 2), "matmul_gflops": round(peak / 1e9, 1),
-        "ours_model_gflops": round(ours_rate * per_token / 1e9, 2),
-        "ours_fraction_of_matmul": round(ours_rate * per_token / peak, 3), "windows": results,
+        "target_tok_per_s": {name: round(rate) for name, rate in medians.items()},
+        "ratio_to_peer": {name: round(medians[name] / peer_rate, 2) for name in args.variants},
+        "parameters_millions": parameters, "matmul_gflops": round(peak / 1e9, 1),
+        "ours_model_gflops": round(base * per_token / 1e9, 2),
+        "ours_fraction_of_matmul": round(base * per_token / peak, 3), "windows": results,
     }
-    print(f"\n| toolkit | target tok/s (median of {REPORT_EVERY}-step windows) |\n| --- | ---: |\n"
-          f"| nmt | {ours_rate:,.0f} |\n| OpenNMT-tf 2.32 | {peer_rate:,.0f} |\n| ratio | {ours_rate / peer_rate:.2f}x |")
-    print(f"2048^2 float32 matmul: {peak / 1e9:.0f} GFLOP/s; nmt's training: {ours_rate * per_token / 1e9:.1f} GFLOP/s "
-          f"= {100 * ours_rate * per_token / peak:.1f}% of it")
+    print(f"\n| run | parameters | target tok/s (median of {REPORT_EVERY}-step windows) | vs peer |\n| --- | ---: | ---: | ---: |")
+    for name in args.variants:
+        print(f"| nmt {name} | {parameters[name]}M | {medians[name]:,.0f} | {medians[name] / peer_rate:.2f}x |")
+    print(f"| OpenNMT-tf 2.32 | 8.89M | {peer_rate:,.0f} | |")
+    print(f"2048^2 float32 matmul: {peak / 1e9:.0f} GFLOP/s; nmt's training (same shape): {base * per_token / 1e9:.1f} "
+          f"GFLOP/s = {100 * base * per_token / peak:.1f}% of it")
     Path(args.out).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -100,6 +101,7 @@ class Translator:
             cfg = self.config.decode
 
             @tf.function(
+                autograph=False,
                 input_signature=[
                     tf.TensorSpec([None, None], tf.int32, name="source"),
                     tf.TensorSpec([None], tf.int32, name="source_length"),
@@ -317,7 +319,7 @@ class LanguageModelRunner:
         beam_size = self.beam_size_for(k)
 
         def build() -> Callable:
-            @tf.function(input_signature=[*PROMPT_SPEC, tf.TensorSpec([], tf.int32, name="k")])
+            @tf.function(autograph=False, input_signature=[*PROMPT_SPEC, tf.TensorSpec([], tf.int32, name="k")])
             def run(ids: tf.Tensor, length: tf.Tensor, k: tf.Tensor) -> decoding.NextWords:
                 return self.next_words_ids(ids, length, k, beam_size)
 
@@ -363,7 +365,7 @@ class LanguageModelRunner:
         ids = self.encode_prompts([text])[0]
 
         def build() -> Callable:
-            return tf.function(lambda ids, length: self.trace_ids(ids, length, k), input_signature=PROMPT_SPEC)
+            return tf.function(lambda ids, length: self.trace_ids(ids, length, k), autograph=False, input_signature=PROMPT_SPEC)
 
         found = self._function(("trace", k), build)(tf.constant([ids], tf.int32), tf.constant([len(ids)], tf.int32))
         piece = self.tokenizer.id_to_piece
@@ -413,6 +415,7 @@ class LanguageModelRunner:
 
         def build() -> Callable:
             @tf.function(
+                autograph=False,
                 input_signature=[
                     *PROMPT_SPEC,
                     tf.TensorSpec([], tf.int32, name="max_tokens"),
@@ -479,7 +482,7 @@ class LanguageModelRunner:
             batches = make_dataset(corpus, batch_size=64, repeat=False, shuffle=False)
         nll, tokens = 0.0, 0
         state = self.model.initial_state(streams)
-        score = self._function(("score",), lambda: tf.function(self._score_batch, reduce_retracing=True))
+        score = self._function(("score",), lambda: tf.function(self._score_batch, autograph=False, reduce_retracing=True))
         for batch in batches:
             batch_nll, batch_tokens, state = score(batch["target_in"], batch["target_out"], state)
             nll += float(batch_nll)
@@ -512,7 +515,8 @@ def read_run_config(run_dir: Path) -> Config:
 
 
 def load(run_dir: str | Path, weights: str = "best", task: str | None = None) -> Translator | LanguageModelRunner:
-    """Loads a trained run: ``weights`` is ``best`` (chosen on dev) or ``latest`` (last checkpoint).
+    """Loads a trained run: ``weights`` is ``best`` (chosen on dev), ``latest`` (last checkpoint) or
+    the name of one kept checkpoint, ``ckpt-N`` (as in ``run_dir/checkpoints``).
 
     A translation run gives a :class:`Translator`, a language model a :class:`LanguageModelRunner`;
     ``task`` ("translation" or "lm"), when given, makes any other kind an error.
@@ -526,7 +530,15 @@ def load(run_dir: str | Path, weights: str = "best", task: str | None = None) ->
     source_tokenizer, target_tokenizer = Tokenizer.load(source_path), Tokenizer.load(target_path)
     model = build_model(config, source_tokenizer.vocab_size, target_tokenizer.vocab_size)
     best = run_dir / BEST_WEIGHTS
-    if weights == "best" and best.is_file():
+    if weights not in ("best", "latest"):
+        if not re.fullmatch(r"ckpt-\d+", weights):
+            raise NmtError(f"weights {weights!r}: expected best, latest or a checkpoint name such as ckpt-1000")
+        if not (run_dir / "checkpoints" / f"{weights}.index").is_file():
+            kept = sorted(p.stem for p in (run_dir / "checkpoints").glob("ckpt-*.index"))
+            raise NmtError(f"{run_dir / 'checkpoints'} has no checkpoint {weights} (kept: {', '.join(kept) or 'none'})")
+        checkpoint = str(run_dir / "checkpoints" / weights)
+        tf.train.Checkpoint(model=model_variables(model)).read(checkpoint).expect_partial().assert_existing_objects_matched()
+    elif weights == "best" and best.is_file():
         model.load_weights(best)
     else:
         latest = tf.train.latest_checkpoint(run_dir / "checkpoints")

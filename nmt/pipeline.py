@@ -243,13 +243,15 @@ def make_dataset(
     seed: int = 1234,
     repeat: bool = True,
     shuffle: bool = True,
+    pad_to_bucket: bool = False,
 ) -> tf.data.Dataset:
     """Batches of ``{"source", "source_length", "target_in", "target_out"}``, int32, 0-padded.
 
     ``target_in`` is BOS + target, ``target_out`` is target + EOS. Pairs go to buckets by their
     longer side, so a batch holds sentences of similar length and little compute goes to padding.
     With ``batch_tokens``, each bucket's batch size is chosen so a batch holds about that many
-    target tokens (long sentences, small batches).
+    target tokens (long sentences, small batches). ``pad_to_bucket`` pads source and target to their
+    bucket's upper length: a few shapes for XLA to compile, instead of one per pair of lengths.
 
     An in-memory :class:`EncodedCorpus` and the same examples in a :class:`TokenCache` (read from
     disk a chunk at a time; memory is the shuffle buffer, not the corpus) give the same batches.
@@ -287,6 +289,7 @@ def make_dataset(
         bucket_batch_sizes=sizes,
         padding_values={"source": PAD_ID, "source_length": 0, "target_in": PAD_ID, "target_out": PAD_ID},
         drop_remainder=False,
+        pad_to_bucket_boundary=pad_to_bucket,
     )
     return dataset.prefetch(tf.data.AUTOTUNE)
 

@@ -318,8 +318,11 @@ class Trainer:
             # The token stream is laid out in memory (4 bytes per token).
             dataset = make_stream_dataset(token_stream(data.train.to_corpus()), cfg.batch_size, cfg.bptt_steps)
         else:
+            # XLA compiles a program per input shape: with it, batches are padded to their bucket's
+            # bound, so there are as many shapes as buckets.
             dataset = make_dataset(
-                data.train, cfg.batch_size, cfg.batch_tokens, cfg.bucket_width, cfg.shuffle_buffer, seed=config.seed
+                data.train, cfg.batch_size, cfg.batch_tokens, cfg.bucket_width, cfg.shuffle_buffer, seed=config.seed,
+                pad_to_bucket=cfg.jit_compile,
             )
         # Every worker reads the same global batches (same data, same seed); a plain iterator is
         # checkpointable, which a distributed one is not.
@@ -353,7 +356,7 @@ class Trainer:
                            f"the chief's checkpoints in {run_dir / 'checkpoints'} (put run_dir on a shared filesystem)")
         loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
-        @tf.function(jit_compile=cfg.jit_compile, reduce_retracing=True)
+        @tf.function(jit_compile=cfg.jit_compile, reduce_retracing=True, autograph=False)
         def gradients_of(batch: dict[str, tf.Tensor], state: Any) -> tuple[list, tf.Tensor, tf.Tensor, Any]:
             """Forward and backward on this replica's rows: gradients of the mean loss over its
             tokens (times the loss scale under float16), that loss, the token count, final state."""
@@ -403,12 +406,12 @@ class Trainer:
                 tf.nest.map_structure(lambda v, f: v.assign(tf.cast(tf.stop_gradient(f), tf.float32)), carried, final)
             return loss, norm, tokens
 
-        @tf.function(input_signature=[STREAM_BATCH_SPEC if running_text else BATCH_SPEC])
+        @tf.function(autograph=False, input_signature=[STREAM_BATCH_SPEC if running_text else BATCH_SPEC])
         def train_step(batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
             results = strategy.run(replica_step, args=(batch,))
             return tuple(strategy.experimental_local_results(r)[0] for r in results)
 
-        @tf.function(input_signature=[BATCH_SPEC])
+        @tf.function(autograph=False, input_signature=[BATCH_SPEC])
         def eval_loss(batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
             return token_loss(model(batch, training=False), batch["target_out"])
 

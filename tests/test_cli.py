@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,7 @@ def test_translate_keeps_one_line_per_input_line(tiny_run: Path, tmp_path: Path,
     assert translated[-1] == "" and len(translated) - 1 == len(lines)
     assert translated[1] == "" and translated[3] == ""  # empty (and blank) in, empty out
     assert "1 input line(s) longer than decode.max_source_length=200" in err
+    assert re.search(r"^translated 6 line\(s\) in [0-9.]+ s \([0-9.]+ lines/s\)$", err, re.M), err
 
 
 def test_nbest_output_format(tiny_run: Path, tmp_path: Path, capsys) -> None:

@@ -466,6 +466,25 @@ def test_make_dataset_buckets_by_longer_side():
         assert batch["target_in"].shape[1] == target_in_lengths.max()
 
 
+def test_make_dataset_pads_to_the_bucket_bound_for_xla():
+    """pad_to_bucket (used with train.jit_compile): one shape per bucket, same rows as without."""
+    from nmt.pipeline import bucket_boundaries, make_dataset
+
+    corpus, _, _ = synthetic_corpus()
+    options = dict(batch_size=8, bucket_width=4, repeat=False, shuffle=False)
+    padded = batches(make_dataset(corpus, pad_to_bucket=True, **options))
+    plain = batches(make_dataset(corpus, **options))
+    bounds = bucket_boundaries(int(max(corpus.source_lengths.max(), corpus.target_lengths.max() + 1)), 4)
+    assert {b["source"].shape[1] for b in padded} <= {bound - 1 for bound in bounds}
+    assert len({(b["source"].shape[1], b["target_in"].shape[1]) for b in padded}) < len(
+        {(b["source"].shape[1], b["target_in"].shape[1]) for b in plain})
+    for a, b in zip(padded, plain):
+        assert a["source"].shape[1] == a["target_in"].shape[1] == a["target_out"].shape[1]
+        np.testing.assert_array_equal(a["source"][:, : b["source"].shape[1]], b["source"])
+        np.testing.assert_array_equal(a["target_out"][:, : b["target_out"].shape[1]], b["target_out"])
+        assert not a["source"][:, b["source"].shape[1]:].any() and not a["target_in"][:, b["target_in"].shape[1]:].any()
+
+
 def test_make_dataset_source_only_bucketing_when_targets_short():
     """With all targets of length 1, buckets group the source lengths themselves."""
     from nmt.pipeline import EncodedCorpus, make_dataset

@@ -87,6 +87,16 @@ def test_interrupted_run_resumes_at_saved_step_with_same_state(tmp_path: Path) -
     # Same step count, optimizer moments and data position: the weights come out the same.
     for a, b in zip(final_weights(straight), final_weights(interrupted)):
         np.testing.assert_allclose(a, b, atol=1e-5)
+    # A kept checkpoint can be loaded by name: ckpt-20 is the latest, ckpt-10 the weights before.
+    named = [v.numpy() for v in nmt.load(interrupted, weights="ckpt-20").model.weights]
+    for a, b in zip(final_weights(interrupted), named):
+        np.testing.assert_array_equal(a, b)
+    earlier = [v.numpy() for v in nmt.load(interrupted, weights="ckpt-10").model.weights]
+    assert any(not np.array_equal(a, b) for a, b in zip(named, earlier))
+    with pytest.raises(NmtError, match=r"no checkpoint ckpt-15 \(kept: ckpt-10, ckpt-20\)"):
+        nmt.load(interrupted, weights="ckpt-15")
+    with pytest.raises(NmtError, match=r"weights 'newest': expected best, latest or a checkpoint name"):
+        nmt.load(interrupted, weights="newest")
 
 
 def test_resuming_with_another_model_is_refused(tmp_path: Path) -> None:

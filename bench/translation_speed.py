@@ -1,0 +1,146 @@
+"""Translation speed, ours vs OpenNMT-tf 2.32: sentences/s on the 500-sentence dev set, one run.
+
+Takes the two trained models of a bench/quality.py work folder (the same 8.89M-parameter shape,
+each toolkit's last checkpoint) and translates small_parallel_enja's dev.en at beam 1 and beam 5,
+32 sentences a batch, with all cores:
+  - CLI: `nmt translate` vs `onmt-main infer`. Both sort the input by length into batches and both
+    report their own translation time without model loading (ours: "translated N line(s) in X s",
+    the peer: --log_prediction_time's "Total prediction time"); the process wall time, start-up
+    included, is reported too.
+  - SavedModel: `nmt export` vs `onmt-main export` (text in, text out: SentencePiece / a space
+    tokenizer in the graph), each loaded and timed by bench/savedmodel_speed.py in its own
+    virtualenv: batches in file order, after one warm-up batch.
+Runs alternate ours / peer for every setting, --rounds times; the best round of each counts (the
+least disturbed by the machine's other load). BLEU of every output is printed as a check that both
+did the same work.
+
+    python bench/quality.py --venv PEER_VENV --work W        # trains the two models
+    python bench/translation_speed.py --venv PEER_VENV --work W
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import bleu, checkpoints  # noqa: E402
+from throughput import DATA, PEER, ROOT  # noqa: E402
+
+QUIET = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
+SPEED = Path(__file__).resolve().parent / "savedmodel_speed.py"
+
+
+def timed(command: list[str], log: Path) -> tuple[float, str]:
+    """(wall seconds, stdout + stderr) of a command that must succeed; its output tail goes to log."""
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **QUIET})
+    wall = time.perf_counter() - start
+    log.write_text(done.stdout[-5000:] + done.stderr[-20000:], encoding="utf-8")
+    if done.returncode:
+        sys.exit(f"failed ({log}): {' '.join(command)}\n{done.stderr[-2000:]}")
+    return wall, done.stdout + done.stderr
+
+
+def peer_command(venv: Path, model_dir: Path, override: Path, *rest: str) -> list[str]:
+    return [str(venv / "bin" / "onmt-main"), "--model", str(PEER / "model.py"), "--config", str(model_dir / "config.yml"),
+            str(override), "--model_dir", str(model_dir), *rest]
+
+
+def export_both(work: Path, venv: Path, ours_checkpoint: str, peer_checkpoint: Path) -> dict[str, Path]:
+    exports = work / "exports"
+    ours = exports / "ours" / "1"
+    if not ours.is_dir():
+        timed([sys.executable, "-m", "nmt.cli", "export", "--run", str(work / "ours"), "--out", str(exports / "ours"),
+               "--version", "1", "--weights", ours_checkpoint], exports.parent / "ours-export.log")
+    paths = {"ours": ours}
+    for beam in (1, 5):
+        target = exports / f"peer-beam{beam}"
+        override = exports / f"peer-beam{beam}.yml"
+        if not (target / "saved_model.pb").is_file():
+            exports.mkdir(parents=True, exist_ok=True)
+            override.write_text(f"params:\n  beam_width: {beam}\ndata:\n  source_tokenization: {{type: SpaceTokenizer}}\n"
+                                "  target_tokenization: {type: SpaceTokenizer}\n", encoding="utf-8")
+            timed(peer_command(venv, work / "peer", override, "--checkpoint_path", str(peer_checkpoint), "export",
+                               "--output_dir", str(target), "--format", "saved_model"), exports / f"peer-beam{beam}.log")
+        paths[f"peer{beam}"] = target
+    return paths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", required=True, help="a bench/quality.py work folder (holds ours/ and peer/)")
+    parser.add_argument("--venv", default=str(PEER / "onmt-venv"), help="the peer's virtualenv")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="1 round")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "translation_speed.json"))
+    args = parser.parse_args()
+    rounds = 1 if args.quick else args.rounds
+    work, venv = Path(args.work), Path(args.venv)
+    starts = json.loads((work / "starts.json").read_text(encoding="utf-8"))
+    _, ours_step, ours_path = checkpoints(work / "ours" / "checkpoints", starts["ours"])[-1]
+    _, peer_step, peer_path = checkpoints(work / "peer", starts["peer"])[-1]
+    exports = export_both(work, venv, ours_path.name, peer_path)
+    outputs = work / "speed"
+    outputs.mkdir(exist_ok=True)
+    source = str(DATA / "dev.en")
+    results: dict[str, list[dict]] = {}
+
+    def record(key: str, wall: float, seconds: float, output: Path) -> None:
+        results.setdefault(key, []).append({"wall_s": round(wall, 2), "seconds": round(seconds, 3),
+                                            "sentences_per_s": round(500 / seconds, 2), "bleu": round(bleu(output), 2)})
+        print(f"  {key}: {500 / seconds:.1f} sentences/s ({seconds:.2f} s, process {wall:.1f} s), "
+              f"BLEU {results[key][-1]['bleu']:.2f}", flush=True)
+
+    for round_number in range(rounds):
+        print(f"round {round_number + 1}", flush=True)
+        for beam in (1, 5):
+            output = outputs / f"ours-cli-beam{beam}.ja"
+            wall, text = timed([sys.executable, "-m", "nmt.cli", "translate", "--run", str(work / "ours"), "--weights",
+                                ours_path.name, "--beam", str(beam), "--batch-size", "32", "-i", source, "-o", str(output)],
+                               outputs / "ours-cli.log")
+            record(f"ours_cli_beam{beam}", wall, float(re.search(r"translated \d+ line\(s\) in ([0-9.]+) s", text).group(1)), output)
+            override = outputs / f"peer-infer-beam{beam}.yml"
+            override.write_text(f"params:\n  beam_width: {beam}\ninfer:\n  batch_size: 32\n  batch_type: examples\n",
+                                encoding="utf-8")
+            output = outputs / f"peer-cli-beam{beam}.ja"
+            wall, text = timed(peer_command(venv, work / "peer", override, "--checkpoint_path", str(peer_path), "infer",
+                                            "--features_file", source, "--predictions_file", str(output),
+                                            "--log_prediction_time"), outputs / "peer-cli.log")
+            record(f"peer_cli_beam{beam}", wall, float(re.search(r"Total prediction time \(s\): ([0-9.]+)", text).group(1)), output)
+            for key, python, export, signature, name in (
+                ("ours", sys.executable, exports["ours"], "translate" if beam == 5 else "translate_greedy", "translations"),
+                ("peer", str(venv / "bin" / "python"), exports[f"peer{beam}"], "serving_default", "text"),
+            ):
+                output = outputs / f"{key}-savedmodel-beam{beam}.ja"
+                wall, text = timed([python, str(SPEED), str(export), "--signature", signature, "--output", name,
+                                    "--src", source, "--out", str(output), "--batch", "32"], outputs / f"{key}-savedmodel.log")
+                record(f"{key}_savedmodel_beam{beam}", wall, json.loads(re.findall(r"^\{.*\}$", text, re.M)[-1])["seconds"], output)
+
+    best = {key: max(runs, key=lambda r: r["sentences_per_s"]) for key, runs in results.items()}
+    rows = []
+    print("\n| beam | way | nmt sentences/s | OpenNMT-tf sentences/s | ratio | nmt BLEU | peer BLEU |\n"
+          "| ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+    for beam in (1, 5):
+        for way, label in (("cli", "CLI (model load excluded)"), ("savedmodel", "SavedModel")):
+            ours, peer = best[f"ours_{way}_beam{beam}"], best[f"peer_{way}_beam{beam}"]
+            ratio = ours["sentences_per_s"] / peer["sentences_per_s"]
+            rows.append({"beam": beam, "way": way, "ours": ours, "peer": peer, "ratio": round(ratio, 2)})
+            print(f"| {beam} | {label} | {ours['sentences_per_s']:.1f} | {peer['sentences_per_s']:.1f} | {ratio:.2f}x | "
+                  f"{ours['bleu']:.2f} | {peer['bleu']:.2f} |")
+    summary = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+               "command": " ".join(sys.argv), "ours_checkpoint_step": ours_step, "peer_checkpoint_step": peer_step,
+               "rows": rows, "runs": results}
+    Path(args.out).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
