@@ -66,6 +66,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.steps, args.run, args.train = 60, None, False
+    if args.steps < 60:
+        sys.exit("--steps: at least 60 (rates are logged every 20 steps and the first window is dropped)")
+    if args.train and Path("runs/ptb").exists():
+        sys.exit("runs/ptb exists: --train would resume it (move it away, or score it with --run runs/ptb)")
     if args.train:
         started = time.perf_counter()
         nmt("train", "--config", "ptb.yaml")

@@ -9,8 +9,10 @@ modification time minus the start of its training process (start-up, SentencePie
 the first traces count against ours; the peer's vocabularies are built before its clock starts).
 
 Afterwards (not counted), the last checkpoint of each toolkit saved within each grid time
-(every budget / points minutes) translates the 500-sentence dev set, beam 5, batch 32, and BLEU is
-scored with sacrebleu --tokenize none (the corpus is pre-tokenized). Writes a JSON file, a PNG of
+(every trained minutes / points, and each budget) translates the 500-sentence dev set, beam 5, batch 32, and BLEU is
+scored with sacrebleu --tokenize none (the corpus is pre-tokenized) after NFKC normalization of
+hypotheses and references (see bleu()). Ours clips gradients at global norm 5 (its config's
+default); the peer's config does not clip. Writes a JSON file, a PNG of
 BLEU against training minutes, and prints the table.
 
     python bench/quality.py --venv PEER_VENV                  # 60 minutes, BLEU at 20 and 60
@@ -30,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+import unicodedata
 from pathlib import Path
 
 import sacrebleu
@@ -68,29 +71,35 @@ def start_peer(work: Path, save_steps: int, core: int, venv: Path) -> subprocess
 
 
 def train_both(work: Path, minutes: float, save_steps: int, venv: Path) -> None:
+    if (work / "ours").exists() or (work / "peer").exists():
+        sys.exit(f"{work} already holds runs (they would resume, and their times would be wrong): "
+                 "use a new --work folder, or --evaluate-only to score these")
     build_peer_vocabularies(work, venv)
     processes, starts = {}, {}
-    for name, start in (("ours", lambda: start_ours(work, save_steps, 0)),
-                        ("peer", lambda: start_peer(work, save_steps, 1, venv))):
-        starts[name] = time.time()
-        processes[name] = start()
-    (work / "starts.json").write_text(json.dumps(starts), encoding="utf-8")
-    deadline = min(starts.values()) + minutes * 60 + 30  # a little past the budget: the last checkpoint may land
-    while time.time() < deadline:
-        for name, process in processes.items():
-            if process.poll() is not None:
-                sys.exit(f"{name} stopped early (exit {process.returncode}); see {work / (name + '.log')}")
-        elapsed = time.time() - min(starts.values())
-        print(f"\rtraining both: {elapsed / 60:5.1f} / {minutes:g} min", end="", flush=True)
-        time.sleep(5)
-    print()
-    for process in processes.values():
-        os.killpg(process.pid, signal.SIGTERM)
-    for process in processes.values():
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+    try:
+        for name, start in (("ours", lambda: start_ours(work, save_steps, 0)),
+                            ("peer", lambda: start_peer(work, save_steps, 1, venv))):
+            starts[name] = time.time()
+            processes[name] = start()
+        (work / "starts.json").write_text(json.dumps({**starts, "minutes": minutes}), encoding="utf-8")
+        deadline = min(starts.values()) + minutes * 60 + 30  # a little past the budget: the last checkpoint may land
+        while time.time() < deadline:
+            for name, process in processes.items():
+                if process.poll() is not None:
+                    sys.exit(f"{name} stopped early (exit {process.returncode}); see {work / (name + '.log')}")
+            elapsed = time.time() - min(starts.values())
+            print(f"\rtraining both: {elapsed / 60:5.1f} / {minutes:g} min", end="", flush=True)
+            time.sleep(5)
+        print()
+    finally:  # both stop at the budget, on an error and on Ctrl-C alike
+        for process in processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes.values():
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
 
 
 def checkpoints(folder: Path, start: float) -> list[tuple[float, int, Path]]:
@@ -108,8 +117,11 @@ def last_within(found: list[tuple[float, int, Path]], seconds: float) -> tuple[f
 
 
 def bleu(hypothesis_file: Path) -> float:
-    hypotheses = hypothesis_file.read_text(encoding="utf-8").splitlines()
-    references = (DATA / "dev.ja").read_text(encoding="utf-8").splitlines()
+    """sacrebleu --tokenize none, after NFKC on both sides: our SentencePiece models normalize text
+    with NFKC (full-width ？ ！ １ become ? ! 1), which the references' 31 full-width tokens would
+    otherwise count against us; the peer's outputs are normalized alike."""
+    hypotheses = unicodedata.normalize("NFKC", hypothesis_file.read_text(encoding="utf-8")).splitlines()
+    references = unicodedata.normalize("NFKC", (DATA / "dev.ja").read_text(encoding="utf-8")).splitlines()
     if len(hypotheses) != len(references):
         raise RuntimeError(f"{hypothesis_file}: {len(hypotheses)} lines for {len(references)} references")
     return sacrebleu.corpus_bleu(hypotheses, [references], tokenize="none").score
@@ -141,35 +153,46 @@ def translate_peer(work: Path, checkpoint: Path, core: int, venv: Path) -> Path:
     return output
 
 
-def evaluate(work: Path, minutes: float, points: int, venv: Path) -> dict:
+def evaluate(work: Path, minutes: float, budgets: list[float], points: int, venv: Path) -> dict:
+    """BLEU of the last checkpoint within each grid time and each budget; budgets past the trained
+    time are an error."""
     starts = json.loads((work / "starts.json").read_text(encoding="utf-8"))
+    trained = starts.get("minutes", minutes)
+    if max(budgets) > trained:
+        sys.exit(f"{work} was trained for {trained:g} minutes: budgets {budgets} reach past it")
     found = {"ours": checkpoints(work / "ours" / "checkpoints", starts["ours"]),
              "peer": checkpoints(work / "peer", starts["peer"])}
-    grid = [minutes * (i + 1) / points for i in range(points)]
+    grid = sorted({round(trained * (i + 1) / points, 3) for i in range(points)} | set(budgets))
     chosen = {name: sorted({item for g in grid if (item := last_within(found[name], g * 60))}, key=lambda i: i[1])
               for name in found}
     scores: dict[str, dict[int, float]] = {"ours": {}, "peer": {}}
+    failures: list[str] = []
     translate = {"ours": lambda c: translate_ours(work, c, 0), "peer": lambda c: translate_peer(work, c, 1, venv)}
 
     def score_all(name: str) -> None:  # one thread per toolkit, each on its own core
-        for _, step, path in chosen[name]:
-            scores[name][step] = bleu(translate[name](path))
-            print(f"  {name} step {step}: BLEU {scores[name][step]:.2f}", flush=True)
+        try:
+            for _, step, path in chosen[name]:
+                scores[name][step] = bleu(translate[name](path))
+                print(f"  {name} step {step}: BLEU {scores[name][step]:.2f}", flush=True)
+        except (subprocess.CalledProcessError, RuntimeError) as error:
+            failures.append(f"{name}: {error} {getattr(error, 'stderr', '') or ''}"[-3000:])
 
     threads = [threading.Thread(target=score_all, args=(name,)) for name in chosen]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    curves = {name: [{"minutes": round(s / 60, 2), "step": step, "bleu": round(scores[name][step], 2)}
-                     for s, step, _ in chosen[name] if step in scores[name]] for name in chosen}
-    return {"grid_minutes": grid, "curves": curves,
+    if failures:
+        sys.exit("evaluation failed:\n" + "\n".join(failures))
+    curves = {name: [{"seconds": round(s, 1), "minutes": round(s / 60, 2), "step": step, "bleu": round(scores[name][step], 2)}
+                     for s, step, _ in chosen[name]] for name in chosen}
+    return {"trained_minutes": trained, "grid_minutes": grid, "curves": curves,
             "steps_per_minute": {name: round(found[name][-1][1] / (found[name][-1][0] / 60), 1) if found[name] else 0
                                  for name in found}}
 
 
 def at_budget(curve: list[dict], minutes: float) -> dict | None:
-    within = [point for point in curve if point["minutes"] <= minutes]
+    within = [point for point in curve if point["seconds"] <= minutes * 60]
     return within[-1] if within else None
 
 
@@ -221,7 +244,7 @@ def main() -> None:
     print(f"work folder: {work}", flush=True)
     if not args.evaluate_only:
         train_both(work, args.minutes, args.save_steps, venv)
-    result = evaluate(work, args.minutes, args.points, venv)
+    result = evaluate(work, args.minutes, args.budgets, args.points, venv)
     rows = []
     for budget in args.budgets:
         ours, peer = at_budget(result["curves"]["ours"], budget), at_budget(result["curves"]["peer"], budget)

@@ -14,7 +14,7 @@ Workers: the same short run with train.distribute=multi_worker as 1 and as 2 pro
 
     python bench/scaling.py                       # 100k, 1M and 5M pairs; 1 vs 2 workers
     python bench/scaling.py --sizes 10000 50000 500000 --steps 100
-    python bench/scaling.py --quick               # 20k and 100k pairs, 30 steps
+    python bench/scaling.py --quick               # 20k and 100k pairs, 60 steps
 """
 
 from __future__ import annotations
@@ -91,6 +91,8 @@ def step_times(run_dir: Path) -> tuple[float, float, int]:
             if any(value.tag == "train/loss" for value in event.summary.value):
                 times[int(event.step)] = event.wall_time
     steps = sorted(times)
+    if len(steps) < 2:
+        sys.exit(f"{run_dir}: fewer than two logged steps (train/loss every 20): use --steps 60 or more")
     return times[steps[0]], (times[steps[-1]] - times[steps[0]]) / (steps[-1] - steps[0]), steps[0]
 
 
@@ -156,13 +158,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 5_000_000])
     parser.add_argument("--steps", type=int, default=100, help="training steps per run (default 100)")
-    parser.add_argument("--quick", action="store_true", help="20k and 100k pairs, 30 steps")
+    parser.add_argument("--quick", action="store_true", help="20k and 100k pairs, 60 steps")
     parser.add_argument("--no-workers", action="store_true", help="skip the 1 vs 2 workers run")
     parser.add_argument("--work", help="folder for corpora and runs (default: a temporary folder)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "scaling.json"))
     args = parser.parse_args()
     if args.quick:
-        args.sizes, args.steps = [20_000, 100_000], 30
+        args.sizes, args.steps = [20_000, 100_000], 60
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="nmt-scaling-"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"corpus scaling: configs/en-ja.yaml, {args.steps} steps, in {work}")

@@ -71,8 +71,9 @@ VARIANTS = {
 }
 
 
-def ours(steps: int, run_dir: Path, extra: list[str]) -> list[float]:
-    """Target tokens/s of each 20-step window of `nmt train` (TensorBoard), the first dropped."""
+def ours(steps: int, run_dir: Path, extra: list[str]) -> tuple[list[float], float]:
+    """Target tokens/s of each 20-step window of `nmt train` (TensorBoard), the first dropped, and
+    the model's size in millions of parameters."""
     command = [sys.executable, "-m", "nmt.cli", "train", "--config", "small-parallel-enja.yaml", "--run-dir", str(run_dir)]
     for item in ours_overrides(steps) + extra:
         command += ["--set", item]
@@ -145,6 +146,8 @@ def main() -> None:
                         help="our configurations to run (default: all)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "throughput.json"))
     args = parser.parse_args()
+    if "same-shape" not in args.variants:
+        parser.error("--variants must include same-shape (the peer's shape: the ratio and FLOP count refer to it)")
     if args.quick:
         args.steps, args.rounds = 120, 1
     venv = Path(args.venv)
@@ -169,7 +172,7 @@ def main() -> None:
     lengths_en = [len(line.split()) for line in open(DATA / "train.en", encoding="utf-8")]
     lengths_ja = [len(line.split()) + 1 for line in open(DATA / "train.ja", encoding="utf-8")]
     per_token = training_flops_per_target_token(sum(lengths_en) / sum(lengths_ja), statistics.mean(lengths_en), 8778)
-    base = medians.get("same-shape", next(iter(medians.values())))
+    base = medians["same-shape"]
     summary = {
         "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "command": " ".join(sys.argv), "steps_per_run": args.steps, "rounds": args.rounds,

@@ -1,12 +1,12 @@
 """Translation speed, ours vs OpenNMT-tf 2.32: sentences/s on the 500-sentence dev set, one run.
 
 Takes the two trained models of a bench/quality.py work folder (the same 8.89M-parameter shape,
-each toolkit's last checkpoint) and translates small_parallel_enja's dev.en at beam 1 and beam 5,
+the last training step both toolkits saved a checkpoint at) and translates small_parallel_enja's dev.en at beam 1 and beam 5,
 32 sentences a batch, with all cores:
   - CLI: `nmt translate` vs `onmt-main infer`. Both sort the input by length into batches and both
-    report their own translation time without model loading (ours: "translated N line(s) in X s",
-    the peer: --log_prediction_time's "Total prediction time"); the process wall time, start-up
-    included, is reported too.
+    report their own translation time, model loading and tracing excluded (ours: "translated N
+    line(s) in X s", the peer: --log_prediction_time's "Total prediction time"); the process wall
+    time, start-up included, is reported too.
   - SavedModel: `nmt export` vs `onmt-main export` (text in, text out: SentencePiece / a space
     tokenizer in the graph), each loaded and timed by bench/savedmodel_speed.py in its own
     virtualenv: batches in file order, after one warm-up batch.
@@ -55,14 +55,14 @@ def peer_command(venv: Path, model_dir: Path, override: Path, *rest: str) -> lis
 
 
 def export_both(work: Path, venv: Path, ours_checkpoint: str, peer_checkpoint: Path) -> dict[str, Path]:
-    exports = work / "exports"
-    ours = exports / "ours" / "1"
+    exports = work / "exports"  # named by checkpoint: a folder is only reused for the same weights
+    ours = exports / f"ours-{ours_checkpoint}" / "1"
     if not ours.is_dir():
-        timed([sys.executable, "-m", "nmt.cli", "export", "--run", str(work / "ours"), "--out", str(exports / "ours"),
+        timed([sys.executable, "-m", "nmt.cli", "export", "--run", str(work / "ours"), "--out", str(ours.parent),
                "--version", "1", "--weights", ours_checkpoint], exports.parent / "ours-export.log")
     paths = {"ours": ours}
     for beam in (1, 5):
-        target = exports / f"peer-beam{beam}"
+        target = exports / f"peer-{peer_checkpoint.name}-beam{beam}"
         override = exports / f"peer-beam{beam}.yml"
         if not (target / "saved_model.pb").is_file():
             exports.mkdir(parents=True, exist_ok=True)
@@ -85,18 +85,28 @@ def main() -> None:
     rounds = 1 if args.quick else args.rounds
     work, venv = Path(args.work), Path(args.venv)
     starts = json.loads((work / "starts.json").read_text(encoding="utf-8"))
-    _, ours_step, ours_path = checkpoints(work / "ours" / "checkpoints", starts["ours"])[-1]
-    _, peer_step, peer_path = checkpoints(work / "peer", starts["peer"])[-1]
+    saved = {name: {step: path for _, step, path in checkpoints(folder, starts[name])}
+             for name, folder in (("ours", work / "ours" / "checkpoints"), ("peer", work / "peer"))}
+    common = sorted(set(saved["ours"]) & set(saved["peer"]))
+    if not common:
+        sys.exit(f"{work}: no training step at which both toolkits saved a checkpoint")
+    # The same step in both: how long outputs are (and so decoding time) depends on training.
+    ours_step = peer_step = common[-1]
+    ours_path, peer_path = saved["ours"][ours_step], saved["peer"][peer_step]
+    config = (work / "ours" / "config.yaml").read_text(encoding="utf-8")
+    if not re.search(r"^\s*beam_size: 5$", config, re.M):
+        sys.exit(f"{work / 'ours'}: the export's translate signature uses decode.beam_size, which is not 5")
     exports = export_both(work, venv, ours_path.name, peer_path)
     outputs = work / "speed"
     outputs.mkdir(exist_ok=True)
     source = str(DATA / "dev.en")
     results: dict[str, list[dict]] = {}
+    sentences = len((DATA / "dev.en").read_text(encoding="utf-8").splitlines())
 
     def record(key: str, wall: float, seconds: float, output: Path) -> None:
         results.setdefault(key, []).append({"wall_s": round(wall, 2), "seconds": round(seconds, 3),
-                                            "sentences_per_s": round(500 / seconds, 2), "bleu": round(bleu(output), 2)})
-        print(f"  {key}: {500 / seconds:.1f} sentences/s ({seconds:.2f} s, process {wall:.1f} s), "
+                                            "sentences_per_s": round(sentences / seconds, 2), "bleu": round(bleu(output), 2)})
+        print(f"  {key}: {sentences / seconds:.1f} sentences/s ({seconds:.2f} s, process {wall:.1f} s), "
               f"BLEU {results[key][-1]['bleu']:.2f}", flush=True)
 
     for round_number in range(rounds):

@@ -130,6 +130,11 @@ class Translator:
         states = self.encoder_states(tf.constant([ids], tf.int32), tf.constant([len(ids)], tf.int32))
         return Trace([self.source_tokenizer.id_to_piece(i) for i in ids], states.numpy()[0], [])
 
+    def prepare(self, beam_size: int | None = None) -> None:
+        """Traces the search for ``beam_size`` (default: the config's) now rather than on the first
+        batch, so that a timing of :meth:`translate` measures translation alone."""
+        self._decode_function(beam_size or self.config.decode.beam_size).get_concrete_function()
+
     def translate_batch_ids(self, ids: list[list[int]], beam_size: int) -> decoding.DecodeResult:
         source, lengths = pad_batch(ids)
         return self._decode_function(beam_size)(source, lengths)
@@ -534,7 +539,7 @@ def load(run_dir: str | Path, weights: str = "best", task: str | None = None) ->
         if not re.fullmatch(r"ckpt-\d+", weights):
             raise NmtError(f"weights {weights!r}: expected best, latest or a checkpoint name such as ckpt-1000")
         if not (run_dir / "checkpoints" / f"{weights}.index").is_file():
-            kept = sorted(p.stem for p in (run_dir / "checkpoints").glob("ckpt-*.index"))
+            kept = sorted((p.stem for p in (run_dir / "checkpoints").glob("ckpt-*.index")), key=lambda n: int(n[5:]))
             raise NmtError(f"{run_dir / 'checkpoints'} has no checkpoint {weights} (kept: {', '.join(kept) or 'none'})")
         checkpoint = str(run_dir / "checkpoints" / weights)
         tf.train.Checkpoint(model=model_variables(model)).read(checkpoint).expect_partial().assert_existing_objects_matched()
