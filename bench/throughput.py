@@ -21,6 +21,11 @@ Also: a 2048x2048 float32 matmul's FLOP/s measured in the same run, and our mode
 
     python bench/throughput.py --venv PEER_VENV                 # 2 rounds of 300 steps each
     python bench/throughput.py --venv PEER_VENV --quick         # 1 round of 120 steps
+    python bench/throughput.py --venv PEER_VENV --side-by-side --out bench/results/throughput-side-by-side.json
+
+--side-by-side runs ours (same shape) and the peer at the same time, each pinned to its own core with
+one TensorFlow thread (as bench/quality.py does): on a VM whose speed drifts (here by 2x between
+minutes), alternating runs measure the drift as much as the toolkits; simultaneous ones cancel it.
 """
 
 from __future__ import annotations
@@ -71,37 +76,76 @@ VARIANTS = {
 }
 
 
-def ours(steps: int, run_dir: Path, extra: list[str]) -> tuple[list[float], float]:
-    """Target tokens/s of each 20-step window of `nmt train` (TensorBoard), the first dropped, and
-    the model's size in millions of parameters."""
+ONE_CORE = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}
+QUIET = {"TF_CPP_MIN_LOG_LEVEL": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def ours_command(steps: int, run_dir: Path, extra: list[str]) -> list[str]:
     command = [sys.executable, "-m", "nmt.cli", "train", "--config", "small-parallel-enja.yaml", "--run-dir", str(run_dir)]
     for item in ours_overrides(steps) + extra:
         command += ["--set", item]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode:
-        sys.exit(f"nmt train failed:\n{done.stderr[-3000:]}")
-    parameters = float(re.search(r"model: ([0-9.]+)M parameters", done.stderr).group(1))
+    return command
+
+
+def ours_rates(run_dir: Path, stderr: str) -> tuple[list[float], float]:
+    """Target tokens/s of each 20-step window of `nmt train` (TensorBoard), the first dropped, and
+    the model's size in millions of parameters."""
     from nmt.visualize import read_scalar
 
     _, rates = read_scalar(run_dir, "train/target_tokens_per_second")
-    return rates.tolist()[1:], parameters
+    return rates.tolist()[1:], float(re.search(r"model: ([0-9.]+)M parameters", stderr).group(1))
 
 
-def peer(steps: int, model_dir: Path, venv: Path) -> list[float]:
-    """Target tokens/s of each 20-step report of `onmt-main train`, the first dropped."""
+def peer_command(steps: int, model_dir: Path, venv: Path, one_core: bool = False) -> list[str]:
     override = model_dir / "override.yml"
     model_dir.mkdir(parents=True, exist_ok=True)
     override.write_text(f"train:\n  max_step: {steps}\n  save_checkpoints_steps: {steps}\n"
                         f"  save_summary_steps: {REPORT_EVERY}\n", encoding="utf-8")
-    command = [str(venv / "bin" / "onmt-main"), "--model", str(PEER / "model.py"), "--config", str(model_dir / "config.yml"),
-               str(override), "--model_dir", str(model_dir), "--seed", "1234", "train"]
     peer_config(model_dir, model_dir.parent)
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "1",
-                                                                        "PYTHONWARNINGS": "ignore"})
+    threads = ["--intra_op_parallelism_threads", "1", "--inter_op_parallelism_threads", "1"] if one_core else []
+    return [str(venv / "bin" / "onmt-main"), "--model", str(PEER / "model.py"), "--config", str(model_dir / "config.yml"),
+            str(override), "--model_dir", str(model_dir), "--seed", "1234", *threads, "train"]
+
+
+def peer_rates(stderr: str) -> list[float]:
+    """Target tokens/s of each 20-step report of `onmt-main train`, the first dropped."""
+    return [float(t) for t in re.findall(r"tokens/s = \d+ \(\d+ source, (\d+) target\)", stderr)][1:]
+
+
+def run(command: list[str], env: dict | None = None) -> str:
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **QUIET, **(env or {})})
     if done.returncode:
-        sys.exit(f"onmt-main train failed:\n{done.stderr[-3000:]}")
-    rates = [float(t) for t in re.findall(r"tokens/s = \d+ \(\d+ source, (\d+) target\)", done.stderr)]
-    return rates[1:]
+        sys.exit(f"failed: {' '.join(command[:4])} ...\n{done.stderr[-3000:]}")
+    return done.stderr
+
+
+def ours(steps: int, run_dir: Path, extra: list[str]) -> tuple[list[float], float]:
+    return ours_rates(run_dir, run(ours_command(steps, run_dir, extra)))
+
+
+def peer(steps: int, model_dir: Path, venv: Path) -> list[float]:
+    return peer_rates(run(peer_command(steps, model_dir, venv)))
+
+
+def side_by_side(steps: int, work: Path, venv: Path, round_number: int) -> tuple[list[float], float, list[float]]:
+    """Ours (same shape) and the peer at the same time, each pinned to its own core with one
+    TensorFlow thread: a change in the machine's speed hits both in the same seconds."""
+    run_dir, model_dir = work / f"pinned-ours-{round_number}", work / f"pinned-peer-{round_number}"
+    env = {**os.environ, **QUIET, **ONE_CORE}
+    commands = [["taskset", "-c", "0", *ours_command(steps, run_dir, [])],
+                ["taskset", "-c", "1", *peer_command(steps, model_dir, venv, one_core=True)]]
+    log_paths = [work / f"pinned-ours-{round_number}.log", work / f"pinned-peer-{round_number}.log"]
+    processes = []
+    for command, path in zip(commands, log_paths):  # logs to files: a full pipe would stall a process
+        with open(path, "w", encoding="utf-8") as log:
+            processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env=env))
+    for process in processes:
+        process.wait()
+    logs = [path.read_text(encoding="utf-8") for path in log_paths]
+    if any(process.returncode for process in processes):
+        sys.exit("a side-by-side run failed:\n" + "\n".join(log[-2000:] for log in logs))
+    rates, parameters = ours_rates(run_dir, logs[0])
+    return rates, parameters, peer_rates(logs[1])
 
 
 def build_peer_vocabularies(work: Path, venv: Path) -> None:
@@ -142,6 +186,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="1 round of 120 steps")
     parser.add_argument("--venv", default=str(PEER / "onmt-venv"), help="the peer's virtualenv")
+    parser.add_argument("--side-by-side", action="store_true",
+                        help="run ours (same shape) and the peer at the same time, one core each, instead")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
                         help="our configurations to run (default: all)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "throughput.json"))
@@ -155,9 +201,18 @@ def main() -> None:
         sys.exit(f"the peer's virtualenv is missing: {venv} (see this script's docstring)")
     work = Path(tempfile.mkdtemp(prefix="nmt-throughput-"))
     build_peer_vocabularies(work, venv)
+    if args.side_by_side:
+        args.variants = ["same-shape"]
     results: dict[str, list[float]] = {name: [] for name in args.variants} | {"peer": []}
     parameters = {}
     for round_number in range(args.rounds):
+        if args.side_by_side:
+            ours_windows, parameters["same-shape"], peer_windows = side_by_side(args.steps, work, venv, round_number)
+            results["same-shape"] += ours_windows
+            results["peer"] += peer_windows
+            print(f"round {round_number + 1}, one core each, side by side: nmt {statistics.median(ours_windows):,.0f}, "
+                  f"peer {statistics.median(peer_windows):,.0f} target tok/s", flush=True)
+            continue
         for name in args.variants:
             rates, parameters[name] = ours(args.steps, work / f"{name}-{round_number}", VARIANTS[name])
             results[name] += rates
@@ -176,6 +231,7 @@ def main() -> None:
     summary = {
         "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "command": " ".join(sys.argv), "steps_per_run": args.steps, "rounds": args.rounds,
+        "setup": "side by side, one core and one TF thread each" if args.side_by_side else "alternating, all cores",
         "target_tok_per_s": {name: round(rate) for name, rate in medians.items()},
         "ratio_to_peer": {name: round(medians[name] / peer_rate, 2) for name in args.variants},
         "parameters_millions": parameters, "matmul_gflops": round(peak / 1e9, 1),
@@ -187,7 +243,8 @@ def main() -> None:
         print(f"| nmt {name} | {parameters[name]}M | {medians[name]:,.0f} | {medians[name] / peer_rate:.2f}x |")
     print(f"| OpenNMT-tf 2.32 | 8.89M | {peer_rate:,.0f} | |")
     print(f"2048^2 float32 matmul: {peak / 1e9:.0f} GFLOP/s; nmt's training (same shape): {base * per_token / 1e9:.1f} "
-          f"GFLOP/s = {100 * base * per_token / peak:.1f}% of it")
+          f"GFLOP/s = {100 * base * per_token / peak:.1f}% of it"
+          + (" (the matmul on all cores, the training on one)" if args.side_by_side else ""))
     Path(args.out).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
 

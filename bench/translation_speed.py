@@ -139,7 +139,7 @@ def main() -> None:
     print("\n| beam | way | nmt sentences/s | OpenNMT-tf sentences/s | ratio | nmt BLEU | peer BLEU |\n"
           "| ---: | --- | ---: | ---: | ---: | ---: | ---: |")
     for beam in (1, 5):
-        for way, label in (("cli", "CLI (model load excluded)"), ("savedmodel", "SavedModel")):
+        for way, label in (("cli", "CLI (model load and tracing excluded)"), ("savedmodel", "SavedModel")):
             ours, peer = best[f"ours_{way}_beam{beam}"], best[f"peer_{way}_beam{beam}"]
             ratio = ours["sentences_per_s"] / peer["sentences_per_s"]
             rows.append({"beam": beam, "way": way, "ours": ours, "peer": peer, "ratio": round(ratio, 2)})
