@@ -54,6 +54,9 @@ def ours_overrides(steps: int) -> list[str]:
         f"data.train.source_path={DATA / 'train.en'}", f"data.train.target_path={DATA / 'train.ja'}", "data.dev=null",
         "tokenizer.vocab_size=9000",  # every training word: 6,638 / 8,778 entries, as the peer's vocabularies
         "model.decoder.input_feeding=true", "train.learning_rate=0.001", "train.warmup_steps=0", "train.decay=none",
+        # The peer drops no embeddings (dropout on layer outputs only); with ours' embedding dropout
+        # the 60-minute comparison of 2026-11-22 learned less per step (bench/README.md, section 2).
+        "model.encoder.embedding_dropout=0.0", "model.decoder.embedding_dropout=0.0",
         "train.label_smoothing=0.0", f"train.steps={steps}", f"train.eval_every={steps}",
         f"train.checkpoint_every={steps}", "train.early_stopping=null",
     ]

@@ -82,6 +82,7 @@ class EncoderConfig:
     layers: int = 1
     bidirectional: bool = True
     dropout: float = 0.2  # on embeddings and between layers
+    embedding_dropout: float | None = None  # on the embeddings only; null: the same as dropout
 
 
 @dataclasses.dataclass
@@ -96,6 +97,7 @@ class DecoderConfig:
     # but the decoder can then no longer run as one fused sequence op during training.
     input_feeding: bool = False
     dropout: float = 0.2
+    embedding_dropout: float | None = None  # on the target embeddings only; null: the same as dropout
     bridge: Literal["dense", "zero"] = "dense"  # initial decoder state from the encoder's final state
 
 
@@ -393,9 +395,11 @@ def _check_values(config: Config) -> None:
     for key, value in {
         "model.encoder.dropout": config.model.encoder.dropout,
         "model.decoder.dropout": config.model.decoder.dropout,
+        "model.encoder.embedding_dropout": config.model.encoder.embedding_dropout,
+        "model.decoder.embedding_dropout": config.model.decoder.embedding_dropout,
         "train.label_smoothing": config.train.label_smoothing,
     }.items():
-        if not 0.0 <= value < 1.0:
+        if value is not None and not 0.0 <= value < 1.0:
             raise NmtError(f"{key}: must be in [0, 1), got {value}")
     if config.model.tie_embeddings and config.model.embedding_dim != config.model.decoder.units:
         # The tied matrix is used both as embedding (dim) and as output projection (units).

@@ -372,6 +372,7 @@ def test_top_level_must_be_mapping(tmp_path):
         ("decode.beam_size=0", "decode.beam_size: must be positive, got 0"),
         ("data.max_target_length=0", "data.max_target_length: must be positive, got 0"),
         ("model.encoder.dropout=1.0", "model.encoder.dropout: must be in [0, 1), got 1.0"),
+        ("model.decoder.embedding_dropout=1.5", "model.decoder.embedding_dropout: must be in [0, 1), got 1.5"),
         ("train.label_smoothing=-0.1", "train.label_smoothing: must be in [0, 1), got -0.1"),
     ],
 )

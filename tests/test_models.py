@@ -88,6 +88,18 @@ def test_encoder_shapes() -> None:
     assert memory.shape == (2, 3, 12) and final.shape == (2, 24)
 
 
+def test_embedding_dropout_is_separate_from_layer_dropout() -> None:
+    """A one-layer encoder drops only its embeddings: with embedding_dropout 0 training is
+    deterministic even at dropout 0.9; unset, the embeddings get the layer dropout."""
+    ids, lengths = tf.constant([[5, 6, 7, 8]]), tf.constant([4])
+    kept = Encoder(vocab_size=20, embedding_dim=8, cell="gru", units=8, dropout=0.9, embedding_dropout=0.0)
+    np.testing.assert_array_equal(kept(ids, lengths, training=True)[0], kept(ids, lengths, training=True)[0])
+    np.testing.assert_array_equal(kept(ids, lengths, training=True)[0], kept(ids, lengths, training=False)[0])
+    dropped = Encoder(vocab_size=20, embedding_dim=8, cell="gru", units=8, dropout=0.9)
+    assert not np.array_equal(dropped(ids, lengths, training=True)[0], dropped(ids, lengths, training=False)[0])
+    assert Encoder.from_config(kept.get_config()).embedding_dropout_rate == 0.0
+
+
 def test_tied_embeddings_share_the_matrix() -> None:
     model = make_model(ENCODERS[1], {"cell": "gru", "units": 16}, tie_embeddings=True)
     names = [v.path for v in model.trainable_variables]

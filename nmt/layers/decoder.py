@@ -54,6 +54,7 @@ class Decoder(keras.layers.Layer):
         attention_score: str = "general",
         input_feeding: bool = False,
         dropout: float = 0.2,
+        embedding_dropout: float | None = None,
         bridge: str = "dense",
         tie_embeddings: bool = False,
         **kwargs: Any,
@@ -72,6 +73,7 @@ class Decoder(keras.layers.Layer):
         self.attention_score = attention_score
         self.input_feeding = input_feeding
         self.dropout_rate = dropout
+        self.embedding_dropout_rate = embedding_dropout
         self.bridge = bridge
         self.tie_embeddings = tie_embeddings
         self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
@@ -82,6 +84,8 @@ class Decoder(keras.layers.Layer):
             self.attention = Attention(attention, attention_score, name="attention")
             self.attentional = keras.layers.Dense(units, activation="tanh", use_bias=False, name="attentional")
         self.dropout = keras.layers.Dropout(dropout)
+        # Unset: the same layer as the rest, so runs without the option keep their random state layout.
+        self.embedding_dropout = self.dropout if embedding_dropout is None else keras.layers.Dropout(embedding_dropout)
         self.bridge_dense = keras.layers.Dense(self._state_size, name="bridge") if bridge == "dense" else None
         if tie_embeddings:
             self.output_projection = None
@@ -212,7 +216,7 @@ class Decoder(keras.layers.Layer):
         """target_in [batch, time] -> logits [batch, time, vocab], attention [batch, time, source]
         and, with ``return_state``, the state after the last token (after ``lengths[b]`` tokens of
         row b when ``lengths`` is given: the state to continue from, e.g. after a prompt)."""
-        embedded = self.dropout(self.embedding(target_in), training=training)
+        embedded = self.embedding_dropout(self.embedding(target_in), training=training)
         if self.fast_path:
             x = embedded
             final_rnn = []
@@ -265,6 +269,7 @@ class Decoder(keras.layers.Layer):
             "attention_score": self.attention_score,
             "input_feeding": self.input_feeding,
             "dropout": self.dropout_rate,
+            "embedding_dropout": self.embedding_dropout_rate,
             "bridge": self.bridge,
             "tie_embeddings": self.tie_embeddings,
         }

@@ -32,6 +32,7 @@ class Encoder(keras.layers.Layer):
         layers: int = 1,
         bidirectional: bool = True,
         dropout: float = 0.2,
+        embedding_dropout: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -42,12 +43,15 @@ class Encoder(keras.layers.Layer):
         self.num_layers = layers
         self.bidirectional = bidirectional
         self.dropout_rate = dropout
+        self.embedding_dropout_rate = embedding_dropout
         self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
         self.forward_layers = [Recurrent(cell, units, name=f"forward_{i}") for i in range(layers)]
         self.backward_layers = (
             [Recurrent(cell, units, name=f"backward_{i}") for i in range(layers)] if bidirectional else []
         )
         self.dropout = keras.layers.Dropout(dropout)
+        # Unset: the same layer as the rest, so runs without the option keep their random state layout.
+        self.embedding_dropout = self.dropout if embedding_dropout is None else keras.layers.Dropout(embedding_dropout)
 
     def build(self, *args: Any, **kwargs: Any) -> None:
         # Sub-layers create their weights on first use (their input sizes depend on the config).
@@ -63,7 +67,7 @@ class Encoder(keras.layers.Layer):
         return self.output_dim * (2 if self.cell == "lstm" else 1)
 
     def call(self, ids: tf.Tensor, lengths: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
-        x = self.dropout(self.embedding(ids), training=training)
+        x = self.embedding_dropout(self.embedding(ids), training=training)
         final: tuple[tf.Tensor, ...] = ()
         for i, forward in enumerate(self.forward_layers):
             outputs, final = forward(x, lengths)
@@ -84,4 +88,5 @@ class Encoder(keras.layers.Layer):
             "layers": self.num_layers,
             "bidirectional": self.bidirectional,
             "dropout": self.dropout_rate,
+            "embedding_dropout": self.embedding_dropout_rate,
         }
