@@ -1,21 +1,23 @@
 """Quality per CPU-time: dev BLEU of ours and OpenNMT-tf 2.32 after the same training time, one run.
 
 Both toolkits train the same model shape on the same data (bench/throughput.py's docstring: 8.89M
-parameters, word vocabularies, Adam 1e-3 constant, 64 sentences a batch, buckets 2 wide) **at the
+parameters, word vocabularies, Adam 1e-3 constant, 64 sentences a batch, buckets 2 wide, dropout on
+layer outputs and none on the embeddings, as the peer) **at the
 same time, each pinned to its own CPU core** (taskset, one TensorFlow thread each). Side by side, so
 whatever else loads the machine loads both alike, and the same wall-clock budget is the same CPU
 time. Both save a checkpoint every --save-steps steps; a checkpoint's training time is its file's
 modification time minus the start of its training process (start-up, SentencePiece training and
 the first traces count against ours; the peer's vocabularies are built before its clock starts).
 
-Afterwards (not counted), the last checkpoint of each toolkit saved within each grid time
-(every trained minutes / points, and each budget) translates the 500-sentence dev set, beam 5, batch 32, and BLEU is
-scored with sacrebleu --tokenize none (the corpus is pre-tokenized) after NFKC normalization of
-hypotheses and references (see bleu()). Ours clips gradients at global norm 5 (its config's
-default); the peer's config does not clip. Writes a JSON file, a PNG of
-BLEU against training minutes, and prints the table.
+Afterwards (not counted), the last checkpoint of each toolkit saved within each grid time (every
+trained minutes / points, and each budget) translates the 500-sentence dev set, beam 5, batch 32,
+and BLEU is scored with sacrebleu --tokenize none (the corpus is pre-tokenized) after NFKC
+normalization of hypotheses and references (see bleu()). Ours clips gradients at global norm 5 (its
+config's default); the peer's config does not clip. Writes a JSON file, a PNG of BLEU against
+training minutes, and prints the table.
 
     python bench/quality.py --venv PEER_VENV                  # 60 minutes, BLEU at 20 and 60
+    python bench/quality.py --venv PEER_VENV --minutes 20 --budgets 10 20 --points 4
     python bench/quality.py --venv PEER_VENV --quick          # 6 minutes, BLEU at 3 and 6
     python bench/quality.py --work DIR --evaluate-only        # score the runs of an earlier --work DIR
 """
@@ -38,10 +40,9 @@ from pathlib import Path
 import sacrebleu
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import DATA, PEER, ROOT, build_peer_vocabularies, peer_config, ours_overrides  # noqa: E402
+from throughput import DATA, ONE_CORE, PEER, QUIET, ROOT, build_peer_vocabularies, ours_overrides, peer_config  # noqa: E402
 
-ONE_THREAD = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1",
-              "TF_CPP_MIN_LOG_LEVEL": "1", "PYTHONWARNINGS": "ignore"}
+ONE_THREAD = {**ONE_CORE, **QUIET}
 
 
 def start_ours(work: Path, save_steps: int, core: int) -> subprocess.Popen:
