@@ -32,9 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import bleu, checkpoints  # noqa: E402
-from throughput import DATA, PEER, ROOT  # noqa: E402
+from throughput import DATA, PEER, QUIET, ROOT  # noqa: E402
 
-QUIET = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
 SPEED = Path(__file__).resolve().parent / "savedmodel_speed.py"
 
 

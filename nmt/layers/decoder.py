@@ -235,7 +235,7 @@ class Decoder(keras.layers.Layer):
 
         if return_state:
             # Not needed so far: only language models carry state, and they take the fast path.
-            raise NotImplementedError("return_state needs the fast path (no input feeding, no bahdanau)")
+            raise ValueError("return_state needs the fast path (no input feeding, no bahdanau): a language model's decoder")
 
         if not all(layer.built for layer in self.rnn_layers):
             self._recur_embedded(embedded[:, 0], state, context, training)  # creates the weights
