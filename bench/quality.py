@@ -40,17 +40,14 @@ from pathlib import Path
 import sacrebleu
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import DATA, ONE_CORE, PEER, QUIET, ROOT, build_peer_vocabularies, ours_overrides, peer_config  # noqa: E402
+from throughput import DATA, ONE_CORE, PEER, QUIET, ROOT, build_peer_vocabularies, ours_command, peer_config  # noqa: E402
 
 ONE_THREAD = {**ONE_CORE, **QUIET}
 
 
 def start_ours(work: Path, save_steps: int, core: int) -> subprocess.Popen:
-    run_dir = work / "ours"
-    command = ["taskset", "-c", str(core), sys.executable, "-m", "nmt.cli", "train", "--config", "small-parallel-enja.yaml",
-               "--run-dir", str(run_dir)]
-    for item in ours_overrides(10**7) + [f"train.checkpoint_every={save_steps}", "train.keep_checkpoints=100000"]:
-        command += ["--set", item]
+    command = ["taskset", "-c", str(core), *ours_command(
+        10**7, work / "ours", [f"train.checkpoint_every={save_steps}", "train.keep_checkpoints=100000"])]
     log = open(work / "ours.log", "w", encoding="utf-8")
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **ONE_THREAD},
                             start_new_session=True)
