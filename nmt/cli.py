@@ -12,6 +12,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from nmt.errors import NmtError  # noqa: E402
+from nmt.serve_options import add_serve_arguments  # noqa: E402
 
 EPILOG = """\
 examples:
@@ -293,25 +294,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from nmt.serving import Limits, serve
+    from nmt.serve_options import run_serve
 
-    for name in ("port", "max_batch_size", "max_request_rows", "max_body_bytes"):
-        if getattr(args, name) < (0 if name == "port" else 1):
-            raise NmtError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    limits = Limits(
-        max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, batching=not args.no_batching,
-        max_request_rows=args.max_request_rows, max_body_bytes=args.max_body_bytes,
-    )
-    mounts = None
-    if args.mount:
-        mounts = {}
-        for item in args.mount:
-            if "=" not in item:
-                raise NmtError(f"--mount {item!r}: expected SERVER_PATH=LOCAL_FOLDER, e.g. /serve=serve")
-            prefix, folder = item.split("=", 1)
-            mounts[prefix] = folder
-    serve(args.config, args.host, args.port, limits, mounts)
-    return 0
+    return run_serve(args)
 
 
 def weights_option(parser: argparse.ArgumentParser) -> None:
@@ -513,18 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  curl -d '{\"text\": [\"Good morning.\"], \"beam\": 5}' localhost:8501/v1/translate",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    serve.add_argument("--config", required=True, help="TF Serving model config file (serve/models.config)")
-    serve.add_argument("--mount", action="append", metavar="SERVER_PATH=LOCAL_FOLDER",
-                       help="where an absolute base_path of the config lives here, like a Docker volume "
-                       "(default: /serve=the config file's folder, as serve/docker-compose.yml mounts it)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, default=8501, help="port (default 8501, TF Serving's REST port)")
-    serve.add_argument("--max-batch-size", type=int, default=32, help="rows per model call (default 32)")
-    serve.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to "
-                       "batch with (default 5)")
-    serve.add_argument("--no-batching", action="store_true", help="run every request on its own")
-    serve.add_argument("--max-request-rows", type=int, default=64, help="instances per request (default 64)")
-    serve.add_argument("--max-body-bytes", type=int, default=1 << 20, help="request body limit (default 1 MiB)")
+    add_serve_arguments(serve)
     serve.set_defaults(func=cmd_serve)
     return parser
 
