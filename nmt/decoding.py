@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import numpy as np
 import tensorflow as tf
 
 from nmt.tokenizer import BOS_ID, EOS_ID
@@ -60,8 +61,16 @@ def _eos_only(vocab_size: tf.Tensor) -> tf.Tensor:
     return tf.where(tf.range(vocab_size) == EOS_ID, 0.0, _NEG)
 
 
-def _shape_invariant(t: tf.Tensor) -> tf.TensorShape:
+def _shape_invariant(t: tf.Tensor | tf.TensorArray) -> tf.TensorShape:
+    """Any size in every dimension (a step function may return less static shape than it got)."""
+    if isinstance(t, tf.TensorArray):
+        return tf.TensorShape(None)
     return tf.TensorShape([None] * t.shape.rank)
+
+
+def _while(cond: Callable, body: Callable, loop_vars: tuple, limit: tf.Tensor) -> tuple:
+    invariants = tf.nest.map_structure(_shape_invariant, loop_vars)
+    return tf.while_loop(cond, body, loop_vars, shape_invariants=invariants, maximum_iterations=limit)
 
 
 class Sampler:
@@ -130,6 +139,18 @@ class Sampler:
         return tf.where(self._per_row(self.temperature, batch, tf.float32) > 0, drawn, greedy)
 
 
+def _source_length(context: Any) -> tf.Tensor:
+    """The source length of the attention weights (0 without a context, as for a language model)."""
+    flat = tf.nest.flatten(context)
+    return tf.shape(flat[0])[1] if flat else tf.constant(0)
+
+
+def _history(first: tf.Tensor) -> tf.TensorArray:
+    """A TensorArray of per-step values whose element 0 is ``first``, a placeholder step: stacking
+    an empty list with a dynamic batch size fails, and a search may run no step (a limit of 0)."""
+    return tf.TensorArray(first.dtype, size=1, dynamic_size=True, clear_after_read=False).write(0, first)
+
+
 def sample(
     step_fn: StepFn,
     state: Any,
@@ -148,15 +169,14 @@ def sample(
     scores (as in beam search). Scores are the model's log-probabilities of the chosen tokens.
     """
     batch = tf.shape(max_lengths)[0]
-    source = tf.shape(tf.nest.flatten(context)[0])[1] if tf.nest.flatten(context) else 0
     limit = tf.reduce_max(max_lengths)
     start_ids = tf.fill([batch], BOS_ID) if start_ids is None else tf.cast(start_ids, tf.int32)
 
-    def cond(t, ids, state, finished, lengths, scores, seqs, attn):
+    def cond(t, ids, state, finished, lengths, scores, tokens, weights):
         return tf.logical_and(t < limit, tf.logical_not(tf.reduce_all(finished)))
 
-    def body(t, ids, state, finished, lengths, scores, seqs, attn):
-        logits, state, weights = step_fn(ids, state, context)
+    def body(t, ids, state, finished, lengths, scores, tokens, weights):
+        logits, state, attention = step_fn(ids, state, context)
         log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
         at_limit = t + 1 >= max_lengths
         if stop_at_eos:  # the last token is EOS; without EOS the text simply stops at the limit
@@ -171,10 +191,11 @@ def sample(
         token = tf.where(finished, tf.zeros_like(token), token)  # padding after the end
         ended = tf.equal(token, EOS_ID) if stop_at_eos else at_limit
         finished = tf.logical_or(finished, ended)
-        seqs = tf.concat([seqs, token[:, None]], axis=1)
-        attn = tf.concat([attn, tf.cast(weights, tf.float32)[:, None, :]], axis=1)
+        # Each step writes its own slot: no copy of the history per step.
+        tokens = tokens.write(t + 1, token)
+        weights = weights.write(t + 1, tf.cast(attention, tf.float32))
         next_ids = tf.where(finished, EOS_ID, token)  # a valid id for the padding steps
-        return t + 1, next_ids, state, finished, lengths, scores, seqs, attn
+        return t + 1, next_ids, state, finished, lengths, scores, tokens, weights
 
     loop_vars = (
         tf.constant(0),
@@ -183,13 +204,12 @@ def sample(
         tf.zeros([batch], tf.bool),
         tf.zeros([batch], tf.int32),
         tf.zeros([batch], tf.float32),
-        tf.zeros([batch, 0], tf.int32),
-        tf.zeros([batch, 0, source], tf.float32),
+        _history(tf.zeros([batch], tf.int32)),
+        _history(tf.zeros([batch, _source_length(context)], tf.float32)),
     )
-    invariants = tf.nest.map_structure(_shape_invariant, loop_vars)
-    _, _, _, _, lengths, scores, seqs, attn = tf.while_loop(
-        cond, body, loop_vars, shape_invariants=invariants, maximum_iterations=limit
-    )
+    _, _, _, _, lengths, scores, tokens, weights = _while(cond, body, loop_vars, limit)
+    seqs = tf.transpose(tokens.stack()[1:])  # [batch, time]
+    attn = tf.transpose(weights.stack()[1:], [1, 0, 2])  # [batch, time, source]
     scores = scores / length_penalty(lengths, alpha)
     return DecodeResult(seqs[:, None], lengths[:, None], scores[:, None], attn[:, None])
 
@@ -206,6 +226,49 @@ def greedy_search(
     return sample(step_fn, state, context, max_lengths, None, 0, alpha, start_ids)
 
 
+def _normalized(log_probs: tf.Tensor, lengths: tf.Tensor, alpha: float) -> tf.Tensor:
+    """log_probs [rows] or [rows, n] divided by the length penalty of lengths [rows]."""
+    if alpha == 0:  # dividing by 1 changes nothing
+        return log_probs
+    penalty = length_penalty(lengths, alpha)
+    return log_probs / (penalty[:, None] if log_probs.shape.rank == 2 else penalty)
+
+
+def _settled(finished: tf.Tensor, lengths: tf.Tensor, log_probs: tf.Tensor, max_lengths: tf.Tensor, k: int, alpha: float) -> tf.Tensor:
+    """[batch*k]: True on the rows of sentences whose best finished hypothesis no live one can beat.
+
+    Log-probabilities only fall (each step adds a log-probability <= 0), so a live hypothesis of
+    log-probability p <= 0 ends at best with p itself, and p / penalty is largest at the largest
+    penalty of a length it can still end at: the penalty is monotone in the length, so that is
+    the next step's (alpha < 0) or the limit's (alpha >= 0). The candidates it spawns rank by
+    p' / penalty(length) <= that bound too, so none of them can push the best finished one out of
+    the beam: making the live ones end leaves the best hypothesis and its score as they are.
+    """
+    rows = tf.shape(finished)[0]
+    scores = tf.reshape(tf.where(finished, _normalized(log_probs, lengths, alpha), -np.inf), [rows // k, k])
+    largest = tf.maximum(length_penalty(lengths + 1, alpha), length_penalty(max_lengths, alpha))
+    bounds = tf.reshape(tf.where(finished, -np.inf, log_probs / largest), [rows // k, k])
+    # Strictly below: a tie could still reorder hypotheses of equal score.
+    return tf.repeat(tf.reduce_max(bounds, axis=1) < tf.reduce_max(scores, axis=1), k)
+
+
+def _backtrace(tokens: tf.Tensor, parents: tf.Tensor, weights: tf.Tensor, rows: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """The hypotheses in ``rows`` [n] after the last step, recovered from the per-step choices.
+
+    tokens, parents [steps, batch*k] and weights [steps, batch*k, source] are what each step
+    wrote (step 0 a placeholder; parent: the row that was extended; weights: the attention of the
+    row before reordering). Returns ids [n, steps - 1] and attention [n, steps - 1, source]: one
+    gather of row indices per step (what ``gather_tree`` does), then one gather of each.
+    """
+    # extended[s]: the row that step s extended on the way to each final row.
+    extended = tf.scan(lambda row, parent: tf.gather(parent, row), parents, initializer=rows, reverse=True)
+    # chosen[s]: the row that holds the hypothesis just after step s.
+    chosen = tf.concat([extended[1:], rows[None]], axis=0)
+    ids = tf.gather(tokens, chosen, batch_dims=1)[1:]
+    attention = tf.gather(weights, extended, batch_dims=1)[1:]
+    return tf.transpose(ids), tf.transpose(attention, [1, 0, 2])
+
+
 def beam_search(
     step_fn: StepFn,
     state: Any,
@@ -219,32 +282,52 @@ def beam_search(
 
     Keeps ``beam_size`` hypotheses per sentence; a hypothesis that emits EOS stays in the beam with
     its score frozen, competing with the live ones. Candidates are ranked by log-probability divided
-    by the length penalty. Stops when every hypothesis of every sentence has ended or the length limit
-    is reached (EOS is then forced). ``state`` and ``context`` come untiled, [batch, ...].
+    by the length penalty. EOS is forced at the length limit. A sentence whose best finished
+    hypothesis no live one can still beat (see :func:`_settled`) has its live ones end with EOS
+    (at the model's probability of it) at the next step; the search stops when every hypothesis
+    of every sentence has ended. ``state`` and
+    ``context`` come untiled, [batch, ...].
     """
-    k = beam_size
+    return _beam_search(step_fn, state, context, max_lengths, beam_size, alpha, start_ids, stop_early=True)
+
+
+def _beam_search(
+    step_fn: StepFn,
+    state: Any,
+    context: Any,
+    max_lengths: tf.Tensor,
+    k: int,
+    alpha: float,
+    start_ids: tf.Tensor | None,
+    stop_early: bool,
+) -> DecodeResult:
+    """:func:`beam_search`; ``stop_early`` False runs every sentence until all its hypotheses end
+    on their own or at the limit (the reference the early stop is tested against)."""
     batch = tf.shape(max_lengths)[0]
     state = tile_batch(state, k)
     context = tile_batch(context, k)
     flat_max = tf.repeat(max_lengths, k)
-    source = tf.shape(tf.nest.flatten(context)[0])[1] if tf.nest.flatten(context) else 0
     limit = tf.reduce_max(max_lengths)
     # Only beam 0 is live at the start, so the first step does not pick the same token k times.
     initial_log_probs = tf.tile(tf.concat([[0.0], tf.fill([k - 1], _NEG)], axis=0), [batch])
     base = tf.repeat(tf.range(batch) * k, k)  # index of each sentence's first beam, per flat row
 
-    def cond(t, ids, state, finished, lengths, log_probs, seqs, attn):
+    def cond(t, ids, state, finished, lengths, log_probs, tokens, parents, weights):
         return tf.logical_and(t < limit, tf.logical_not(tf.reduce_all(finished)))
 
-    def body(t, ids, state, finished, lengths, log_probs, seqs, attn):
-        logits, state, weights = step_fn(ids, state, context)
+    def body(t, ids, state, finished, lengths, log_probs, tokens, parents, weights):
+        logits, state, attention = step_fn(ids, state, context)
         step_log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
         vocab = tf.shape(step_log_probs)[1]
-        force_end = tf.logical_or(finished, t + 1 >= flat_max)
+        if stop_early:  # a hypothesis cut short ends at the model's probability of EOS
+            settled = _settled(finished, lengths, log_probs, flat_max, k, alpha)
+            only_eos = tf.where(tf.equal(tf.range(vocab), EOS_ID)[None, :], step_log_probs, _NEG)
+            step_log_probs = tf.where(settled[:, None], only_eos, step_log_probs)
+        force_end = tf.logical_or(finished, t + 1 >= flat_max)  # EOS at no cost, as it always was
         step_log_probs = tf.where(force_end[:, None], _eos_only(vocab)[None, :], step_log_probs)
         total = log_probs[:, None] + step_log_probs  # [batch*k, vocab]
         new_lengths = lengths + tf.cast(tf.logical_not(finished), tf.int32)
-        ranking = total / length_penalty(new_lengths, alpha)[:, None]
+        ranking = _normalized(total, new_lengths, alpha)
         _, top = tf.math.top_k(tf.reshape(ranking, [batch, k * vocab]), k=k)
         parent = base + tf.reshape(top // vocab, [-1])  # flat row of each chosen hypothesis' parent
         token = tf.reshape(top % vocab, [-1])
@@ -254,13 +337,14 @@ def beam_search(
         token = tf.where(was_finished, tf.zeros_like(token), token)  # padding after EOS
         finished = tf.logical_or(was_finished, tf.equal(token, EOS_ID))
         state = tf.nest.map_structure(lambda s: tf.gather(s, parent), state)
-        seqs = tf.concat([tf.gather(seqs, parent), token[:, None]], axis=1)
-        # This step's attention belongs to the parent that was extended, like its state.
-        weights = tf.gather(tf.cast(weights, tf.float32), parent)
-        attn = tf.concat([tf.gather(attn, parent), weights[:, None, :]], axis=1)
+        # The step's choices only; the hypotheses are read back once at the end (_backtrace).
+        tokens = tokens.write(t + 1, token)
+        parents = parents.write(t + 1, parent)
+        weights = weights.write(t + 1, tf.cast(attention, tf.float32))
         # A finished hypothesis' token is padding, but the next step still needs a valid id.
-        return t + 1, tf.where(finished, EOS_ID, token), state, finished, lengths, log_probs, seqs, attn
+        return t + 1, tf.where(finished, EOS_ID, token), state, finished, lengths, log_probs, tokens, parents, weights
 
+    rows = tf.range(batch * k)
     loop_vars = (
         tf.constant(0),
         tf.fill([batch * k], BOS_ID) if start_ids is None else tile_batch(tf.cast(start_ids, tf.int32), k),
@@ -268,21 +352,23 @@ def beam_search(
         tf.zeros([batch * k], tf.bool),
         tf.zeros([batch * k], tf.int32),
         initial_log_probs,
-        tf.zeros([batch * k, 0], tf.int32),
-        tf.zeros([batch * k, 0, source], tf.float32),
+        _history(tf.zeros([batch * k], tf.int32)),
+        _history(rows),  # the placeholder step keeps every row where it is
+        _history(tf.zeros([batch * k, _source_length(context)], tf.float32)),
     )
-    invariants = tf.nest.map_structure(_shape_invariant, loop_vars)
-    _, _, _, _, lengths, log_probs, seqs, attn = tf.while_loop(
-        cond, body, loop_vars, shape_invariants=invariants, maximum_iterations=limit
-    )
-    scores = tf.reshape(log_probs / length_penalty(lengths, alpha), [batch, k])
+    _, _, _, _, lengths, log_probs, tokens, parents, weights = _while(cond, body, loop_vars, limit)
+    scores = tf.reshape(_normalized(log_probs, lengths, alpha), [batch, k])
     order = tf.argsort(scores, axis=1, direction="DESCENDING", stable=True)
+    best_first = tf.reshape(order + tf.range(batch)[:, None] * k, [-1])
+    ids, attention = _backtrace(tokens.stack(), parents.stack(), weights.stack(), best_first)
 
-    def by_score(t: tf.Tensor) -> tf.Tensor:
-        shaped = tf.reshape(t, tf.concat([[batch, k], tf.shape(t)[1:]], axis=0))
-        return tf.gather(shaped, order, batch_dims=1)
+    def per_sentence(t: tf.Tensor) -> tf.Tensor:
+        return tf.reshape(t, tf.concat([[batch, k], tf.shape(t)[1:]], axis=0))
 
-    return DecodeResult(by_score(seqs), by_score(lengths), tf.gather(scores, order, batch_dims=1), by_score(attn))
+    return DecodeResult(
+        per_sentence(ids), per_sentence(tf.gather(lengths, best_first)), tf.gather(scores, order, batch_dims=1),
+        per_sentence(attention),
+    )
 
 
 class NextWords(NamedTuple):

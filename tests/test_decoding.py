@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -167,3 +168,134 @@ def test_greedy_and_beam_scores_use_the_same_length_penalty() -> None:
     beam = decoding.beam_search(model.step, state, context, max_lengths, beam_size=1, alpha=0.6)
     np.testing.assert_array_equal(beam.ids.numpy(), greedy.ids.numpy())
     np.testing.assert_allclose(beam.scores.numpy(), greedy.scores.numpy(), atol=1e-4)
+
+
+# --- early stopping and the per-step history ------------------------------------------------------
+
+SOURCE_LENGTHS = [7, 3, 1, 5]
+
+
+def random_step_fn(seed: int, vocab: int = 12, units: int = 6):
+    """A random recurrent 'model' with attention over a padded source; EOS's logit is raised so
+    that hypotheses end before the limit, as a trained model's do, and early stopping has work."""
+    rng = np.random.default_rng(seed)
+    embedding = tf.constant(rng.normal(size=(vocab, units)), tf.float32)
+    recurrent = tf.constant(rng.normal(size=(units, units)) * 0.7, tf.float32)
+    output = tf.constant(rng.normal(size=(units, vocab)) * 1.5, tf.float32)
+    bias = tf.constant(np.eye(vocab)[EOS_ID] * 1.5, tf.float32)
+
+    def step(ids, state, context):
+        h = tf.tanh(tf.gather(embedding, ids) + state["h"] @ recurrent)
+        energies = tf.einsum("bu,bsu->bs", h, context["memory"])
+        weights = tf.nn.softmax(tf.where(context["mask"], energies, -np.inf))
+        attended = tf.einsum("bs,bsu->bu", weights, context["memory"])
+        return (h + attended) @ output + bias, {"h": h}, weights
+
+    memory = tf.constant(rng.normal(size=(len(SOURCE_LENGTHS), max(SOURCE_LENGTHS), units)), tf.float32)
+    mask = tf.sequence_mask(SOURCE_LENGTHS, max(SOURCE_LENGTHS))
+    state = {"h": tf.constant(rng.normal(size=(len(SOURCE_LENGTHS), units)), tf.float32)}
+    return step, state, {"memory": memory, "mask": mask}
+
+
+def random_seq2seq(seed: int):
+    """A tiny untrained model of the project, its output layer scaled up and EOS raised: an
+    untrained model's next-token distributions are nearly flat and the same at every step, a
+    trained one's are peaked, and end sentences."""
+    keras.utils.set_random_seed(seed)  # Keras 3 initializers draw from their own seed
+    model = Seq2Seq(20, 25, 8, encoder={"cell": "lstm", "units": 8, "bidirectional": True},
+                    decoder={"cell": "lstm", "units": 8, "attention": "luong", "attention_score": "general"})
+    model.build_weights()
+    projection = model.decoder.output_projection
+    projection.kernel.assign(projection.kernel * 60.0)
+    projection.bias.assign(projection.bias + np.eye(25, dtype="float32")[EOS_ID])
+    source = tf.constant([[4 + i for i in range(n)] + [0] * (max(SOURCE_LENGTHS) - n) for n in SOURCE_LENGTHS])
+    context, state = model.encode(source, tf.constant(SOURCE_LENGTHS))
+    return model.step, state, context
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6, 1.0, 2.0])
+@pytest.mark.parametrize("make", [random_step_fn, random_seq2seq])
+def test_early_stopping_never_changes_the_best_hypothesis(make, alpha: float) -> None:
+    max_lengths = decoding.max_output_lengths(tf.constant(SOURCE_LENGTHS), 2.0, 3)
+    steps = {"early": 0, "full": 0}
+    for seed in range(3):
+        step, state, context = make(seed)
+        early = decoding.beam_search(step, state, context, max_lengths, beam_size=4, alpha=alpha)
+        full = decoding._beam_search(step, state, context, max_lengths, 4, alpha, None, stop_early=False)
+        steps["early"] += early.ids.shape[2]
+        steps["full"] += full.ids.shape[2]
+        width = early.ids.shape[2]
+        np.testing.assert_array_equal(early.ids.numpy()[:, 0], full.ids.numpy()[:, 0, :width])
+        assert not full.ids.numpy()[:, 0, width:].any()
+        np.testing.assert_array_equal(early.lengths.numpy()[:, 0], full.lengths.numpy()[:, 0])
+        np.testing.assert_array_equal(early.scores.numpy()[:, 0], full.scores.numpy()[:, 0])
+        np.testing.assert_array_equal(early.attention.numpy()[:, 0], full.attention.numpy()[:, 0, :width])
+        # The hypotheses cut short still end with EOS, within the limit.
+        ids, lengths = early.ids.numpy(), early.lengths.numpy()
+        assert np.all(lengths <= max_lengths.numpy()[:, None])
+        for b, n in np.ndindex(*lengths.shape):
+            assert ids[b, n, lengths[b, n] - 1] == EOS_ID and not ids[b, n, lengths[b, n]:].any()
+    if make is random_step_fn or alpha < 1.0:  # a large alpha favours long hypotheses: the untrained
+        assert steps["early"] < steps["full"], steps  # models' beams rarely settle before the limit
+
+
+def rescore(step, state, context, ids: np.ndarray, length: int, row: int, limit: int):
+    """Feeds one hypothesis' tokens back through ``step``: its log-probability and attention.
+    The EOS forced at the length limit costs nothing."""
+    state = tf.nest.map_structure(lambda t: t[row : row + 1], state)
+    context = tf.nest.map_structure(lambda t: t[row : row + 1], context)
+    fed, total, weights = BOS_ID, 0.0, []
+    for t, token in enumerate(ids[:length]):
+        logits, state, attention = step(tf.constant([fed]), state, context)
+        total += 0.0 if t + 1 == limit else float(tf.nn.log_softmax(logits)[0, token])
+        weights.append(attention.numpy()[0])
+        fed = token
+    return total, np.array(weights)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6])
+def test_every_hypothesis_is_what_the_model_scores_and_attends(alpha: float) -> None:
+    """The backtrace through the parent pointers returns, for every hypothesis, tokens whose model
+    log-probability is its score and the attention the model gave at each of its steps."""
+    step, state, context = random_step_fn(7)
+    max_lengths = decoding.max_output_lengths(tf.constant(SOURCE_LENGTHS), 2.0, 3)
+    result = decoding.beam_search(step, state, context, max_lengths, beam_size=4, alpha=alpha)
+    ids, lengths, scores = result.ids.numpy(), result.lengths.numpy(), result.scores.numpy()
+    for b, n in np.ndindex(*lengths.shape):
+        log_prob, weights = rescore(step, state, context, ids[b, n], lengths[b, n], b, max_lengths.numpy()[b])
+        penalty = decoding.length_penalty(tf.constant(lengths[b, n]), alpha).numpy()
+        np.testing.assert_allclose(scores[b, n], log_prob / penalty, rtol=1e-5)
+        np.testing.assert_allclose(result.attention.numpy()[b, n, : lengths[b, n]], weights, atol=1e-6)
+
+
+def carried_ranks(function, *args) -> list[tuple[tf.DType, int]]:
+    """dtype and rank of the tensors that the graph's loops carry from step to step: those whose
+    every dimension may change (tensors the loops only read keep their static shapes here)."""
+    graph = function.get_concrete_function(*args).graph
+    loops = [op for op in graph.get_operations() if op.type in ("While", "StatelessWhile")]
+    return [(t.dtype, t.shape.rank) for op in loops for t in op.outputs
+            if t.shape.rank and all(d is None for d in t.shape.as_list())]
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_the_search_loop_carries_no_growing_history(beam_size: int) -> None:
+    """Tokens and attention are written once per step (TensorArrays), not carried as
+    [rows, time] and [rows, time, source] tensors copied and regathered at every step."""
+    step, state, context = random_step_fn(0)
+    max_lengths = decoding.max_output_lengths(tf.constant(SOURCE_LENGTHS), 2.0, 3)
+    search = tf.function(lambda: decoding.decode(step, state, context, max_lengths, beam_size), autograph=False)
+    ranks = carried_ranks(search)
+    assert (tf.float32, 2) in ranks  # the state "h" [rows, units]
+    assert all(rank <= 1 for dtype, rank in ranks if dtype in (tf.int32, tf.bool)), ranks
+    assert all(rank <= 2 for dtype, rank in ranks if dtype == tf.float32), ranks
+    assert search().attention.shape.rank == 4
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_a_limit_of_zero_runs_no_step(beam_size: int) -> None:
+    step, state, context = random_step_fn(0)
+    search = tf.function(lambda m: decoding.decode(step, state, context, m, beam_size), autograph=False,
+                         input_signature=[tf.TensorSpec([None], tf.int32)])
+    result = search(tf.zeros([4], tf.int32))
+    assert result.ids.shape == (4, beam_size, 0) and result.attention.shape == (4, beam_size, 0, 7)
+    assert not result.lengths.numpy().any()

@@ -1,0 +1,260 @@
+"""Beam-5 decoding of the shipped en-ja model's shape: the previous beam search vs the current one.
+
+Builds configs/en-ja.yaml's model (vocabularies of tokenizer.vocab_size, embeddings, bidirectional
+LSTM encoder, LSTM decoder with Luong attention) with random weights, no training, and decodes a
+batch of 32 random source sentences of ~12 tokens at beam 5 and the config's length penalty, each
+search compiled as nmt translate compiles it (tf.function, autograph off, encoder included):
+  - previous:   the search before TensorArrays (_reference_beam_search below, a copy of it: it
+                concatenates and regathers the whole token and attention history every step);
+  - full:       the current search without its early stop (decoding._beam_search, stop_early=False);
+  - current:    decoding.beam_search (per-step TensorArrays, one backtrace, early stop).
+Two models: "untrained" as initialised, whose logits are nearly equal (std ~0.002) and never
+favour EOS, so every search runs to the length limit (2 x source + 10), and "ending", the same with
+its output kernel scaled up (peaked distributions, as a trained model's) and EOS's bias raised so
+that greedy hypotheses end near the source length (median 12 tokens): the case where stopping
+early matters. Rounds alternate the searches; the best round of each counts (the least
+disturbed by the machine's other load). Then a beam step's parts are timed alone.
+
+    python bench/beam_profile.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from nmt import decoding  # noqa: E402
+from nmt.config import load_config  # noqa: E402
+from nmt.inference import build_model  # noqa: E402
+from nmt.tokenizer import BOS_ID, EOS_ID  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "beam_profile.json"
+BATCH, BEAM, SOURCE_TOKENS = 32, 5, 12
+
+
+def _reference_beam_search(step_fn, state, context, max_lengths, beam_size, alpha=0.6, start_ids=None):
+    """nmt.decoding.beam_search before this change (commit 102392a), verbatim but for names: the
+    baseline. It carries ids [rows, t] and attention [rows, t, source] and regathers them by the
+    parent pointers at every step."""
+    k, neg = beam_size, decoding._NEG
+    batch = tf.shape(max_lengths)[0]
+    state = decoding.tile_batch(state, k)
+    context = decoding.tile_batch(context, k)
+    flat_max = tf.repeat(max_lengths, k)
+    source = tf.shape(tf.nest.flatten(context)[0])[1] if tf.nest.flatten(context) else 0
+    limit = tf.reduce_max(max_lengths)
+    initial_log_probs = tf.tile(tf.concat([[0.0], tf.fill([k - 1], neg)], axis=0), [batch])
+    base = tf.repeat(tf.range(batch) * k, k)
+
+    def cond(t, ids, state, finished, lengths, log_probs, seqs, attn):
+        return tf.logical_and(t < limit, tf.logical_not(tf.reduce_all(finished)))
+
+    def body(t, ids, state, finished, lengths, log_probs, seqs, attn):
+        logits, state, weights = step_fn(ids, state, context)
+        step_log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
+        vocab = tf.shape(step_log_probs)[1]
+        force_end = tf.logical_or(finished, t + 1 >= flat_max)
+        step_log_probs = tf.where(force_end[:, None], decoding._eos_only(vocab)[None, :], step_log_probs)
+        total = log_probs[:, None] + step_log_probs
+        new_lengths = lengths + tf.cast(tf.logical_not(finished), tf.int32)
+        ranking = total / decoding.length_penalty(new_lengths, alpha)[:, None]
+        _, top = tf.math.top_k(tf.reshape(ranking, [batch, k * vocab]), k=k)
+        parent = base + tf.reshape(top // vocab, [-1])
+        token = tf.reshape(top % vocab, [-1])
+        log_probs = tf.gather_nd(total, tf.stack([parent, token], axis=1))
+        was_finished = tf.gather(finished, parent)
+        lengths = tf.gather(new_lengths, parent)
+        token = tf.where(was_finished, tf.zeros_like(token), token)
+        finished = tf.logical_or(was_finished, tf.equal(token, EOS_ID))
+        state = tf.nest.map_structure(lambda s: tf.gather(s, parent), state)
+        seqs = tf.concat([tf.gather(seqs, parent), token[:, None]], axis=1)
+        weights = tf.gather(tf.cast(weights, tf.float32), parent)
+        attn = tf.concat([tf.gather(attn, parent), weights[:, None, :]], axis=1)
+        return t + 1, tf.where(finished, EOS_ID, token), state, finished, lengths, log_probs, seqs, attn
+
+    loop_vars = (
+        tf.constant(0),
+        tf.fill([batch * k], BOS_ID) if start_ids is None else decoding.tile_batch(tf.cast(start_ids, tf.int32), k),
+        state,
+        tf.zeros([batch * k], tf.bool),
+        tf.zeros([batch * k], tf.int32),
+        initial_log_probs,
+        tf.zeros([batch * k, 0], tf.int32),
+        tf.zeros([batch * k, 0, source], tf.float32),
+    )
+    invariants = tf.nest.map_structure(lambda t: tf.TensorShape([None] * t.shape.rank), loop_vars)
+    _, _, _, _, lengths, log_probs, seqs, attn = tf.while_loop(
+        cond, body, loop_vars, shape_invariants=invariants, maximum_iterations=limit
+    )
+    scores = tf.reshape(log_probs / decoding.length_penalty(lengths, alpha), [batch, k])
+    order = tf.argsort(scores, axis=1, direction="DESCENDING", stable=True)
+
+    def by_score(t):
+        shaped = tf.reshape(t, tf.concat([[batch, k], tf.shape(t)[1:]], axis=0))
+        return tf.gather(shaped, order, batch_dims=1)
+
+    return decoding.DecodeResult(by_score(seqs), by_score(lengths), tf.gather(scores, order, batch_dims=1), by_score(attn))
+
+
+def searches(model: Any, alpha: float, ratio: float, offset: int) -> dict[str, Callable]:
+    """Each search compiled as Translator._decode_function compiles it."""
+    def compiled(search: Callable) -> Callable:
+        @tf.function(autograph=False, input_signature=[tf.TensorSpec([None, None], tf.int32),
+                                                       tf.TensorSpec([None], tf.int32)])
+        def run(source: tf.Tensor, lengths: tf.Tensor) -> decoding.DecodeResult:
+            context, state = model.encode(source, lengths)
+            return search(model.step, state, context, decoding.max_output_lengths(lengths, ratio, offset))
+        return run
+
+    return {
+        "previous": compiled(lambda *a: _reference_beam_search(*a, BEAM, alpha)),
+        "full": compiled(lambda *a: decoding._beam_search(*a, BEAM, alpha, None, stop_early=False)),
+        "current": compiled(lambda *a: decoding.beam_search(*a, BEAM, alpha)),
+    }
+
+
+def time_searches(functions: dict[str, Callable], source: tf.Tensor, lengths: tf.Tensor, rounds: int) -> dict:
+    results = {name: fn(source, lengths) for name, fn in functions.items()}  # traces, warms up
+    times: dict[str, list[float]] = {name: [] for name in functions}
+    for _ in range(rounds):
+        for name, fn in functions.items():  # alternating: the machine's load hits all alike
+            start = time.perf_counter()
+            fn(source, lengths).ids.numpy()
+            times[name].append(time.perf_counter() - start)
+    reference = results["previous"]
+    rows = {}
+    for name, result in results.items():
+        width = result.ids.shape[2]
+        same = (np.array_equal(result.ids.numpy()[:, 0], reference.ids.numpy()[:, 0, :width])
+                and not reference.ids.numpy()[:, 0, width:].any()
+                and np.array_equal(result.scores.numpy()[:, 0], reference.scores.numpy()[:, 0]))
+        rows[name] = {"ms_best": 1000 * min(times[name]), "ms_median": 1000 * float(np.median(times[name])),
+                      "steps": int(width), "best_length_mean": float(result.lengths.numpy()[:, 0].mean()),
+                      "same_best_as_previous": bool(same)}
+    for row in rows.values():
+        row["speedup"] = rows["previous"]["ms_best"] / row["ms_best"]
+    return rows
+
+
+def timed_alone(fn: Callable, args: tuple, reps: int) -> float:
+    """ms per call of ``fn(*args)``, run ``reps`` times inside one compiled loop (no call overhead);
+    the counter is added to the first input so that no run can be hoisted out of the loop."""
+    @tf.function(autograph=False)
+    def loop(*args):
+        def body(i, acc):
+            first = args[0] + tf.cast(i, args[0].dtype) * tf.zeros([], args[0].dtype)
+            out = tf.nest.flatten(fn(first, *args[1:]))[0]
+            return i + 1, acc + tf.cast(tf.reduce_sum(out[:1]), tf.float32)
+        return tf.while_loop(lambda i, acc: i < reps, body, (tf.constant(0), tf.constant(0.0)))[1]
+
+    loop(*args)
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        loop(*args).numpy()
+        best = min(best, time.perf_counter() - start)
+    return 1000 * best / reps
+
+
+def step_parts(model: Any, source: tf.Tensor, lengths: tf.Tensor, vocab: int, reps: int) -> dict[str, float]:
+    """ms of a beam step's parts at batch x beam rows, each alone."""
+    rows = BATCH * BEAM
+    context, state = model.encode(source, lengths)
+    context, state = decoding.tile_batch(context, BEAM), decoding.tile_batch(state, BEAM)
+    ids = tf.fill([rows], 7)
+    decoder = model.decoder
+    units = decoder.output_projection.kernel.shape[0]
+    attentional = tf.random.normal([rows, units])
+    logits = tf.random.normal([rows, vocab])
+    parent = tf.random.shuffle(tf.range(rows))
+    t = 2 * SOURCE_TOKENS  # the old history gathers, halfway to the length limit
+    history = (tf.zeros([rows, t], tf.int32), tf.zeros([rows, t, int(source.shape[1])], tf.float32))
+    return {
+        "whole step_fn (embedding, LSTM, attention, projection)": timed_alone(
+            lambda i, s: model.step(tf.cast(i, tf.int32), s, context), (tf.cast(ids, tf.float32), state), reps),
+        f"output projection [{rows}, {units}] x [{units}, {vocab}]": timed_alone(
+            lambda x: decoder.output_projection(x), (attentional,), reps),
+        f"log_softmax [{rows}, {vocab}]": timed_alone(tf.nn.log_softmax, (logits,), reps),
+        f"top_k 5 over [{BATCH}, {BEAM * vocab}]": timed_alone(
+            lambda x: tf.math.top_k(tf.reshape(x, [BATCH, BEAM * vocab]), k=BEAM).indices, (logits,), reps),
+        "state gathers (LSTM h, c, attentional)": timed_alone(
+            lambda p, s: tf.nest.map_structure(lambda x: tf.gather(x, tf.cast(p, tf.int32)), s),
+            (tf.cast(parent, tf.float32), state), reps),
+        f"previous: history gather + concat at t={t}": timed_alone(
+            lambda p, h: tf.nest.map_structure(
+                lambda x: tf.concat([tf.gather(x, tf.cast(p, tf.int32)), x[:, :1]], axis=1), h),
+            (tf.cast(parent, tf.float32), history), reps),
+    }
+
+
+def print_table(title: str, rows: dict) -> None:
+    print(f"\n{title}")
+    print(f"{'search':<10} {'ms/batch best':>14} {'median':>8} {'steps':>6} {'speed-up':>9} {'best len':>9}  same best")
+    for name, row in rows.items():
+        print(f"{name:<10} {row['ms_best']:>14.1f} {row['ms_median']:>8.1f} {row['steps']:>6} "
+              f"{row['speedup']:>8.2f}x {row['best_length_mean']:>9.1f}  {row['same_best_as_previous']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="3 rounds and short part timings (about a minute)")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--output-scale", type=float, default=1000.0, help="output kernel factor of the 'ending' model")
+    parser.add_argument("--eos-bias", type=float, default=5.0, help="added to EOS's output bias for the 'ending' model")
+    args = parser.parse_args()
+    rounds, reps = (3, 10) if args.quick else (args.rounds, 50)
+
+    config = load_config(ROOT / "configs" / "en-ja.yaml")
+    vocab = config.tokenizer.vocab_size
+    keras_seed = 1234
+    tf.keras.utils.set_random_seed(keras_seed)
+    model = build_model(config, vocab, vocab)
+    rng = np.random.default_rng(0)
+    lengths = np.clip(rng.normal(SOURCE_TOKENS, 3, BATCH).round().astype(np.int32), 4, 20)
+    source = np.zeros([BATCH, lengths.max()], np.int32)
+    for row, n in enumerate(lengths):
+        source[row, :n] = rng.integers(4, vocab, n)
+    source, lengths = tf.constant(source), tf.constant(lengths)
+    cfg = config.decode
+    functions = searches(model, cfg.length_penalty, cfg.max_length_ratio, cfg.max_length_offset)
+
+    report: dict[str, Any] = {
+        "machine": {"python": platform.python_version(), "tensorflow": tf.__version__, "cpus": os.cpu_count()},
+        "setting": {"config": "configs/en-ja.yaml", "vocab": vocab, "batch": BATCH, "beam": BEAM,
+                    "source_tokens_mean": float(lengths.numpy().mean()), "alpha": cfg.length_penalty,
+                    "max_length": f"{cfg.max_length_ratio} x source + {cfg.max_length_offset}",
+                    "rounds": rounds, "output_scale": args.output_scale, "eos_bias": args.eos_bias},
+    }
+    report["untrained"] = time_searches(functions, source, lengths, rounds)
+    print_table("untrained model (every search runs to the length limit)", report["untrained"])
+    projection = model.decoder.output_projection
+    projection.kernel.assign(projection.kernel * args.output_scale)
+    projection.bias.assign(projection.bias + tf.one_hot(EOS_ID, vocab) * args.eos_bias)
+    report["ending"] = time_searches(functions, source, lengths, rounds)
+    print_table(f"'ending' model (output x{args.output_scale:g}, EOS bias +{args.eos_bias:g}: hypotheses end)", report["ending"])
+
+    report["step_parts_ms"] = step_parts(model, source, lengths, vocab, reps)
+    print(f"\none beam step's parts alone, {BATCH} x {BEAM} rows (ms):")
+    for part, ms in report["step_parts_ms"].items():
+        print(f"  {part:<58} {ms:7.3f}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
