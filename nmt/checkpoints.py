@@ -41,8 +41,14 @@ def checkpoint_problem(prefix: str | Path) -> str | None:
 
     try:
         reader = tf.train.load_checkpoint(str(prefix))
-        for name in reader.get_variable_to_shape_map():
-            reader.get_tensor(name)
+        for name, dtype in reader.get_variable_to_dtype_map().items():
+            if dtype == tf.variant:
+                # A data iterator's state: not convertible to numpy, so read it with the restore
+                # op itself (which checks its checksum as it reads).
+                tf.raw_ops.RestoreV2(prefix=str(prefix), tensor_names=[name], shape_and_slices=[""],
+                                     dtypes=[tf.variant])
+            else:
+                reader.get_tensor(name)
     except Exception as error:  # noqa: BLE001 - TF raises many types for damaged files; each is a "no"
         message = str(error).strip().splitlines()
         return message[0] if message else type(error).__name__

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import glob
+import logging
 import os
+import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +38,124 @@ examples:
 """
 
 
+# What TensorFlow prints at start-up on a machine without an NVIDIA driver: true, and no use to anyone.
+_NO_GPU_NOISE = re.compile(
+    r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"
+    r"|cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine"
+    r"|cuda_platform\.cc:\d+\] failed call to cuInit: "
+)
+
+
+def _nvidia_driver_present() -> bool:
+    """Cheap signs of an NVIDIA driver: its device nodes (WSL: /dev/dxg) or libcuda on the loader path."""
+    if glob.glob("/dev/nvidia*") or os.path.exists("/dev/dxg") or os.path.exists("/proc/driver/nvidia"):
+        return True
+    import ctypes.util
+
+    return ctypes.util.find_library("cuda") is not None
+
+
+def keep_stderr_line(line: str) -> bool:
+    """False for TensorFlow's complaints about a missing CUDA driver, True for anything else."""
+    return not _NO_GPU_NOISE.search(line)
+
+
+def import_tensorflow() -> None:
+    """Imports TensorFlow and finds its devices, once the arguments are checked (it takes seconds).
+    Without an NVIDIA driver, what it writes to stderr meanwhile is held back and replayed without the
+    lines that say there is no GPU; with one, nothing is filtered (those lines then mean trouble)."""
+    if "tensorflow" in sys.modules or _nvidia_driver_present():
+        import tensorflow  # noqa: F401
+
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)  # C++ logging writes to the descriptor, not to sys.stderr
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices("GPU")  # cuInit runs, and complains, here
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines = capture.read().decode("utf-8", "replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if keep_stderr_line(line)))
+            sys.stderr.flush()
+
+
+def finite_float(text: str) -> float:
+    """argparse type for float options: NaN and infinities are refused, naming the option."""
+    from nmt.config import check_finite
+
+    try:
+        return check_finite("value", float(text))
+    except (ValueError, NmtError):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}") from None
+
+
+# Per verb: the options that name files read, and those that name files written.
+_INPUTS = {"translate": ["input"], "evaluate": ["src", "ref", "hyp", "text"], "next-word": ["input"],
+           "generate": ["input"]}
+_OUTPUTS = {"translate": ["output", "attention"], "next-word": ["output"], "generate": ["output"],
+            "inspect": ["output", "plot"], "report": ["output"]}
+
+
+def _option(name: str) -> str:
+    """The option as the user typed it: -i, -o, -k, --top-p."""
+    short = {"input": "-i", "output": "-o", "k": "-k"}
+    return short.get(name, f"--{name.replace('_', '-')}")
+
+
+def _task(args: argparse.Namespace) -> str | None:
+    """The kind of run a verb needs (None: either)."""
+    if args.verb == "evaluate":
+        return "lm" if args.text else "translation" if args.src else None
+    return {"translate": "translation", "next-word": "lm", "generate": "lm"}.get(args.verb)
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """What can be checked without a model, before TensorFlow is imported: option values, the run
+    directory's config, input files present, outputs that are not directories nor the input itself."""
+    for name in ("beam", "batch_size", "nbest", "num", "max_tokens", "k"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise NmtError(f"{_option(name)} must be at least 1, got {value}")
+    if args.verb == "generate":
+        from nmt.config import check_sampling
+
+        if args.top_k < 0:
+            raise NmtError(f"--top-k must be 0 (off) or more, got {args.top_k}")
+        try:
+            check_sampling(args.temperature, args.top_p, args.max_tokens, args.seed)
+        except NmtError as error:
+            raise NmtError(f"--{str(error).replace('_', '-')}") from None
+    if getattr(args, "run", None) and args.verb != "report":  # the run first: a wrong run is the bigger mistake
+        from nmt.config import check_task, read_run_config
+
+        check_task(args.run, read_run_config(Path(args.run)), _task(args))
+    inputs = [(name, getattr(args, name)) for name in _INPUTS.get(args.verb, [])
+              if getattr(args, name) not in (None, "-")]
+    for name, path in inputs:
+        if not Path(path).is_file():
+            raise NmtError(f"input file not found: {path}" if name == "input"
+                           else f"{_option(name)} {path}: file not found")
+    for name in _OUTPUTS.get(args.verb, []):
+        path = getattr(args, name)
+        if path in (None, "-"):
+            continue
+        if Path(path).is_dir():
+            raise NmtError(f"{_option(name)} {path}: is a directory; give a file name")
+        for input_name, input_path in inputs:
+            if Path(path).exists() and os.path.samefile(path, input_path):
+                raise NmtError(f"{_option(name)} {path} is the input file ({_option(input_name)} "
+                               f"{input_path}): writing there would replace it; choose another output file")
+    if args.verb == "evaluate" and args.hyp and args.ref and os.path.samefile(args.hyp, args.ref):
+        raise NmtError(f"--hyp {args.hyp} and --ref {args.ref} are the same file: nothing to score")
+
+
 def _read_input_lines(path: str | None) -> list[str]:
     """Lines of a file or stdin; a line is what lies between newlines (no other separators)."""
     from nmt.data import decode_lines, read_lines
@@ -54,12 +177,14 @@ def _progress_bar(total: int, label: str):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from nmt.config import load_config
-    from nmt.training import Trainer
 
-    config = load_config(args.config, args.set or [])
+    config = load_config(args.config, args.set or [])  # a typo fails here, before TensorFlow loads
     if args.run_dir:
         config.run_dir = args.run_dir  # a path, taken as typed (not parsed as YAML like --set)
-    scores = Trainer(config).train()
+    import_tensorflow()
+    from nmt.training import Trainer
+
+    scores = Trainer(config, restart=args.restart).train()
     if scores is not None:
         print(f"dev {scores.summary()}")
     print(f"run directory: {config.run_dir}")
@@ -67,12 +192,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _load_translator(args: argparse.Namespace):
+    import_tensorflow()
     from nmt.inference import load
 
     return load(args.run, weights=args.weights, task="translation")
 
 
 def _load_language_model(args: argparse.Namespace):
+    import_tensorflow()
     from nmt.inference import load
 
     return load(args.run, weights=args.weights, task="lm")
@@ -82,8 +209,11 @@ def _write_output(path: str | None, text: str) -> None:
     from nmt.io import atomic_writer
 
     if path in (None, "-"):
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except OSError as error:
+            raise OSError(error.errno, error.strerror, "<stdout>") from None
     else:
         with atomic_writer(path) as handle:
             handle.write(text)
@@ -203,8 +333,8 @@ def cmd_evaluate_lm(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from nmt.config import read_run_config
     from nmt.evaluation import bleu_tokenize, score
-    from nmt.inference import read_run_config
 
     if args.text:
         if not args.run or args.src or args.ref or args.hyp or args.tokenize or args.beam:
@@ -239,6 +369,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    import_tensorflow()
     from nmt.inference import LanguageModelRunner, load
 
     model = load(args.run, weights=args.weights)
@@ -286,6 +417,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    import_tensorflow()
     from nmt.export import export
 
     path = export(args.run, args.out, version=args.version, weights=args.weights)
@@ -296,13 +428,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from nmt.serve_options import run_serve
 
-    return run_serve(args)
+    return run_serve(args)  # checks the options, then imports TensorFlow
 
 
 def weights_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default="best", metavar="best|latest|ckpt-N",
                         help="best dev weights (default), the latest checkpoint, or one kept checkpoint by name "
-                        "(ckpt-N, as in RUN/checkpoints)")
+                        "(ckpt-N, as in RUN/checkpoints). latest (and best before a best file exists) skips a damaged "
+                        "checkpoint for the one before it, with a warning; a damaged file asked for by name is an error")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -330,6 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override one config key, e.g. train.steps=200 (repeatable)")
     train.add_argument("--run-dir", help="where to write the run (same as --set run_dir=...)")
+    train.add_argument("--restart", action="store_true", help="start over in a run directory that holds "
+                       "checkpoints: deletes its checkpoints, best weights, metrics and TensorBoard logs (default: resume)")
     train.set_defaults(func=cmd_train)
 
     def decoding_options(p: argparse.ArgumentParser) -> None:
@@ -343,7 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="translate a file or stdin, one output line per input line",
         description="Translates line by line, in batches sorted by length. An empty input line gives an empty "
         "output line. Inputs longer than decode.max_source_length tokens are cut to that length, with a "
-        "warning. The output file is written atomically: it appears complete or not at all.",
+        "warning. The output file is written atomically: it appears complete or not at all (a full disk leaves "
+        "the old file as it was); an output that is the input file is refused.",
         epilog="examples:\n  nmt translate --run runs/en-ja -i in.en -o out.ja --beam 5\n"
         "  echo 'Good morning.' | nmt translate --run runs/en-ja\n"
         "  nmt translate --run runs/en-ja -i in.en --beam 5 --nbest 3   # 'line ||| text ||| score'",
@@ -418,9 +554,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.add_argument("--prompt", help="the text to continue")
     generate.add_argument("--max-tokens", type=int, default=100, help="tokens to generate at most (default 100)")
-    generate.add_argument("--temperature", type=float, default=1.0, help="0 = greedy; <1 safer, >1 wilder (default 1)")
+    generate.add_argument("--temperature", type=finite_float, default=1.0, help="0 = greedy; <1 safer, >1 wilder (default 1)")
     generate.add_argument("--top-k", type=int, default=0, help="draw from the k most likely tokens only (0 = off)")
-    generate.add_argument("--top-p", type=float, default=1.0, help="draw from the smallest set of tokens with "
+    generate.add_argument("--top-p", type=finite_float, default=1.0, help="draw from the smallest set of tokens with "
                           "this much probability (1 = off)")
     generate.add_argument("--seed", type=int, default=0, help="random seed (default 0): same seed, same text")
     generate.add_argument("--num", type=int, default=1, help="samples per prompt (seeds seed, seed+1, ...)")
@@ -503,19 +639,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.Handler):
+    """Library warnings as ``warning: message`` on whatever sys.stderr is at the time."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(f"{record.levelname.lower()}: {record.getMessage()}\n")
+        except Exception:  # noqa: BLE001 - logging must never take the command down
+            self.handleError(record)
+
+
+def _setup_logging() -> None:
+    logger = logging.getLogger("nmt")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler(logging.WARNING))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for name in ("beam", "batch_size", "nbest", "num", "max_tokens"):
-        value = getattr(args, name, None)
-        if value is not None and value < 1:
-            print(f"nmt: error: --{name.replace('_', '-')} must be at least 1, got {value}", file=sys.stderr)
-            return 2
+    _setup_logging()
     try:
+        check_arguments(args)
         return args.func(args)
     except NmtError as error:
         print(f"nmt: error: {error}", file=sys.stderr)
         return 2
-    except OSError as error:  # e.g. an output path in a missing or read-only folder
+    except OSError as error:  # e.g. an output path in a missing or read-only folder, a full disk
+        if error.errno == errno.ENOSPC:
+            where = f" while writing {error.filename}" if error.filename else ""
+            print(f"nmt: error: no space left on device{where}", file=sys.stderr)
+            return 2
         where = f": {error.filename}" if error.filename else ""
         print(f"nmt: error: {error.strerror or error}{where}", file=sys.stderr)
         return 2

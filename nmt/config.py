@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -231,12 +232,37 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise NmtError(f"{key}: expected a number, got {value!r}")
-        return float(value)
+        return check_finite(key, value)
     if tp is str:
         if not isinstance(value, str):
             raise NmtError(f"{key}: expected a string, got {value!r}")
         return value
     raise TypeError(f"unsupported annotation {tp} for {key}")  # a bug in this module, not user input
+
+
+def check_finite(name: str, value: float) -> float:
+    """The one finiteness rule for every float of a config, a CLI option or an API argument: NaN
+    and infinities pass every range check (``nan < 0`` is false) and would train or sample garbage."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise NmtError(f"{name}: expected a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise NmtError(f"{name}: must be a finite number, got {value!r}")
+    return number
+
+
+def check_sampling(temperature: float, top_p: float, max_tokens: int = 1, seed: int = 0) -> None:
+    """Sampling settings that need no model (``nmt generate``, ``LanguageModelRunner.generate``);
+    top_k needs the vocabulary size and is checked where the model is."""
+    if check_finite("temperature", temperature) < 0:
+        raise NmtError(f"temperature must not be negative, got {temperature}")
+    if not 0 < check_finite("top_p", top_p) <= 1:
+        raise NmtError(f"top_p must be in (0, 1], got {top_p}")
+    if max_tokens < 1:
+        raise NmtError(f"max_tokens must be positive, got {max_tokens}")
+    if not 0 <= seed < 2**31:
+        raise NmtError(f"seed must be between 0 and 2**31 - 1, got {seed}")
 
 
 def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
@@ -439,6 +465,28 @@ def config_from_dict(tree: dict[str, Any]) -> Config:
     config = _build(Config, tree, "")
     _check_values(config)
     return config
+
+
+def read_run_config(run_dir: Path) -> Config:
+    """The config stored in a trained run directory (no TensorFlow needed: the CLI checks a run
+    before loading it)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise NmtError(f"{run_dir} is not a run directory: {path.name} is missing (train one with `nmt train`)")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if not isinstance(tree, dict):
+            raise NmtError("expected a mapping of config keys")
+        return config_from_dict(tree)
+    except (NmtError, yaml.YAMLError, UnicodeDecodeError) as error:
+        raise NmtError(f"{path}: not a valid run config: {error}") from None
+
+
+def check_task(run_dir: str | Path, config: Config, task: str | None) -> None:
+    """``task`` ("translation", "lm" or None: either) must be what the run holds."""
+    if task is not None and config.task != task:
+        kinds = {"translation": "a translation model", "lm": "a language model (task: lm)"}
+        raise NmtError(f"{run_dir} holds {kinds[config.task]}, but this needs {kinds[task]}")
 
 
 def save_config(config: Config, path: Path) -> None:

@@ -29,6 +29,7 @@ Every input has a batch dimension, so TF Serving's REST "instances" format works
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -64,11 +65,33 @@ class InGraphTokenizer(tf.Module):
     def encode(self, text: tf.Tensor, max_length: int) -> tuple[tf.Tensor, tf.Tensor]:
         """string[batch] -> zero-padded ids [batch, time] (cut to ``max_length``) and lengths."""
         ragged = self.sentencepiece.tokenize(text)[:, :max_length]
-        return ragged.to_tensor(0), tf.cast(ragged.row_lengths(), tf.int32)
+        return _at_least_one_column(ragged.to_tensor(0)), tf.cast(ragged.row_lengths(), tf.int32)
 
     def decode(self, ids: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
         """ids [batch, time], lengths [batch] (tokens to keep) -> string[batch]."""
         return self.sentencepiece.detokenize(tf.RaggedTensor.from_tensor(ids, lengths=lengths))
+
+
+def _at_least_one_column(ids: tf.Tensor) -> tf.Tensor:
+    """A batch of only empty texts tokenizes to [batch, 0], which the encoder cannot read: one pad
+    column makes it [batch, 1], as the same texts are when batched with a longer one."""
+    return tf.pad(ids, [[0, 0], [0, tf.maximum(1 - tf.shape(ids)[1], 0)]])
+
+
+def checked_ids(ids: tf.Tensor, lengths: tf.Tensor, vocab_size: int, max_length: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """The ``*_ids`` signatures' inputs made safe: cut to ``max_length``, lengths clipped to [0, width],
+    padding (past a row's length) zeroed, and an id outside [0, vocab_size) within a row's length
+    is an InvalidArgumentError (TF Serving and ``nmt serve`` answer 400) rather than an embedding
+    lookup that fails on CPU and reads zeros or garbage on an accelerator."""
+    ids = _at_least_one_column(ids[:, :max_length])
+    lengths = tf.clip_by_value(lengths, 0, tf.shape(ids)[1])
+    inside = tf.range(tf.shape(ids)[1])[None, :] < lengths[:, None]
+    bad = inside & ((ids < 0) | (ids >= vocab_size))
+    check = tf.debugging.Assert(
+        tf.logical_not(tf.reduce_any(bad)),
+        [f"ids must be in [0, {vocab_size}) (the vocabulary); out of range:", tf.boolean_mask(ids, bad)], summarize=5)
+    with tf.control_dependencies([check]):
+        return tf.where(inside, ids, 0), tf.identity(lengths)
 
 
 def _text_lengths(lengths: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
@@ -120,8 +143,8 @@ def translation_archive(translator: Translator) -> keras.export.ExportArchive:
                 "states": translator.encoder_states(ids, lengths)}
 
     def translate_ids(ids: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:
-        ids, lengths = ids[:, : cfg.max_source_length], tf.clip_by_value(lengths, 1, cfg.max_source_length)
-        result = search(ids, lengths, cfg.beam_size)
+        ids, lengths = checked_ids(ids, lengths, translator.source_tokenizer.vocab_size, cfg.max_source_length)
+        result = search(ids, tf.maximum(lengths, 1), cfg.beam_size)
         return {"ids": result.ids[:, 0], "lengths": result.lengths[:, 0], "scores": result.scores[:, 0]}
 
     archive = keras.export.ExportArchive()
@@ -148,8 +171,7 @@ def language_model_archive(lm: LanguageModelRunner, max_k: int = MAX_K) -> keras
     beam_size = lm.beam_size_for(max_k)
 
     def next_words_ids(ids: tf.Tensor, lengths: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
-        ids = ids[:, : lm.max_prompt_tokens]
-        lengths = tf.clip_by_value(lengths, 0, tf.shape(ids)[1])
+        ids, lengths = checked_ids(ids, lengths, lm.tokenizer.vocab_size, lm.max_prompt_tokens)
         wanted = tf.clip_by_value(k, 1, max_k)
         found = lm.next_words_ids(ids, lengths, tf.reduce_max(tf.concat([wanted, [1]], 0)), beam_size)
         keep = tf.range(tf.shape(found.words)[1])[None, :] < wanted[:, None]
@@ -163,6 +185,9 @@ def language_model_archive(lm: LanguageModelRunner, max_k: int = MAX_K) -> keras
         ids, lengths = tokenizer.encode(text, lm.max_prompt_tokens)
         # Every row samples with its own settings and seed (see decoding.Sampler), so server-side
         # batching of unrelated requests changes nothing; the length is capped in the graph.
+        # TF Serving's clients reach this graph unchecked: NaN or infinite settings fail here.
+        temperature = tf.debugging.check_numerics(temperature, "temperature must be a finite number")
+        top_p = tf.debugging.check_numerics(top_p, "top_p must be a finite number")
         sampler = decoding.Sampler(temperature, top_k, top_p)
         tokens = tf.clip_by_value(max_tokens, 1, MAX_GENERATED_TOKENS)
         limit = tokens if lm.running_text else tokens + 1
@@ -237,10 +262,10 @@ def export(run_dir: str | Path, out_dir: str | Path, version: int | None = None,
     final = out_dir / str(version)
     if final.exists():
         raise NmtError(f"{final} exists: TF Serving versions are immutable; choose another --version")
-    out_dir.mkdir(parents=True, exist_ok=True)
     staging = out_dir / f".tmp-{version}-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
     try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
         archive = language_model_archive(predictor) if isinstance(predictor, LanguageModelRunner) else translation_archive(predictor)
         archive.write_out(str(staging), verbose=False)
         # What `nmt serve` needs to know beyond the signatures (TF Serving ignores assets.extra).
@@ -248,6 +273,11 @@ def export(run_dir: str | Path, out_dir: str | Path, version: int | None = None,
         extra.mkdir(exist_ok=True)
         (extra / "nmt.json").write_text(json.dumps(_description(predictor)), encoding="utf-8")
         os.replace(staging, final)
+    except (tf.errors.ResourceExhaustedError, OSError) as error:
+        # TensorFlow's writers report a full disk as ResourceExhaustedError, Python's as ENOSPC.
+        if isinstance(error, OSError) and error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise NmtError(f"no space left on device while writing {final}; free some space and export again") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final

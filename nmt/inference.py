@@ -8,24 +8,25 @@ The CLI and the dev-set evaluation during training are layers over this.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import re
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-import yaml
-
 from nmt import decoding
-from nmt.config import Config, config_from_dict
+from nmt.checkpoints import checkpoint_prefixes, checkpoint_problem, newest_intact
+from nmt.config import Config, check_finite, check_sampling, check_task, read_run_config  # noqa: F401 - read_run_config: API
 from nmt.errors import NmtError
 from nmt.models import LanguageModel, Seq2Seq, model_variables
 from nmt.pipeline import encode_texts, make_dataset, make_stream_dataset, pad_batch, token_stream
 from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
 BEST_WEIGHTS = Path("best") / "model.weights.h5"
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -319,6 +320,8 @@ class LanguageModelRunner:
         """
         if isinstance(texts, str):
             texts = [texts]
+        if isinstance(k, float):
+            check_finite("k", k)  # NaN compares false with everything: name it rather than give a range
         if not 1 <= k <= self.max_k:
             raise NmtError(f"k must be between 1 and {self.max_k}, got {k}")
         beam_size = self.beam_size_for(k)
@@ -407,16 +410,9 @@ class LanguageModelRunner:
         ``max_tokens`` counts the tokens of text written (the end of sentence is not one)."""
         if isinstance(prompts, str):
             prompts = [prompts]
-        if not 0 <= seed < 2**31:
-            raise NmtError(f"seed must be between 0 and 2**31 - 1, got {seed}")
-        if max_tokens < 1:
-            raise NmtError(f"max_tokens must be positive, got {max_tokens}")
-        if temperature < 0:
-            raise NmtError(f"temperature must not be negative, got {temperature}")
+        check_sampling(temperature, top_p, max_tokens, seed)
         if top_k < 0 or top_k > self.tokenizer.vocab_size:
             raise NmtError(f"top_k must be between 0 (off) and the vocabulary size {self.tokenizer.vocab_size}, got {top_k}")
-        if not 0 < top_p <= 1:
-            raise NmtError(f"top_p must be in (0, 1], got {top_p}")
 
         def build() -> Callable:
             @tf.function(
@@ -506,19 +502,6 @@ class LanguageModelRunner:
         return tf.reduce_sum(nll * mask), tf.reduce_sum(mask), final
 
 
-def read_run_config(run_dir: Path) -> Config:
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise NmtError(f"{run_dir} is not a run directory: {path.name} is missing (train one with `nmt train`)")
-    try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if not isinstance(tree, dict):
-            raise NmtError("expected a mapping of config keys")
-        return config_from_dict(tree)
-    except (NmtError, yaml.YAMLError, UnicodeDecodeError) as error:
-        raise NmtError(f"{path}: not a valid run config: {error}") from None
-
-
 def load(run_dir: str | Path, weights: str = "best", task: str | None = None) -> Translator | LanguageModelRunner:
     """Loads a trained run: ``weights`` is ``best`` (chosen on dev), ``latest`` (last checkpoint) or
     the name of one kept checkpoint, ``ckpt-N`` (as in ``run_dir/checkpoints``).
@@ -528,30 +511,51 @@ def load(run_dir: str | Path, weights: str = "best", task: str | None = None) ->
     """
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
-    if task is not None and config.task != task:
-        kinds = {"translation": "a translation model", "lm": "a language model (task: lm)"}
-        raise NmtError(f"{run_dir} holds {kinds[config.task]}, but this needs {kinds[task]}")
+    check_task(run_dir, config, task)
     source_path, target_path = tokenizer_paths(run_dir, config)
     source_tokenizer, target_tokenizer = Tokenizer.load(source_path), Tokenizer.load(target_path)
     model = build_model(config, source_tokenizer.vocab_size, target_tokenizer.vocab_size)
+    _load_weights(model, run_dir, weights)
+    if config.task == "lm":
+        return LanguageModelRunner(model, target_tokenizer, config)
+    return Translator(model, source_tokenizer, target_tokenizer, config)
+
+
+def _read_checkpoint(model: Seq2Seq | LanguageModel, prefix: Path) -> None:
+    tf.train.Checkpoint(model=model_variables(model)).read(str(prefix)).expect_partial().assert_existing_objects_matched()
+
+
+def _load_weights(model: Seq2Seq | LanguageModel, run_dir: Path, weights: str) -> None:
+    """A file asked for by name (the best weights, ``ckpt-N``) must be intact; the latest checkpoint
+    falls back to the newest intact one, with a warning naming each damaged one passed over."""
+    checkpoints = run_dir / "checkpoints"
     best = run_dir / BEST_WEIGHTS
     if weights not in ("best", "latest"):
         if not re.fullmatch(r"ckpt-\d+", weights):
             raise NmtError(f"weights {weights!r}: expected best, latest or a checkpoint name such as ckpt-1000")
-        if not (run_dir / "checkpoints" / f"{weights}.index").is_file():
-            kept = sorted((p.stem for p in (run_dir / "checkpoints").glob("ckpt-*.index")), key=lambda n: int(n[5:]))
-            raise NmtError(f"{run_dir / 'checkpoints'} has no checkpoint {weights} (kept: {', '.join(kept) or 'none'})")
-        checkpoint = str(run_dir / "checkpoints" / weights)
-        tf.train.Checkpoint(model=model_variables(model)).read(checkpoint).expect_partial().assert_existing_objects_matched()
+        kept = ", ".join(p.name for p in reversed(checkpoint_prefixes(checkpoints))) or "none"
+        if not (checkpoints / f"{weights}.index").is_file():
+            raise NmtError(f"{checkpoints} has no checkpoint {weights} (kept: {kept})")
+        problem = checkpoint_problem(checkpoints / weights)
+        if problem is not None:
+            raise NmtError(f"checkpoint {checkpoints / weights} is damaged ({problem}); "
+                           f"choose another with --weights (kept: {kept})")
+        _read_checkpoint(model, checkpoints / weights)
     elif weights == "best" and best.is_file():
-        model.load_weights(best)
+        try:
+            model.load_weights(best)
+        except Exception as error:  # noqa: BLE001 - h5py and Keras raise many types for a damaged file
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise NmtError(f"{best}: damaged weights file ({reason}); use --weights latest, or restore "
+                           "the file from a copy of the run") from None
     else:
-        latest = tf.train.latest_checkpoint(run_dir / "checkpoints")
-        if latest is None:
+        prefixes = checkpoint_prefixes(checkpoints)
+        if not prefixes:
             raise NmtError(f"{run_dir}: no trained weights (neither {BEST_WEIGHTS} nor a checkpoint)")
-        tf.train.Checkpoint(model=model_variables(model)).read(latest).expect_partial().assert_existing_objects_matched()
+        intact = newest_intact(checkpoints)
+        if intact is None:
+            raise NmtError(f"no intact checkpoint in {checkpoints}: every one is damaged, the newest "
+                           f"{prefixes[0]} ({checkpoint_problem(prefixes[0])})")
+        _read_checkpoint(model, intact)
         if weights == "best":
-            print(f"note: {run_dir} has no {BEST_WEIGHTS} yet; using the latest checkpoint", file=sys.stderr)
-    if config.task == "lm":
-        return LanguageModelRunner(model, target_tokenizer, config)
-    return Translator(model, source_tokenizer, target_tokenizer, config)
+            log.warning("%s has no %s yet; using the checkpoint %s", run_dir, BEST_WEIGHTS, intact.name)

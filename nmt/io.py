@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -15,10 +16,20 @@ os.umask(_UMASK)
 
 @contextlib.contextmanager
 def atomic_writer(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
-    """Yields a file in the target's folder; renames it over ``path`` only if the block succeeds."""
+    """Yields a file in the target's folder; renames it over ``path`` only if the block succeeds.
+
+    Errors name ``path`` as given, never the temporary file: a full disk is ``OSError(ENOSPC)`` with
+    ``filename`` ``path``, an existing directory at ``path`` is ``IsADirectoryError`` before anything is
+    written."""
+    shown = os.fspath(path)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not a file", shown)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise _naming(error, shown) from None
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result should look like any new file
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
@@ -26,10 +37,19 @@ def atomic_writer(path: str | Path, mode: str = "w", encoding: str | None = "utf
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(error, OSError) and error.filename in (None, tmp):  # not another file's error
+            raise _naming(error, shown) from None
         raise
+
+
+def _naming(error: OSError, shown: str) -> OSError:
+    """``error`` with the target's path as its file name (the temporary file means nothing to a user)."""
+    if error.errno is None:
+        return error
+    return type(error)(error.errno, error.strerror or os.strerror(error.errno), shown)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -21,18 +21,39 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--no-batching", action="store_true", help="run every request on its own")
     serve.add_argument("--max-request-rows", type=int, default=64, help="instances per request (default 64)")
     serve.add_argument("--max-body-bytes", type=int, default=1 << 20, help="request body limit (default 1 MiB)")
+    serve.add_argument("--body-timeout-s", type=float, default=20.0,
+                       help="seconds a client has to send a request's headers, and then its body; slower clients "
+                       "get 408 and are disconnected (default 20)")
+    serve.add_argument("--max-connections", type=int, default=100,
+                       help="open connections (and requests in progress) at once; requests past it get 503 "
+                       "(default 100)")
+    serve.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                       help="also accept requests whose Host header is NAME (repeatable; '*': any). By default "
+                       "only the --host address, localhost, 127.0.0.1 and [::1] are: a request for another "
+                       "name is refused (403), against DNS rebinding")
+    serve.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
+                       help="let web pages of ORIGIN (e.g. http://localhost:3000; repeatable; '*': any) call the "
+                       "API from a browser, with CORS headers. Browser requests from other origins than the "
+                       "server's own are refused (403); clients that send no Origin (curl, scripts) are not")
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from nmt.serving import Limits, serve
+    import math
 
-    for name in ("port", "max_batch_size", "max_request_rows", "max_body_bytes"):
+    for name in ("port", "max_batch_size", "max_request_rows", "max_body_bytes", "max_connections"):
         if getattr(args, name) < (0 if name == "port" else 1):
             raise NmtError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    limits = Limits(
-        max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, batching=not args.no_batching,
-        max_request_rows=args.max_request_rows, max_body_bytes=args.max_body_bytes,
-    )
+    if not (math.isfinite(args.body_timeout_s) and args.body_timeout_s > 0):
+        raise NmtError(f"--body-timeout-s must be a positive number of seconds, got {args.body_timeout_s}")
+    if not (math.isfinite(args.max_wait_ms) and args.max_wait_ms >= 0):
+        raise NmtError(f"--max-wait-ms must be a number >= 0, got {args.max_wait_ms}")
+    for origin in args.cors:
+        if origin != "*" and (not origin.startswith(("http://", "https://")) or origin.count("/") != 2):
+            raise NmtError(f"--cors {origin!r}: expected an origin, scheme://host[:port] with no path, "
+                           "e.g. http://localhost:3000 (or '*')")
+    for name in args.allowed_host:
+        if not name or "/" in name or " " in name:
+            raise NmtError(f"--allowed-host {name!r}: expected a host name such as myserver.local (or '*')")
     mounts = None
     if args.mount:
         mounts = {}
@@ -41,5 +62,16 @@ def run_serve(args: argparse.Namespace) -> int:
                 raise NmtError(f"--mount {item!r}: expected SERVER_PATH=LOCAL_FOLDER, e.g. /serve=serve")
             prefix, folder = item.split("=", 1)
             mounts[prefix] = folder
-    serve(args.config, args.host, args.port, limits, mounts)
+    from nmt.cli import import_tensorflow  # the arguments are good: now the seconds-long import
+
+    import_tensorflow()
+    from nmt.serving import Access, Limits, serve
+
+    limits = Limits(
+        max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, batching=not args.no_batching,
+        max_request_rows=args.max_request_rows, max_body_bytes=args.max_body_bytes,
+        body_timeout_s=args.body_timeout_s, max_connections=args.max_connections,
+    )
+    access = Access(bind_host=args.host, allowed_hosts=tuple(args.allowed_host), cors_origins=tuple(args.cors))
+    serve(args.config, args.host, args.port, limits, mounts, access)
     return 0

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import math
+import logging
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -29,19 +29,16 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field, ValidationError
+from starlette.requests import ClientDisconnect
 
 from nmt.errors import NmtError
+from nmt.http_guard import Access, AccessGuard, RequestError, parse_json_body, request_timeout_protocol
 
+log = logging.getLogger(__name__)
 
 DEMO_PAGE = Path(__file__).parent / "static" / "demo.html"
-
-
-class RequestError(Exception):
-    """A bad request: answered with ``{"error": message}`` and ``status``, as TF Serving does."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.message, self.status = message, status
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclasses.dataclass
@@ -52,6 +49,8 @@ class Limits:
     max_request_rows: int = 64  # instances per request
     max_text_chars: int = 2000  # characters per input string
     max_body_bytes: int = 1 << 20
+    body_timeout_s: float = 20.0  # a request's headers, and then its body, must arrive within this
+    max_connections: int = 100  # open connections (and requests in progress); past it: 503
 
 
 # --- models.config ---------------------------------------------------------------------------
@@ -153,7 +152,7 @@ class Batcher:
         try:
             return self.run(inputs)
         except tf.errors.InvalidArgumentError as error:
-            raise RequestError(f"invalid argument: {error.message.splitlines()[0][:300]}") from None
+            raise RequestError(f"invalid argument: {graph_error_summary(error.message)}") from None
 
     async def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         loop = asyncio.get_running_loop()
@@ -239,6 +238,16 @@ class Batcher:
             return
         if not future.done():
             future.set_result(result)
+
+
+def graph_error_summary(message: str) -> str:
+    """The line of a TensorFlow error that says what is wrong (an assertion's message), not its
+    "Graph execution error:" heading or node trace."""
+    lines = [line.strip() for line in message.splitlines()]
+    useful = [line for line in lines if line and not line.startswith(("Graph execution error", "Detected at node",
+                                                                      "<stack traces", "[[{{node"))]
+    chosen = next((line for line in useful if "assertion failed" in line), useful[0] if useful else message)
+    return chosen[:300]
 
 
 def _rows(inputs: dict[str, np.ndarray]) -> int:
@@ -395,6 +404,8 @@ def _as_array(value: Any, spec: Any, name: str) -> np.ndarray:
                 raise ValueError(f"expected {'numbers' if dtype == np.float32 else 'integers'}")
             if dtype != np.float32 and array.size and (array.min() < np.iinfo(dtype).min or array.max() > np.iinfo(dtype).max):
                 raise ValueError(f"integers out of the {np.dtype(dtype).name} range")
+            if dtype == np.float32 and array.size and not (np.abs(array.astype(np.float64)) <= FLOAT32_MAX).all():
+                raise ValueError("numbers must be finite and within the float32 range")
             array = array.astype(dtype)
     except (ValueError, TypeError, OverflowError) as error:
         raise RequestError(f"input {name}: {error}, got {json.dumps(value)[:100]}") from None
@@ -503,7 +514,7 @@ def json_body(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
 
 
-def create_app(registry: ModelRegistry) -> FastAPI:
+def create_app(registry: ModelRegistry, access: Access | None = None) -> FastAPI:
     limits = registry.limits
     app = FastAPI(
         title="nmt serve",
@@ -518,7 +529,10 @@ def create_app(registry: ModelRegistry) -> FastAPI:
 
     @app.exception_handler(RequestError)
     async def on_request_error(request: Request, exc: RequestError) -> JSONResponse:
-        return error(exc.status, exc.message)
+        answer = error(exc.status, exc.message)
+        if exc.close:  # the rest of the body is not read: the connection cannot carry another request
+            answer.headers["connection"] = "close"
+        return answer
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -528,27 +542,26 @@ def create_app(registry: ModelRegistry) -> FastAPI:
         )
         return error(400, f"invalid request: {problems}")
 
-    @app.middleware("http")
-    async def body_limit(request: Request, call_next):
-        size = request.headers.get("content-length")
-        if size is not None and size.isdigit() and int(size) > limits.max_body_bytes:
-            return error(413, f"request body of {size} bytes is over the limit of {limits.max_body_bytes}")
-        return await call_next(request)
+    app.add_middleware(AccessGuard, access=access or Access(), max_body_bytes=limits.max_body_bytes)
 
     async def read_json(request: Request) -> Any:
-        raw = b""
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > limits.max_body_bytes:
-                raise RequestError(f"request body is over the limit of {limits.max_body_bytes} bytes", 413)
+        raw = bytearray()
         try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise RequestError(f"request body is not valid UTF-8 (byte {exc.start})") from None
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise RequestError(f"JSON Parse error: {exc.msg} at offset {exc.pos}") from None
+            async with asyncio.timeout(limits.body_timeout_s):
+                async for chunk in request.stream():
+                    raw += chunk
+                    if len(raw) > limits.max_body_bytes:
+                        raise RequestError(f"request body is over the limit of {limits.max_body_bytes} bytes", 413,
+                                           close=True)
+        except TimeoutError:
+            raise RequestError(f"request body not received within {limits.body_timeout_s:g} s "
+                               f"({len(raw)} bytes came)", 408, close=True) from None
+        except ClientDisconnect:
+            # One line, not a traceback: a client that gives up is no server error.
+            client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+            log.warning("%s disconnected after %d bytes of the request body to %s", client, len(raw), request.url.path)
+            raise RequestError("client disconnected", 400, close=True) from None
+        return parse_json_body(bytes(raw))
 
     def check_rows(arrays: dict[str, np.ndarray]) -> None:
         rows = max((len(a) for a in arrays.values() if a.ndim), default=1)
@@ -720,12 +733,15 @@ def create_app(registry: ModelRegistry) -> FastAPI:
         texts = texts_of(request.text)
         if not 1 <= request.max_tokens <= 2000:
             raise RequestError(f"max_tokens must be between 1 and 2000, got {request.max_tokens}")
-        if request.temperature < 0 or not math.isfinite(request.temperature):
-            raise RequestError(f"temperature must be a non-negative number, got {request.temperature}")
+        # Each number in the type the graph takes it in: float32 (finite), int32.
+        if not 0 <= request.temperature <= FLOAT32_MAX:
+            raise RequestError(f"temperature must be a finite number >= 0 (float32), got {request.temperature}")
         if not 0 < request.top_p <= 1:
             raise RequestError(f"top_p must be in (0, 1], got {request.top_p}")
-        if request.top_k < 0 or not 0 <= request.seed < 2**31:
-            raise RequestError("top_k must be >= 0 and seed in [0, 2**31)")
+        if not 0 <= request.top_k <= INT32_MAX:
+            raise RequestError(f"top_k must be between 0 (all) and {INT32_MAX}, got {request.top_k}")
+        if not 0 <= request.seed <= INT32_MAX:
+            raise RequestError(f"seed must be between 0 and {INT32_MAX}, got {request.seed}")
         n = len(texts)
         inputs = {
             "text": strings(texts), "max_tokens": np.full(n, request.max_tokens, np.int32),
@@ -748,7 +764,8 @@ def _name_version(parts: list[str]) -> tuple[str, int | None]:
     raise RequestError("expected /v1/models/{name} or /v1/models/{name}/versions/{version}", 404)
 
 
-def serve(config_path: str | Path, host: str, port: int, limits: Limits, mounts: dict[str, str] | None = None) -> None:
+def serve(config_path: str | Path, host: str, port: int, limits: Limits, mounts: dict[str, str] | None = None,
+          access: Access | None = None) -> None:
     import uvicorn
 
     entries = read_model_config(config_path, mounts)
@@ -759,4 +776,8 @@ def serve(config_path: str | Path, host: str, port: int, limits: Limits, mounts:
         print(f"warning: model {name} not served: {reason}", file=sys.stderr)
     if not registry.models:
         raise NmtError(f"{config_path}: no model could be loaded")
-    uvicorn.run(create_app(registry), host=host, port=port, log_level="warning")
+    access = access or Access(bind_host=host)
+    uvicorn.run(create_app(registry, access), host=host, port=port, log_level="warning",
+                http=request_timeout_protocol(limits.body_timeout_s),
+                # Connections (and requests in progress) past the limit are answered 503.
+                limit_concurrency=limits.max_connections)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import io
 import itertools
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import sentencepiece as spm
@@ -20,6 +21,18 @@ from nmt.io import atomic_write_bytes
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 UNK_PIECE = "<spm-unk>"
 MIN_VOCAB_SIZE = 8  # the 4 reserved ids and a few pieces
+
+log = logging.getLogger(__name__)
+
+
+def _remembering(texts: Iterator[str], failures: list[BaseException]) -> Iterator[str]:
+    """``texts``, keeping any exception raised while reading them: SentencePiece reports it only as
+    the text of its own RuntimeError (with a stack listing), which would bury the reader's message."""
+    try:
+        yield from texts
+    except BaseException as error:
+        failures.append(error)
+        raise
 
 
 class Tokenizer:
@@ -58,9 +71,10 @@ class Tokenizer:
             raise NmtError("cannot train a tokenizer on an empty corpus")
         model = io.BytesIO()
         spm.set_random_generator_seed(seed)
+        failures: list[BaseException] = []
         try:
             spm.SentencePieceTrainer.train(
-                sentence_iterator=itertools.chain([first], iterator),
+                sentence_iterator=_remembering(itertools.chain([first], iterator), failures),
                 input_sentence_size=input_sentence_size,
                 shuffle_input_sentence=True,
                 model_writer=model,
@@ -84,15 +98,29 @@ class Tokenizer:
                 split_digits=True,
             )
         except RuntimeError as error:
+            if failures:  # the corpus reader's own error (file:line: ...), not SentencePiece's wrapping of it
+                raise failures[0] from None
             raise NmtError(f"SentencePiece training failed: {error}") from None
-        return cls(model.getvalue())
+        tokenizer = cls(model.getvalue())
+        if tokenizer.vocab_size < vocab_size:
+            unit = {"char": "characters", "word": "words"}.get(model_type, "pieces")
+            log.warning(
+                "tokenizer.vocab_size is %d, but the training text has too few distinct %s for that: using %d "
+                "(set tokenizer.vocab_size to %d to silence this)",
+                vocab_size, unit, tokenizer.vocab_size, tokenizer.vocab_size,
+            )
+        return tokenizer
 
     @classmethod
     def load(cls, path: str | Path) -> Tokenizer:
         path = Path(path)
         if not path.is_file():
             raise NmtError(f"tokenizer model not found: {path}")
-        return cls(path.read_bytes())
+        try:
+            return cls(path.read_bytes())
+        except RuntimeError:  # SentencePiece's ParseFromArray failure: truncated or overwritten
+            raise NmtError(f"{path}: damaged SentencePiece model (it does not parse); restore it from a copy of "
+                           "the run, or train the run again") from None
 
     def save(self, path: str | Path) -> None:
         atomic_write_bytes(path, self.model_proto)

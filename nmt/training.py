@@ -5,19 +5,28 @@ Everything a trained model is goes into one run directory::
     config.yaml     the resolved config          spm/           SentencePiece models
     checkpoints/    latest states (resume)       best/          weights chosen on dev BLEU (lm: loss)
     cache/          tokenized corpora            metrics.jsonl  one line per evaluation
-    logs/           TensorBoard
+    logs/           TensorBoard                  .lock          held by the one trainer at work here
+
+A resume starts from the newest checkpoint whose files read back whole (TensorFlow's state file
+is repaired if it names another); a full disk, a second trainer or a diverging loss stop training
+with a one-line NmtError and leave the files as they were before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
+import fcntl
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 import yaml
 
+from nmt.checkpoints import checkpoint_prefixes, checkpoint_problem, newest_intact, remove_partial_saves
 from nmt.config import Config, save_config
 from nmt.data import CorpusStream, read_corpus
 from nmt.distribute import from_chief, is_chief, make_strategy, worker_dir
@@ -38,6 +48,12 @@ from nmt.pipeline import (
     token_stream,
 )
 from nmt.tokenizer import PAD_ID, Tokenizer
+
+
+logger = logging.getLogger(__name__)
+
+# train_loss in metrics.jsonl is the mean of the last this many step losses (kept in the checkpoint).
+TRAIN_LOSS_WINDOW = 100
 
 
 def log(message: str) -> None:
@@ -233,12 +249,169 @@ def prepare_data(config: Config, run_dir: Path) -> PreparedData:
     return PreparedData(source_tokenizer, target_tokenizer, train, dev_sources, dev_targets, dev)
 
 
-class Trainer:
-    """Runs ``config`` in ``config.run_dir``; calling :meth:`train` again resumes where it stopped."""
+@contextlib.contextmanager
+def hold_run_dir(run_dir: Path) -> Iterator[None]:
+    """One trainer per run directory: an advisory lock on ``run_dir/.lock``, which records the
+    holder's pid. The kernel drops the lock when its process ends, however it ends, so a killed
+    trainer cannot leave it stuck."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip()
+            by = f"another process (pid {holder})" if holder.isdigit() else "another process"
+            raise NmtError(f"{run_dir} is being trained by {by}: wait for it to finish or stop it, "
+                           "or give another run_dir") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield  # closing the file releases the lock
 
-    def __init__(self, config: Config) -> None:
+
+def start_over(run_dir: Path) -> None:
+    """``nmt train --restart``: deletes the run's training progress (checkpoints, best weights,
+    metrics, TensorBoard logs); the tokenizers and the token cache stay, they do not depend on it."""
+    removed = []
+    for name in ("checkpoints", "best", "logs", "metrics.jsonl"):
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        else:
+            continue
+        removed.append(name)
+    if removed:
+        log(f"--restart: removed {', '.join(removed)} from {run_dir}; training starts at step 0")
+
+
+def _disk_full(error: BaseException) -> bool:
+    # TensorFlow says ResourceExhausted, h5py an OSError or RuntimeError that quotes errno 28.
+    return getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in str(error)
+
+
+@contextlib.contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """A full disk while writing ``path`` becomes a one-line NmtError (the writers below leave
+    what was on disk before as it was)."""
+    try:
+        yield
+    except (tf.errors.OpError, OSError, RuntimeError) as error:
+        if _disk_full(error):
+            raise NmtError(f"no space left on device while writing {path}") from None
+        raise
+
+
+def append_line(path: Path, line: str) -> None:
+    """Appends one line to ``path``, all of it or (disk full) none of it."""
+    data = (line.rstrip("\n") + "\n").encode("utf-8")
+    with writing(path):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            start = os.fstat(fd).st_size
+            try:
+                written = 0
+                while written < len(data):
+                    written += os.write(fd, data[written:])
+            except OSError:
+                os.ftruncate(fd, start)  # never half a record
+                raise
+        finally:
+            os.close(fd)
+
+
+def _state_file_latest(directory: Path) -> str | None:
+    """The checkpoint that TensorFlow's state file names (a bare name), or None if it names none."""
+    try:
+        state = tf.train.get_checkpoint_state(str(directory))
+    except Exception:  # noqa: BLE001 - an unreadable state file is what is being repaired
+        return None
+    return Path(state.model_checkpoint_path).name if state and state.model_checkpoint_path else None
+
+
+def resume_point(directory: Path, chief: bool) -> Path | None:
+    """The checkpoint to resume from: the newest one in ``directory`` that reads back whole, found
+    from the files (TensorFlow's ``checkpoint`` state file can be garbage, a checkpoint's data
+    damaged). The chief removes half-written saves and rewrites a state file that names another
+    checkpoint, so that the CheckpointManager keeps and deletes the right ones. None: no checkpoint
+    at all; NmtError: there are checkpoints but none is intact (never start over silently)."""
+    if chief:
+        for partial in remove_partial_saves(directory):
+            logger.warning("removed %s, left by a checkpoint save that did not finish", partial)
+    prefixes = checkpoint_prefixes(directory)
+    if not prefixes:
+        return None
+    latest = newest_intact(directory)
+    if latest is None:
+        problems = "; ".join(f"{prefix}: {checkpoint_problem(prefix)}" for prefix in prefixes)
+        raise NmtError(f"no intact checkpoint to resume from in {directory} ({problems}); restore the files from a "
+                       "backup, or run nmt train --restart to start over (deletes the checkpoints, best weights and "
+                       "metrics)")
+    named = _state_file_latest(directory)
+    if chief and named != latest.name:
+        number = int(latest.name.split("-")[1])
+        kept = [p for p in reversed(prefixes) if int(p.name.split("-")[1]) <= number]  # oldest first
+        times = [p.with_name(p.name + ".index").stat().st_mtime for p in kept]
+        tf_logger = tf.get_logger()
+        level = tf_logger.level
+        tf_logger.setLevel(logging.ERROR)  # update_checkpoint_state's deprecation notice
+        try:
+            with writing(directory / "checkpoint"):
+                tf.compat.v1.train.update_checkpoint_state(
+                    str(directory), latest.name, all_model_checkpoint_paths=[p.name for p in kept],
+                    all_model_checkpoint_timestamps=times,
+                    # The manager deletes (keep-N) only checkpoints newer than this.
+                    last_preserved_timestamp=min(times) - 1.0,
+                )
+        finally:
+            tf_logger.setLevel(level)
+        logger.warning("%s named %s; resuming from %s, the newest intact checkpoint (state file rewritten)",
+                       directory / "checkpoint", named or "no readable checkpoint", latest)
+    return latest
+
+
+def _recent_loss(window: tf.Variable, count: tf.Variable, last: int) -> float:
+    """The mean of the last ``last`` step losses in the ring buffer ``window``, oldest first (the
+    order of the plain list it replaces, so the same sum)."""
+    seen = int(count)
+    kept = min(seen, TRAIN_LOSS_WINDOW, last)
+    if not kept:
+        return float("nan")
+    values = window.numpy().astype(np.float64)
+    return float(np.mean(values[[(seen - kept + i) % TRAIN_LOSS_WINDOW for i in range(kept)]]))
+
+
+def _weights_finite(model: keras.Model) -> bool:
+    return bool(tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in model.trainable_variables]))
+
+
+def _checkpoint_objects(model: keras.Model, optimizer: keras.optimizers.Optimizer, iterator: Any,
+                        best_score: tf.Variable, stale_evals: tf.Variable, carried: Any,
+                        recent: dict[str, tf.Variable]) -> dict[str, Any]:
+    """What a checkpoint holds. "best_bleu" names the dev score in checkpoints written before
+    language models; "train_losses" (the recent-loss window) is missing from checkpoints written
+    before it existed, which are restored without it."""
+    return dict(
+        model=model_variables(model), optimizer=optimizer, data=iterator, best_bleu=best_score,
+        stale_evals=stale_evals,
+        carried_state={f"state_{i}": v for i, v in enumerate(tf.nest.flatten(carried))},
+        train_losses=recent,
+    )
+
+
+class Trainer:
+    """Runs ``config`` in ``config.run_dir``; calling :meth:`train` again resumes where it stopped
+    (from the newest intact checkpoint). ``restart``: delete the run's checkpoints, best weights
+    and metrics first and train from step 0 (without it, a run directory that holds checkpoints is
+    never started over)."""
+
+    def __init__(self, config: Config, restart: bool = False) -> None:
         self.config = config
         self.run_dir = Path(config.run_dir)
+        self.restart = restart
         self._dev_batches: tf.data.Dataset | None = None
 
     def _evaluate(self, predictor: Translator | LanguageModelRunner, data: PreparedData, eval_loss, beam_size: int, limit: int | None) -> dict[str, Any]:
@@ -266,13 +439,19 @@ class Trainer:
         return result
 
     def train(self) -> Scores | Perplexity | None:
-        config, cfg = self.config, self.config.train
         # The strategy first: a cluster must be set up before TensorFlow runs anything else.
-        strategy = make_strategy(cfg.distribute)
-        replicas = strategy.num_replicas_in_sync
-        chief = is_chief(strategy)
-        run_dir = self.run_dir
+        strategy = make_strategy(self.config.train.distribute)
+        chief, run_dir = is_chief(strategy), self.run_dir
         work_dir = worker_dir(strategy, run_dir)  # tokenizers and cache: the chief's are the run's
+        # The chief holds the run directory; the other workers of its cluster write only their own scratch folders.
+        with hold_run_dir(run_dir) if chief else contextlib.nullcontext():
+            if self.restart and chief:
+                start_over(run_dir)
+            return self._train_holding(strategy, work_dir)
+
+    def _train_holding(self, strategy: tf.distribute.Strategy, work_dir: Path) -> Scores | Perplexity | None:
+        config, cfg, run_dir = self.config, self.config.train, self.run_dir
+        replicas, chief = strategy.num_replicas_in_sync, is_chief(strategy)
         _check_compatible(run_dir, config)
         work_dir.mkdir(parents=True, exist_ok=True)
         if chief:
@@ -337,19 +516,20 @@ class Trainer:
         )
         # The iterator and the carried state are part of the checkpoint: a resumed run continues
         # with the next batch from the same state.
-        checkpoint = tf.train.Checkpoint(
-            # "best_bleu" names the dev score in checkpoints written before language models.
-            model=model_variables(model), optimizer=optimizer, data=iterator, best_bleu=best_score,
-            stale_evals=stale_evals,
-            carried_state={f"state_{i}": v for i, v in enumerate(tf.nest.flatten(carried))},
-        )
+        # The recent step losses (a ring buffer) and how many were seen: train_loss survives a resume.
+        recent = {"window": tf.Variable(tf.zeros([TRAIN_LOSS_WINDOW]), trainable=False),
+                  "count": tf.Variable(0, trainable=False, dtype=tf.int64)}
+        objects = _checkpoint_objects(model, optimizer, iterator, best_score, stale_evals, carried, recent)
+        checkpoint = tf.train.Checkpoint(**objects)
         # Only the chief keeps checkpoints; the other workers take part in saving (a collective
         # under multi_worker) into a scratch folder that is deleted. All resume from the chief's.
         save_dir = run_dir / "checkpoints" if chief else work_dir / "checkpoints-scratch"
+        latest = resume_point(run_dir / "checkpoints", chief)  # before the manager reads the state file
         manager = tf.train.CheckpointManager(checkpoint, save_dir, max_to_keep=cfg.keep_checkpoints)
-        latest = tf.train.latest_checkpoint(run_dir / "checkpoints")
         if latest:
-            checkpoint.restore(latest).assert_existing_objects_matched()
+            stored = {name.split("/")[0] for name in tf.train.load_checkpoint(str(latest)).get_variable_to_shape_map()}
+            restoring = {k: v for k, v in objects.items() if k != "train_losses" or k in stored}
+            tf.train.Checkpoint(**restoring).restore(str(latest)).assert_existing_objects_matched()
             log(f"resumed from {latest} at step {_steps_done(optimizer)}")
         if replicas > 1 and from_chief(strategy, _steps_done(optimizer)) != _steps_done(optimizer):
             raise NmtError(f"this worker resumed at step {_steps_done(optimizer)}, not at the chief's: it cannot read "
@@ -409,7 +589,11 @@ class Trainer:
         @tf.function(autograph=False, input_signature=[STREAM_BATCH_SPEC if running_text else BATCH_SPEC])
         def train_step(batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
             results = strategy.run(replica_step, args=(batch,))
-            return tuple(strategy.experimental_local_results(r)[0] for r in results)
+            loss, norm, tokens = (strategy.experimental_local_results(r)[0] for r in results)
+            slot = tf.math.floormod(recent["count"], TRAIN_LOSS_WINDOW)
+            recent["window"].scatter_nd_update([[slot]], [tf.cast(loss, tf.float32)])
+            recent["count"].assign_add(1)
+            return loss, norm, tokens
 
         @tf.function(autograph=False, input_signature=[BATCH_SPEC])
         def eval_loss(batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
@@ -427,52 +611,76 @@ class Trainer:
         progress = keras.utils.Progbar(cfg.steps, stateful_metrics=["loss", "tok/s", "lr"], unit_name="step")
         if interactive:
             progress.update(step)
-        window_tokens, window_start, losses = 0.0, time.perf_counter(), []
+        window_tokens, window_start = 0.0, time.perf_counter()
         stopped_early = cfg.early_stopping is not None and int(stale_evals) >= cfg.early_stopping
         if stopped_early:
             log(f"this run stopped early at step {step}; raise train.early_stopping to train on")
         while step < cfg.steps and not stopped_early:
             loss, norm, tokens = train_step(next(iterator))
             step += 1
-            losses.append(float(loss))
+            # Float16 loss scaling skips steps with inf gradients itself; a non-finite loss, or
+            # gradient norm in float32, means the weights are (about to be) NaN: stop, save nothing.
+            if not math.isfinite(float(loss)) or (not loss_scaled and not math.isfinite(float(norm))):
+                raise self._diverged(step, float(loss), float(norm), manager)
             window_tokens += float(tokens)
             if step % 20 == 0 or step == cfg.steps:
                 elapsed = time.perf_counter() - window_start
                 rate = window_tokens / max(elapsed, 1e-9)
                 lr = float(schedule(step - 1))  # the rate this step's update used
-                values = [("loss", float(np.mean(losses[-20:]))), ("tok/s", rate), ("lr", lr)]
+                recent_loss = _recent_loss(recent["window"], recent["count"], 20)
+                values = [("loss", recent_loss), ("tok/s", rate), ("lr", lr)]
                 if interactive:
                     progress.update(step, values)
                 elif step % 100 == 0 or step == cfg.steps:
                     log(f"step {step}/{cfg.steps}: " + ", ".join(f"{k} {v:.4g}" for k, v in values))
                 with writer.as_default(step=step):
-                    tf.summary.scalar("train/loss", float(np.mean(losses[-20:])))
+                    tf.summary.scalar("train/loss", recent_loss)
                     tf.summary.scalar("train/target_tokens_per_second", rate)
                     tf.summary.scalar("train/learning_rate", lr)
                     tf.summary.scalar("train/gradient_norm", float(norm))
                 window_tokens, window_start = 0.0, time.perf_counter()
+            saving = step % cfg.checkpoint_every == 0 or step == cfg.steps
+            if (saving or step % cfg.eval_every == 0) and not _weights_finite(model):
+                raise self._diverged(step, float(loss), float(norm), manager)
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 # Dev scores once, by the chief; the others wait for its verdict on early stopping.
                 if chief:
+                    train_loss = _recent_loss(recent["window"], recent["count"], TRAIN_LOSS_WINDOW)
                     stopped_early = self._evaluation_point(
-                        step, predictor, data, eval_loss, model, best_score, stale_evals, losses, writer, metrics_path
+                        step, predictor, data, eval_loss, model, best_score, stale_evals, train_loss, writer,
+                        metrics_path,
                     )
                 if replicas > 1:
                     stopped_early = bool(from_chief(strategy, int(stopped_early)))
                 window_tokens, window_start = 0.0, time.perf_counter()  # evaluation is not training time
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopped_early:
-                manager.save(checkpoint_number=step)
+            if saving or stopped_early:
+                try:
+                    with writing(save_dir / f"ckpt-{step}"):
+                        manager.save(checkpoint_number=step)
+                except NmtError:
+                    remove_partial_saves(save_dir)  # give the space back; the earlier checkpoints are whole
+                    raise
                 if not chief:
                     shutil.rmtree(save_dir, ignore_errors=True)
             if stopped_early:
                 log(f"early stopping at step {step}: no dev improvement in {cfg.early_stopping} evaluations")
 
-    def _evaluation_point(self, step, predictor, data, eval_loss, model, best_score, stale_evals, losses, writer, metrics_path) -> bool:
+    def _diverged(self, step: int, loss: float, norm: float, manager: tf.train.CheckpointManager) -> NmtError:
+        cfg = self.config.train
+        kept = manager.latest_checkpoint
+        keeps = f"the last good checkpoint is {kept}" if kept else "no checkpoint had been saved yet"
+        return NmtError(
+            f"training diverged at step {step} (loss {loss:g}, gradient norm {norm:g}) and stopped before saving "
+            f"anything of it; {keeps}: lower train.learning_rate (now {cfg.learning_rate:g}) or train.clip_norm "
+            f"(now {cfg.clip_norm:g}), or add train.warmup_steps, then run nmt train again"
+            + (" to resume from it" if kept else "")
+        )
+
+    def _evaluation_point(self, step, predictor, data, eval_loss, model, best_score, stale_evals, train_loss, writer, metrics_path) -> bool:
         cfg = self.config.train
         result = self._evaluate(predictor, data, eval_loss, beam_size=1, limit=cfg.eval_max_sentences)
-        record = {"step": step, "time": time.time(), "train_loss": float(np.mean(losses[-100:])), **result}
-        with open(metrics_path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        record = {"step": step, "time": time.time(), "train_loss": train_loss, **result}
+        append_line(metrics_path, json.dumps(record))
         with writer.as_default(step=step):
             for key in ("dev_loss", "dev_bleu", "dev_chrf", "dev_word_perplexity", "dev_bits_per_character"):
                 if key in result:
@@ -504,7 +712,17 @@ class Trainer:
         path = self.run_dir / BEST_WEIGHTS
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(".tmp." + path.name)  # Keras wants the .weights.h5 suffix
-        model.save_weights(tmp)
+        # h5py can crash the process (a segfault on close) when the disk fills up under it: check
+        # first that the weights fit, with room for HDF5's per-dataset headers.
+        needed = sum(np.dtype(v.dtype).itemsize * int(np.prod(v.shape)) + 4096 for v in model.weights) + 65536
+        if shutil.disk_usage(path.parent).free < needed:
+            raise NmtError(f"no space left on device while writing {path} (it needs about {needed / 2**20:.1f} MiB)")
+        try:
+            with writing(path):
+                model.save_weights(tmp)
+        except NmtError:
+            tmp.unlink(missing_ok=True)  # the best weights before stay as they were
+            raise
         os.replace(tmp, path)
 
     def final_evaluation(self, data: PreparedData | None = None) -> Scores | Perplexity | None:
@@ -520,16 +738,14 @@ class Trainer:
         if isinstance(predictor, LanguageModelRunner):
             perplexity = predictor.evaluate(data.dev_sources)
             record = {"final": True, **_perplexity_record(perplexity), "time": time.time()}
-            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
+            append_line(self.run_dir / "metrics.jsonl", json.dumps(record))
             return perplexity
         translator = predictor
         hypotheses = [h[0].text for h in translator.translate(data.dev_sources)]
         scores = score(hypotheses, data.dev_targets, bleu_tokenize(self.config.data))
         record = {"final": True, "beam_size": self.config.decode.beam_size, "dev_bleu": scores.bleu,
                   "dev_chrf": scores.chrf, "bleu_signature": scores.bleu_signature, "time": time.time()}
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        append_line(self.run_dir / "metrics.jsonl", json.dumps(record))
         return scores
 
 

@@ -102,6 +102,23 @@ def call(url: str, body: bytes | dict | None = None, method: str | None = None) 
         return error.code, json.loads(error.read())
 
 
+def wait_until_serving(process: subprocess.Popen, port: int, stderr_text) -> str:
+    """Waits for a started `nmt serve` to answer /healthz on ``port``; returns its base URL.
+    Fails the test with the server's stderr (``stderr_text()``) if it exits or takes over 300 s."""
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"nmt serve exited: {stderr_text()[-3000:]}")
+        try:
+            if call(f"{base}/healthz")[0] == 200:
+                return base
+        except OSError:
+            time.sleep(0.5)
+    process.kill()
+    pytest.fail("nmt serve did not answer within 300 s")
+
+
 @pytest.fixture(scope="session")
 def server(tiny_run: Path, cycle_run: Path, tmp_path_factory: pytest.TempPathFactory):
     """`nmt serve` over exports of tiny_run (en-ja) and cycle_run (lm), and a broken model."""
@@ -127,19 +144,7 @@ def server(tiny_run: Path, cycle_run: Path, tmp_path_factory: pytest.TempPathFac
          "--max-request-rows", "8", "--max-body-bytes", "20000"],
         stderr=subprocess.PIPE, text=True,
     )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"nmt serve exited: {process.stderr.read()[-3000:]}")
-        try:
-            if call(f"{base}/healthz")[0] == 200:
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("nmt serve did not answer within 300 s")
+    base = wait_until_serving(process, port, lambda: process.stderr.read())
     yield base
     process.terminate()
     stderr = process.communicate(timeout=60)[1]

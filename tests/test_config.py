@@ -503,7 +503,7 @@ def test_unknown_bleu_tokenizer_is_caught_before_training():
     ("data.train.source_column=-1", "data.train.source_column"),
     ("data.train.limit=0", "data.train.limit"),
 ])
-def test_out_of_range_values_name_the_key(override, key):
+def test_out_of_range_integers_name_the_key(override, key):
     assert key in error_of(CONFIG_DIR / "en-ja-tiny.yaml", [override])
 
 

@@ -221,3 +221,101 @@ def test_versions_are_numbered_immutable_and_written_whole(tiny_run: Path, tmp_p
     assert (out / "1" / "saved_model.pb").is_file() and (out / "1" / "variables").is_dir()
     assert main(["export", "--run", str(tmp_path / "nothing"), "--out", str(out)]) == 2
     assert "is not a run directory" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def loaded(exported: dict) -> dict:
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401 - the SentencePiece ops
+
+    return {name: tf.saved_model.load(str(path)) for name, path in exported.items()}
+
+
+def strings_of(tensor) -> list:
+    return np.vectorize(bytes.decode, otypes=[object])(tensor.numpy()).tolist()
+
+
+@pytest.mark.parametrize("texts", [[""], [" "], ["", " \t "], ["Good morning.", ""], ["", "Good morning."]])
+def test_the_empty_text_translates_to_the_empty_text_alone_or_batched(loaded: dict, tiny_run: Path, texts) -> None:
+    # Regression: a batch of only empty texts tokenized to [batch, 0] and failed inside the graph
+    # (Graph execution error), while the same text batched with a longer one translated.
+    import tensorflow as tf
+
+    model = loaded["translation"]
+    translator = nmt.load(tiny_run)
+    blank = [not t.strip() for t in texts]
+    for name, beam in (("translate", translator.config.decode.beam_size), ("translate_greedy", 1),
+                       ("translate_attention", translator.config.decode.beam_size)):
+        out = model.signatures[name](text=tf.constant(texts))
+        expected = [translator.translate([t], beam_size=beam)[0][0].text if t.strip() else "" for t in texts]
+        assert strings_of(out["translations"]) == expected
+        assert all(score == 0.0 for score, b in zip(out["scores"].numpy(), blank) if b)
+        if name == "translate_attention":
+            assert all(n == 0 for n, b in zip(out["target_lengths"].numpy(), blank) if b)
+    inspected = model.signatures["inspect"](text=tf.constant(texts))
+    assert all(n == 0 for n, b in zip(inspected["lengths"].numpy(), blank) if b)
+
+
+def test_the_empty_prompt_works_in_every_language_model_signature(loaded: dict, cycle_run: Path) -> None:
+    import tensorflow as tf
+
+    model, lm = loaded["lm"], nmt.load(cycle_run)
+    for texts in ([""], ["", "north"]):
+        n = len(texts)
+        words = strings_of(model.signatures["next_words"](text=tf.constant(texts), k=tf.fill([n], 2))["words"])
+        assert words[0] == [w for w, _ in lm.next_words("", k=2)[0]]
+        assert strings_of(model.signatures["serving_default"](text=tf.constant(texts))["words"])[0][:2] == words[0]
+        generated = model.signatures["generate"](text=tf.constant(texts), max_tokens=tf.fill([n], 4),
+                                                 temperature=tf.fill([n], 0.0), top_k=tf.fill([n], 0),
+                                                 top_p=tf.fill([n], 1.0), seed=tf.fill([n], 0))
+        assert strings_of(generated["text"])[0] == lm.generate("", max_tokens=4, temperature=0.0)[0]
+        assert model.signatures["inspect"](text=tf.constant(texts))["lengths"].numpy()[0] == 1  # the start symbol
+
+
+def test_generate_refuses_nan_and_infinite_settings_in_the_graph(loaded: dict) -> None:
+    # Clients of stock TF Serving reach the graph without nmt serve's checks.
+    import tensorflow as tf
+
+    generate = loaded["lm"].signatures["generate"]
+    settings = dict(text=tf.constant(["north"]), max_tokens=tf.constant([3]), top_k=tf.constant([0]),
+                    seed=tf.constant([0]))
+    for name, bad in (("temperature", float("nan")), ("top_p", float("inf"))):
+        values = {"temperature": tf.constant([1.0]), "top_p": tf.constant([1.0]), name: tf.constant([bad])}
+        with pytest.raises(tf.errors.InvalidArgumentError, match=f"{name} must be a finite number"):
+            generate(**settings, **values)
+    assert generate(**settings, temperature=tf.constant([1.0]), top_p=tf.constant([1.0]))["text"].shape == [1]
+
+
+def test_ids_outside_the_vocabulary_fail_cleanly_in_the_graph(loaded: dict, tiny_run: Path) -> None:
+    # TF Serving runs this graph as it is: an id outside the embedding table must neither crash
+    # nor read garbage (on an accelerator a gather reads zeros), so the graph refuses it.
+    import tensorflow as tf
+
+    vocab = nmt.load(tiny_run).source_tokenizer.vocab_size
+    translate_ids = loaded["translation"].signatures["translate_ids"]
+    next_words_ids = loaded["lm"].signatures["next_words_ids"]
+    for bad in (-1, vocab, 2**31 - 1):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=rf"ids must be in \[0, {vocab}\) \(the vocabulary\)"):
+            translate_ids(ids=tf.constant([[5, bad]]), lengths=tf.constant([2]))
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"ids must be in \[0, 12\)"):
+            next_words_ids(ids=tf.constant([[4, bad]]), lengths=tf.constant([2]), k=tf.constant([2]))
+    # Past a row's length an id is padding, whatever its value; lengths past the ids are cut.
+    clean = translate_ids(ids=tf.constant([[5, 6, 0]]), lengths=tf.constant([2]))
+    for ids, lengths in (([[5, 6, -7]], [2]), ([[5, 6]], [9])):
+        out = translate_ids(ids=tf.constant(ids), lengths=tf.constant(lengths))
+        assert out["ids"].numpy().tolist() == clean["ids"].numpy().tolist()
+    empty = translate_ids(ids=tf.zeros([2, 0], tf.int32), lengths=tf.constant([0, 0]))
+    assert empty["ids"].shape[0] == 2
+
+
+@pytest.mark.parametrize("kib", [200, 1500])
+def test_a_full_disk_ends_in_one_error_line_and_no_version_folder(tiny_run: Path, tmp_path: Path, kib: int) -> None:
+    from faults import run_nmt, small_disk
+
+    with small_disk(tmp_path, kib=kib) as disk:
+        out = disk / "models" / "en-ja"
+        done = run_nmt(["export", "--run", str(tiny_run), "--out", str(out)], timeout=300)
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert f"nmt: error: no space left on device while writing {out / '1'}" in done.stderr
+        assert "Traceback" not in done.stderr
+        assert list(out.iterdir()) == []  # neither the version nor its hidden staging folder
