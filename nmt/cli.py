@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import glob
 import logging
 import os
@@ -665,7 +664,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nmt: error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # e.g. an output path in a missing or read-only folder, a full disk
-        if error.errno == errno.ENOSPC:
+        from nmt.io import is_disk_full
+
+        if is_disk_full(error):
             where = f" while writing {error.filename}" if error.filename else ""
             print(f"nmt: error: no space left on device{where}", file=sys.stderr)
             return 2

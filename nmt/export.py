@@ -29,7 +29,6 @@ Every input has a batch dimension, so TF Serving's REST "instances" format works
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
@@ -42,6 +41,7 @@ import tensorflow as tf
 from nmt import decoding
 from nmt.errors import NmtError
 from nmt.inference import LanguageModelRunner, Translator, load
+from nmt.io import is_disk_full
 from nmt.tokenizer import EOS_ID
 
 TEXT = tf.TensorSpec([None], tf.string, name="text")
@@ -275,7 +275,7 @@ def export(run_dir: str | Path, out_dir: str | Path, version: int | None = None,
         os.replace(staging, final)
     except (tf.errors.ResourceExhaustedError, OSError) as error:
         # TensorFlow's writers report a full disk as ResourceExhaustedError, Python's as ENOSPC.
-        if isinstance(error, OSError) and error.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if not is_disk_full(error):
             raise
         raise NmtError(f"no space left on device while writing {final}; free some space and export again") from None
     finally:

@@ -45,6 +45,12 @@ def atomic_writer(path: str | Path, mode: str = "w", encoding: str | None = "utf
         raise
 
 
+def is_disk_full(error: BaseException) -> bool:
+    """The one test for "the disk is full": Python's ENOSPC/EDQUOT, or TensorFlow's and h5py's errors,
+    which carry the C library's text rather than an errno."""
+    return getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(error)
+
+
 def _naming(error: OSError, shown: str) -> OSError:
     """``error`` with the target's path as its file name (the temporary file means nothing to a user)."""
     if error.errno is None:

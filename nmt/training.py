@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import fcntl
 import hashlib
 import json
@@ -42,6 +41,7 @@ from nmt.distribute import from_chief, is_chief, make_strategy, worker_dir
 from nmt.errors import NmtError
 from nmt.evaluation import Scores, bleu_tokenize, score
 from nmt.inference import BEST_WEIGHTS, LanguageModelRunner, Perplexity, Translator, build_model, tokenizer_paths
+from nmt.io import is_disk_full
 from nmt.models import model_variables
 from nmt.pipeline import (
     EncodedCorpus, TokenCache, build_token_cache, encode_corpus, encode_texts, make_dataset, make_stream_dataset,
@@ -288,11 +288,6 @@ def start_over(run_dir: Path) -> None:
         log(f"--restart: removed {', '.join(removed)} from {run_dir}; training starts at step 0")
 
 
-def _disk_full(error: BaseException) -> bool:
-    # TensorFlow says ResourceExhausted, h5py an OSError or RuntimeError that quotes errno 28.
-    return getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in str(error)
-
-
 @contextlib.contextmanager
 def writing(path: Path) -> Iterator[None]:
     """A full disk while writing ``path`` becomes a one-line NmtError (the writers below leave
@@ -300,7 +295,7 @@ def writing(path: Path) -> Iterator[None]:
     try:
         yield
     except (tf.errors.OpError, OSError, RuntimeError) as error:
-        if _disk_full(error):
+        if is_disk_full(error):
             raise NmtError(f"no space left on device while writing {path}") from None
         raise
 
