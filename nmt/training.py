@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
-import logging
 import math
 import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,23 +31,21 @@ import numpy as np
 import tensorflow as tf
 import yaml
 
-from nmt.checkpoints import checkpoint_prefixes, checkpoint_problem, newest_intact, remove_partial_saves
+from nmt.checkpoints import remove_partial_saves
 from nmt.config import Config, save_config
 from nmt.data import CorpusStream, read_corpus
 from nmt.distribute import from_chief, is_chief, make_strategy, worker_dir
 from nmt.errors import NmtError
 from nmt.evaluation import Scores, bleu_tokenize, score
 from nmt.inference import BEST_WEIGHTS, LanguageModelRunner, Perplexity, Translator, build_model, tokenizer_paths
-from nmt.io import is_disk_full
 from nmt.models import model_variables
 from nmt.pipeline import (
     EncodedCorpus, TokenCache, build_token_cache, encode_corpus, encode_texts, make_dataset, make_stream_dataset,
     token_stream,
 )
+from nmt.run_dir import append_line, hold_run_dir, resume_point, start_over, writing
 from nmt.tokenizer import PAD_ID, Tokenizer
 
-
-logger = logging.getLogger(__name__)
 
 # train_loss in metrics.jsonl is the mean of the last this many step losses (kept in the checkpoint).
 TRAIN_LOSS_WINDOW = 100
@@ -247,125 +242,6 @@ def prepare_data(config: Config, run_dir: Path) -> PreparedData:
             dev = encode_corpus(dev_sources, dev_targets, source_tokenizer, target_tokenizer, 10**9, 10**9)
         log(f"dev: {len(dev_sources)} {what} ({dev_corpus.dropped_empty} empty dropped)")
     return PreparedData(source_tokenizer, target_tokenizer, train, dev_sources, dev_targets, dev)
-
-
-@contextlib.contextmanager
-def hold_run_dir(run_dir: Path) -> Iterator[None]:
-    """One trainer per run directory: an advisory lock on ``run_dir/.lock``, which records the
-    holder's pid. The kernel drops the lock when its process ends, however it ends, so a killed
-    trainer cannot leave it stuck."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "a+", encoding="utf-8") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip()
-            by = f"another process (pid {holder})" if holder.isdigit() else "another process"
-            raise NmtError(f"{run_dir} is being trained by {by}: wait for it to finish or stop it, "
-                           "or give another run_dir") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        yield  # closing the file releases the lock
-
-
-def start_over(run_dir: Path) -> None:
-    """``nmt train --restart``: deletes the run's training progress (checkpoints, best weights,
-    metrics, TensorBoard logs); the tokenizers and the token cache stay, they do not depend on it."""
-    removed = []
-    for name in ("checkpoints", "best", "logs", "metrics.jsonl"):
-        path = run_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-        else:
-            continue
-        removed.append(name)
-    if removed:
-        log(f"--restart: removed {', '.join(removed)} from {run_dir}; training starts at step 0")
-
-
-@contextlib.contextmanager
-def writing(path: Path) -> Iterator[None]:
-    """A full disk while writing ``path`` becomes a one-line NmtError (the writers below leave
-    what was on disk before as it was)."""
-    try:
-        yield
-    except (tf.errors.OpError, OSError, RuntimeError) as error:
-        if is_disk_full(error):
-            raise NmtError(f"no space left on device while writing {path}") from None
-        raise
-
-
-def append_line(path: Path, line: str) -> None:
-    """Appends one line to ``path``, all of it or (disk full) none of it."""
-    data = (line.rstrip("\n") + "\n").encode("utf-8")
-    with writing(path):
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            start = os.fstat(fd).st_size
-            try:
-                written = 0
-                while written < len(data):
-                    written += os.write(fd, data[written:])
-            except OSError:
-                os.ftruncate(fd, start)  # never half a record
-                raise
-        finally:
-            os.close(fd)
-
-
-def _state_file_latest(directory: Path) -> str | None:
-    """The checkpoint that TensorFlow's state file names (a bare name), or None if it names none."""
-    try:
-        state = tf.train.get_checkpoint_state(str(directory))
-    except Exception:  # noqa: BLE001 - an unreadable state file is what is being repaired
-        return None
-    return Path(state.model_checkpoint_path).name if state and state.model_checkpoint_path else None
-
-
-def resume_point(directory: Path, chief: bool) -> Path | None:
-    """The checkpoint to resume from: the newest one in ``directory`` that reads back whole, found
-    from the files (TensorFlow's ``checkpoint`` state file can be garbage, a checkpoint's data
-    damaged). The chief removes half-written saves and rewrites a state file that names another
-    checkpoint, so that the CheckpointManager keeps and deletes the right ones. None: no checkpoint
-    at all; NmtError: there are checkpoints but none is intact (never start over silently)."""
-    if chief:
-        for partial in remove_partial_saves(directory):
-            logger.warning("removed %s, left by a checkpoint save that did not finish", partial)
-    prefixes = checkpoint_prefixes(directory)
-    if not prefixes:
-        return None
-    latest = newest_intact(directory)
-    if latest is None:
-        problems = "; ".join(f"{prefix}: {checkpoint_problem(prefix)}" for prefix in prefixes)
-        raise NmtError(f"no intact checkpoint to resume from in {directory} ({problems}); restore the files from a "
-                       "backup, or run nmt train --restart to start over (deletes the checkpoints, best weights and "
-                       "metrics)")
-    named = _state_file_latest(directory)
-    if chief and named != latest.name:
-        number = int(latest.name.split("-")[1])
-        kept = [p for p in reversed(prefixes) if int(p.name.split("-")[1]) <= number]  # oldest first
-        times = [p.with_name(p.name + ".index").stat().st_mtime for p in kept]
-        tf_logger = tf.get_logger()
-        level = tf_logger.level
-        tf_logger.setLevel(logging.ERROR)  # update_checkpoint_state's deprecation notice
-        try:
-            with writing(directory / "checkpoint"):
-                tf.compat.v1.train.update_checkpoint_state(
-                    str(directory), latest.name, all_model_checkpoint_paths=[p.name for p in kept],
-                    all_model_checkpoint_timestamps=times,
-                    # The manager deletes (keep-N) only checkpoints newer than this.
-                    last_preserved_timestamp=min(times) - 1.0,
-                )
-        finally:
-            tf_logger.setLevel(level)
-        logger.warning("%s named %s; resuming from %s, the newest intact checkpoint (state file rewritten)",
-                       directory / "checkpoint", named or "no readable checkpoint", latest)
-    return latest
 
 
 def _recent_loss(window: tf.Variable, count: tf.Variable, last: int) -> float:
