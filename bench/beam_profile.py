@@ -39,7 +39,7 @@ import tensorflow as tf  # noqa: E402
 
 from nmt import decoding  # noqa: E402
 from nmt.config import load_config  # noqa: E402
-from nmt.inference import build_model  # noqa: E402
+from nmt.tasks import task_for  # noqa: E402
 from nmt.tokenizer import BOS_ID, EOS_ID  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "beam_profile.json"
@@ -107,7 +107,9 @@ def _reference_beam_search(step_fn, state, context, max_lengths, beam_size, alph
         shaped = tf.reshape(t, tf.concat([[batch, k], tf.shape(t)[1:]], axis=0))
         return tf.gather(shaped, order, batch_dims=1)
 
-    return decoding.DecodeResult(by_score(seqs), by_score(lengths), tf.gather(scores, order, batch_dims=1), by_score(attn))
+    return decoding.DecodeResult(
+        by_score(seqs), by_score(lengths), tf.gather(scores, order, batch_dims=1), by_score(attn)
+    )
 
 
 def searches(model: Any, alpha: float, ratio: float, offset: int) -> dict[str, Callable]:
@@ -222,7 +224,7 @@ def main() -> None:
     vocab = config.tokenizer.vocab_size
     keras_seed = 1234
     tf.keras.utils.set_random_seed(keras_seed)
-    model = build_model(config, vocab, vocab)
+    model = task_for(config).build_model(vocab, vocab)
     rng = np.random.default_rng(0)
     lengths = np.clip(rng.normal(SOURCE_TOKENS, 3, BATCH).round().astype(np.int32), 4, 20)
     source = np.zeros([BATCH, lengths.max()], np.int32)
@@ -245,7 +247,8 @@ def main() -> None:
     projection.kernel.assign(projection.kernel * args.output_scale)
     projection.bias.assign(projection.bias + tf.one_hot(EOS_ID, vocab) * args.eos_bias)
     report["ending"] = time_searches(functions, source, lengths, rounds)
-    print_table(f"'ending' model (output x{args.output_scale:g}, EOS bias +{args.eos_bias:g}: hypotheses end)", report["ending"])
+    title = f"'ending' model (output x{args.output_scale:g}, EOS bias +{args.eos_bias:g}: hypotheses end)"
+    print_table(title, report["ending"])
 
     report["step_parts_ms"] = step_parts(model, source, lengths, vocab, reps)
     print(f"\none beam step's parts alone, {BATCH} x {BEAM} rows (ms):")

@@ -31,7 +31,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PTB = ROOT.parent / "shared" / "data" / "ptb"
-TUTORIAL_VALID = {"small (2x200, 13 epochs)": 121.4, "medium (2x650, 39 epochs)": 86.2, "large (2x1500, 55 epochs)": 82.6}
+TUTORIAL_VALID = {
+    "small (2x200, 13 epochs)": 121.4,
+    "medium (2x650, 39 epochs)": 86.2,
+    "large (2x1500, 55 epochs)": 82.6,
+}
 
 
 def nmt(*arguments: str) -> str:
@@ -77,7 +81,8 @@ def main() -> None:
         args.run = "runs/ptb"
     rate = train_rate(args.steps, Path(tempfile.mkdtemp(prefix="nmt-lm-")) / "ptb")
     summary = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-               "command": " ".join(sys.argv), "train_words_per_s": round(rate), "tutorial_valid_perplexity": TUTORIAL_VALID}
+               "command": " ".join(sys.argv), "train_words_per_s": round(rate),
+               "tutorial_valid_perplexity": TUTORIAL_VALID}
     print(f"\n| configs/ptb.yaml (2x LSTM 400, tied, TBPTT 35 x 64) | value |\n| --- | ---: |\n"
           f"| training words/s (median of 20-step windows, {args.steps} steps) | {rate:,.0f} |")
     if args.run:

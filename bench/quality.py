@@ -47,7 +47,7 @@ ONE_THREAD = {**ONE_CORE, **QUIET}
 def start_ours(work: Path, save_steps: int, core: int) -> subprocess.Popen:
     command = ["taskset", "-c", str(core), *ours_command(
         10**7, work / "ours", [f"train.checkpoint_every={save_steps}", "train.keep_checkpoints=100000"])]
-    log = open(work / "ours.log", "w", encoding="utf-8")
+    log = open(work / "ours.log", "w", encoding="utf-8")  # noqa: SIM115 - the training process writes it for its whole life
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **ONE_THREAD},
                             start_new_session=True)
 
@@ -60,9 +60,9 @@ def start_peer(work: Path, save_steps: int, core: int, venv: Path) -> subprocess
     override.write_text(f"train:\n  max_step: 10000000\n  save_checkpoints_steps: {save_steps}\n"
                         f"  keep_checkpoint_max: 100000\n  save_summary_steps: 100\n", encoding="utf-8")
     command = ["taskset", "-c", str(core), str(venv / "bin" / "onmt-main"), "--model", str(PEER / "model.py"),
-               "--config", str(model_dir / "config.yml"), str(override), "--model_dir", str(model_dir), "--seed", "1234",
-               "--intra_op_parallelism_threads", "1", "--inter_op_parallelism_threads", "1", "train"]
-    log = open(work / "peer.log", "w", encoding="utf-8")
+               "--config", str(model_dir / "config.yml"), str(override), "--model_dir", str(model_dir),
+               "--seed", "1234", "--intra_op_parallelism_threads", "1", "--inter_op_parallelism_threads", "1", "train"]
+    log = open(work / "peer.log", "w", encoding="utf-8")  # noqa: SIM115 - the training process writes it for its whole life
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **ONE_THREAD},
                             start_new_session=True)
 
@@ -128,8 +128,9 @@ def translate_ours(work: Path, checkpoint: Path, core: int) -> Path:
     output = work / "ours-dev" / f"{checkpoint.name}.ja"
     output.parent.mkdir(exist_ok=True)
     if not output.is_file():
-        subprocess.run(["taskset", "-c", str(core), sys.executable, "-m", "nmt.cli", "translate", "--run", str(work / "ours"),
-                        "--weights", checkpoint.name, "--beam", "5", "--batch-size", "32", "-i", str(DATA / "dev.en"),
+        subprocess.run(["taskset", "-c", str(core), sys.executable, "-m", "nmt.cli", "translate",
+                        "--run", str(work / "ours"), "--weights", checkpoint.name, "--beam", "5", "--batch-size", "32",
+                        "-i", str(DATA / "dev.en"),
                         "-o", str(output)], check=True, capture_output=True, env={**os.environ, **ONE_THREAD})
     return output
 
@@ -139,13 +140,15 @@ def translate_peer(work: Path, checkpoint: Path, core: int, venv: Path) -> Path:
     output.parent.mkdir(exist_ok=True)
     if not output.is_file():
         override = work / "peer-dev" / "beam5.yml"
-        override.write_text("params:\n  beam_width: 5\ninfer:\n  batch_size: 32\n  batch_type: examples\n", encoding="utf-8")
+        override.write_text("params:\n  beam_width: 5\ninfer:\n  batch_size: 32\n  batch_type: examples\n",
+                            encoding="utf-8")
         partial = output.with_suffix(".partial")
         subprocess.run(["taskset", "-c", str(core), str(venv / "bin" / "onmt-main"), "--model", str(PEER / "model.py"),
                         "--config", str(work / "peer" / "config.yml"), str(override), "--model_dir", str(work / "peer"),
                         "--checkpoint_path", str(checkpoint), "--intra_op_parallelism_threads", "1",
                         "--inter_op_parallelism_threads", "1", "infer", "--features_file", str(DATA / "dev.en"),
-                        "--predictions_file", str(partial)], check=True, capture_output=True, env={**os.environ, **ONE_THREAD})
+                        "--predictions_file", str(partial)],
+                       check=True, capture_output=True, env={**os.environ, **ONE_THREAD})
         partial.rename(output)
     return output
 
@@ -181,7 +184,8 @@ def evaluate(work: Path, minutes: float, budgets: list[float], points: int, venv
         thread.join()
     if failures:
         sys.exit("evaluation failed:\n" + "\n".join(failures))
-    curves = {name: [{"seconds": round(s, 1), "minutes": round(s / 60, 2), "step": step, "bleu": round(scores[name][step], 2)}
+    curves = {name: [{"seconds": round(s, 1), "minutes": round(s / 60, 2), "step": step,
+                      "bleu": round(scores[name][step], 2)}
                      for s, step, _ in chosen[name]] for name in chosen}
     return {"trained_minutes": trained, "grid_minutes": grid, "curves": curves,
             "steps_per_minute": {name: round(found[name][-1][1] / (found[name][-1][0] / 60), 1) if found[name] else 0
@@ -221,7 +225,8 @@ def main() -> None:
     parser.add_argument("--budgets", type=float, nargs="+", default=[20, 60], help="minutes the table reports")
     parser.add_argument("--points", type=int, default=12, help="curve points (checkpoints evaluated per toolkit)")
     parser.add_argument("--save-steps", type=int, default=200, help="checkpoint interval, steps (both)")
-    parser.add_argument("--quick", action="store_true", help="6 minutes, budgets 3 and 6, 6 points, checkpoints every 50")
+    parser.add_argument("--quick", action="store_true",
+                        help="6 minutes, budgets 3 and 6, 6 points, checkpoints every 50")
     parser.add_argument("--venv", default=str(PEER / "onmt-venv"), help="the peer's virtualenv")
     parser.add_argument("--work", default=None, help="folder for both runs (default: a new one under /tmp)")
     parser.add_argument("--evaluate-only", action="store_true", help="score the runs already in --work")

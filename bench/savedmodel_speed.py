@@ -51,8 +51,9 @@ def main() -> None:
     seconds = time.perf_counter() - start
     with open(args.out, "w", encoding="utf-8") as handle:
         handle.write("".join(text + "\n" for text in outputs))
-    print(json.dumps({"sentences": len(lines), "load_s": round(load_seconds, 2), "first_call_s": round(first_seconds, 2),
-                      "seconds": round(seconds, 3), "sentences_per_s": round(len(lines) / seconds, 2)}))
+    print(json.dumps({"sentences": len(lines), "load_s": round(load_seconds, 2),
+                      "first_call_s": round(first_seconds, 2), "seconds": round(seconds, 3),
+                      "sentences_per_s": round(len(lines) / seconds, 2)}))
 
 
 if __name__ == "__main__":

@@ -40,7 +40,8 @@ SHIPPED = ROOT / "data" / "en-ja" / "train.tsv.gz"
 def make_corpus(pairs: int, folder: Path) -> Path:
     path = folder / f"pairs-{pairs}.tsv"
     if not path.is_file():
-        lines = gzip.open(SHIPPED, "rt", encoding="utf-8").read().splitlines(keepends=True)
+        with gzip.open(SHIPPED, "rt", encoding="utf-8") as shipped:
+            lines = shipped.read().splitlines(keepends=True)
         with open(path, "w", encoding="utf-8") as out:
             out.writelines(itertools.islice(itertools.cycle(lines), pairs))
     return path
@@ -148,7 +149,8 @@ def workers(steps: int, work: Path) -> list[dict]:
         wall = time.perf_counter() - start
         if any(p.returncode for p in processes):
             sys.exit("a worker failed:\n" + "\n".join(log[-2000:] for log in logs))
-        rows.append({"workers": count, "steps": steps, "wall_s": round(wall, 1), "train_tok_per_s": round(last_rate(logs[0]))})
+        rows.append({"workers": count, "steps": steps, "wall_s": round(wall, 1),
+                     "train_tok_per_s": round(last_rate(logs[0]))})
         print(f"  {count} worker(s): {rows[-1]['train_tok_per_s']:,} target tok/s, {wall:.1f} s wall", flush=True)
     rows[1]["ratio_to_one"] = round(rows[1]["train_tok_per_s"] / rows[0]["train_tok_per_s"], 2)
     return rows
@@ -169,7 +171,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     print(f"corpus scaling: configs/en-ja.yaml, {args.steps} steps, in {work}")
     result = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}, "
-              f"{os.cpu_count()} cores", "command": " ".join(sys.argv), "corpus": corpus_scaling(args.sizes, args.steps, work)}
+              f"{os.cpu_count()} cores", "command": " ".join(sys.argv),
+              "corpus": corpus_scaling(args.sizes, args.steps, work)}
     if not args.no_workers:
         print(f"workers: multi_worker on 127.0.0.1, 100k pairs, {args.steps} steps")
         result["workers"] = workers(args.steps, work)

@@ -39,7 +39,8 @@ def start_server(model: Path, batching: bool) -> tuple[subprocess.Popen, str, Pa
     folder = Path(tempfile.mkdtemp(prefix="nmt-bench-"))
     config = folder / "models.config"
     config.write_text(
-        f'model_config_list {{ config {{ name: "lm" base_path: "{model.resolve()}" model_platform: "tensorflow" }} }}\n',
+        f'model_config_list {{ config {{ name: "lm" base_path: "{model.resolve()}" '
+        'model_platform: "tensorflow" }} }}\n',
         encoding="utf-8",
     )
     port = free_port()
@@ -52,9 +53,9 @@ def start_server(model: Path, batching: bool) -> tuple[subprocess.Popen, str, Pa
         try:
             urllib.request.urlopen(f"{base}/healthz", timeout=5).read()
             return process, base, folder
-        except OSError:
+        except OSError as err:
             if process.poll() is not None:
-                raise SystemExit("nmt serve exited; run it by hand to see why")
+                raise SystemExit("nmt serve exited; run it by hand to see why") from err
             time.sleep(0.5)
     process.kill()
     raise SystemExit("nmt serve did not start within 5 minutes")
@@ -131,13 +132,15 @@ def main() -> None:
         for clients in levels:
             for batching in (False, True):
                 _, base, _ = servers[batching]
-                results.setdefault("on" if batching else "off", {})[clients] = load(base, clients, args.seconds, prompts)
+                results.setdefault("on" if batching else "off", {})[clients] = load(
+                    base, clients, args.seconds, prompts)
     finally:
         for process, _, folder in servers.values():
             process.terminate()
             process.wait(timeout=60)
             shutil.rmtree(folder, ignore_errors=True)
-    header = f"{'clients':>7} | {'off req/s':>9} {'p50 ms':>7} {'p99 ms':>7} | {'on req/s':>8} {'p50 ms':>7} {'p99 ms':>7} | on/off"
+    header = (f"{'clients':>7} | {'off req/s':>9} {'p50 ms':>7} {'p99 ms':>7} | "
+              f"{'on req/s':>8} {'p50 ms':>7} {'p99 ms':>7} | on/off")
     print(header)
     print("-" * len(header))
     for clients in levels:

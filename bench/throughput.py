@@ -1,7 +1,8 @@
 """Training throughput, ours vs OpenNMT-tf 2.32, same model shape, same data, same batches, one run.
 
 The peer runs from its own virtualenv (TensorFlow 2.13 + tensorflow-addons), made once with
-    python3.11 -m venv PEER/onmt-venv && PEER/onmt-venv/bin/pip install "OpenNMT-tf==2.32.0" "tensorflow-cpu==2.13.*" sacrebleu
+    python3.11 -m venv PEER/onmt-venv &&
+        PEER/onmt-venv/bin/pip install "OpenNMT-tf==2.32.0" "tensorflow-cpu==2.13.*" sacrebleu
 where PEER holds the peer's files (bench/peer/: model.py, config.yml; vocabularies are built here).
 
 The shape (issue 5): word vocabularies of every training word (6,638 source / 8,778 target entries
@@ -64,7 +65,8 @@ def ours_overrides(steps: int) -> list[str]:
 
 def peer_config(model_dir: Path, vocabularies: Path) -> Path:
     """bench/peer/config.yml with the data and vocabulary folders filled in, written to model_dir."""
-    config = (PEER / "config.yml").read_text(encoding="utf-8").replace("DATA", str(DATA)).replace("VOCAB", str(vocabularies))
+    config = (PEER / "config.yml").read_text(encoding="utf-8")
+    config = config.replace("DATA", str(DATA)).replace("VOCAB", str(vocabularies))
     (model_dir / "config.yml").write_text(config, encoding="utf-8")
     return model_dir / "config.yml"
 
@@ -84,7 +86,8 @@ QUIET = {"TF_CPP_MIN_LOG_LEVEL": "1", "PYTHONWARNINGS": "ignore"}
 
 
 def ours_command(steps: int, run_dir: Path, extra: list[str]) -> list[str]:
-    command = [sys.executable, "-m", "nmt.cli", "train", "--config", "small-parallel-enja.yaml", "--run-dir", str(run_dir)]
+    command = [sys.executable, "-m", "nmt.cli", "train", "--config", "small-parallel-enja.yaml",
+               "--run-dir", str(run_dir)]
     for item in ours_overrides(steps) + extra:
         command += ["--set", item]
     return command
@@ -106,8 +109,9 @@ def peer_command(steps: int, model_dir: Path, venv: Path, one_core: bool = False
                         f"  save_summary_steps: {REPORT_EVERY}\n", encoding="utf-8")
     peer_config(model_dir, model_dir.parent)
     threads = ["--intra_op_parallelism_threads", "1", "--inter_op_parallelism_threads", "1"] if one_core else []
-    return [str(venv / "bin" / "onmt-main"), "--model", str(PEER / "model.py"), "--config", str(model_dir / "config.yml"),
-            str(override), "--model_dir", str(model_dir), "--seed", "1234", *threads, "train"]
+    return [str(venv / "bin" / "onmt-main"), "--model", str(PEER / "model.py"),
+            "--config", str(model_dir / "config.yml"), str(override), "--model_dir", str(model_dir),
+            "--seed", "1234", *threads, "train"]
 
 
 def peer_rates(stderr: str) -> list[float]:
@@ -227,8 +231,10 @@ def main() -> None:
     medians = {name: statistics.median(rates) for name, rates in results.items()}
     peer_rate = medians["peer"]
     peak = matmul_flops()
-    lengths_en = [len(line.split()) for line in open(DATA / "train.en", encoding="utf-8")]
-    lengths_ja = [len(line.split()) + 1 for line in open(DATA / "train.ja", encoding="utf-8")]
+    with open(DATA / "train.en", encoding="utf-8") as lines:
+        lengths_en = [len(line.split()) for line in lines]
+    with open(DATA / "train.ja", encoding="utf-8") as lines:
+        lengths_ja = [len(line.split()) + 1 for line in lines]
     per_token = training_flops_per_target_token(sum(lengths_en) / sum(lengths_ja), statistics.mean(lengths_en), 8778)
     base = medians["same-shape"]
     summary = {
@@ -241,7 +247,8 @@ def main() -> None:
         "ours_model_gflops": round(base * per_token / 1e9, 2),
         "ours_fraction_of_matmul": round(base * per_token / peak, 3), "windows": results,
     }
-    print(f"\n| run | parameters | target tok/s (median of {REPORT_EVERY}-step windows) | vs peer |\n| --- | ---: | ---: | ---: |")
+    print(f"\n| run | parameters | target tok/s (median of {REPORT_EVERY}-step windows) | vs peer |\n"
+          "| --- | ---: | ---: | ---: |")
     for name in args.variants:
         print(f"| nmt {name} | {parameters[name]}M | {medians[name]:,.0f} | {medians[name] / peer_rate:.2f}x |")
     print(f"| OpenNMT-tf 2.32 | 8.89M | {peer_rate:,.0f} | |")

@@ -1,8 +1,8 @@
 """Translation speed, ours vs OpenNMT-tf 2.32: sentences/s on the 500-sentence dev set, one run.
 
 Takes the two trained models of a bench/quality.py work folder (the same 8.89M-parameter shape,
-the last training step both toolkits saved a checkpoint at) and translates small_parallel_enja's dev.en at beam 1 and beam 5,
-32 sentences a batch, with all cores:
+the last training step both toolkits saved a checkpoint at) and translates small_parallel_enja's dev.en
+at beam 1 and beam 5, 32 sentences a batch, with all cores:
   - CLI: `nmt translate` vs `onmt-main infer`. Both sort the input by length into batches and both
     report their own translation time, model loading and tracing excluded (ours: "translated N
     line(s) in X s", the peer: --log_prediction_time's "Total prediction time"); the process wall
@@ -49,8 +49,8 @@ def timed(command: list[str], log: Path) -> tuple[float, str]:
 
 
 def peer_command(venv: Path, model_dir: Path, override: Path, *rest: str) -> list[str]:
-    return [str(venv / "bin" / "onmt-main"), "--model", str(PEER / "model.py"), "--config", str(model_dir / "config.yml"),
-            str(override), "--model_dir", str(model_dir), *rest]
+    return [str(venv / "bin" / "onmt-main"), "--model", str(PEER / "model.py"),
+            "--config", str(model_dir / "config.yml"), str(override), "--model_dir", str(model_dir), *rest]
 
 
 def export_both(work: Path, venv: Path, ours_checkpoint: str, peer_checkpoint: Path) -> dict[str, Path]:
@@ -65,10 +65,12 @@ def export_both(work: Path, venv: Path, ours_checkpoint: str, peer_checkpoint: P
         override = exports / f"peer-beam{beam}.yml"
         if not (target / "saved_model.pb").is_file():
             exports.mkdir(parents=True, exist_ok=True)
-            override.write_text(f"params:\n  beam_width: {beam}\ndata:\n  source_tokenization: {{type: SpaceTokenizer}}\n"
+            override.write_text(f"params:\n  beam_width: {beam}\n"
+                                "data:\n  source_tokenization: {type: SpaceTokenizer}\n"
                                 "  target_tokenization: {type: SpaceTokenizer}\n", encoding="utf-8")
             timed(peer_command(venv, work / "peer", override, "--checkpoint_path", str(peer_checkpoint), "export",
-                               "--output_dir", str(target), "--format", "saved_model"), exports / f"peer-beam{beam}.log")
+                               "--output_dir", str(target), "--format", "saved_model"),
+                  exports / f"peer-beam{beam}.log")
         paths[f"peer{beam}"] = target
     return paths
 
@@ -104,7 +106,8 @@ def main() -> None:
 
     def record(key: str, wall: float, seconds: float, output: Path) -> None:
         results.setdefault(key, []).append({"wall_s": round(wall, 2), "seconds": round(seconds, 3),
-                                            "sentences_per_s": round(sentences / seconds, 2), "bleu": round(bleu(output), 2)})
+                                            "sentences_per_s": round(sentences / seconds, 2),
+                                            "bleu": round(bleu(output), 2)})
         print(f"  {key}: {sentences / seconds:.1f} sentences/s ({seconds:.2f} s, process {wall:.1f} s), "
               f"BLEU {results[key][-1]['bleu']:.2f}", flush=True)
 
@@ -113,9 +116,11 @@ def main() -> None:
         for beam in (1, 5):
             output = outputs / f"ours-cli-beam{beam}.ja"
             wall, text = timed([sys.executable, "-m", "nmt.cli", "translate", "--run", str(work / "ours"), "--weights",
-                                ours_path.name, "--beam", str(beam), "--batch-size", "32", "-i", source, "-o", str(output)],
+                                ours_path.name, "--beam", str(beam), "--batch-size", "32",
+                                "-i", source, "-o", str(output)],
                                outputs / "ours-cli.log")
-            record(f"ours_cli_beam{beam}", wall, float(re.search(r"translated \d+ line\(s\) in ([0-9.]+) s", text).group(1)), output)
+            record(f"ours_cli_beam{beam}", wall,
+                   float(re.search(r"translated \d+ line\(s\) in ([0-9.]+) s", text).group(1)), output)
             override = outputs / f"peer-infer-beam{beam}.yml"
             override.write_text(f"params:\n  beam_width: {beam}\ninfer:\n  batch_size: 32\n  batch_type: examples\n",
                                 encoding="utf-8")
@@ -123,15 +128,19 @@ def main() -> None:
             wall, text = timed(peer_command(venv, work / "peer", override, "--checkpoint_path", str(peer_path), "infer",
                                             "--features_file", source, "--predictions_file", str(output),
                                             "--log_prediction_time"), outputs / "peer-cli.log")
-            record(f"peer_cli_beam{beam}", wall, float(re.search(r"Total prediction time \(s\): ([0-9.]+)", text).group(1)), output)
+            record(f"peer_cli_beam{beam}", wall,
+                   float(re.search(r"Total prediction time \(s\): ([0-9.]+)", text).group(1)), output)
             for key, python, export, signature, name in (
-                ("ours", sys.executable, exports["ours"], "translate" if beam == 5 else "translate_greedy", "translations"),
+                ("ours", sys.executable, exports["ours"], "translate" if beam == 5 else "translate_greedy",
+                 "translations"),
                 ("peer", str(venv / "bin" / "python"), exports[f"peer{beam}"], "serving_default", "text"),
             ):
                 output = outputs / f"{key}-savedmodel-beam{beam}.ja"
                 wall, text = timed([python, str(SPEED), str(export), "--signature", signature, "--output", name,
-                                    "--src", source, "--out", str(output), "--batch", "32"], outputs / f"{key}-savedmodel.log")
-                record(f"{key}_savedmodel_beam{beam}", wall, json.loads(re.findall(r"^\{.*\}$", text, re.M)[-1])["seconds"], output)
+                                    "--src", source, "--out", str(output), "--batch", "32"],
+                                   outputs / f"{key}-savedmodel.log")
+                record(f"{key}_savedmodel_beam{beam}", wall,
+                       json.loads(re.findall(r"^\{.*\}$", text, re.M)[-1])["seconds"], output)
 
     best = {key: max(runs, key=lambda r: r["sentences_per_s"]) for key, runs in results.items()}
     rows = []
@@ -142,8 +151,8 @@ def main() -> None:
             ours, peer = best[f"ours_{way}_beam{beam}"], best[f"peer_{way}_beam{beam}"]
             ratio = ours["sentences_per_s"] / peer["sentences_per_s"]
             rows.append({"beam": beam, "way": way, "ours": ours, "peer": peer, "ratio": round(ratio, 2)})
-            print(f"| {beam} | {label} | {ours['sentences_per_s']:.1f} | {peer['sentences_per_s']:.1f} | {ratio:.2f}x | "
-                  f"{ours['bleu']:.2f} | {peer['bleu']:.2f} |")
+            print(f"| {beam} | {label} | {ours['sentences_per_s']:.1f} | {peer['sentences_per_s']:.1f} | "
+                  f"{ratio:.2f}x | {ours['bleu']:.2f} | {peer['bleu']:.2f} |")
     summary = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                "command": " ".join(sys.argv), "ours_checkpoint_step": ours_step, "peer_checkpoint_step": peer_step,
                "rows": rows, "runs": results}

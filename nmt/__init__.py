@@ -2,16 +2,17 @@
 
 >>> import nmt
 >>> translator = nmt.load("runs/en-ja")                       # doctest: +SKIP
->>> translator.translate(["Good morning."])[0][0].text         # doctest: +SKIP
+>>> translator.translate("Good morning.")[0].text              # doctest: +SKIP
 >>> nmt.load("runs/lm-en").next_words("I love eating", k=5)   # doctest: +SKIP
+[('pizza', 0.05), ...]
 """
 
 __version__ = "0.1.0"
 
 
 def load(run_dir, weights: str = "best", task: str | None = None):
-    """Loads a trained run directory: a :class:`nmt.inference.Translator`, or for a language model
-    a :class:`nmt.inference.LanguageModelRunner`."""
+    """Loads a trained run directory: a :class:`nmt.translator.Translator`, or for a language model
+    a :class:`nmt.language_model.LanguageModelRunner` (see :func:`nmt.inference.load`)."""
     from nmt.inference import load as _load
 
     return _load(run_dir, weights, task)

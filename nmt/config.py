@@ -13,10 +13,10 @@ import difflib
 import math
 import types
 import typing
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import sacrebleu
 import yaml
 
 from nmt.errors import NmtError
@@ -24,6 +24,39 @@ from nmt.tokenizer import MIN_VOCAB_SIZE
 
 # Shipped experiment files live here; `--config en-ja.yaml` finds them by name.
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+# --- rules kept with the fields ----------------------------------------------------------------
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    above: float | None = None,
+    at_least: float | None = None,
+    within: tuple[float, float] | None = None,
+    one_of: Callable[[], Sequence[str]] | None = None,
+    why: str = "",
+) -> Any:
+    """A config field with the range rule of its values (checked by :func:`_check_fields`).
+
+    above: the value must be greater (``above=0``: "must be positive"); at_least: greater or equal
+    (``at_least=0``: "must not be negative"); within: ``(low, high)``, the half-open range
+    [low, high); one_of: a function giving the allowed strings (for choices that come from a
+    library: a ``Literal`` annotation does the rest); why: said after a non-zero bound. A null value
+    of an optional field is never checked.
+    """
+    rules = {"above": above, "at_least": at_least, "within": within, "one_of": one_of}
+    metadata = {name: rule for name, rule in rules.items() if rule is not None}
+    if why:
+        metadata["why"] = why
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _bleu_tokenizers() -> Sequence[str]:
+    import sacrebleu
+
+    return list(sacrebleu.metrics.bleu.BLEU.TOKENIZERS)
 
 
 @dataclasses.dataclass
@@ -40,14 +73,14 @@ class DataSourceConfig:
     path: str | None = None  # tsv / text file; hf: dataset name, builder ("json", "csv") or folder
     source_path: str | None = None  # parallel
     target_path: str | None = None  # parallel
-    source_column: int = 0  # tsv
-    target_column: int = 1  # tsv
+    source_column: int = setting(0, at_least=0)  # tsv
+    target_column: int = setting(1, at_least=0)  # tsv
     hf_config: str | None = None  # hf: dataset configuration name, e.g. "en-ja"
     hf_split: str = "train"  # hf
     data_files: str | None = None  # hf: local file(s) for builders such as "json"
     source_field: str = "translation.en"  # hf: dotted path to the source string in a record
     target_field: str = "translation.ja"  # hf
-    limit: int | None = None  # read at most this many examples (None: all)
+    limit: int | None = setting(None, above=0)  # read at most this many examples (None: all)
 
 
 @dataclasses.dataclass
@@ -58,11 +91,11 @@ class DataConfig:
     target_language: str = "ja"
     # Pairs longer than this (in tokens, after tokenization) are dropped from training, and counted.
     # A language model trained line by line (train.bptt_steps null) uses max_target_length.
-    max_source_length: int = 64
-    max_target_length: int = 64
+    max_source_length: int = setting(64, above=0)
+    max_target_length: int = setting(64, above=0)
     # sacrebleu tokenizer for BLEU: None picks by target language ("ja-mecab" for ja, else "13a");
     # "none" for corpora that are already tokenized.
-    bleu_tokenize: str | None = None
+    bleu_tokenize: str | None = setting(None, one_of=_bleu_tokenizers)
 
 
 @dataclasses.dataclass
@@ -70,41 +103,44 @@ class TokenizerConfig:
     """SentencePiece for every unit: ``unigram`` / ``bpe`` subwords, ``char`` or ``word``."""
 
     model_type: Literal["unigram", "bpe", "char", "word"] = "unigram"
-    vocab_size: int = 8000
+    vocab_size: int = setting(8000, above=0, at_least=MIN_VOCAB_SIZE, why="4 ids are reserved")
     shared: bool = False  # one vocabulary for source and target
     character_coverage: float = 0.9995  # < 1 keeps rare CJK characters out of the vocabulary
-    input_sentence_size: int = 1_000_000  # sentences sampled for training the tokenizer
+    # Sentences sampled for training the tokenizer.
+    input_sentence_size: int = setting(1_000_000, above=100, why="SentencePiece samples more than 100 sentences")
 
 
 @dataclasses.dataclass
 class EncoderConfig:
     cell: Literal["rnn", "gru", "lstm"] = "lstm"
-    units: int = 256  # per direction
-    layers: int = 1
+    units: int = setting(256, above=0)  # per direction
+    layers: int = setting(1, above=0)
     bidirectional: bool = True
-    dropout: float = 0.2  # on embeddings and between layers
-    embedding_dropout: float | None = None  # on the embeddings only; null: the same as dropout
+    dropout: float = setting(0.2, within=(0, 1))  # on embeddings and between layers
+    # On the embeddings only; null: the same as dropout.
+    embedding_dropout: float | None = setting(None, within=(0, 1))
 
 
 @dataclasses.dataclass
 class DecoderConfig:
     cell: Literal["rnn", "gru", "lstm"] = "lstm"
-    units: int = 256
-    layers: int = 1
+    units: int = setting(256, above=0)
+    layers: int = setting(1, above=0)
     # none: no attention (a plain RNN decoder; required for language models).
     attention: Literal["bahdanau", "luong", "none"] = "luong"
     attention_score: Literal["dot", "general"] = "general"  # luong only
     # Feed the previous attentional vector into the next step (Luong et al. 2015). Better models,
     # but the decoder can then no longer run as one fused sequence op during training.
     input_feeding: bool = False
-    dropout: float = 0.2
-    embedding_dropout: float | None = None  # on the target embeddings only; null: the same as dropout
+    dropout: float = setting(0.2, within=(0, 1))
+    # On the target embeddings only; null: the same as dropout.
+    embedding_dropout: float | None = setting(None, within=(0, 1))
     bridge: Literal["dense", "zero"] = "dense"  # initial decoder state from the encoder's final state
 
 
 @dataclasses.dataclass
 class ModelConfig:
-    embedding_dim: int = 256
+    embedding_dim: int = setting(256, above=0)
     encoder: EncoderConfig = dataclasses.field(default_factory=EncoderConfig)
     decoder: DecoderConfig = dataclasses.field(default_factory=DecoderConfig)
     tie_embeddings: bool = False  # target embedding shared with the output softmax
@@ -112,26 +148,27 @@ class ModelConfig:
 
 @dataclasses.dataclass
 class TrainConfig:
-    steps: int = 10000
-    batch_size: int = 64  # sentences per batch ...
-    batch_tokens: int | None = None  # ... or, when set, about this many target tokens per batch
-    bucket_width: int = 4  # lengths are grouped into buckets this wide to limit padding
-    shuffle_buffer: int = 100_000
-    learning_rate: float = 0.001
-    warmup_steps: int = 0  # linear warm-up
+    steps: int = setting(10000, above=0)
+    batch_size: int = setting(64, above=0)  # sentences per batch ...
+    batch_tokens: int | None = setting(None, above=0)  # ... or, when set, about this many target tokens per batch
+    bucket_width: int = setting(4, above=0)  # lengths are grouped into buckets this wide to limit padding
+    shuffle_buffer: int = setting(100_000, above=0)
+    learning_rate: float = setting(0.001, above=0)
+    warmup_steps: int = setting(0, at_least=0)  # linear warm-up
     decay: Literal["none", "inverse_sqrt", "cosine"] = "none"
-    clip_norm: float = 5.0  # gradient global-norm clipping: RNNs explode
-    label_smoothing: float = 0.0
-    eval_every: int = 1000  # steps between dev evaluations (and best-model selection)
-    eval_max_sentences: int | None = None  # dev BLEU on at most this many sentences during training
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3
-    early_stopping: int | None = None  # stop after this many evaluations without improvement
+    clip_norm: float = setting(5.0, above=0)  # gradient global-norm clipping: RNNs explode
+    label_smoothing: float = setting(0.0, within=(0, 1))
+    eval_every: int = setting(1000, above=0)  # steps between dev evaluations (and best-model selection)
+    # Dev BLEU on at most this many sentences during training.
+    eval_max_sentences: int | None = setting(None, above=0)
+    checkpoint_every: int = setting(500, above=0)
+    keep_checkpoints: int = setting(3, above=0)
+    early_stopping: int | None = setting(None, above=0)  # stop after this many evaluations without improvement
     # Language models only. null: one line = one sequence (BOS line EOS), lines batched by length.
     # N: truncated backpropagation through time: the text is one stream (EOS between lines) cut
     # into batch_size parallel streams, trained N tokens at a time, the hidden state carried from
     # one batch to the next.
-    bptt_steps: int | None = None
+    bptt_steps: int | None = setting(None, above=0)
     # Where the steps run. none: one device. mirrored: every local GPU (tf.distribute.MirroredStrategy).
     # multi_worker: the machines of the TF_CONFIG environment variable (MultiWorkerMirroredStrategy).
     # batch_size is the global batch, shared out among the replicas: the same training as on one
@@ -147,14 +184,15 @@ class TrainConfig:
 class DecodeConfig:
     """Translation search; for a language model, ``max_source_length`` bounds the prompt."""
 
-    beam_size: int = 5
-    length_penalty: float = 0.6  # GNMT alpha; 0 disables
-    max_length_ratio: float = 2.0  # output at most ratio * source length + offset tokens
-    max_length_offset: int = 10
-    batch_size: int = 32
+    beam_size: int = setting(5, above=0)
+    length_penalty: float = setting(0.6, at_least=0)  # GNMT alpha; 0 disables
+    # Output at most ratio * source length + offset tokens.
+    max_length_ratio: float = setting(2.0, above=0)
+    max_length_offset: int = setting(10, at_least=0)
+    batch_size: int = setting(32, above=0)
     # Inputs longer than this many tokens are cut to it before translation (and reported);
     # a longer language-model prompt is an error.
-    max_source_length: int = 200
+    max_source_length: int = setting(200, above=0)
 
 
 @dataclasses.dataclass
@@ -205,12 +243,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 errors.append(error)
         raise errors[0] if len(errors) == 1 else NmtError(f"{key}: expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise NmtError(f"{key}: {value!r} is not one of {', '.join(map(repr, choices))}{hint}")
-        return value
+        return _check_choice(value, typing.get_args(tp), key)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise NmtError(f"{key}: expected a mapping of keys, got {value!r}")
@@ -240,6 +273,14 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     raise TypeError(f"unsupported annotation {tp} for {key}")  # a bug in this module, not user input
 
 
+def _check_choice(value: Any, choices: Sequence[Any], key: str) -> Any:
+    if value not in choices:
+        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise NmtError(f"{key}: {value!r} is not one of {', '.join(map(repr, choices))}{hint}")
+    return value
+
+
 def check_finite(name: str, value: float) -> float:
     """The one finiteness rule for every float of a config, a CLI option or an API argument: NaN
     and infinities pass every range check (``nan < 0`` is false) and would train or sample garbage."""
@@ -250,19 +291,6 @@ def check_finite(name: str, value: float) -> float:
     if not math.isfinite(number):
         raise NmtError(f"{name}: must be a finite number, got {value!r}")
     return number
-
-
-def check_sampling(temperature: float, top_p: float, max_tokens: int = 1, seed: int = 0) -> None:
-    """Sampling settings that need no model (``nmt generate``, ``LanguageModelRunner.generate``);
-    top_k needs the vocabulary size and is checked where the model is."""
-    if check_finite("temperature", temperature) < 0:
-        raise NmtError(f"temperature must not be negative, got {temperature}")
-    if not 0 < check_finite("top_p", top_p) <= 1:
-        raise NmtError(f"top_p must be in (0, 1], got {top_p}")
-    if max_tokens < 1:
-        raise NmtError(f"max_tokens must be positive, got {max_tokens}")
-    if not 0 <= seed < 2**31:
-        raise NmtError(f"seed must be between 0 and 2**31 - 1, got {seed}")
 
 
 def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
@@ -335,59 +363,41 @@ def _resolve_paths(config: Config, base: Path) -> None:
             setattr(source, field, str(path.resolve()))
 
 
-def _check_values(config: Config) -> None:
-    positive = {
-        "tokenizer.vocab_size": config.tokenizer.vocab_size,
-        "model.embedding_dim": config.model.embedding_dim,
-        "model.encoder.units": config.model.encoder.units,
-        "model.encoder.layers": config.model.encoder.layers,
-        "model.decoder.units": config.model.decoder.units,
-        "model.decoder.layers": config.model.decoder.layers,
-        "train.steps": config.train.steps,
-        "train.batch_size": config.train.batch_size,
-        "train.bucket_width": config.train.bucket_width,
-        "train.eval_every": config.train.eval_every,
-        "train.checkpoint_every": config.train.checkpoint_every,
-        "decode.beam_size": config.decode.beam_size,
-        "decode.batch_size": config.decode.batch_size,
-        "data.max_source_length": config.data.max_source_length,
-        "data.max_target_length": config.data.max_target_length,
-    }
-    optional_positive = {
-        "train.batch_tokens": config.train.batch_tokens,
-        "train.eval_max_sentences": config.train.eval_max_sentences,
-        "train.early_stopping": config.train.early_stopping,
-        "train.bptt_steps": config.train.bptt_steps,
-        "data.train.limit": config.data.train.limit,
-        "data.dev.limit": config.data.dev.limit if config.data.dev else None,
-    }
-    positive.update({k: v for k, v in optional_positive.items() if v is not None})
-    positive.update({
-        "train.keep_checkpoints": config.train.keep_checkpoints,
-        "train.shuffle_buffer": config.train.shuffle_buffer,
-        "train.learning_rate": config.train.learning_rate,
-        "train.clip_norm": config.train.clip_norm,
-        "decode.max_source_length": config.decode.max_source_length,
-        "decode.max_length_ratio": config.decode.max_length_ratio,
-    })
-    for key, value in positive.items():
-        if value <= 0:
-            raise NmtError(f"{key}: must be positive, got {value}")
-    not_negative = {
-        "train.warmup_steps": config.train.warmup_steps,
-        "decode.max_length_offset": config.decode.max_length_offset,
-        "decode.length_penalty": config.decode.length_penalty,
-    }
+def _bound_problem(value: float, rules: dict[str, Any]) -> str | None:
+    """What is wrong with ``value`` by the ``setting`` rules of its field, or None."""
+    why = f" ({rules['why']})" if "why" in rules else ""
+    above, at_least, within = rules.get("above"), rules.get("at_least"), rules.get("within")
+    if above is not None and not value > above:
+        return f"must be positive, got {value}" if above == 0 else f"must be more than {above}{why}, got {value}"
+    if at_least is not None and not value >= at_least:
+        if at_least == 0:
+            return f"must not be negative, got {value}"
+        return f"must be at least {at_least}{why}, got {value}"
+    if within is not None and not within[0] <= value < within[1]:
+        return f"must be in [{within[0]}, {within[1]}), got {value}"
+    return None
+
+
+def _check_fields(section: Any, prefix: str = "") -> None:
+    """Checks every value of a config against the rules of its field (see :func:`setting`)."""
+    for field in dataclasses.fields(section):
+        key, value = f"{prefix}{field.name}", getattr(section, field.name)
+        if dataclasses.is_dataclass(value):
+            _check_fields(value, f"{key}.")
+        elif value is not None and "one_of" in field.metadata:
+            _check_choice(value, field.metadata["one_of"](), key)
+        elif value is not None:
+            problem = _bound_problem(value, field.metadata)
+            if problem:
+                raise NmtError(f"{key}: {problem}")
+
+
+def _check_combinations(config: Config) -> None:
+    """The rules that need more than one field."""
     for split in ("train", "dev"):
         source = getattr(config.data, split)
-        if source is not None:
-            if source.format == "text" and config.task == "translation":
-                raise NmtError(f"data.{split}.format: 'text' has no targets; translation needs tsv, parallel or hf")
-            not_negative[f"data.{split}.source_column"] = source.source_column
-            not_negative[f"data.{split}.target_column"] = source.target_column
-    for key, value in not_negative.items():
-        if value < 0:
-            raise NmtError(f"{key}: must not be negative, got {value}")
+        if source is not None and source.format == "text" and config.task == "translation":
+            raise NmtError(f"data.{split}.format: 'text' has no targets; translation needs tsv, parallel or hf")
     encoder, decoder = config.model.encoder, config.model.decoder
     if config.task == "lm":
         if decoder.attention != "none":
@@ -406,30 +416,14 @@ def _check_values(config: Config) -> None:
             f"{' x 2 directions' if encoder.bidirectional else ''}) with decoder states ({decoder.units}): "
             "make them equal or use 'general'"
         )
-    tokenizers = sacrebleu.metrics.bleu.BLEU.TOKENIZERS
-    if config.data.bleu_tokenize is not None and config.data.bleu_tokenize not in tokenizers:
-        close = difflib.get_close_matches(config.data.bleu_tokenize, list(tokenizers), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else f" (choices: {', '.join(tokenizers)})"
-        raise NmtError(f"data.bleu_tokenize: unknown sacrebleu tokenizer {config.data.bleu_tokenize!r}{hint}")
-    if config.tokenizer.input_sentence_size <= 100:
-        raise NmtError("tokenizer.input_sentence_size: SentencePiece samples more than 100 sentences, got "
-                       f"{config.tokenizer.input_sentence_size}")
-    if config.tokenizer.vocab_size < MIN_VOCAB_SIZE:
-        raise NmtError(
-            f"tokenizer.vocab_size: must be at least {MIN_VOCAB_SIZE} (4 ids are reserved), got {config.tokenizer.vocab_size}"
-        )
-    for key, value in {
-        "model.encoder.dropout": config.model.encoder.dropout,
-        "model.decoder.dropout": config.model.decoder.dropout,
-        "model.encoder.embedding_dropout": config.model.encoder.embedding_dropout,
-        "model.decoder.embedding_dropout": config.model.decoder.embedding_dropout,
-        "train.label_smoothing": config.train.label_smoothing,
-    }.items():
-        if value is not None and not 0.0 <= value < 1.0:
-            raise NmtError(f"{key}: must be in [0, 1), got {value}")
-    if config.model.tie_embeddings and config.model.embedding_dim != config.model.decoder.units:
+    if config.model.tie_embeddings and config.model.embedding_dim != decoder.units:
         # The tied matrix is used both as embedding (dim) and as output projection (units).
         raise NmtError("model.tie_embeddings: needs model.embedding_dim == model.decoder.units")
+
+
+def _check_values(config: Config) -> None:
+    _check_fields(config)
+    _check_combinations(config)
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
@@ -470,7 +464,9 @@ def config_from_dict(tree: dict[str, Any]) -> Config:
 def read_run_config(run_dir: Path) -> Config:
     """The config stored in a trained run directory (no TensorFlow needed: the CLI checks a run
     before loading it)."""
-    path = Path(run_dir) / "config.yaml"
+    from nmt.run_dir import RunDir
+
+    path = RunDir(Path(run_dir)).config_file
     if not path.is_file():
         raise NmtError(f"{run_dir} is not a run directory: {path.name} is missing (train one with `nmt train`)")
     try:

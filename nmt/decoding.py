@@ -1,10 +1,16 @@
-"""Decoding strategies, apart from any model: greedy search, sampling, batched beam search and
-the next-word search of language models.
+"""Decoding strategies, apart from any model: greedy search, sampling and batched beam search.
 
 Every strategy drives a ``step_fn(ids, state, context) -> (logits, state, attention)`` with core
 TensorFlow ops only (``tf.while_loop``, ``tf.gather``, ``tf.math.top_k``): no Python per step, no
 ``py_function``, nothing outside core TF, so the same code runs eagerly, inside ``tf.function`` and
 inside an exported SavedModel (TensorFlow Serving runs core ops only).
+
+The next-word search of language models is :mod:`nmt.next_word`, over the same step functions.
+
+Sampling, greedy search and beam search share one loop, :func:`_search_loop` (feed the ids, let a
+strategy choose each row's token and parent, keep lengths, finished flags and padding, write each
+step's choices once); a strategy (:class:`_Sampling`, :class:`_Beam`) only chooses and reads its
+hypotheses back at the end. Greedy search is sampling at temperature 0, one row per input.
 
 ``state`` is gathered when beams are reordered; ``context`` (the encoder memory) is only tiled.
 Every search starts by feeding ``start_ids`` (BOS by default; a language model continuing a prompt
@@ -23,7 +29,7 @@ from nmt.tokenizer import BOS_ID, EOS_ID
 
 StepFn = Callable[[tf.Tensor, Any, Any], tuple[tf.Tensor, Any, tf.Tensor]]
 # A log-probability low enough to never be chosen, finite so that sums never turn into NaN.
-_NEG = -1e9
+LOG_ZERO = -1e9
 
 
 class DecodeResult(NamedTuple):
@@ -58,7 +64,7 @@ def tile_batch(structure: Any, multiplier: int) -> Any:
 
 
 def _eos_only(vocab_size: tf.Tensor) -> tf.Tensor:
-    return tf.where(tf.range(vocab_size) == EOS_ID, 0.0, _NEG)
+    return tf.where(tf.range(vocab_size) == EOS_ID, 0.0, LOG_ZERO)
 
 
 def _shape_invariant(t: tf.Tensor | tf.TensorArray) -> tf.TensorShape:
@@ -93,7 +99,9 @@ class Sampler:
     True
     """
 
-    def __init__(self, temperature: float | tf.Tensor = 0.0, top_k: int | tf.Tensor = 0, top_p: float | tf.Tensor = 1.0) -> None:
+    def __init__(
+        self, temperature: float | tf.Tensor = 0.0, top_k: int | tf.Tensor = 0, top_p: float | tf.Tensor = 1.0
+    ) -> None:
         self.temperature = temperature
         self.top_k = top_k
         self.top_p = top_p
@@ -123,7 +131,7 @@ class Sampler:
         # top_p 1 is off even where the float32 running sum reaches 1 before the last token.
         pth = tf.where(top_p[:, None] >= 1.0, tf.reduce_min(logits, axis=-1, keepdims=True), pth)
         threshold = tf.maximum(kth, pth)
-        return tf.where(logits >= threshold, logits, _NEG)
+        return tf.where(logits >= threshold, logits, LOG_ZERO)
 
     def __call__(self, logits: tf.Tensor, seed: Any, step: Any) -> tf.Tensor:
         """logits [batch, vocab] -> token ids [batch] (int32). ``seed``: a scalar or one per row;
@@ -135,7 +143,8 @@ class Sampler:
             lambda row_seed: tf.random.stateless_uniform([vocab], row_seed, minval=1e-9, maxval=1.0),
             seeds, fn_output_signature=tf.float32,
         )
-        drawn = tf.argmax(self.filtered_logits(logits) - tf.math.log(-tf.math.log(uniform)), axis=-1, output_type=tf.int32)
+        neg_gumbel = tf.math.log(-tf.math.log(uniform))  # minus the Gumbel noise
+        drawn = tf.argmax(self.filtered_logits(logits) - neg_gumbel, axis=-1, output_type=tf.int32)
         return tf.where(self._per_row(self.temperature, batch, tf.float32) > 0, drawn, greedy)
 
 
@@ -151,6 +160,129 @@ def _history(first: tf.Tensor) -> tf.TensorArray:
     return tf.TensorArray(first.dtype, size=1, dynamic_size=True, clear_after_read=False).write(0, first)
 
 
+def _forced_eos(log_probs: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
+    """log_probs [rows, vocab] with EOS the only choice, at no cost, where ``rows`` [rows] is True."""
+    return tf.where(rows[:, None], _eos_only(tf.shape(log_probs)[1])[None, :], log_probs)
+
+
+class _Searched(NamedTuple):
+    """What :func:`_search_loop` leaves: per row, lengths [rows] (with EOS) and summed
+    log-probabilities [rows]; per step (step 0 the placeholder), the tokens [steps, rows],
+    attention [steps, rows, source] and, where the strategy reorders rows, parents [steps, rows]."""
+
+    lengths: tf.Tensor
+    scores: tf.Tensor
+    tokens: tf.Tensor
+    weights: tf.Tensor
+    parents: tf.Tensor | None
+
+
+class _Strategy:
+    """How a search chooses each step's tokens, apart from the loop that runs the steps
+    (:func:`_search_loop`) and from the model, which only exposes its step function (OpenNMT-tf's
+    split). Rows are the search's hypotheses: one per input when sampling, k per input in a beam.
+    ``max_lengths`` [rows]: each row's length limit, with EOS."""
+
+    reorders = False  # True: rows follow their parents' hypotheses, kept as parent pointers
+
+    def __init__(self, max_lengths: tf.Tensor) -> None:
+        self.max_lengths = max_lengths
+
+    def initial_scores(self, rows: tf.Tensor) -> tf.Tensor:
+        return tf.zeros([rows], tf.float32)
+
+    def choose(self, t: tf.Tensor, log_probs: tf.Tensor, finished: tf.Tensor, lengths: tf.Tensor,
+               scores: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor | None, tf.Tensor]:
+        """The step's log_probs [rows, vocab] and the rows so far -> token [rows] of each row,
+        parent [rows] (the row it extends; None when rows keep their place) and its new score."""
+        raise NotImplementedError
+
+    def ended(self, t: tf.Tensor, token: tf.Tensor) -> tf.Tensor:
+        """[rows]: the rows that end with this step's token (padding on rows already finished)."""
+        return tf.equal(token, EOS_ID)
+
+    def result(self, searched: _Searched) -> DecodeResult:
+        raise NotImplementedError
+
+
+def _search_loop(step_fn: StepFn, state: Any, context: Any, strategy: _Strategy,
+                 start_ids: tf.Tensor | None) -> _Searched:
+    """The loop every search shares: feed the ids, let ``strategy`` choose each row's token (and
+    parent), keep the lengths, finished flags and padding, and write each step's choices once;
+    stop when every row has finished or at the longest limit. ``state``, ``context`` and
+    ``start_ids`` (BOS when None) come with one row per hypothesis."""
+    rows = tf.shape(strategy.max_lengths)[0]
+    limit = tf.reduce_max(strategy.max_lengths)
+
+    def cond(t, ids, state, finished, lengths, scores, history):
+        return tf.logical_and(t < limit, tf.logical_not(tf.reduce_all(finished)))
+
+    def body(t, ids, state, finished, lengths, scores, history):
+        logits, state, attention = step_fn(ids, state, context)
+        log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
+        token, parent, scores = strategy.choose(t, log_probs, finished, lengths, scores)
+        step = {"tokens": token, "weights": tf.cast(attention, tf.float32)}
+        if strategy.reorders:  # each row now continues its parent's hypothesis
+            finished, lengths = tf.gather(finished, parent), tf.gather(lengths, parent)
+            state = tf.nest.map_structure(lambda s: tf.gather(s, parent), state)
+            step["parents"] = parent
+        lengths += tf.cast(tf.logical_not(finished), tf.int32)
+        step["tokens"] = tf.where(finished, tf.zeros_like(token), token)  # padding after the end
+        finished = tf.logical_or(finished, strategy.ended(t, step["tokens"]))
+        # Each step writes its own slot: no copy of the history per step; a reordering search
+        # reads its hypotheses back once at the end (_backtrace).
+        history = {name: history[name].write(t + 1, step[name]) for name in history}
+        # A finished row's token is padding, but the next step still needs a valid id.
+        return t + 1, tf.where(finished, EOS_ID, step["tokens"]), state, finished, lengths, scores, history
+
+    history = {
+        "tokens": _history(tf.zeros([rows], tf.int32)),
+        "weights": _history(tf.zeros([rows, _source_length(context)], tf.float32)),
+    }
+    if strategy.reorders:
+        history["parents"] = _history(tf.range(rows))  # the placeholder step keeps every row in place
+    loop_vars = (
+        tf.constant(0),
+        tf.fill([rows], BOS_ID) if start_ids is None else tf.cast(start_ids, tf.int32),
+        state,
+        tf.zeros([rows], tf.bool),
+        tf.zeros([rows], tf.int32),
+        strategy.initial_scores(rows),
+        history,
+    )
+    _, _, _, _, lengths, scores, history = _while(cond, body, loop_vars, limit)
+    parents = history["parents"].stack() if strategy.reorders else None
+    return _Searched(lengths, scores, history["tokens"].stack(), history["weights"].stack(), parents)
+
+
+class _Sampling(_Strategy):
+    """One hypothesis per input: the token ``sampler`` draws (the most likely one when None)."""
+
+    def __init__(self, max_lengths: tf.Tensor, sampler: Sampler | None, seed: Any, alpha: float,
+                 stop_at_eos: bool) -> None:
+        super().__init__(max_lengths)
+        self.sampler, self.seed, self.alpha, self.stop_at_eos = sampler, seed, alpha, stop_at_eos
+
+    def choose(self, t, log_probs, finished, lengths, scores):
+        if self.stop_at_eos:  # the last token is EOS; without EOS the text simply stops at the limit
+            log_probs = _forced_eos(log_probs, tf.logical_or(finished, t + 1 >= self.max_lengths))
+        if self.sampler is None:  # greedy without the sampler's sort over the vocabulary
+            token = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
+        else:
+            token = self.sampler(log_probs, self.seed, t)
+        token_log_prob = tf.gather(log_probs, token, batch_dims=1)
+        return token, None, scores + tf.where(finished, 0.0, token_log_prob)
+
+    def ended(self, t, token):
+        return tf.equal(token, EOS_ID) if self.stop_at_eos else t + 1 >= self.max_lengths
+
+    def result(self, searched: _Searched) -> DecodeResult:
+        seqs = tf.transpose(searched.tokens[1:])  # [batch, time]
+        attn = tf.transpose(searched.weights[1:], [1, 0, 2])  # [batch, time, source]
+        scores = searched.scores / length_penalty(searched.lengths, self.alpha)
+        return DecodeResult(seqs[:, None], searched.lengths[:, None], scores[:, None], attn[:, None])
+
+
 def sample(
     step_fn: StepFn,
     state: Any,
@@ -164,54 +296,13 @@ def sample(
 ) -> DecodeResult:
     """One token per step chosen by ``sampler`` (greedy when None) until EOS or ``max_lengths``.
 
-    ``seed`` is a scalar or one per row. ``stop_at_eos`` False lets EOS be one more token (a line break, for a language model trained on
-    running text) so that generation runs to ``max_lengths``. ``alpha`` only scales the reported
-    scores (as in beam search). Scores are the model's log-probabilities of the chosen tokens.
+    ``seed`` is a scalar or one per row. ``stop_at_eos`` False lets EOS be one more token (a line
+    break, for a language model trained on running text) so that generation runs to ``max_lengths``.
+    ``alpha`` only scales the reported scores (as in beam search). Scores are the model's
+    log-probabilities of the chosen tokens.
     """
-    batch = tf.shape(max_lengths)[0]
-    limit = tf.reduce_max(max_lengths)
-    start_ids = tf.fill([batch], BOS_ID) if start_ids is None else tf.cast(start_ids, tf.int32)
-
-    def cond(t, ids, state, finished, lengths, scores, tokens, weights):
-        return tf.logical_and(t < limit, tf.logical_not(tf.reduce_all(finished)))
-
-    def body(t, ids, state, finished, lengths, scores, tokens, weights):
-        logits, state, attention = step_fn(ids, state, context)
-        log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
-        at_limit = t + 1 >= max_lengths
-        if stop_at_eos:  # the last token is EOS; without EOS the text simply stops at the limit
-            log_probs = tf.where(tf.logical_or(finished, at_limit)[:, None], _eos_only(tf.shape(log_probs)[1])[None, :], log_probs)
-        if sampler is None:  # greedy without the sampler's sort over the vocabulary
-            token = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
-        else:
-            token = sampler(log_probs, seed, t)
-        token_log_prob = tf.gather(log_probs, token, batch_dims=1)
-        scores += tf.where(finished, 0.0, token_log_prob)
-        lengths += tf.cast(tf.logical_not(finished), tf.int32)
-        token = tf.where(finished, tf.zeros_like(token), token)  # padding after the end
-        ended = tf.equal(token, EOS_ID) if stop_at_eos else at_limit
-        finished = tf.logical_or(finished, ended)
-        # Each step writes its own slot: no copy of the history per step.
-        tokens = tokens.write(t + 1, token)
-        weights = weights.write(t + 1, tf.cast(attention, tf.float32))
-        next_ids = tf.where(finished, EOS_ID, token)  # a valid id for the padding steps
-        return t + 1, next_ids, state, finished, lengths, scores, tokens, weights
-
-    loop_vars = (
-        tf.constant(0),
-        start_ids,
-        state,
-        tf.zeros([batch], tf.bool),
-        tf.zeros([batch], tf.int32),
-        tf.zeros([batch], tf.float32),
-        _history(tf.zeros([batch], tf.int32)),
-        _history(tf.zeros([batch, _source_length(context)], tf.float32)),
-    )
-    _, _, _, _, lengths, scores, tokens, weights = _while(cond, body, loop_vars, limit)
-    seqs = tf.transpose(tokens.stack()[1:])  # [batch, time]
-    attn = tf.transpose(weights.stack()[1:], [1, 0, 2])  # [batch, time, source]
-    scores = scores / length_penalty(lengths, alpha)
-    return DecodeResult(seqs[:, None], lengths[:, None], scores[:, None], attn[:, None])
+    strategy = _Sampling(max_lengths, sampler, seed, alpha, stop_at_eos)
+    return strategy.result(_search_loop(step_fn, state, context, strategy, start_ids))
 
 
 def greedy_search(
@@ -234,7 +325,9 @@ def _normalized(log_probs: tf.Tensor, lengths: tf.Tensor, alpha: float) -> tf.Te
     return log_probs / (penalty[:, None] if log_probs.shape.rank == 2 else penalty)
 
 
-def _settled(finished: tf.Tensor, lengths: tf.Tensor, log_probs: tf.Tensor, max_lengths: tf.Tensor, k: int, alpha: float) -> tf.Tensor:
+def _settled(
+    finished: tf.Tensor, lengths: tf.Tensor, log_probs: tf.Tensor, max_lengths: tf.Tensor, k: int, alpha: float
+) -> tf.Tensor:
     """[batch*k]: True on the rows of sentences whose best finished hypothesis no live one can beat.
 
     Log-probabilities only fall (each step adds a log-probability <= 0), so a live hypothesis of
@@ -252,7 +345,9 @@ def _settled(finished: tf.Tensor, lengths: tf.Tensor, log_probs: tf.Tensor, max_
     return tf.repeat(tf.reduce_max(bounds, axis=1) < tf.reduce_max(scores, axis=1), k)
 
 
-def _backtrace(tokens: tf.Tensor, parents: tf.Tensor, weights: tf.Tensor, rows: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def _backtrace(
+    tokens: tf.Tensor, parents: tf.Tensor, weights: tf.Tensor, rows: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
     """The hypotheses in ``rows`` [n] after the last step, recovered from the per-step choices.
 
     tokens, parents [steps, batch*k] and weights [steps, batch*k, source] are what each step
@@ -267,6 +362,52 @@ def _backtrace(tokens: tf.Tensor, parents: tf.Tensor, weights: tf.Tensor, rows: 
     ids = tf.gather(tokens, chosen, batch_dims=1)[1:]
     attention = tf.gather(weights, extended, batch_dims=1)[1:]
     return tf.transpose(ids), tf.transpose(attention, [1, 0, 2])
+
+
+class _Beam(_Strategy):
+    """k hypotheses per input (rows b*k .. b*k+k-1 for input b): the k best extensions of the
+    input's rows, ranked by log-probability divided by the length penalty of ``alpha``."""
+
+    reorders = True
+
+    def __init__(self, max_lengths: tf.Tensor, k: int, alpha: float, stop_early: bool) -> None:
+        super().__init__(tf.repeat(max_lengths, k))
+        self.batch, self.k, self.alpha, self.stop_early = tf.shape(max_lengths)[0], k, alpha, stop_early
+        self.base = tf.repeat(tf.range(self.batch) * k, k)  # each input's first row, per row
+
+    def initial_scores(self, rows: tf.Tensor) -> tf.Tensor:
+        # Only beam 0 is live at the start, so the first step does not pick the same token k times.
+        return tf.tile(tf.concat([[0.0], tf.fill([self.k - 1], LOG_ZERO)], axis=0), [self.batch])
+
+    def choose(self, t, log_probs, finished, lengths, scores):
+        vocab = tf.shape(log_probs)[1]
+        if self.stop_early:  # a hypothesis cut short ends at the model's probability of EOS
+            settled = _settled(finished, lengths, scores, self.max_lengths, self.k, self.alpha)
+            only_eos = tf.where(tf.equal(tf.range(vocab), EOS_ID)[None, :], log_probs, LOG_ZERO)
+            log_probs = tf.where(settled[:, None], only_eos, log_probs)
+        # EOS at no cost after the end and at the limit, as it always was.
+        log_probs = _forced_eos(log_probs, tf.logical_or(finished, t + 1 >= self.max_lengths))
+        total = scores[:, None] + log_probs  # [batch*k, vocab]
+        ranking = _normalized(total, lengths + tf.cast(tf.logical_not(finished), tf.int32), self.alpha)
+        _, top = tf.math.top_k(tf.reshape(ranking, [self.batch, self.k * vocab]), k=self.k)
+        parent = self.base + tf.reshape(top // vocab, [-1])  # flat row of each chosen hypothesis' parent
+        token = tf.reshape(top % vocab, [-1])
+        return token, parent, tf.gather_nd(total, tf.stack([parent, token], axis=1))
+
+    def result(self, searched: _Searched) -> DecodeResult:
+        batch, k = self.batch, self.k
+        scores = tf.reshape(_normalized(searched.scores, searched.lengths, self.alpha), [batch, k])
+        order = tf.argsort(scores, axis=1, direction="DESCENDING", stable=True)
+        best_first = tf.reshape(order + tf.range(batch)[:, None] * k, [-1])
+        ids, attention = _backtrace(searched.tokens, searched.parents, searched.weights, best_first)
+
+        def per_sentence(t: tf.Tensor) -> tf.Tensor:
+            return tf.reshape(t, tf.concat([[batch, k], tf.shape(t)[1:]], axis=0))
+
+        return DecodeResult(
+            per_sentence(ids), per_sentence(tf.gather(searched.lengths, best_first)),
+            tf.gather(scores, order, batch_dims=1), per_sentence(attention),
+        )
 
 
 def beam_search(
@@ -303,169 +444,11 @@ def _beam_search(
 ) -> DecodeResult:
     """:func:`beam_search`; ``stop_early`` False runs every sentence until all its hypotheses end
     on their own or at the limit (the reference the early stop is tested against)."""
-    batch = tf.shape(max_lengths)[0]
-    state = tile_batch(state, k)
-    context = tile_batch(context, k)
-    flat_max = tf.repeat(max_lengths, k)
-    limit = tf.reduce_max(max_lengths)
-    # Only beam 0 is live at the start, so the first step does not pick the same token k times.
-    initial_log_probs = tf.tile(tf.concat([[0.0], tf.fill([k - 1], _NEG)], axis=0), [batch])
-    base = tf.repeat(tf.range(batch) * k, k)  # index of each sentence's first beam, per flat row
-
-    def cond(t, ids, state, finished, lengths, log_probs, tokens, parents, weights):
-        return tf.logical_and(t < limit, tf.logical_not(tf.reduce_all(finished)))
-
-    def body(t, ids, state, finished, lengths, log_probs, tokens, parents, weights):
-        logits, state, attention = step_fn(ids, state, context)
-        step_log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
-        vocab = tf.shape(step_log_probs)[1]
-        if stop_early:  # a hypothesis cut short ends at the model's probability of EOS
-            settled = _settled(finished, lengths, log_probs, flat_max, k, alpha)
-            only_eos = tf.where(tf.equal(tf.range(vocab), EOS_ID)[None, :], step_log_probs, _NEG)
-            step_log_probs = tf.where(settled[:, None], only_eos, step_log_probs)
-        force_end = tf.logical_or(finished, t + 1 >= flat_max)  # EOS at no cost, as it always was
-        step_log_probs = tf.where(force_end[:, None], _eos_only(vocab)[None, :], step_log_probs)
-        total = log_probs[:, None] + step_log_probs  # [batch*k, vocab]
-        new_lengths = lengths + tf.cast(tf.logical_not(finished), tf.int32)
-        ranking = _normalized(total, new_lengths, alpha)
-        _, top = tf.math.top_k(tf.reshape(ranking, [batch, k * vocab]), k=k)
-        parent = base + tf.reshape(top // vocab, [-1])  # flat row of each chosen hypothesis' parent
-        token = tf.reshape(top % vocab, [-1])
-        log_probs = tf.gather_nd(total, tf.stack([parent, token], axis=1))
-        was_finished = tf.gather(finished, parent)
-        lengths = tf.gather(new_lengths, parent)
-        token = tf.where(was_finished, tf.zeros_like(token), token)  # padding after EOS
-        finished = tf.logical_or(was_finished, tf.equal(token, EOS_ID))
-        state = tf.nest.map_structure(lambda s: tf.gather(s, parent), state)
-        # The step's choices only; the hypotheses are read back once at the end (_backtrace).
-        tokens = tokens.write(t + 1, token)
-        parents = parents.write(t + 1, parent)
-        weights = weights.write(t + 1, tf.cast(attention, tf.float32))
-        # A finished hypothesis' token is padding, but the next step still needs a valid id.
-        return t + 1, tf.where(finished, EOS_ID, token), state, finished, lengths, log_probs, tokens, parents, weights
-
-    rows = tf.range(batch * k)
-    loop_vars = (
-        tf.constant(0),
-        tf.fill([batch * k], BOS_ID) if start_ids is None else tile_batch(tf.cast(start_ids, tf.int32), k),
-        state,
-        tf.zeros([batch * k], tf.bool),
-        tf.zeros([batch * k], tf.int32),
-        initial_log_probs,
-        _history(tf.zeros([batch * k], tf.int32)),
-        _history(rows),  # the placeholder step keeps every row where it is
-        _history(tf.zeros([batch * k, _source_length(context)], tf.float32)),
-    )
-    _, _, _, _, lengths, log_probs, tokens, parents, weights = _while(cond, body, loop_vars, limit)
-    scores = tf.reshape(_normalized(log_probs, lengths, alpha), [batch, k])
-    order = tf.argsort(scores, axis=1, direction="DESCENDING", stable=True)
-    best_first = tf.reshape(order + tf.range(batch)[:, None] * k, [-1])
-    ids, attention = _backtrace(tokens.stack(), parents.stack(), weights.stack(), best_first)
-
-    def per_sentence(t: tf.Tensor) -> tf.Tensor:
-        return tf.reshape(t, tf.concat([[batch, k], tf.shape(t)[1:]], axis=0))
-
-    return DecodeResult(
-        per_sentence(ids), per_sentence(tf.gather(lengths, best_first)), tf.gather(scores, order, batch_dims=1),
-        per_sentence(attention),
-    )
-
-
-class NextWords(NamedTuple):
-    """words [batch, k] (strings, "" past the words found), probabilities [batch, k], best first."""
-
-    words: tf.Tensor
-    probabilities: tf.Tensor
-
-
-WORD_START = "▁"  # SentencePiece's word-boundary marker, "▁"
-
-
-def next_word_search(
-    step_fn: StepFn,
-    state: Any,
-    context: Any,
-    start_ids: tf.Tensor,
-    pieces: tf.Tensor,
-    k: int | tf.Tensor,
-    beam_size: int = 10,
-    max_pieces: int = 8,
-    whole_pieces: bool = False,
-) -> NextWords:
-    """The ``k`` most likely next whole words, whatever the model's units (words, subwords, chars).
-
-    A word is a piece that starts with "▁" (SentencePiece's word start; a bare "▁", as in a
-    character model, must be followed by a letter or digit), then pieces that continue it
-    (starting with a letter, digit, mark or an apostrophe and a letter), ended by anything else
-    (the next "▁" piece, punctuation, EOS). A small beam of ``beam_size`` partial words is expanded
-    up to ``max_pieces`` pieces; each complete word scores P(pieces) x P(a boundary follows), and a
-    word reached by several segmentations sums them. These events are disjoint, so probabilities
-    sum to at most 1. ``pieces`` is the vocabulary's piece strings [vocab]; ``k`` <= ``beam_size``
-    <= vocabulary size. ``whole_pieces`` (a word-level model): every piece but the reserved ones is a
-    word, as it stands.
-
-    Runs in the graph with core ops (regex, string joins, ``tf.while_loop``), like every search.
-    """
-    pieces = tf.convert_to_tensor(pieces, tf.string)
-    vocab = tf.shape(pieces)[0]
-    special = tf.range(vocab) < 4  # pad, unk, bos, eos
-    bare = tf.equal(pieces, WORD_START)
-    first = tf.strings.regex_full_match(pieces, WORD_START + r"[\pL\pN].*") | bare
-    inner = tf.strings.regex_full_match(pieces, r"([\pL\pN\pM]|['’]\pL).*") & ~special
-    boundary = ~inner & (~special | tf.equal(tf.range(vocab), EOS_ID))
-    if whole_pieces:
-        first = inner = ~special
-        boundary = ~special | tf.equal(tf.range(vocab), EOS_ID)
-        max_pieces = 1
-    w, m = beam_size, max_pieces
-    batch = tf.shape(start_ids)[0]
-    base = tf.repeat(tf.range(batch) * w, w)
-
-    logits, state, _ = step_fn(tf.cast(start_ids, tf.int32), state, context)
-    log_probs = tf.where(first[None, :], tf.nn.log_softmax(tf.cast(logits, tf.float32)), _NEG)
-    top_log_probs, top_ids = tf.math.top_k(log_probs, k=w)
-    hyp_log_probs, last = tf.reshape(top_log_probs, [-1]), tf.reshape(top_ids, [-1])
-    has_body = tf.logical_not(tf.gather(bare, last))
-    seqs = tf.pad(last[:, None], [[0, 0], [0, m - 1]])  # [batch*w, m] pieces, PAD after the end
-    state, context = tile_batch(state, w), tile_batch(context, w)
-
-    def body(t, last, state, hyp_log_probs, has_body, seqs, ended_log_probs, ended_seqs):
-        logits, state, _ = step_fn(last, state, context)
-        step_log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
-        end = tf.reduce_logsumexp(tf.where(boundary[None, :], step_log_probs, _NEG), axis=-1)
-        ended_log_probs = ended_log_probs.write(t, tf.where(has_body, hyp_log_probs + end, _NEG))
-        ended_seqs = ended_seqs.write(t, seqs)
-        longer = hyp_log_probs[:, None] + tf.where(inner[None, :], step_log_probs, _NEG)
-        top_log_probs, top = tf.math.top_k(tf.reshape(longer, [batch, w * vocab]), k=w)
-        parent = base + tf.reshape(top // vocab, [-1])
-        token = tf.reshape(top % vocab, [-1])
-        column = tf.one_hot(t + 1, m, dtype=tf.int32)[None, :]  # all zeros once t + 1 == m
-        seqs = tf.gather(seqs, parent) * (1 - column) + token[:, None] * column
-        state = tf.nest.map_structure(lambda s: tf.gather(s, parent), state)
-        hyp_log_probs = tf.reshape(top_log_probs, [-1])
-        return t + 1, token, state, hyp_log_probs, tf.ones_like(has_body), seqs, ended_log_probs, ended_seqs
-
-    loop_vars = (
-        tf.constant(0), last, state, hyp_log_probs, has_body, seqs,
-        tf.TensorArray(tf.float32, size=m), tf.TensorArray(tf.int32, size=m),
-    )
-    *_, ended_log_probs, ended_seqs = tf.while_loop(lambda t, *_: t < m, body, loop_vars)
-    # [m steps, batch*w] -> [batch, w*m] candidates
-    candidate_log_probs = tf.reshape(tf.transpose(ended_log_probs.stack()), [batch, w * m])
-    candidate_seqs = tf.reshape(tf.transpose(ended_seqs.stack(), [1, 0, 2]), [batch, w * m, m])
-    texts = tf.strings.reduce_join(tf.gather(tf.where(special, "", pieces), candidate_seqs), axis=-1)
-    words = tf.strings.regex_replace(texts, "^" + WORD_START, "")
-    valid = candidate_log_probs > _NEG / 2
-    probs = tf.where(valid, tf.exp(candidate_log_probs), 0.0)
-    same = tf.equal(words[:, :, None], words[:, None, :]) & valid[:, :, None] & valid[:, None, :]
-    total = tf.reduce_sum(tf.where(same, probs[:, None, :], 0.0), axis=-1)
-    n = w * m
-    earlier = tf.range(n)[None, :] < tf.range(n)[:, None]  # [i, j]: j comes before i
-    first_seen = tf.logical_not(tf.reduce_any(same & earlier[None], axis=-1))
-    ranking = tf.where(valid & first_seen, total, -1.0)
-    top_probs, top = tf.math.top_k(ranking, k=tf.minimum(tf.cast(k, tf.int32), n))
-    found = top_probs > 0
-    return NextWords(tf.where(found, tf.gather(words, top, batch_dims=1), ""), tf.maximum(top_probs, 0.0))
+    strategy = _Beam(max_lengths, k, alpha, stop_early)
+    if start_ids is not None:
+        start_ids = tile_batch(tf.cast(start_ids, tf.int32), k)
+    searched = _search_loop(step_fn, tile_batch(state, k), tile_batch(context, k), strategy, start_ids)
+    return strategy.result(searched)
 
 
 def decode(

@@ -61,7 +61,8 @@ def make_strategy(kind: str) -> tf.distribute.Strategy:
             cluster["cluster"], cluster["task"]["index"]  # noqa: B018 - what the strategy needs
         except (ValueError, KeyError, TypeError) as error:
             raise NmtError(f"TF_CONFIG is not valid: {error!r}; expected "
-                           '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}') from None
+                           '{"cluster": {"worker": ["host:port", ...]}, '
+                           '"task": {"type": "worker", "index": 0}}') from None
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise NmtError(f"train.distribute: unknown strategy {kind!r}")
 

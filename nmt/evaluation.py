@@ -41,20 +41,29 @@ class Scores:
         )
 
 
+def bleu_metric(tokenize: str) -> sacrebleu.metrics.BLEU:
+    """sacrebleu's BLEU with ``tokenize``, which must be usable here: ja-mecab needs MeCab, the
+    ``ja`` extra (checked before training, not at its first dev evaluation)."""
+    if tokenize not in TOKENIZERS:
+        choices = ", ".join(TOKENIZERS)
+        raise NmtError(f"unknown BLEU tokenizer {tokenize!r} (choices: {choices})")
+    try:
+        bleu = sacrebleu.metrics.BLEU(tokenize=tokenize)
+        bleu.corpus_score(["a"], [["a"]])  # sacrebleu loads some tokenizers on first use
+    except (ImportError, RuntimeError) as error:  # e.g. ja-mecab without sacrebleu[ja]
+        raise NmtError(f"BLEU tokenizer {tokenize!r} is unavailable ({error}); "
+                       "install it with: pip install 'nmt[ja]'") from None
+    return bleu
+
+
 def score(hypotheses: Sequence[str], references: Sequence[str], tokenize: str = "13a") -> Scores:
     """Corpus BLEU and chrF of hypotheses against one reference each."""
     if len(hypotheses) != len(references):
         raise NmtError(f"{len(hypotheses)} hypotheses but {len(references)} references: counts must match")
-    if tokenize not in TOKENIZERS:
-        choices = ", ".join(TOKENIZERS)
-        raise NmtError(f"unknown BLEU tokenizer {tokenize!r} (choices: {choices})")
-    bleu = sacrebleu.metrics.BLEU(tokenize=tokenize)
+    bleu = bleu_metric(tokenize)
     chrf = sacrebleu.metrics.CHRF()
     hyps, refs = list(hypotheses), [list(references)]
-    try:
-        bleu_score = bleu.corpus_score(hyps, refs)
-    except (ImportError, RuntimeError) as error:  # e.g. ja-mecab without sacrebleu[ja]
-        raise NmtError(f"BLEU tokenizer {tokenize!r} is unavailable: {error}") from None
+    bleu_score = bleu.corpus_score(hyps, refs)
     chrf_score = chrf.corpus_score(hyps, refs)
     return Scores(
         bleu=bleu_score.score,

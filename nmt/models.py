@@ -130,7 +130,8 @@ class LanguageModel(keras.Model):
         self.embedding_dim = embedding_dim
         self.decoder_args = {**dict(decoder or {}), "attention": "none", "bridge": "zero"}
         self.tie_embeddings = tie_embeddings
-        self.decoder = Decoder(vocab_size, embedding_dim, tie_embeddings=tie_embeddings, name="decoder", **self.decoder_args)
+        self.decoder = Decoder(vocab_size, embedding_dim, tie_embeddings=tie_embeddings, name="decoder",
+                               **self.decoder_args)
 
     def build(self, *args: Any, **kwargs: Any) -> None:
         self.built = True

@@ -1,23 +1,73 @@
-"""The run directory's safety rules: one trainer at a time (an advisory lock), starting over only
-when asked, writes that a full disk cannot leave half-done, and the checkpoint to resume from."""
+"""The run directory: its layout (:class:`RunDir`, the one place that names its files) and its
+safety rules: one trainer at a time (an advisory lock), starting over only when asked, writes
+that a full disk cannot leave half-done, and the checkpoint to resume from."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
+import json
 import logging
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import tensorflow as tf
-
-from nmt.checkpoints import checkpoint_prefixes, checkpoint_problem, newest_intact, remove_partial_saves
 from nmt.errors import NmtError
 from nmt.io import is_disk_full
 
+if TYPE_CHECKING:
+    from nmt.config import Config
+
 logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunDir:
+    """Everything a trained model is, in one folder; training writes it, everything else reads it::
+
+        config.yaml    the resolved config       spm/           SentencePiece models
+        checkpoints/   latest states (resume)    best/          weights chosen on dev
+        cache/         tokenized corpora         metrics.jsonl  one line per evaluation
+        logs/          TensorBoard               .lock          held by the one trainer at work here
+    """
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    config_file = property(lambda self: self.path / "config.yaml")
+    spm = property(lambda self: self.path / "spm")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    best_weights = property(lambda self: self.path / "best" / "model.weights.h5")
+    cache = property(lambda self: self.path / "cache")
+    metrics = property(lambda self: self.path / "metrics.jsonl")
+    logs = property(lambda self: self.path / "logs")
+    lock = property(lambda self: self.path / ".lock")
+    curves = property(lambda self: self.path / "curves.png")  # nmt report's default picture
+
+    # What --restart deletes: the training progress (tokenizers and the token cache do not depend on it).
+    progress = property(lambda self: (self.checkpoints, self.best_weights.parent, self.logs, self.metrics))
+
+    def read_config(self) -> Config:
+        from nmt.config import read_run_config
+
+        return read_run_config(self.path)
+
+    def save_config(self, config: Config) -> None:
+        from nmt.config import save_config
+
+        save_config(config, self.config_file)
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        """One JSON line in metrics.jsonl, whole or (disk full) not at all."""
+        append_line(self.metrics, json.dumps(record))
 
 
 @contextlib.contextmanager
@@ -26,7 +76,7 @@ def hold_run_dir(run_dir: Path) -> Iterator[None]:
     holder's pid. The kernel drops the lock when its process ends, however it ends, so a killed
     trainer cannot leave it stuck."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "a+", encoding="utf-8") as handle:
+    with open(RunDir(run_dir).lock, "a+", encoding="utf-8") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -46,15 +96,14 @@ def start_over(run_dir: Path) -> None:
     """``nmt train --restart``: deletes the run's training progress (checkpoints, best weights,
     metrics, TensorBoard logs); the tokenizers and the token cache stay, they do not depend on it."""
     removed = []
-    for name in ("checkpoints", "best", "logs", "metrics.jsonl"):
-        path = run_dir / name
+    for path in RunDir(run_dir).progress:
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
         else:
             continue
-        removed.append(name)
+        removed.append(path.name)
     if removed:
         logger.warning("--restart: removed %s from %s; training starts at step 0", ", ".join(removed), run_dir)
 
@@ -63,6 +112,8 @@ def start_over(run_dir: Path) -> None:
 def writing(path: Path) -> Iterator[None]:
     """A full disk while writing ``path`` becomes a one-line NmtError (the writers below leave
     what was on disk before as it was)."""
+    import tensorflow as tf
+
     try:
         yield
     except (tf.errors.OpError, OSError, RuntimeError) as error:
@@ -91,6 +142,8 @@ def append_line(path: Path, line: str) -> None:
 
 def _state_file_latest(directory: Path) -> str | None:
     """The checkpoint that TensorFlow's state file names (a bare name), or None if it names none."""
+    import tensorflow as tf
+
     try:
         state = tf.train.get_checkpoint_state(str(directory))
     except Exception:  # noqa: BLE001 - an unreadable state file is what is being repaired
@@ -104,6 +157,10 @@ def resume_point(directory: Path, chief: bool) -> Path | None:
     damaged). The chief removes half-written saves and rewrites a state file that names another
     checkpoint, so that the CheckpointManager keeps and deletes the right ones. None: no checkpoint
     at all; NmtError: there are checkpoints but none is intact (never start over silently)."""
+    import tensorflow as tf
+
+    from nmt.checkpoints import checkpoint_prefixes, checkpoint_problem, newest_intact, remove_partial_saves
+
     if chief:
         for partial in remove_partial_saves(directory):
             logger.warning("removed %s, left by a checkpoint save that did not finish", partial)

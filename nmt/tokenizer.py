@@ -62,9 +62,11 @@ class Tokenizer:
         ``input_sentence_size`` sentences (reservoir sampling, seeded), so memory is bounded
         whatever the corpus size."""
         if vocab_size < MIN_VOCAB_SIZE:
-            raise NmtError(f"tokenizer vocab_size must be at least {MIN_VOCAB_SIZE} (4 ids are reserved), got {vocab_size}")
+            raise NmtError(f"tokenizer vocab_size must be at least {MIN_VOCAB_SIZE} (4 ids are reserved), "
+                           f"got {vocab_size}")
         if input_sentence_size <= 100:
-            raise NmtError(f"input_sentence_size: SentencePiece samples more than 100 sentences, got {input_sentence_size}")
+            raise NmtError("input_sentence_size: SentencePiece samples more than 100 sentences, "
+                           f"got {input_sentence_size}")
         iterator = iter(texts)
         first = next(iterator, None)
         if first is None:

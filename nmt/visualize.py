@@ -21,16 +21,18 @@ import numpy as np
 
 from nmt.errors import NmtError
 from nmt.io import atomic_write_bytes
+from nmt.run_dir import RunDir
 
 if TYPE_CHECKING:
-    from nmt.inference import Trace
+    from nmt.trace import Trace
 
 CJK_FONTS = (
     "IPAexGothic", "IPAGothic", "Noto Sans CJK JP", "Noto Sans JP", "Source Han Sans JP", "TakaoGothic",
     "VL Gothic", "Droid Sans Fallback", "WenQuanYi Zen Hei", "Noto Sans CJK SC",
 )
 # File names of those fonts, to find one installed after matplotlib cached its font list.
-_CJK_FILES = ("ipaex", "ipag", "notosanscjk", "notosansjp", "sourcehansans", "takao", "vl-gothic", "droidsansfallback", "wqy")
+_CJK_FILES = ("ipaex", "ipag", "notosanscjk", "notosansjp", "sourcehansans", "takao", "vl-gothic", "droidsansfallback",
+              "wqy")
 _warned_no_cjk = False
 
 
@@ -97,7 +99,8 @@ def save_attention(
     decoder used to produce it), one column per source piece."""
     weights = np.asarray(weights, dtype=np.float32)
     if weights.shape != (len(target_tokens), len(source_tokens)):
-        raise ValueError(f"weights {weights.shape} do not match {len(target_tokens)} target x {len(source_tokens)} source tokens")
+        raise ValueError(f"weights {weights.shape} do not match {len(target_tokens)} target x "
+                         f"{len(source_tokens)} source tokens")
     labels = [*source_tokens, *target_tokens, title]
     with _style(labels):
         figure = _figure(1.8 + 0.32 * len(source_tokens), 1.4 + 0.3 * len(target_tokens))
@@ -146,7 +149,7 @@ def save_trace(path: str | Path, trace: Trace, title: str = "") -> Path:
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """The dev evaluations of a run (``metrics.jsonl``), one per step, later lines winning (a
     resumed run re-evaluates steps it had done before the interruption)."""
-    path = run_dir / "metrics.jsonl"
+    path = RunDir(run_dir).metrics
     if not path.is_file():
         raise NmtError(f"{run_dir}: no metrics.jsonl yet (it is written at each dev evaluation of `nmt train`)")
     by_step: dict[int, dict[str, Any]] = {}
@@ -168,7 +171,7 @@ def read_scalar(run_dir: Path, tag: str = "train/loss") -> tuple[np.ndarray, np.
     import tensorflow as tf
 
     by_step: dict[int, float] = {}
-    for events in sorted((run_dir / "logs").glob("events.out.tfevents.*")):
+    for events in sorted(RunDir(run_dir).logs.glob("events.out.tfevents.*")):
         try:
             for record in tf.data.TFRecordDataset(str(events)):
                 event = tf.compat.v1.Event.FromString(record.numpy())
@@ -215,7 +218,8 @@ def save_curves(path: str | Path, run_dir: str | Path) -> Path:
             right.set_yscale("log")
             right.set_ylabel("perplexity")
         else:
-            right.text(0.5, 0.5, "no dev set" if not eval_steps else "no dev scores", ha="center", transform=right.transAxes)
+            right.text(0.5, 0.5, "no dev set" if not eval_steps else "no dev scores", ha="center",
+                       transform=right.transAxes)
         right.set_xlabel("step")
         if right.get_legend_handles_labels()[0]:
             right.legend()

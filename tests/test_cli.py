@@ -56,7 +56,7 @@ def test_translate_stdin_to_stdout_through_the_console_script(tiny_run: Path) ->
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     result = subprocess.run(
         [sys.executable, "-m", "nmt.cli", "translate", "--run", str(tiny_run), "--beam", "1"],
-        input="Good morning.\n\nThank you.\n".encode(), capture_output=True, env=env, timeout=300,
+        input=b"Good morning.\n\nThank you.\n", capture_output=True, env=env, timeout=300,
     )
     assert result.returncode == 0, result.stderr.decode()
     assert len(result.stdout.decode("utf-8").split("\n")) == 4  # 3 lines + final newline
@@ -144,3 +144,64 @@ def test_help_teaches(capsys) -> None:
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "--nbest" in out and "atomically" in out and "nmt translate --run runs/en-ja" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["generate", "--top-p", "2"], "--top-p must be in (0, 1], got 2.0"),
+        (["generate", "--temperature", "-0.5"], "--temperature must be >= 0 (0 is greedy), got -0.5"),
+        (["generate", "--max-tokens", "2001"], "--max-tokens must be an integer between 1 and 2000, got 2001"),
+        (["generate", "--top-k", "-1"], "--top-k must be an integer between 0 (off) and 2147483647, got -1"),
+        (["generate", "--seed", "-1"], "--seed must be an integer between 0 and 2**31 - 1, got -1"),
+        (["generate", "--seed", str(2**31 - 1), "--num", "2"], "--seed 2147483647 with --num 2: the last sample's "
+         "--seed must be an integer between 0 and 2**31 - 1, got 2147483648"),
+        (["next-word", "x", "-k", "101"], "-k must be an integer between 1 and 100, got 101"),
+        (["inspect", "x", "-k", "0"], "-k must be at least 1, got 0"),
+        (["export", "--out", "e", "--version", "0"], "--version must be a positive integer, got 0"),
+    ],
+)
+def test_option_checks_use_the_shared_rules_and_name_the_option(argv: list[str], message: str, tmp_path: Path,
+                                                                   capsys) -> None:
+    # The run does not exist: the option is checked first, and nothing loads TensorFlow for it.
+    code, _, err = run_main([argv[0], "--run", str(tmp_path / "nope"), *argv[1:]], capsys)
+    assert code == 2 and err == f"nmt: error: {message}\n"
+
+
+def test_defaults_come_from_the_signatures(capsys) -> None:
+    from nmt import signatures
+    from nmt.cli import build_parser
+
+    args = build_parser().parse_args(["generate", "--run", "r"])
+    assert (args.max_tokens, args.temperature, args.top_k, args.top_p) == (
+        signatures.DEFAULT_MAX_TOKENS, signatures.DEFAULT_TEMPERATURE, signatures.DEFAULT_TOP_K,
+        signatures.DEFAULT_TOP_P)
+    assert build_parser().parse_args(["next-word", "--run", "r"]).k == signatures.DEFAULT_K
+    with pytest.raises(SystemExit):
+        main(["inspect", "--help"])
+    assert f"(default {signatures.INSPECT_K})" in " ".join(capsys.readouterr().out.split())  # help wraps lines
+
+
+def test_library_logs_reach_stderr_and_quiet_keeps_the_warnings(capsys) -> None:
+    import logging
+
+    from nmt.cli import build_parser
+    from nmt.cli.startup import setup_logging
+
+    assert build_parser().parse_args(["--quiet", "report", "--run", "r"]).quiet
+    assert build_parser().parse_args(["report", "--run", "r", "-q"]).quiet
+    assert not build_parser().parse_args(["report", "--run", "r"]).quiet
+    log = logging.getLogger("nmt.training")
+    try:
+        setup_logging(quiet=False)
+        log.info("resumed from step %d", 20)
+        log.warning("something odd")
+        setup_logging(quiet=False)  # a second command in the same process: still one handler
+        log.info("step 40/40")
+        assert capsys.readouterr().err == "resumed from step 20\nwarning: something odd\nstep 40/40\n"
+        setup_logging(quiet=True)
+        log.info("new best model")
+        log.warning("still shown")
+        assert capsys.readouterr().err == "warning: still shown\n"
+    finally:
+        setup_logging(quiet=False)

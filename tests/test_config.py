@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
+import typing
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from nmt.config import (
     save_config,
 )
 from nmt.errors import NmtError
+from nmt.tokenizer import MIN_VOCAB_SIZE
 
 REPO_DATA = (CONFIG_DIR.parent / "data" / "en-ja").resolve()
 
@@ -509,3 +512,132 @@ def test_out_of_range_integers_name_the_key(override, key):
 
 def test_set_with_invalid_yaml_value():
     assert "not valid YAML" in error_of(CONFIG_DIR / "en-ja-tiny.yaml", ["train.steps=[1"])
+
+
+# --- the rules kept with the fields --------------------------------------------------------------
+
+
+def _leaf_fields(cls=Config, prefix=""):
+    """(dotted key, dataclasses.Field, type) of every leaf of a config, data.dev read as data.train's."""
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        key, tp = f"{prefix}{field.name}", hints[field.name]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        section = tp if dataclasses.is_dataclass(tp) else args[0] if len(args) == 1 else None
+        if dataclasses.is_dataclass(section):
+            if key != "data.dev":
+                yield from _leaf_fields(section, f"{key}.")
+        else:
+            yield key, field, args[0] if args else tp
+
+
+FLOAT_KEYS = [key for key, _, tp in _leaf_fields() if tp is float]
+BOUNDED = [(key, field.metadata, tp) for key, field, tp in _leaf_fields() if set(field.metadata) - {"why", "one_of"}]
+
+
+def test_every_float_key_is_found():
+    assert {"train.learning_rate", "model.encoder.dropout", "decode.length_penalty"} <= set(FLOAT_KEYS)
+
+
+def test_every_count_size_and_rate_has_its_range():
+    positive = """tokenizer.vocab_size model.embedding_dim model.encoder.units model.encoder.layers
+        model.decoder.units model.decoder.layers train.steps train.batch_size train.batch_tokens train.bucket_width
+        train.shuffle_buffer train.learning_rate train.clip_norm train.eval_every train.eval_max_sentences
+        train.checkpoint_every train.keep_checkpoints train.early_stopping train.bptt_steps decode.beam_size
+        decode.max_length_ratio decode.batch_size decode.max_source_length data.max_source_length
+        data.max_target_length data.train.limit""".split()
+    not_negative = """data.train.source_column data.train.target_column train.warmup_steps decode.length_penalty
+        decode.max_length_offset""".split()
+    fractions = """model.encoder.dropout model.encoder.embedding_dropout model.decoder.dropout
+        model.decoder.embedding_dropout train.label_smoothing""".split()
+    rules = {key: rules for key, rules, _ in BOUNDED}
+    assert set(rules) == {*positive, *not_negative, *fractions, "tokenizer.input_sentence_size"}
+    assert all(rules[key]["above"] == 0 for key in positive)
+    assert all(rules[key]["at_least"] == 0 for key in not_negative)
+    assert all(rules[key]["within"] == (0, 1) for key in fractions)
+
+
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+@pytest.mark.parametrize("value", [".nan", "nan", ".inf", "-inf"])
+def test_every_float_key_refuses_nan_and_infinity(key, value):
+    message = error_of(CONFIG_DIR / "en-ja-tiny.yaml", [f"{key}={value}"])
+    assert message.endswith(f"{key}: must be a finite number, got {float(value.lstrip('.'))!r}")
+
+
+def _just_outside(rules, tp):
+    """A value that breaks the first rule of a field, and the complaint about it."""
+    why = f" ({rules['why']})" if "why" in rules else ""
+    if "above" in rules:
+        bound = rules["above"]
+        return tp(bound), "must be positive" if bound == 0 else f"must be more than {bound}{why}"
+    if "at_least" in rules:
+        bound = rules["at_least"]
+        value = tp(bound - (1 if tp is int else 0.5))
+        return value, "must not be negative" if bound == 0 else f"must be at least {bound}{why}"
+    low, high = rules["within"]
+    return tp(high), f"must be in [{low}, {high})"
+
+
+def _lowest_accepted(rules, tp):
+    lows = [rules.get("at_least"), rules.get("within", (None,))[0]]
+    if "above" in rules:
+        lows.append(rules["above"] + (1 if tp is int else 0.5))
+    return tp(max(low for low in lows if low is not None))
+
+
+@pytest.mark.parametrize(("key", "rules", "tp"), BOUNDED, ids=[key for key, _, _ in BOUNDED])
+def test_every_bounded_key_refuses_the_value_past_its_bound(key, rules, tp):
+    value, complaint = _just_outside(rules, tp)
+    message = error_of(CONFIG_DIR / "en-ja-tiny.yaml", [f"{key}={value}"])
+    assert message.endswith(f"{key}: {complaint}, got {value}")
+
+
+BOUNDED_FOR_TRANSLATION = [bounded for bounded in BOUNDED if bounded[0] != "train.bptt_steps"]  # lm only
+
+
+@pytest.mark.parametrize(("key", "rules", "tp"), BOUNDED_FOR_TRANSLATION, ids=[b[0] for b in BOUNDED_FOR_TRANSLATION])
+def test_every_bounded_key_accepts_its_bound(key, rules, tp):
+    value = _lowest_accepted(rules, tp)
+    section = load_config(CONFIG_DIR / "en-ja-tiny.yaml", [f"{key}={value}"])
+    for part in key.split("."):
+        section = getattr(section, part)
+    assert section == value
+
+
+def test_vocab_size_below_the_reserved_ids():
+    message = error_of(CONFIG_DIR / "en-ja-tiny.yaml", ["tokenizer.vocab_size=5"])
+    assert message.endswith(f"tokenizer.vocab_size: must be at least {MIN_VOCAB_SIZE} (4 ids are reserved), got 5")
+
+
+def test_input_sentence_size_needs_more_than_100():
+    message = error_of(CONFIG_DIR / "en-ja-tiny.yaml", ["tokenizer.input_sentence_size=100"])
+    assert message.endswith("tokenizer.input_sentence_size: must be more than 100 "
+                            "(SentencePiece samples more than 100 sentences), got 100")
+
+
+def test_null_optional_values_are_not_range_checked():
+    config = load_config(CONFIG_DIR / "en-ja-tiny.yaml",
+                         ["train.batch_tokens=null", "model.encoder.embedding_dropout=null", "data.bleu_tokenize=null"])
+    assert config.train.batch_tokens is None and config.data.bleu_tokenize is None
+
+
+def test_bleu_tokenizer_choices_come_from_sacrebleu():
+    assert load_config(CONFIG_DIR / "en-ja-tiny.yaml", ["data.bleu_tokenize=char"]).data.bleu_tokenize == "char"
+    message = error_of(CONFIG_DIR / "en-ja-tiny.yaml", ["data.bleu_tokenize=zzz"])
+    assert "data.bleu_tokenize: 'zzz' is not one of 'none', " in message and "'ja-mecab'" in message
+
+
+def test_text_format_has_no_targets_for_translation(tmp_path):
+    path = write(tmp_path / "exp.yaml", "data:\n  train: {format: text, path: exp.yaml}\n")
+    message = error_of(path)
+    assert message == f"{path}: data.train.format: 'text' has no targets; translation needs tsv, parallel or hf"
+
+
+def test_input_feeding_needs_attention(minimal):
+    message = error_of(minimal, ["model.decoder.attention=none", "model.decoder.input_feeding=true"])
+    assert message == f"{minimal}: model.decoder.input_feeding: needs attention (model.decoder.attention is none)"
+
+
+def test_field_rules_come_before_the_cross_field_rules(minimal):
+    # train.bptt_steps=0 breaks its own range and, on a translation config, a cross-field rule.
+    assert error_of(minimal, ["train.bptt_steps=0"]) == f"{minimal}: train.bptt_steps: must be positive, got 0"

@@ -135,7 +135,7 @@ def test_read_tsv_limit(tmp_path):
 
 
 def test_read_parallel(tmp_path):
-    src = write_bytes(tmp_path / "p.en", "Hello.\n\nGood night.\nYes.\n".encode())
+    src = write_bytes(tmp_path / "p.en", b"Hello.\n\nGood night.\nYes.\n")
     tgt = write_bytes(tmp_path / "p.ja.gz", "こんにちは。\n空\n\nはい。\n".encode(), gz=True)
     corpus = read_parallel(src, tgt)
     assert corpus == Corpus(["Hello.", "Yes."], ["こんにちは。", "はい。"], 2)
@@ -251,7 +251,9 @@ def test_read_hf_save_to_disk(tmp_path, hf_offline):
     hf_offline.Dataset.from_dict({"en": ["a cat", "", "a dog"], "ja": ["猫", "x", "犬"]}).save_to_disk(str(folder))
     source = DataSourceConfig(format="hf", path=str(folder), source_field="en", target_field="ja")
     assert read_hf(source) == Corpus(["a cat", "a dog"], ["猫", "犬"], 1)
-    with pytest.raises(NmtError, match=r"record 0: record has no field 'translation\.en' \(available at 'translation': en, ja\)"):
+    with pytest.raises(
+        NmtError, match=r"record 0: record has no field 'translation\.en' \(available at 'translation': en, ja\)"
+    ):
         read_hf(DataSourceConfig(format="hf", path=str(folder)))
 
 
@@ -270,7 +272,9 @@ def test_read_hf_dataset_dict_split(tmp_path, hf_offline):
             "validation": hf_offline.Dataset.from_dict({"en": ["c"], "ja": ["C"]}),
         }
     ).save_to_disk(str(folder))
-    source = DataSourceConfig(format="hf", path=str(folder), hf_split="validation", source_field="en", target_field="ja")
+    source = DataSourceConfig(
+        format="hf", path=str(folder), hf_split="validation", source_field="en", target_field="ja"
+    )
     assert read_hf(source) == Corpus(["c"], ["C"], 0)
 
 
@@ -348,7 +352,8 @@ def test_token_cache_streams_the_same_batches_as_memory(word_tok, tmp_path, monk
 
     in_memory = encode(sources, targets)
     cache = pipeline.build_token_cache(tmp_path / "cache", zip(sources, targets), encode)
-    assert len(cache.files) == 5 and len(cache) == len(in_memory) and cache.dropped_too_long == in_memory.dropped_too_long
+    assert len(cache.files) == 5 and len(cache) == len(in_memory)
+    assert cache.dropped_too_long == in_memory.dropped_too_long
     assert pipeline.TokenCache.load(tmp_path / "cache") == cache
     back = cache.to_corpus()
     for name in ("source_values", "source_lengths", "target_values", "target_lengths"):
@@ -508,7 +513,9 @@ def test_make_dataset_batch_tokens_bounds_padded_size():
 
     corpus, sources, targets = synthetic_corpus()
     budget = 40
-    result = batches(make_dataset(corpus, batch_size=1, batch_tokens=budget, bucket_width=4, repeat=False, shuffle=False))
+    result = batches(
+        make_dataset(corpus, batch_size=1, batch_tokens=budget, bucket_width=4, repeat=False, shuffle=False)
+    )
     seen = []
     for batch in result:
         rows, width = batch["target_in"].shape

@@ -61,7 +61,8 @@ def page(browser, server: str):
 
 def first_suggestion_is(page, word: str) -> None:
     page.wait_for_function(
-        "word => { const b = document.querySelector('#suggestions .suggestion'); return b && b.dataset.word === word; }",
+        "word => { const b = document.querySelector('#suggestions .suggestion'); "
+        "return b && b.dataset.word === word; }",
         arg=word, timeout=60_000,
     )
 
@@ -71,10 +72,11 @@ def test_typing_shows_next_words_and_the_hidden_state_and_a_click_appends(page, 
     page.locator("#prompt").press_sequentially("north east", delay=20)  # real key presses
     first_suggestion_is(page, "south")
     words = page.eval_on_selector_all("#suggestions .suggestion", "buttons => buttons.map(b => b.dataset.word)")
-    assert words == [w for w, _ in lm.next_words("north east", k=8)[0]]
+    assert words == [w for w, _ in lm.next_words(["north east"], k=8)[0]]
     trace = lm.trace("north east")
     page.wait_for_function(f"document.querySelectorAll('#trace-table tbody tr').length === {len(trace.tokens)}")
-    pieces = page.eval_on_selector_all("#trace-table tbody tr td:nth-child(2)", "cells => cells.map(c => c.textContent)")
+    pieces = page.eval_on_selector_all("#trace-table tbody tr td:nth-child(2)",
+                                       "cells => cells.map(c => c.textContent)")
     assert pieces == trace.tokens  # the start symbol, then ▁north ▁east
     assert page.eval_on_selector("#trace-canvas", "c => c.height") > len(trace.tokens) * 10
 

@@ -70,7 +70,10 @@ def test_two_workers_on_localhost_train_like_one_device(setup, tmp_path: Path) -
     outputs = [p.communicate(timeout=600) for p in processes]
     for process, (_, err) in zip(processes, outputs):
         assert process.returncode == 0, err[-3000:]
-    assert "distribute: multi_worker, 2 replicas, worker 0; each takes its share of the global batch of 31" in outputs[0][1]
+    assert (
+        "distribute: multi_worker, 2 replicas, worker 0; each takes its share of the global batch of 31"
+        in outputs[0][1]
+    )
     # The chief (worker 0) writes the run; worker 1 only its scratch tokenizers and cache.
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir() if p.name.startswith("ckpt-3"))
     assert (run_dir / "metrics.jsonl").is_file() and (run_dir / "best" / "model.weights.h5").is_file()

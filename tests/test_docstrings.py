@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 MODULES = ["nmt.tokenizer", "nmt.layers.recurrent", "nmt.layers.attention", "nmt.layers.encoder",
-           "nmt.layers.decoder", "nmt.models"]
+           "nmt.layers.decoder", "nmt.models", "nmt.signatures", "nmt.tasks"]
 
 
 @pytest.mark.parametrize("name", MODULES)

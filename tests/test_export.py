@@ -34,7 +34,8 @@ m = tf.saved_model.load(translation)
 out["translation_signatures"] = sorted(m.signatures)
 for name in ("translate", "translate_greedy", "serving_default"):
     r = m.signatures[name](text=tf.constant(sentences))
-    out[name] = {"translations": [t.decode() for t in r["translations"].numpy()], "scores": r["scores"].numpy().tolist()}
+    out[name] = {"translations": [t.decode() for t in r["translations"].numpy()],
+                 "scores": r["scores"].numpy().tolist()}
 r = m.signatures["translate_ids"](ids=tf.constant(ids, tf.int32), lengths=tf.constant(lengths, tf.int32))
 out["translate_ids"] = {k: v.numpy().tolist() for k, v in r.items()}
 def plain(outputs):
@@ -127,7 +128,7 @@ def test_exported_language_model_equals_in_process(cycle_run: Path, fresh: dict)
     lm = nmt.load(cycle_run)
     assert fresh["lm_signatures"] == ["generate", "inspect", "next_words", "next_words_ids", "serving_default"]
     for row, (prompt, k) in enumerate(zip(PROMPTS, [2, 3, 1])):
-        expected = lm.next_words(prompt, k=k)[0]
+        expected = lm.next_words(prompt, k=k)
         words = fresh["next_words"]["words"][row]
         assert words[:k] == [w for w, _ in expected] and all(w == "" for w in words[k:])
         np.testing.assert_allclose(fresh["next_words"]["probabilities"][row][:k], [p for _, p in expected], rtol=1e-4)
@@ -151,11 +152,13 @@ def test_in_graph_tokenizers_stay_distinct_after_reload(tiny_run: Path, tmp_path
     # ones restored from a SavedModel shared the first one's model (English pieces for Japanese).
     import tensorflow as tf
 
-    from nmt.export import InGraphTokenizer
-    from nmt.inference import read_run_config, tokenizer_paths
+    from nmt.run_dir import RunDir
+    from nmt.tasks import task_for
+    from nmt.tasks.text import InGraphTokenizer
     from nmt.tokenizer import Tokenizer
 
-    source, target = (Tokenizer.load(p) for p in tokenizer_paths(tiny_run, read_run_config(tiny_run)))
+    run = RunDir(tiny_run)
+    source, target = (Tokenizer.load(p) for p in task_for(run.read_config()).tokenizer_files(run))
     module = tf.Module()
     module.source = InGraphTokenizer(source.model_proto, "source_tokenizer")
     module.target = InGraphTokenizer(target.model_proto, "target_tokenizer")
@@ -263,12 +266,12 @@ def test_the_empty_prompt_works_in_every_language_model_signature(loaded: dict, 
     for texts in ([""], ["", "north"]):
         n = len(texts)
         words = strings_of(model.signatures["next_words"](text=tf.constant(texts), k=tf.fill([n], 2))["words"])
-        assert words[0] == [w for w, _ in lm.next_words("", k=2)[0]]
+        assert words[0] == [w for w, _ in lm.next_words("", k=2)]
         assert strings_of(model.signatures["serving_default"](text=tf.constant(texts))["words"])[0][:2] == words[0]
         generated = model.signatures["generate"](text=tf.constant(texts), max_tokens=tf.fill([n], 4),
                                                  temperature=tf.fill([n], 0.0), top_k=tf.fill([n], 0),
                                                  top_p=tf.fill([n], 1.0), seed=tf.fill([n], 0))
-        assert strings_of(generated["text"])[0] == lm.generate("", max_tokens=4, temperature=0.0)[0]
+        assert strings_of(generated["text"])[0] == lm.generate("", max_tokens=4, temperature=0.0)
         assert model.signatures["inspect"](text=tf.constant(texts))["lengths"].numpy()[0] == 1  # the start symbol
 
 

@@ -14,8 +14,10 @@ from nmt import decoding
 from nmt.cli import main
 from nmt.config import config_from_dict, load_config
 from nmt.errors import NmtError
-from nmt.inference import LanguageModelRunner, Perplexity
+from nmt.language_model import LanguageModelRunner
 from nmt.models import LanguageModel
+from nmt.next_word import next_word_search
+from nmt.perplexity import Perplexity
 from nmt.pipeline import EncodedCorpus, make_stream_dataset, token_stream
 from nmt.tokenizer import EOS_ID, Tokenizer
 from nmt.training import Trainer
@@ -51,13 +53,13 @@ def test_tiny_lm_learns_a_deterministic_sequence(cycle_run: Path) -> None:
     accuracy = float(np.mean(predicted[8:] == stream[1:][8:]))  # after the first line, all is determined
     assert accuracy >= 0.99
     # Greedy generation continues the cycle across line breaks (EOS = newline in running text).
-    text = lm.generate("north east", max_tokens=12, temperature=0.0)[0]
+    text = lm.generate("north east", max_tokens=12, temperature=0.0)
     assert text.split("\n")[0] == " ".join(CYCLE)
     assert text.split("\n")[1].startswith("north east south")
-    assert lm.next_words("north east south", k=1)[0][0][0] == "west"
+    assert lm.next_words("north east south", k=1)[0][0] == "west"
     # A sentence model would stop at EOS; running text writes exactly max_tokens tokens.
     # 6 words, the line break (EOS) and 1 more word: 8 tokens.
-    assert lm.generate("north east", max_tokens=8, temperature=0.0) == [" ".join(CYCLE) + "\nnorth"]
+    assert lm.generate("north east", max_tokens=8, temperature=0.0) == " ".join(CYCLE) + "\nnorth"
     assert lm.evaluate([" ".join(CYCLE)] * 10).word_perplexity < 1.2
 
 
@@ -72,8 +74,8 @@ def test_sentence_mode_lm_trains_and_stops_at_eos(tmp_path: Path) -> None:
     lm = nmt.load(tmp_path / "sentences")
     assert not lm.running_text
     # A sentence model starts at BOS and ends at EOS: the whole line, then nothing more.
-    assert lm.generate("", max_tokens=30, temperature=0.0) == [" ".join(CYCLE)]
-    assert lm.generate("", max_tokens=3, temperature=0.0) == ["north east south"]  # EOS is not counted
+    assert lm.generate("", max_tokens=30, temperature=0.0) == " ".join(CYCLE)
+    assert lm.generate("", max_tokens=3, temperature=0.0) == "north east south"  # EOS is not counted
 
 
 # --- truncated backpropagation through time ----------------------------------------------------
@@ -157,12 +159,12 @@ def test_next_word_search_sums_segmentations_exactly() -> None:
     table[9, 10] = 1.0  # "▁" then "ピザ"
     step = table_step(table)
     state = tf.zeros([2, 1])
-    result = decoding.next_word_search(step, state, {}, tf.constant([2, 2]), tf.constant(PIECES), k=5, beam_size=6,
+    result = next_word_search(step, state, {}, tf.constant([2, 2]), tf.constant(PIECES), k=5, beam_size=6,
                                        max_pieces=4)
     words = [w.decode() for w in result.words.numpy()[0]]
     probs = result.probabilities.numpy()[0]
     expected = {"sushi": 0.3, "pizza": 0.25 + 0.2 * 0.5, "pi": 0.2 * 0.5, "ピザ": 0.1}
-    assert dict((w, pytest.approx(p, abs=1e-6)) for w, p in zip(words, probs) if w) == expected
+    assert {w: pytest.approx(p, abs=1e-6) for w, p in zip(words, probs) if w} == expected
     assert words[:2] == ["pizza", "sushi"] and set(words[2:4]) == {"pi", "ピザ"}  # "(x" and EOS are no words
     assert words[4] == "" and probs[4] == 0.0  # fewer than k words exist
     assert result.words.shape == (2, 5)
@@ -172,7 +174,7 @@ def test_next_words_on_a_subword_model_are_whole_words(subword_run: Path) -> Non
     lm = nmt.load(subword_run)
     assert lm.config.tokenizer.model_type == "unigram"
     for prompt in ("I love eating", "I love eating   ", "", "Zyxqv blorfs"):
-        words = lm.next_words(prompt, k=5)[0]
+        words = lm.next_words(prompt, k=5)
         assert 1 <= len(words) <= 5
         probs = [p for _, p in words]
         assert probs == sorted(probs, reverse=True)
@@ -182,7 +184,7 @@ def test_next_words_on_a_subword_model_are_whole_words(subword_run: Path) -> Non
             assert word[0].isalnum()
     assert lm.next_words("I love eating", k=5) == lm.next_words("I love eating  ", k=5)
     batch = lm.next_words(["I love eating", "Where is"], k=3)
-    alone = lm.next_words("I love eating", k=3)[0]
+    alone = lm.next_words("I love eating", k=3)
     assert len(batch) == 2 and [w for w, _ in batch[0]] == [w for w, _ in alone]
     np.testing.assert_allclose([p for _, p in batch[0]], [p for _, p in alone], rtol=1e-4)
 
@@ -205,7 +207,8 @@ def test_sampler_rows_have_their_own_settings_and_seeds() -> None:
     logits = tf.math.log(tf.random.stateless_uniform([6, 40], [1, 2]))
     temperature, top_k, top_p = [0.0, 0.7, 1.0, 1.5, 1.0, 0.9], [0, 3, 0, 1, 0, 5], [1.0, 1.0, 0.5, 1.0, 1.0, 0.8]
     seeds = [3, 4, 5, 6, 7, 8]
-    batched = decoding.Sampler(tf.constant(temperature), tf.constant(top_k), tf.constant(top_p))(logits, tf.constant(seeds), 9)
+    sampler = decoding.Sampler(tf.constant(temperature), tf.constant(top_k), tf.constant(top_p))
+    batched = sampler(logits, tf.constant(seeds), 9)
     for row in range(6):
         alone = decoding.Sampler(temperature[row], top_k[row], top_p[row])(logits[row : row + 1], seeds[row], 9)
         assert int(batched[row]) == int(alone[0])  # a row's draw does not depend on its batch
@@ -290,11 +293,13 @@ def test_shipped_lm_configs_load() -> None:
 
 def test_lm_prompt_and_argument_errors(cycle_run: Path) -> None:
     lm = nmt.load(cycle_run)
-    with pytest.raises(NmtError, match=r"prompt 1 is 201 tokens long; this model takes at most 200"):
+    with pytest.raises(
+        NmtError, match=r"prompt is longer than this model's 200 tokens \(decode.max_source_length\): prompt 1 has 201"
+    ):
         lm.next_words(" ".join(["north"] * 201))
-    with pytest.raises(NmtError, match="k must be between 1 and 8"):  # 8 words in the vocabulary
+    with pytest.raises(NmtError, match="k must be an integer between 1 and 8"):  # 8 words in the vocabulary
         lm.next_words("north", k=0)
-    with pytest.raises(NmtError, match="seed must be between 0 and 2"):
+    with pytest.raises(NmtError, match="seed must be an integer between 0 and 2"):
         lm.generate("north", seed=2**31)
     with pytest.raises(NmtError, match="top_p must be in"):
         lm.generate("north", top_p=0.0)
@@ -332,7 +337,7 @@ def test_cli_lm_bad_input(cycle_run: Path, tiny_run: Path, tmp_path: Path, capsy
     assert main(["translate", "--run", str(cycle_run), "-i", str(tmp_path / "missing")]) == 2
     assert "holds a language model (task: lm), but this needs a translation model" in capsys.readouterr().err
     assert main(["next-word", "--run", str(cycle_run), "north", "-k", "9"]) == 2
-    assert "-k must be between 1 and 8" in capsys.readouterr().err
+    assert "-k must be an integer between 1 and 8, got 9" in capsys.readouterr().err
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"north east\nsouth \xff west\n")
     assert main(["next-word", "--run", str(cycle_run), "-i", str(bad)]) == 2
@@ -340,4 +345,4 @@ def test_cli_lm_bad_input(cycle_run: Path, tiny_run: Path, tmp_path: Path, capsy
     assert main(["evaluate", "--run", str(cycle_run), "--text", str(bad)]) == 2
     assert f"{bad}:2" in capsys.readouterr().err
     assert main(["generate", "--run", str(cycle_run), "--max-tokens", "0"]) == 2
-    assert "--max-tokens must be at least 1" in capsys.readouterr().err
+    assert "--max-tokens must be an integer between 1 and 2000, got 0" in capsys.readouterr().err

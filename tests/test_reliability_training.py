@@ -201,12 +201,12 @@ def test_resumed_run_writes_the_same_train_loss_as_an_uninterrupted_one(tmp_path
 
 def test_checkpoint_without_the_loss_window_still_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = tmp_path / "old"
-    objects = nmt.training._checkpoint_objects
+    objects = nmt.training.TrainingState.objects
 
-    def before_the_window(*args):  # the checkpoint layout of earlier versions
-        return {k: v for k, v in objects(*args).items() if k != "train_losses"}
+    def before_the_window(self):  # the checkpoint layout of earlier versions
+        return {k: v for k, v in objects(self).items() if k != "train_losses"}
 
-    monkeypatch.setattr(nmt.training, "_checkpoint_objects", before_the_window)
+    monkeypatch.setattr(nmt.training.TrainingState, "objects", before_the_window)
     Trainer(load_config(task_config(tmp_path, run, steps=10))).train()
     names = tf.train.load_checkpoint(str(run / "checkpoints" / "ckpt-10")).get_variable_to_shape_map()
     assert not any(n.startswith("train_losses/") for n in names)

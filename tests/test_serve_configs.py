@@ -6,8 +6,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
-from google.protobuf import wrappers_pb2  # noqa: F401 - puts wrappers.proto in the default pool
+from google.protobuf import (
+    descriptor_pb2,
+    descriptor_pool,
+    message_factory,
+    text_format,
+    wrappers_pb2,  # noqa: F401 - puts wrappers.proto in the default pool
+)
 
 from nmt.serving import read_model_config
 
@@ -81,9 +86,14 @@ def test_docker_compose_serves_the_same_files_with_matching_versions() -> None:
     service = compose["services"]["tensorflow-serving"]
     image, tag = service["image"].split(":")
     assert image == "tensorflow/serving"
-    pyproject = (SERVE.parent / "pyproject.toml").read_text(encoding="utf-8")
+    # The server's TensorFlow is the package's: the ranges pyproject.toml declares and the versions
+    # constraints.txt pins (tensorflow-serving-api too: its protos read models.config).
     minor = ".".join(tag.split(".")[:2])
-    assert f'"tensorflow=={minor}.' in pyproject and f'"tensorflow-text=={minor}.' in pyproject
+    pyproject = (SERVE.parent / "pyproject.toml").read_text(encoding="utf-8")
+    constraints = (SERVE.parent / "constraints.txt").read_text(encoding="utf-8").splitlines()
+    for package in ("tensorflow", "tensorflow-text", "tensorflow-serving-api"):
+        assert f'"{package}>={minor},' in pyproject
+        assert any(line.startswith(f"{package}=={minor}.") for line in constraints), package
     flags = " ".join(service["command"])
     for name in ("models.config", "batching_parameters.txt", "monitoring.config"):
         assert f"/serve/{name}" in flags

@@ -4,6 +4,10 @@ endpoints, every kind of bad input, and concurrent requests."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import threading
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,7 +17,7 @@ import pytest
 
 import nmt
 
-from conftest import CYCLE, call
+from conftest import CYCLE, call, free_ports
 
 
 def test_health_and_model_status(server: str) -> None:
@@ -40,14 +44,15 @@ def test_predict_in_both_formats_matches_the_package(server: str, cycle_run: Pat
     code, body = call(f"{server}/v1/models/lm:predict", {"instances": ["north east", "up"]})
     assert code == 200
     expected = lm.next_words(["north east", "up"], k=5)
-    assert [row["words"][: len(e)] for row, e in zip(body["predictions"], expected)] == [[w for w, _ in e] for e in expected]
+    words = [row["words"][: len(e)] for row, e in zip(body["predictions"], expected)]
+    assert words == [[w for w, _ in e] for e in expected]
     np.testing.assert_allclose(body["predictions"][0]["probabilities"][: len(expected[0])],
                                [p for _, p in expected[0]], rtol=1e-4)
     code, body = call(f"{server}/v1/models/lm/versions/1:predict",
                       {"signature_name": "next_words", "inputs": {"text": ["north east south"], "k": [2]}})
     assert code == 200 and body["outputs"]["words"][0][0] == "west" and len(body["outputs"]["words"][0]) == 2
-    code, body = call(f"{server}/v1/models/lm:predict",
-                      {"signature_name": "next_words", "instances": [{"text": "north east south west up down", "k": 1}]})
+    instance = {"text": "north east south west up down", "k": 1}
+    code, body = call(f"{server}/v1/models/lm:predict", {"signature_name": "next_words", "instances": [instance]})
     assert code == 200 and body["predictions"][0]["words"] == ["left"]
     translator = nmt.load(tiny_run)
     code, body = call(f"{server}/v1/models/en-ja:predict", {"instances": ["Good morning.", "Thank you."]})
@@ -68,7 +73,7 @@ def test_friendly_endpoints(server: str, cycle_run: Path, tiny_run: Path) -> Non
     greedy = nmt.load(tiny_run).translate(["Good morning."], beam_size=1)[0][0]
     assert code == 200 and body["translations"] == [greedy.text] and body["beam"] == 1
     code, body = call(f"{server}/v1/translate", {"text": ["Good morning."], "beam": 7})
-    assert code == 400 and "beam 7 is not exported" in body["error"]
+    assert code == 400 and "translation is exported for beam" in body["error"] and "not 7;" in body["error"]
     with urllib.request.urlopen(f"{server}/docs", timeout=60) as response:
         assert response.status == 200 and "swagger" in response.read().decode().lower()
     with urllib.request.urlopen(f"{server}/openapi.json", timeout=60) as response:
@@ -91,7 +96,7 @@ def test_attention_maps_and_hidden_states_over_http(server: str, cycle_run: Path
         np.testing.assert_allclose(weights, best.attention, atol=1e-4)  # rounded to 4 decimals
         np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-3)
     code, body = call(f"{server}/v1/translate", {"text": "Good morning.", "beam": 1, "attention": True})
-    assert code == 400 and "attention maps are exported for the model's beam" in body["error"]
+    assert code == 400 and "attention maps are exported for beam" in body["error"] and "not 1;" in body["error"]
 
     code, body = call(f"{server}/v1/inspect", {"text": ["north east", ""]})  # the language model by default
     assert code == 200 and body["model"] == "lm" and body["task"] == "lm" and body["units"] == 32
@@ -101,7 +106,8 @@ def test_attention_maps_and_hidden_states_over_http(server: str, cycle_run: Path
     np.testing.assert_allclose(first["states"], trace.states, atol=1e-4)
     np.testing.assert_allclose(first["norms"], trace.norms, atol=1e-3)
     np.testing.assert_allclose(first["changes"], trace.changes, atol=1e-3)
-    assert [[p["token"] for p in step] for step in first["predictions"]] == [[w for w, _ in s] for s in trace.predictions]
+    predicted = [[p["token"] for p in step] for step in first["predictions"]]
+    assert predicted == [[w for w, _ in s] for s in trace.predictions]
     assert first["predictions"][-1][0]["token"] == "▁south"
     assert len(body["results"][1]["tokens"]) == 1  # an empty text: the start symbol only
     code, body = call(f"{server}/v1/inspect", {"text": "Good morning.", "model": "en-ja"})
@@ -127,7 +133,7 @@ def test_attention_maps_and_hidden_states_over_http(server: str, cycle_run: Path
         ("/v1/models/lm:predict", b'{"instances": ["\xff"]}', 400, "not valid UTF-8"),
         ("/v1/models/lm:predict", b'{"instances": ["' + b"a" * 30000 + b'"]}', 413, "over the limit of 20000"),
         ("/v1/next-word", {"text": 5}, 400, "invalid request: text"),
-        ("/v1/next-word", {"text": "north", "k": 0}, 400, "k must be between 1 and"),
+        ("/v1/next-word", {"text": "north", "k": 0}, 400, "k must be an integer between 1 and"),
         ("/v1/next-word", {"text": []}, 400, "is empty"),
         ("/v1/generate", {"text": "north", "top_p": 0}, 400, "top_p must be in (0, 1]"),
         ("/v1/translate", {"text": "hi", "model": "lm"}, 400, "model lm is not a translation model"),
@@ -175,6 +181,58 @@ def test_concurrent_generate_with_different_settings(server: str, cycle_run: Pat
         answers = list(pool.map(lambda r: call(f"{server}/v1/generate", r), requests))
     for request, (code, body) in zip(requests, answers):
         assert code == 200, body
-        expected = lm.generate("north", max_tokens=request["max_tokens"], temperature=request["temperature"],
+        expected = lm.generate(["north"], max_tokens=request["max_tokens"], temperature=request["temperature"],
                                top_k=request["top_k"], top_p=request["top_p"], seed=request["seed"])
         assert body["text"] == expected
+
+
+def test_a_foreign_savedmodel_is_served_by_the_tf_serving_api(tmp_path: Path) -> None:
+    """A SavedModel that nmt did not export (no assets.extra/nmt.json): TF Serving's API serves it,
+    the task endpoints say it is not theirs."""
+    import tensorflow as tf
+    import uvicorn
+
+    from nmt.serving import Limits, ModelRegistry, create_app, read_model_config
+
+    class Double(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+        def double(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"y": 2 * x}
+
+    module = Double()
+    tf.saved_model.save(module, str(tmp_path / "double" / "1"), signatures={"serving_default": module.double})
+    (tmp_path / "models.config").write_text('model_config_list { config { name: "double" base_path: "double" } }',
+                                            encoding="utf-8")
+    registry = ModelRegistry(read_model_config(tmp_path / "models.config"), Limits())
+    port = free_ports()[0]
+    server = uvicorn.Server(uvicorn.Config(create_app(registry), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        base = f"http://127.0.0.1:{port}"
+        assert call(f"{base}/v1/models/double:predict", {"instances": [1.0, 2.5]}) == (200, {"predictions": [2.0, 5.0]})
+        assert call(f"{base}/v1/models/double:predict", {"inputs": {"x": [3.0]}}) == (200, {"outputs": [6.0]})
+        code, body = call(f"{base}/v1/models/double/versions/1/metadata")
+        assert code == 200 and set(body["metadata"]["signature_def"]["signature_def"]) == {"serving_default"}
+        assert call(f"{base}/healthz")[1]["tasks"] == {"double": None}
+        code, body = call(f"{base}/v1/next-word", {"text": "a"})
+        assert code == 404 and body["error"] == "no language model is served"
+        code, body = call(f"{base}/v1/translate", {"text": "a", "model": "double"})
+        assert code == 400 and body["error"] == "model double is not a translation model"
+        code, body = call(f"{base}/v1/inspect", {"text": "a"})
+        assert code == 400 and "\"inspect\" not found in signature def" in body["error"]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_the_package_and_the_options_load_neither_tensorflow_nor_fastapi() -> None:
+    # The CLI checks `nmt serve`'s arguments before the seconds-long imports.
+    code = ("import sys, nmt.serving, nmt.serving.options\n"
+            "from nmt.serving import Limits, add_serve_arguments, read_model_config, run_serve\n"
+            "print(sorted({'tensorflow', 'fastapi', 'uvicorn'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]", done.stderr

@@ -83,7 +83,8 @@ def test_inspect_prints_a_row_per_token_and_plots(cycle_run: Path, tiny_run: Pat
     assert code == 0, err
     rows = [line.split() for line in out.splitlines()[2:]]
     assert [row[1] for row in rows] == ["</s>", "▁north", "▁east"]
-    assert rows[-1][4] == "▁south" and len(rows[-1]) == 4 + 2 * 2  # #, piece, norm, change, then k=2 (piece, probability) pairs
+    # #, piece, norm, change, then k=2 (piece, probability) pairs
+    assert rows[-1][4] == "▁south" and len(rows[-1]) == 4 + 2 * 2
     assert png_size(plot)[1] > 100
 
     code, out, _ = run_main(["inspect", "--run", str(tiny_run), "Good morning."], capsys)
@@ -95,7 +96,7 @@ def test_inspect_prints_a_row_per_token_and_plots(cycle_run: Path, tiny_run: Pat
     code, _, err = run_main(["inspect", "--run", str(tiny_run), ""], capsys)
     assert code == 2 and "nothing to inspect" in err
     code, _, err = run_main(["inspect", "--run", str(cycle_run), "north", "-k", "99"], capsys)
-    assert code == 2 and "k must be between 1 and the vocabulary size" in err
+    assert code == 2 and "k must be an integer between 1 and 12, got 99" in err  # 12: the vocabulary size
 
 
 def test_report_draws_the_curves_and_prints_the_evaluations(tiny_run: Path, tmp_path: Path, capsys) -> None:

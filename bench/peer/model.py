@@ -8,10 +8,9 @@ word embeddings 256 on both sides, dropout 0.2 on layer outputs.
 
 Used by bench/throughput.py (and the other peer benchmarks): onmt-main --model bench/peer/model.py ...
 """
+import opennmt
 import tensorflow as tf
 import tensorflow_addons as tfa
-
-import opennmt
 
 
 class PeerLuongLSTM(opennmt.models.SequenceToSequence):

@@ -9,6 +9,8 @@ import tensorflow as tf
 
 from nmt.layers.recurrent import matmul_last
 
+GLOROT = "glorot_uniform"
+
 # Scores at padded source positions; finite so that 0 * (-big) never makes a NaN.
 _MASKED_SCORE = -1e9
 
@@ -45,11 +47,12 @@ class Attention(keras.layers.Layer):
             return
         if self.kind == "bahdanau":
             units = self.units or query_dim
-            self.memory_kernel = self.add_weight(shape=(memory_dim, units), initializer="glorot_uniform", name="memory_kernel")
-            self.query_kernel = self.add_weight(shape=(query_dim, units), initializer="glorot_uniform", name="query_kernel")
-            self.vector = self.add_weight(shape=(units,), initializer="glorot_uniform", name="vector")
+            self.memory_kernel = self.add_weight(shape=(memory_dim, units), initializer=GLOROT, name="memory_kernel")
+            self.query_kernel = self.add_weight(shape=(query_dim, units), initializer=GLOROT, name="query_kernel")
+            self.vector = self.add_weight(shape=(units,), initializer=GLOROT, name="vector")
         elif self.score == "general":
-            self.memory_kernel = self.add_weight(shape=(memory_dim, query_dim), initializer="glorot_uniform", name="memory_kernel")
+            self.memory_kernel = self.add_weight(shape=(memory_dim, query_dim), initializer=GLOROT,
+                                                 name="memory_kernel")
         elif memory_dim != query_dim:
             raise ValueError(f"dot attention needs memory size {memory_dim} == decoder size {query_dim}")
         self._weights_made = True

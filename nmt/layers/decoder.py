@@ -156,7 +156,8 @@ class Decoder(keras.layers.Layer):
         rnn_state = state["rnn"]
         if self.attention_kind == "bahdanau":
             # Bahdanau: attend with the previous top state, feed the context into the cell.
-            bahdanau_context, weights = self.attention(rnn_state[-1][0], context["keys"], context["memory"], context["mask"])
+            bahdanau_context, weights = self.attention(rnn_state[-1][0], context["keys"], context["memory"],
+                                                       context["mask"])
             x = tf.concat([embedded, bahdanau_context], axis=-1)
         elif self.input_feeding:
             x = tf.concat([embedded, state["feed"]], axis=-1)
@@ -235,7 +236,8 @@ class Decoder(keras.layers.Layer):
 
         if return_state:
             # Not needed so far: only language models carry state, and they take the fast path.
-            raise ValueError("return_state needs the fast path (no input feeding, no bahdanau): a language model's decoder")
+            raise ValueError("return_state needs the fast path (no input feeding, no bahdanau): "
+                             "a language model's decoder")
 
         if not all(layer.built for layer in self.rnn_layers):
             self._recur_embedded(embedded[:, 0], state, context, training)  # creates the weights

@@ -118,7 +118,8 @@ class Recurrent(keras.layers.Layer):
 
     def step_weights(self) -> tuple[tf.Tensor, ...]:
         """Every weight :meth:`step` uses, read as tensors: a loop over steps reads them once."""
-        return (tf.cast(self.kernel, self.compute_dtype), tf.cast(self.bias, self.compute_dtype), *self.recurrent_weights())
+        dtype = self.compute_dtype
+        return (tf.cast(self.kernel, dtype), tf.cast(self.bias, dtype), *self.recurrent_weights())
 
     def step(
         self, inputs: tf.Tensor, state: tuple[tf.Tensor, ...], weights: tuple[tf.Tensor, ...] | None = None

@@ -1,11 +1,16 @@
-"""The options of `nmt serve` and how they become a running server. Imports nothing heavy, so that
-`nmt --help` and argument errors come before TensorFlow is loaded."""
+"""The options of `nmt serve` and how they become a running server. Imports nothing heavy (no
+TensorFlow, no FastAPI), so that `nmt --help` and argument errors come before TensorFlow is loaded."""
 
 from __future__ import annotations
 
 import argparse
+import math
+import sys
 
 from nmt.errors import NmtError
+from nmt.serving.config import Limits
+
+DEFAULTS = Limits()  # one place for the defaults: the options' and the library's
 
 
 def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
@@ -15,18 +20,21 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
                        "(default: /serve=the config file's folder, as serve/docker-compose.yml mounts it)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8501, help="port (default 8501, TF Serving's REST port)")
-    serve.add_argument("--max-batch-size", type=int, default=32, help="rows per model call (default 32)")
-    serve.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to "
-                       "batch with (default 5)")
+    serve.add_argument("--max-batch-size", type=int, default=DEFAULTS.max_batch_size,
+                       help=f"rows per model call (default {DEFAULTS.max_batch_size})")
+    serve.add_argument("--max-wait-ms", type=float, default=DEFAULTS.max_wait_ms, help="how long a request waits "
+                       f"for others to batch with (default {DEFAULTS.max_wait_ms:g})")
     serve.add_argument("--no-batching", action="store_true", help="run every request on its own")
-    serve.add_argument("--max-request-rows", type=int, default=64, help="instances per request (default 64)")
-    serve.add_argument("--max-body-bytes", type=int, default=1 << 20, help="request body limit (default 1 MiB)")
-    serve.add_argument("--body-timeout-s", type=float, default=20.0,
+    serve.add_argument("--max-request-rows", type=int, default=DEFAULTS.max_request_rows,
+                       help=f"instances per request (default {DEFAULTS.max_request_rows})")
+    serve.add_argument("--max-body-bytes", type=int, default=DEFAULTS.max_body_bytes,
+                       help=f"request body limit (default {DEFAULTS.max_body_bytes >> 20} MiB)")
+    serve.add_argument("--body-timeout-s", type=float, default=DEFAULTS.body_timeout_s,
                        help="seconds a client has to send a request's headers, and then its body; slower clients "
-                       "get 408 and are disconnected (default 20)")
-    serve.add_argument("--max-connections", type=int, default=100,
+                       f"get 408 and are disconnected (default {DEFAULTS.body_timeout_s:g})")
+    serve.add_argument("--max-connections", type=int, default=DEFAULTS.max_connections,
                        help="open connections (and requests in progress) at once; requests past it get 503 "
-                       "(default 100)")
+                       f"(default {DEFAULTS.max_connections})")
     serve.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                        help="also accept requests whose Host header is NAME (repeatable; '*': any). By default "
                        "only the --host address, localhost, 127.0.0.1 and [::1] are: a request for another "
@@ -37,9 +45,8 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
                        "server's own are refused (403); clients that send no Origin (curl, scripts) are not")
 
 
-def run_serve(args: argparse.Namespace) -> int:
-    import math
-
+def check_serve_arguments(args: argparse.Namespace) -> dict[str, str] | None:
+    """NmtError for a bad option; returns the --mount mapping (None: the default)."""
     for name in ("port", "max_batch_size", "max_request_rows", "max_body_bytes", "max_connections"):
         if getattr(args, name) < (0 if name == "port" else 1):
             raise NmtError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
@@ -54,18 +61,25 @@ def run_serve(args: argparse.Namespace) -> int:
     for name in args.allowed_host:
         if not name or "/" in name or " " in name:
             raise NmtError(f"--allowed-host {name!r}: expected a host name such as myserver.local (or '*')")
-    mounts = None
-    if args.mount:
-        mounts = {}
-        for item in args.mount:
-            if "=" not in item:
-                raise NmtError(f"--mount {item!r}: expected SERVER_PATH=LOCAL_FOLDER, e.g. /serve=serve")
-            prefix, folder = item.split("=", 1)
-            mounts[prefix] = folder
+    if not args.mount:
+        return None
+    mounts = {}
+    for item in args.mount:
+        if "=" not in item:
+            raise NmtError(f"--mount {item!r}: expected SERVER_PATH=LOCAL_FOLDER, e.g. /serve=serve")
+        prefix, folder = item.split("=", 1)
+        mounts[prefix] = folder
+    return mounts
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Checks the options, then imports TensorFlow, loads the models and serves until interrupted."""
+    mounts = check_serve_arguments(args)
     from nmt.cli import import_tensorflow  # the arguments are good: now the seconds-long import
 
     import_tensorflow()
-    from nmt.serving import Access, Limits, serve
+    from nmt.serving.app import load_models, run_app
+    from nmt.serving.http_guard import Access
 
     limits = Limits(
         max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, batching=not args.no_batching,
@@ -73,5 +87,9 @@ def run_serve(args: argparse.Namespace) -> int:
         body_timeout_s=args.body_timeout_s, max_connections=args.max_connections,
     )
     access = Access(bind_host=args.host, allowed_hosts=tuple(args.allowed_host), cors_origins=tuple(args.cors))
-    serve(args.config, args.host, args.port, limits, mounts, access)
+    registry = load_models(args.config, limits, mounts)  # models that fail to load are logged as warnings
+    for name, versions in registry.models.items():
+        # The command's own report on stderr (the library logs it at INFO, which the CLI does not show).
+        print(f"serving {name} versions {sorted(versions)}", file=sys.stderr)
+    run_app(registry, args.host, args.port, access)
     return 0

@@ -1,6 +1,7 @@
-"""The HTTP edge of `nmt serve`, before any model is asked: request bodies parsed without a
-500 (deep nesting, lone surrogates), Host and Origin checks (DNS rebinding, cross-site POSTs), CORS,
-the declared-size limit, and a deadline for each request's head (slow and idle clients)."""
+"""The HTTP edge of `nmt serve`, before any model is asked: request bodies read within a size limit
+and a deadline and parsed without a 500 (deep nesting, lone surrogates), Host and Origin checks (DNS
+rebinding, cross-site POSTs), CORS, the declared-size limit, and a deadline for each request's head
+(slow and idle clients)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect, Request
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,28 @@ def parse_json_body(raw: bytes) -> Any:
             raise RequestError(f"request body has a lone UTF-16 surrogate \\u{ord(char):04x} in a string: "
                                "not valid Unicode text") from None
     return value
+
+
+async def read_json_body(request: Request, max_bytes: int, timeout_s: float) -> Any:
+    """The request's body as JSON, whatever its Content-Type (curl -d sends a form type, as clients
+    of TF Serving are used to). A body over ``max_bytes`` is a 413, one that takes over
+    ``timeout_s`` to arrive a 408; both close the connection, as the rest of the body is unread."""
+    raw = bytearray()
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                raw += chunk
+                if len(raw) > max_bytes:
+                    raise RequestError(f"request body is over the limit of {max_bytes} bytes", 413, close=True)
+    except TimeoutError:
+        raise RequestError(f"request body not received within {timeout_s:g} s ({len(raw)} bytes came)", 408,
+                           close=True) from None
+    except ClientDisconnect:
+        # One line, not a traceback: a client that gives up is no server error.
+        client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+        log.warning("%s disconnected after %d bytes of the request body to %s", client, len(raw), request.url.path)
+        raise RequestError("client disconnected", 400, close=True) from None
+    return parse_json_body(bytes(raw))
 
 
 def _host_name(host: str) -> str:
@@ -163,7 +187,7 @@ class AccessGuard:
 def request_timeout_protocol(timeout_s: float) -> type:
     """uvicorn's h11 protocol with a deadline for each request's headers: uvicorn has none, so a
     client that connects and sends nothing, or a header a byte at a time, held its connection
-    forever. The body's deadline is the app's (read_json), which can still answer 408; here a
+    forever. The body's deadline is the app's (read_json_body), which can still answer 408; here a
     connection that has not sent a whole request head within ``timeout_s`` (or, after an answer,
     the rest of a body nobody read) is closed."""
     import h11
@@ -196,7 +220,7 @@ def request_timeout_protocol(timeout_s: float) -> type:
                 return  # closed already, or a request is being answered
             started = self.conn.their_state is h11.IDLE and bool(self.conn.trailing_data[0])
             if started or self.conn.their_state is not h11.IDLE:
-                client = "%s:%d" % self.client if self.client else "a client"
+                client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
                 log.warning("closed the connection of %s: no whole request within %g s (--body-timeout-s)",
                             client, timeout_s)
             if started:

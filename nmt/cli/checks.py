@@ -1,0 +1,166 @@
+"""Every check of a command's arguments that needs no model, in one place, done before TensorFlow is
+imported (it takes seconds): option values and combinations, the run directory's config and task,
+input files present, outputs that are neither directories nor the input itself.
+
+Limits and defaults come from :mod:`nmt.signatures`, the rules the API and the server use too; a
+rule's ValueError becomes an :class:`NmtError` naming the option as the user typed it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from nmt import signatures
+from nmt.cli.output import STDIO
+from nmt.errors import NmtError
+
+# The task a verb's run must hold (a verb not listed takes either; evaluate: see required_task).
+TASKS = {"translate": signatures.TRANSLATION, "next-word": signatures.LANGUAGE_MODEL,
+         "generate": signatures.LANGUAGE_MODEL}
+
+# Per verb: the options that name files read, and those that name files written.
+INPUTS = {"translate": ["input"], "evaluate": ["src", "ref", "hyp", "text"], "next-word": ["input"],
+          "generate": ["input"]}
+OUTPUTS = {"translate": ["output", "attention"], "next-word": ["output"], "generate": ["output"],
+           "inspect": ["output", "plot"], "report": ["output"]}
+
+COUNTS = ("beam", "batch_size", "nbest", "num")  # options that count something: at least 1
+_SHORT = {"input": "-i", "output": "-o", "k": "-k"}
+
+
+def option(name: str) -> str:
+    """The option as the user typed it: -i, -o, -k, --top-p."""
+    return _SHORT.get(name, f"--{name.replace('_', '-')}")
+
+
+def finite_float(text: str) -> float:
+    """argparse type for float options: NaN and infinities are refused, naming the option."""
+    from nmt.config import check_finite
+
+    try:
+        return check_finite("value", float(text))
+    except (ValueError, NmtError):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}") from None
+
+
+def naming_option(error: ValueError) -> NmtError:
+    """A rule's ValueError ("top_p must be in (0, 1], got 2.0") as the CLI says it ("--top-p must
+    be in (0, 1], got 2.0"): the message starts with the setting's name."""
+    name, _, rest = str(error).partition(" ")
+    return NmtError(f"{option(name)} {rest}")
+
+
+def check_k(k: int, max_k: int) -> int:
+    """-k of next-word: between 1 and ``max_k`` (signatures.MAX_K before the model is loaded, the
+    model's own limit after)."""
+    try:
+        return signatures.check_k(k, max_k)
+    except ValueError as error:
+        raise naming_option(error) from None
+
+
+def required_task(args: argparse.Namespace) -> str | None:
+    """The kind of run the command needs (None: either)."""
+    if args.verb == "evaluate":  # --text scores a language model, --src translates
+        return signatures.LANGUAGE_MODEL if args.text else signatures.TRANSLATION if args.src else None
+    return TASKS.get(args.verb)
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """All the checks, the cheap ones first; the run before the files (a wrong run is the bigger mistake)."""
+    for name in COUNTS:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise NmtError(f"{option(name)} must be at least 1, got {value}")
+    verb_check = _VERB_CHECKS.get(args.verb)
+    if verb_check is not None:
+        verb_check(args)
+    if getattr(args, "run", None) and args.verb != "report":
+        from nmt.config import check_task, read_run_config
+
+        check_task(args.run, read_run_config(Path(args.run)), required_task(args))
+    _check_files(args)
+
+
+def _check_translate(args: argparse.Namespace) -> None:
+    if args.attention and args.attention_dir:
+        raise NmtError("give --attention (one sentence) or --attention-dir (one map per line), not both")
+
+
+def _check_evaluate(args: argparse.Namespace) -> None:
+    if args.text:
+        if not args.run or args.src or args.ref or args.hyp or args.tokenize or args.beam:
+            raise NmtError("--text (language-model perplexity) needs --run and none of "
+                           "--src/--ref/--hyp/--tokenize/--beam")
+    elif not args.ref:
+        raise NmtError("evaluate needs --ref (a translation test set) or --text (a language model's held-out text)")
+    elif not args.hyp and not (args.run and args.src):
+        raise NmtError("evaluate needs --run and --src (to translate), or --hyp (a finished translation)")
+
+
+def _check_prompt(given: str | None, args: argparse.Namespace) -> None:
+    if given is not None and args.input:
+        raise NmtError("give a prompt or --input, not both")
+
+
+def _check_next_word(args: argparse.Namespace) -> None:
+    check_k(args.k, signatures.MAX_K)
+    _check_prompt(args.text, args)
+
+
+def _check_generate(args: argparse.Namespace) -> None:
+    settings = (args.max_tokens, args.temperature, args.top_k, args.top_p)
+    try:
+        signatures.check_generation(*settings, seed=args.seed)
+    except ValueError as error:
+        raise naming_option(error) from None
+    last_seed = args.seed + args.num - 1  # --num samples draw with seeds seed, seed+1, ...
+    try:
+        signatures.check_generation(*settings, seed=last_seed)
+    except ValueError as error:
+        raise NmtError(f"--seed {args.seed} with --num {args.num}: the last sample's {naming_option(error)}") from None
+    _check_prompt(args.prompt, args)
+
+
+def _check_inspect(args: argparse.Namespace) -> None:
+    if args.k is not None and args.k < 1:  # its upper bound is the model's vocabulary: checked by trace
+        raise NmtError(f"-k must be at least 1, got {args.k}")
+
+
+def _check_export(args: argparse.Namespace) -> None:
+    if args.version is not None and args.version < 1:
+        raise NmtError(f"--version must be a positive integer, got {args.version}")
+
+
+def _check_report(args: argparse.Namespace) -> None:
+    if not Path(args.run).is_dir():
+        raise NmtError(f"run directory not found: {args.run}")
+
+
+_VERB_CHECKS = {"translate": _check_translate, "evaluate": _check_evaluate, "next-word": _check_next_word,
+                "generate": _check_generate, "inspect": _check_inspect, "export": _check_export,
+                "report": _check_report}
+
+
+def _check_files(args: argparse.Namespace) -> None:
+    """Inputs exist; an output is not a directory, nor the input itself (it would be replaced)."""
+    inputs = [(name, getattr(args, name)) for name in INPUTS.get(args.verb, [])
+              if getattr(args, name) not in STDIO]
+    for name, path in inputs:
+        if not Path(path).is_file():
+            raise NmtError(f"input file not found: {path}" if name == "input"
+                           else f"{option(name)} {path}: file not found")
+    for name in OUTPUTS.get(args.verb, []):
+        path = getattr(args, name)
+        if path in STDIO:
+            continue
+        if Path(path).is_dir():
+            raise NmtError(f"{option(name)} {path}: is a directory; give a file name")
+        for input_name, input_path in inputs:
+            if Path(path).exists() and os.path.samefile(path, input_path):
+                raise NmtError(f"{option(name)} {path} is the input file ({option(input_name)} "
+                               f"{input_path}): writing there would replace it; choose another output file")
+    if args.verb == "evaluate" and args.hyp and args.ref and os.path.samefile(args.hyp, args.ref):
+        raise NmtError(f"--hyp {args.hyp} and --ref {args.ref} are the same file: nothing to score")

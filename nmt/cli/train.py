@@ -1,0 +1,66 @@
+"""``nmt train``: an experiment file in, a run directory out. What the trainer logs (resumed from,
+step, new best model) reaches the terminal through the handler of :mod:`nmt.cli.startup`."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from nmt.cli.output import progress_bar
+from nmt.cli.startup import import_tensorflow
+
+
+def _show(bar: Any) -> Callable[[int, int, dict[str, float]], None]:
+    """The trainer's figures on a live bar (on a terminal; elsewhere the trainer logs a line every
+    100 steps instead)."""
+
+    def update(step: int, total: int, values: dict[str, float]) -> None:
+        bar.total, bar.n = total, step
+        bar.set_postfix({name: f"{value:.4g}" for name, value in values.items()}, refresh=False)
+        bar.refresh()
+
+    return update
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    train = subparsers.add_parser(
+        "train",
+        help="train a model from an experiment file (resumes if its run directory has checkpoints)",
+        description="Reads the corpus, trains SentencePiece, trains the model, keeps the best weights on dev "
+        "BLEU (a language model: dev loss) and prints the final dev scores. Everything goes into the config's "
+        "run_dir; running the same command again resumes from the latest checkpoint.",
+        epilog="example: nmt train --config en-ja.yaml --set train.steps=2000 --set run_dir=runs/short",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument("--config", required=True, help="YAML experiment file, or the name of a shipped one "
+                       "(en-ja.yaml, en-ja-tiny.yaml, small-parallel-enja.yaml, lm-en.yaml, "
+                       "char-shakespeare.yaml, ptb.yaml)")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override one config key, e.g. train.steps=200 (repeatable)")
+    train.add_argument("--run-dir", help="where to write the run (same as --set run_dir=...)")
+    train.add_argument("--restart", action="store_true", help="start over in a run directory that holds "
+                       "checkpoints: deletes its checkpoints, best weights, metrics and TensorBoard logs "
+                       "(default: resume)")
+    train.set_defaults(func=run)
+    return train
+
+
+def run(args: argparse.Namespace) -> int:
+    from nmt.config import load_config
+
+    config = load_config(args.config, args.set or [])  # a typo fails here, before TensorFlow loads
+    if args.run_dir:
+        config.run_dir = args.run_dir  # a path, taken as typed (not parsed as YAML like --set)
+    import_tensorflow()
+    from nmt.training import Trainer
+
+    bar = progress_bar(config.train.steps, "training", unit="step", quiet=getattr(args, "quiet", False))
+    try:
+        scores = Trainer(config, restart=args.restart, progress=None if bar.disable else _show(bar)).train()
+    finally:
+        bar.close()
+    if scores is not None:
+        print(f"dev {scores.summary()}")
+    print(f"run directory: {config.run_dir}")
+    return 0

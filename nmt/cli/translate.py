@@ -1,0 +1,171 @@
+"""``nmt translate`` and ``nmt evaluate``: translation line by line (n-best, attention maps), BLEU and
+chrF of a translation, and a language model's perplexity on held-out text."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from nmt.cli.output import progress_bar, read_input_lines, write_lines
+from nmt.cli.startup import load_predictor, weights_option
+from nmt.errors import NmtError
+
+log = logging.getLogger("nmt.cli")
+
+
+def _decoding_options(parser: argparse.ArgumentParser, run_required: bool = True) -> None:
+    parser.add_argument("--run", required=run_required, help="run directory written by `nmt train`")
+    parser.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy; default: the config's)")
+    parser.add_argument("--batch-size", type=int, default=None, help="sentences per batch (default: the config's)")
+    weights_option(parser)
+
+
+def add_parsers(subparsers) -> None:
+    _add_translate(subparsers)
+    _add_evaluate(subparsers)
+
+
+def _add_translate(subparsers) -> None:
+    translate = subparsers.add_parser(
+        "translate",
+        help="translate a file or stdin, one output line per input line",
+        description="Translates line by line, in batches sorted by length. An empty input line gives an empty "
+        "output line. Inputs longer than decode.max_source_length tokens are cut to that length, with a "
+        "warning. The output file is written atomically: it appears complete or not at all (a full disk leaves "
+        "the old file as it was); an output that is the input file is refused.",
+        epilog="examples:\n  nmt translate --run runs/en-ja -i in.en -o out.ja --beam 5\n"
+        "  echo 'Good morning.' | nmt translate --run runs/en-ja\n"
+        "  nmt translate --run runs/en-ja -i in.en --beam 5 --nbest 3   # 'line ||| text ||| score'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _decoding_options(translate)
+    translate.add_argument("-i", "--input", help="input file (default: stdin)")
+    translate.add_argument("-o", "--output", help="output file (default: stdout)")
+    translate.add_argument("--nbest", type=int, default=1, help="print the N best translations per line with scores")
+    translate.add_argument("--attention", metavar="PNG", help="save the attention map of the (single) input "
+                           "sentence: source pieces across, output pieces down, from the best hypothesis")
+    translate.add_argument("--attention-dir", metavar="DIR", help="save one attention map per non-empty input "
+                           "line, DIR/line-00001.png, ... (numbered like the input lines)")
+    translate.set_defaults(func=run_translate)
+
+
+def _add_evaluate(subparsers) -> None:
+    evaluate = subparsers.add_parser(
+        "evaluate",
+        help="BLEU and chrF of a translation run; perplexity of a language model",
+        description="Translation: translates --src with the run and scores it against --ref with sacrebleu, or "
+        "scores a finished translation given with --hyp. Japanese targets are tokenized with ja-mecab, others "
+        "with 13a; --tokenize overrides (use 'none' for pre-tokenized data). Prints the sacrebleu signatures.\n\n"
+        "Language model: --text FILE prints the perplexity per word (total log-likelihood over the number of "
+        "words + one end of line per line, comparable across word, subword and character models), bits and "
+        "nats per character (newlines counted) and the loss per model token.",
+        epilog="examples:\n  nmt evaluate --run runs/en-ja --src dev.en --ref dev.ja --beam 5\n"
+        "  nmt evaluate --run runs/ptb --text ../shared/data/ptb/ptb.valid.txt",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _decoding_options(evaluate, run_required=False)
+    evaluate.add_argument("--src", help="source sentences, one per line")
+    evaluate.add_argument("--ref", help="reference translations, one per line")
+    evaluate.add_argument("--hyp", help="score this translation instead of translating --src")
+    evaluate.add_argument("--tokenize", help="sacrebleu tokenizer: 13a, ja-mecab, zh, intl, char, none, ...")
+    evaluate.add_argument("--text", help="language model: held-out text to score, one sentence (or line of running "
+                          "text) per line")
+    evaluate.set_defaults(func=run_evaluate)
+
+
+def _translate_lines(translator, args: argparse.Namespace, lines: list[str], with_attention: bool = False):
+    """The n-best lists of ``lines``, and the seconds of translation alone (model loading and tracing
+    excluded, as OpenNMT-tf's "Total prediction time": bench/ compares it)."""
+    translator.prepare(args.beam)  # traced before the clock starts
+    bar = progress_bar(len(lines), "translating", quiet=args.quiet)
+    start = time.perf_counter()
+    try:
+        results = translator.translate(
+            lines, beam_size=args.beam, nbest=getattr(args, "nbest", 1), batch_size=args.batch_size,
+            with_attention=with_attention, progress=bar.update,
+        )
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - start
+    if translator.truncated:
+        log.warning("%d input line(s) longer than decode.max_source_length=%d tokens were cut to that length",
+                    translator.truncated, translator.config.decode.max_source_length)
+    return results, seconds
+
+
+def run_translate(args: argparse.Namespace) -> int:
+    translator = load_predictor(args)  # a bad run directory fails before stdin is read
+    lines = read_input_lines(args.input)
+    if args.attention and len(lines) != 1:
+        raise NmtError(f"--attention {args.attention} draws one sentence, but the input has {len(lines)} lines; "
+                       "use --attention-dir DIR for one map per line")
+    with_attention = bool(args.attention or args.attention_dir)
+    results, seconds = _translate_lines(translator, args, lines, with_attention)
+    if with_attention:
+        _save_attention_maps(results, lines, args)
+    if args.nbest > 1:
+        # n-best format: input line number (0-based) ||| translation ||| score, n lines per input.
+        out_lines = [f"{i} ||| {h.text.replace(chr(10), ' ')} ||| {h.score:.4f}"
+                     for i, hyps in enumerate(results) for h in hyps]
+    else:
+        out_lines = [hyps[0].text.replace("\n", " ") for hyps in results]
+    write_lines(args.output, out_lines)
+    log.info("translated %d line(s) in %.2f s (%.1f lines/s)", len(lines), seconds, len(lines) / max(seconds, 1e-9))
+    return 0
+
+
+def _save_attention_maps(results, lines: list[str], args: argparse.Namespace) -> None:
+    """One heatmap per non-empty input line, of the best hypothesis: --attention PATH for a single
+    sentence, --attention-dir DIR/line-00001.png ... (input line numbers) for many."""
+    from nmt.visualize import save_attention
+
+    written = 0
+    for number, (hypotheses, line) in enumerate(zip(results, lines), 1):
+        best = hypotheses[0]
+        if best.attention is None:  # an empty line: nothing was read, nothing to draw
+            continue
+        path = Path(args.attention) if args.attention else Path(args.attention_dir) / f"line-{number:05d}.png"
+        save_attention(path, best.source_tokens, [*best.tokens, "</s>"], best.attention, title=line.strip()[:80])
+        written += 1
+    log.info("wrote %d attention map(s) to %s", written, args.attention or args.attention_dir)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """The combinations of options were checked before (checks._check_evaluate)."""
+    if args.text:
+        return _evaluate_language_model(args)
+    from nmt.config import read_run_config
+    from nmt.evaluation import bleu_tokenize, score
+
+    references = read_input_lines(args.ref)
+    if args.hyp:
+        hypotheses = _same_length(read_input_lines(args.hyp), references, args.hyp, args.ref)
+        config = read_run_config(Path(args.run)) if args.run else None
+    else:
+        translator = load_predictor(args)
+        sources = _same_length(read_input_lines(args.src), references, args.src, args.ref)
+        hypotheses = [hyps[0].text for hyps in _translate_lines(translator, args, sources)[0]]
+        config = translator.config
+    tokenize = args.tokenize or (bleu_tokenize(config.data) if config is not None else "13a")
+    print(score(hypotheses, references, tokenize).summary())
+    return 0
+
+
+def _same_length(lines: list[str], references: list[str], path: str, reference_path: str) -> list[str]:
+    if len(lines) != len(references):
+        raise NmtError(f"{path} has {len(lines)} lines but {reference_path} has {len(references)}")
+    return lines
+
+
+def _evaluate_language_model(args: argparse.Namespace) -> int:
+    lm = load_predictor(args)
+    lines = read_input_lines(args.text)
+    bar = progress_bar(0, "scoring", unit="tok", quiet=args.quiet)
+    try:
+        perplexity = lm.evaluate(lines, progress=bar.update)
+    finally:
+        bar.close()
+    print(perplexity.summary())
+    return 0

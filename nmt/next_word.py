@@ -1,0 +1,118 @@
+"""Next whole words for a language model, whatever its units: a small beam over pieces expands
+each candidate until its word ends, over any ``step_fn`` with core TensorFlow ops only (see
+:mod:`nmt.decoding`)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import tensorflow as tf
+
+from nmt.decoding import LOG_ZERO, StepFn, tile_batch
+from nmt.tokenizer import EOS_ID
+
+
+class NextWords(NamedTuple):
+    """words [batch, k] (strings, "" past the words found), probabilities [batch, k], best first."""
+
+    words: tf.Tensor
+    probabilities: tf.Tensor
+
+
+WORD_START = "▁"  # SentencePiece's word-boundary marker, "▁"
+
+
+def _piece_kinds(pieces: tf.Tensor, whole_pieces: bool) -> tuple[tf.Tensor, ...]:
+    """[vocab] flags of :func:`next_word_search`'s pieces: special (reserved), bare "▁", first (can
+    start a word), inner (can continue one), boundary (ends a word: whatever cannot continue it)."""
+    vocab = tf.shape(pieces)[0]
+    special = tf.range(vocab) < 4  # pad, unk, bos, eos
+    bare = tf.equal(pieces, WORD_START)
+    first = tf.strings.regex_full_match(pieces, WORD_START + r"[\pL\pN].*") | bare
+    inner = tf.strings.regex_full_match(pieces, r"([\pL\pN\pM]|['’]\pL).*") & ~special
+    boundary = ~inner & (~special | tf.equal(tf.range(vocab), EOS_ID))
+    if whole_pieces:  # a word-level model: every piece but the reserved ones is a whole word
+        first = inner = ~special
+        boundary = ~special | tf.equal(tf.range(vocab), EOS_ID)
+    return special, bare, first, inner, boundary
+
+
+def next_word_search(
+    step_fn: StepFn,
+    state: Any,
+    context: Any,
+    start_ids: tf.Tensor,
+    pieces: tf.Tensor,
+    k: int | tf.Tensor,
+    beam_size: int = 10,
+    max_pieces: int = 8,
+    whole_pieces: bool = False,
+) -> NextWords:
+    """The ``k`` most likely next whole words, whatever the model's units (words, subwords, chars).
+
+    A word is a piece that starts with "▁" (SentencePiece's word start; a bare "▁", as in a
+    character model, must be followed by a letter or digit), then pieces that continue it
+    (starting with a letter, digit, mark or an apostrophe and a letter), ended by anything else
+    (the next "▁" piece, punctuation, EOS). A small beam of ``beam_size`` partial words is expanded
+    up to ``max_pieces`` pieces; each complete word scores P(pieces) x P(a boundary follows), and a
+    word reached by several segmentations sums them. These events are disjoint, so probabilities
+    sum to at most 1. ``pieces`` is the vocabulary's piece strings [vocab]; ``k`` <= ``beam_size``
+    <= vocabulary size. ``whole_pieces`` (a word-level model): every piece but the reserved ones is a
+    word, as it stands.
+
+    Runs in the graph with core ops (regex, string joins, ``tf.while_loop``), like every search.
+    """
+    pieces = tf.convert_to_tensor(pieces, tf.string)
+    vocab = tf.shape(pieces)[0]
+    special, bare, first, inner, boundary = _piece_kinds(pieces, whole_pieces)
+    if whole_pieces:
+        max_pieces = 1
+    w, m = beam_size, max_pieces
+    batch = tf.shape(start_ids)[0]
+    base = tf.repeat(tf.range(batch) * w, w)
+
+    logits, state, _ = step_fn(tf.cast(start_ids, tf.int32), state, context)
+    log_probs = tf.where(first[None, :], tf.nn.log_softmax(tf.cast(logits, tf.float32)), LOG_ZERO)
+    top_log_probs, top_ids = tf.math.top_k(log_probs, k=w)
+    hyp_log_probs, last = tf.reshape(top_log_probs, [-1]), tf.reshape(top_ids, [-1])
+    has_body = tf.logical_not(tf.gather(bare, last))
+    seqs = tf.pad(last[:, None], [[0, 0], [0, m - 1]])  # [batch*w, m] pieces, PAD after the end
+    state, context = tile_batch(state, w), tile_batch(context, w)
+
+    def body(t, last, state, hyp_log_probs, has_body, seqs, ended_log_probs, ended_seqs):
+        logits, state, _ = step_fn(last, state, context)
+        step_log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
+        end = tf.reduce_logsumexp(tf.where(boundary[None, :], step_log_probs, LOG_ZERO), axis=-1)
+        ended_log_probs = ended_log_probs.write(t, tf.where(has_body, hyp_log_probs + end, LOG_ZERO))
+        ended_seqs = ended_seqs.write(t, seqs)
+        longer = hyp_log_probs[:, None] + tf.where(inner[None, :], step_log_probs, LOG_ZERO)
+        top_log_probs, top = tf.math.top_k(tf.reshape(longer, [batch, w * vocab]), k=w)
+        parent = base + tf.reshape(top // vocab, [-1])
+        token = tf.reshape(top % vocab, [-1])
+        column = tf.one_hot(t + 1, m, dtype=tf.int32)[None, :]  # all zeros once t + 1 == m
+        seqs = tf.gather(seqs, parent) * (1 - column) + token[:, None] * column
+        state = tf.nest.map_structure(lambda s: tf.gather(s, parent), state)
+        hyp_log_probs = tf.reshape(top_log_probs, [-1])
+        return t + 1, token, state, hyp_log_probs, tf.ones_like(has_body), seqs, ended_log_probs, ended_seqs
+
+    loop_vars = (
+        tf.constant(0), last, state, hyp_log_probs, has_body, seqs,
+        tf.TensorArray(tf.float32, size=m), tf.TensorArray(tf.int32, size=m),
+    )
+    *_, ended_log_probs, ended_seqs = tf.while_loop(lambda t, *_: t < m, body, loop_vars)
+    # [m steps, batch*w] -> [batch, w*m] candidates
+    candidate_log_probs = tf.reshape(tf.transpose(ended_log_probs.stack()), [batch, w * m])
+    candidate_seqs = tf.reshape(tf.transpose(ended_seqs.stack(), [1, 0, 2]), [batch, w * m, m])
+    texts = tf.strings.reduce_join(tf.gather(tf.where(special, "", pieces), candidate_seqs), axis=-1)
+    words = tf.strings.regex_replace(texts, "^" + WORD_START, "")
+    valid = candidate_log_probs > LOG_ZERO / 2
+    probs = tf.where(valid, tf.exp(candidate_log_probs), 0.0)
+    same = tf.equal(words[:, :, None], words[:, None, :]) & valid[:, :, None] & valid[:, None, :]
+    total = tf.reduce_sum(tf.where(same, probs[:, None, :], 0.0), axis=-1)
+    n = w * m
+    earlier = tf.range(n)[None, :] < tf.range(n)[:, None]  # [i, j]: j comes before i
+    first_seen = tf.logical_not(tf.reduce_any(same & earlier[None], axis=-1))
+    ranking = tf.where(valid & first_seen, total, -1.0)
+    top_probs, top = tf.math.top_k(ranking, k=tf.minimum(tf.cast(k, tf.int32), n))
+    found = top_probs > 0
+    return NextWords(tf.where(found, tf.gather(words, top, batch_dims=1), ""), tf.maximum(top_probs, 0.0))

@@ -1,0 +1,62 @@
+"""``nmt serve``: TensorFlow Serving's REST API over exported SavedModels, on a laptop, no Docker.
+
+It reads the same ``models.config`` as ``tensorflow_model_server`` (a ``ModelServerConfig`` text
+proto: names, base paths, version policies) and answers the same REST calls with the same JSON
+(``GET /v1/models/{name}[/versions/{v}]``, ``POST .../{name}[/versions/{v}]:predict`` in the row
+``instances`` and the columnar ``inputs`` formats, errors as ``{"error": "..."}``), so a client
+written against one works against the other. It adds ``/v1/translate``, ``/v1/next-word``,
+``/v1/generate``, ``/v1/inspect``, ``/healthz``, an OpenAPI page at ``/docs`` and a demo page at ``/``.
+
+Concurrent requests for one signature are batched: calls wait up to ``max_wait_ms`` for others and
+run as one batch of at most ``max_batch_size`` rows, one model call at a time per model version
+(TensorFlow uses every core for a call), so throughput grows with load.
+
+Modules, one concern each:
+
+- :mod:`~nmt.serving.config`: ``models.config``, the versions to serve, :class:`Limits`
+- :mod:`~nmt.serving.registry`: loaded model versions (:class:`Servable`), :class:`ModelRegistry`
+- :mod:`~nmt.serving.batching`: :class:`Batcher`, concurrent calls merged into model calls
+- :mod:`~nmt.serving.rest_codec`: TF Serving's JSON request and response formats
+- :mod:`~nmt.serving.tfserving_api`: the ``/v1/models/...`` router
+- :mod:`~nmt.serving.task_api`: the ``/v1/translate``, ``/v1/next-word``, ``/v1/generate``,
+  ``/v1/inspect`` router and its request models
+- :mod:`~nmt.serving.http_guard`: the HTTP edge (body limits and parsing, Host/Origin, CORS, timeouts)
+- :mod:`~nmt.serving.app`: :func:`create_app`, :func:`serve`
+- :mod:`~nmt.serving.options`: ``nmt serve``'s command-line options
+
+Importing this package (or ``options``) loads neither TensorFlow nor FastAPI: the CLI checks its
+arguments first. The other names load their module on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from nmt.serving.config import Limits, ModelEntry, read_model_config, versions_to_serve
+from nmt.serving.options import add_serve_arguments, run_serve
+
+# name -> the module that defines it, imported when the name is first used (PEP 562).
+_LAZY = {
+    "create_app": "app", "serve": "app", "load_models": "app", "run_app": "app",
+    "Servable": "registry", "ModelRegistry": "registry",
+    "Batcher": "batching", "graph_error_summary": "batching",
+    "parse_predict_body": "rest_codec", "format_predictions": "rest_codec",
+    "Access": "http_guard", "AccessGuard": "http_guard", "RequestError": "http_guard",
+    "parse_json_body": "http_guard",
+}
+
+__all__ = ["Limits", "ModelEntry", "read_model_config", "versions_to_serve", "add_serve_arguments", "run_serve",
+           *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value  # once is enough
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

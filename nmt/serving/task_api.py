@@ -1,0 +1,249 @@
+"""The task endpoints over exported nmt models: ``/v1/translate`` (with attention maps),
+``/v1/next-word``, ``/v1/generate`` and ``/v1/inspect`` (hidden states).
+
+Each request model carries its own limits: the server's (texts per request, characters per text,
+passed in as validation context) and the export contract's (:mod:`nmt.signatures`' checks, so a
+bad setting gets the same message as from the CLI or the Python API). The shared preamble (read
+the body, validate it, find the model) is a FastAPI dependency, :func:`task_call`."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Annotated, Any, Generic, TypeVar
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from nmt import signatures
+from nmt.serving.config import Limits
+from nmt.serving.http_guard import RequestError, read_json_body
+from nmt.serving.registry import Servable, registry_of
+from nmt.serving.rest_codec import FLOAT32_MAX, INT32_MAX, to_json
+from nmt.trace import Trace  # norms and changes, computed as `nmt inspect` does
+
+router = APIRouter(tags=["Tasks"])
+
+
+# --- request models ----------------------------------------------------------------------------
+
+
+class TaskRequest(BaseModel):
+    """What every task endpoint takes: one text or a list of them, and optionally a model name."""
+
+    text: str | list[str] = Field(description="a text or a list of texts")
+    model: str | None = Field(None, description="model name (default: the first model of the task)")
+
+    @field_validator("text")
+    @classmethod
+    def _within_limits(cls, text: str | list[str], info: ValidationInfo) -> str | list[str]:
+        limits: Limits = (info.context or {}).get("limits") or Limits()
+        texts = [text] if isinstance(text, str) else text
+        if not texts:
+            raise ValueError("\"text\" is empty: nothing to do")
+        if len(texts) > limits.max_request_rows:
+            raise ValueError(f"batch of {len(texts)} is over the limit of {limits.max_request_rows} per request")
+        for t in texts:
+            if len(t) > limits.max_text_chars:
+                raise ValueError(f"a text of {len(t)} characters is over the limit of {limits.max_text_chars}")
+        return text
+
+    @property
+    def texts(self) -> list[str]:
+        return [self.text] if isinstance(self.text, str) else self.text
+
+
+class TranslateRequest(TaskRequest):
+    text: str | list[str] = Field(description="a sentence or a list of sentences")
+    beam: int | None = Field(None, description="beam size: 1 (greedy) or the model's (default)")
+    attention: bool = Field(False, description="also return each translation's attention map (source and "
+                            "output pieces, weights [output][source]); with the model's beam only")
+    model: str | None = Field(None, description="model name (default: the first translation model)")
+
+
+class InspectRequest(TaskRequest):
+    model: str | None = Field(None, description="model name (default: the first language model, else the first "
+                              "translation model)")
+
+
+class NextWordRequest(TaskRequest):
+    text: str | list[str] = Field(description="the text so far, or a list of texts")
+    k: int = Field(signatures.DEFAULT_K, description="how many next words (1 to the export's limit, "
+                   f"{signatures.MAX_EXPORTED_K} by default)")
+
+
+class GenerateRequest(TaskRequest):
+    text: str | list[str] = Field("", description="prompt(s) to continue")
+    max_tokens: int = Field(signatures.DEFAULT_MAX_TOKENS,
+                            description=f"tokens to write, 1 to {signatures.MAX_GENERATED_TOKENS}")
+    temperature: float = Field(signatures.DEFAULT_TEMPERATURE, description="sampling temperature (0: greedy)")
+    top_k: int = Field(signatures.DEFAULT_TOP_K, description="sample among the k likeliest tokens (0: off)")
+    top_p: float = Field(signatures.DEFAULT_TOP_P, description="sample among the likeliest tokens of this "
+                         "total probability (1: off)")
+    seed: int = Field(0, description=f"0 to {INT32_MAX}: the same seed writes the same text")
+
+    @model_validator(mode="after")
+    def _settings(self) -> GenerateRequest:
+        signatures.check_generation(self.max_tokens, self.temperature, self.top_k, self.top_p)
+        # What check_generation leaves to the wire: the graph takes float32 and int32.
+        if self.temperature > FLOAT32_MAX:
+            raise ValueError(f"temperature must be a finite number >= 0 (float32), got {self.temperature}")
+        if not 0 <= self.seed <= INT32_MAX:
+            raise ValueError(f"seed must be between 0 and {INT32_MAX}, got {self.seed}")
+        return self
+
+
+R = TypeVar("R", bound=TaskRequest)
+
+
+def validated(model: type[R], body: Any, limits: Limits) -> R:
+    """The JSON body as ``model``, or a RequestError (400): the message of a check as it is, and
+    the wrong types and missing fields listed."""
+    try:
+        return model.model_validate(body, context={"limits": limits})
+    except ValidationError as exc:
+        checks = [str(e["ctx"]["error"]) for e in exc.errors() if e["type"] == "value_error"]
+        types = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+                 for e in exc.errors() if e["type"] != "value_error"]
+        raise RequestError("; ".join([*checks, *([f"invalid request: {'; '.join(types)}"] if types else [])])) from None
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI description of a JSON request body (the endpoints read the body themselves)."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+
+
+@contextlib.contextmanager
+def bad_request() -> Iterator[None]:
+    """A ValueError of the export contract's checks is the client's mistake: 400 with its message."""
+    try:
+        yield
+    except ValueError as error:
+        raise RequestError(str(error)) from None
+
+
+# --- the preamble, as a dependency -------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class TaskCall(Generic[R]):
+    request: R
+    servable: Servable
+
+    @property
+    def texts(self) -> np.ndarray:
+        """The request's texts as the graph's string input."""
+        return np.array([t.encode("utf-8") for t in self.request.texts], dtype=object)
+
+
+def task_call(model: type[R], task: str | None) -> Callable[[Request], Awaitable[TaskCall[R]]]:
+    """A dependency that reads the body (the JSON whatever its Content-Type, as for TF Serving's
+    clients), validates it into ``model`` and finds the model to ask: the named one, which must do
+    ``task``, or the first that does (``task`` None: the first language model, else any)."""
+
+    async def dependency(http: Request) -> TaskCall[R]:
+        registry = registry_of(http)
+        limits = registry.limits
+        request = validated(model, await read_json_body(http, limits.max_body_bytes, limits.body_timeout_s), limits)
+        servable = registry.first(request.model) if task is None else registry.of_task(task, request.model)
+        return TaskCall(request, servable)
+
+    return dependency
+
+
+Translate = Annotated[TaskCall[TranslateRequest], Depends(task_call(TranslateRequest, signatures.TRANSLATION))]
+Inspect = Annotated[TaskCall[InspectRequest], Depends(task_call(InspectRequest, None))]
+NextWord = Annotated[TaskCall[NextWordRequest], Depends(task_call(NextWordRequest, signatures.LANGUAGE_MODEL))]
+Generate = Annotated[TaskCall[GenerateRequest], Depends(task_call(GenerateRequest, signatures.LANGUAGE_MODEL))]
+
+
+# --- endpoints ---------------------------------------------------------------------------------
+
+
+@router.post("/v1/translate", openapi_extra=json_body(TranslateRequest))
+async def translate(call: Translate) -> dict[str, Any]:
+    """Translations by beam search (the export's beam) or greedy search (beam 1), with attention
+    maps if asked."""
+    request, servable = call.request, call.servable
+    record = servable.record  # a translation model's: of_task found its task there
+    beam = request.beam if request.beam is not None else record.beam_size
+    with bad_request():
+        signature = record.translation_signature(beam, request.attention)
+    servable.function(signature)  # an export from before this signature: a clear 400
+    out = await servable.predict(signature, {signatures.TEXT: call.texts})
+    answer = {"model": servable.name, "version": servable.version, "beam": beam,
+              "translations": to_json(out["translations"]), "scores": out["scores"].tolist()}
+    if request.attention:
+        answer["attention"] = attention_maps(out)
+    return answer
+
+
+def attention_maps(out: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Per row: its source and output pieces and the weights [output][source], padding cut off."""
+    return [
+        {"source_tokens": to_json(source[:n_source]), "target_tokens": to_json(target[:n_target]),
+         "weights": np.round(weights[:n_target, :n_source], 4).tolist()}
+        for source, n_source, target, n_target, weights in zip(
+            out["source_tokens"], out["source_lengths"], out["target_tokens"], out["target_lengths"], out["attention"])
+    ]
+
+
+@router.post("/v1/inspect", openapi_extra=json_body(InspectRequest))
+async def inspect(call: Inspect) -> dict[str, Any]:
+    """Per text, the pieces read and the hidden state after each: its units, L2 norm and
+    change from the previous piece; a language model adds its likeliest next pieces."""
+    servable = call.servable
+    servable.function(signatures.INSPECT)  # an export from before `inspect`: a clear 400
+    out = await servable.predict(signatures.INSPECT, {signatures.TEXT: call.texts})
+    return {"model": servable.name, "version": servable.version, "task": servable.task,
+            "units": int(out["states"].shape[-1]), "results": traces(out)}
+
+
+def traces(out: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """inspect's outputs -> per row its pieces, states, norms, changes (and next-piece predictions)."""
+    results = []
+    for row, n in enumerate(out[signatures.LENGTHS]):
+        trace = Trace(to_json(out["tokens"][row, :n]), out["states"][row, :n].astype(np.float64), [])
+        result = {"tokens": trace.tokens, "states": np.round(trace.states, 4).tolist(),
+                  "norms": np.round(trace.norms, 4).tolist(), "changes": np.round(trace.changes, 4).tolist()}
+        if "top_tokens" in out:
+            result["predictions"] = [
+                [{"token": t, "probability": round(float(p), 4)} for t, p in zip(tokens, probabilities)]
+                for tokens, probabilities in zip(to_json(out["top_tokens"][row, :n]), out["top_probabilities"][row, :n])
+            ]
+        results.append(result)
+    return results
+
+
+@router.post("/v1/next-word", openapi_extra=json_body(NextWordRequest))
+async def next_word(call: NextWord) -> dict[str, Any]:
+    """The k likeliest next words after each text, with their probabilities."""
+    request, servable = call.request, call.servable
+    with bad_request():
+        k = signatures.check_k(request.k, servable.record.max_k)
+    texts = call.texts
+    out = await servable.predict(signatures.NEXT_WORDS,
+                                 {signatures.TEXT: texts, signatures.K: np.full(len(texts), k, np.int32)})
+    words = [
+        [{"word": w, "probability": float(p)} for w, p in zip(row_w, row_p) if w][:k]
+        for row_w, row_p in zip(to_json(out["words"]), out["probabilities"])
+    ]
+    return {"model": servable.name, "version": servable.version, "next_words": words}
+
+
+@router.post("/v1/generate", openapi_extra=json_body(GenerateRequest))
+async def generate(call: Generate) -> dict[str, Any]:
+    """Each prompt continued by sampling (each row with its own settings and seed)."""
+    request, servable = call.request, call.servable
+    texts = call.texts
+    n = len(texts)
+    inputs = {
+        signatures.TEXT: texts, signatures.MAX_TOKENS: np.full(n, request.max_tokens, np.int32),
+        signatures.TEMPERATURE: np.full(n, request.temperature, np.float32),
+        signatures.TOP_K: np.full(n, request.top_k, np.int32), signatures.TOP_P: np.full(n, request.top_p, np.float32),
+        signatures.SEED: np.full(n, request.seed, np.int32),
+    }
+    out = await servable.predict(signatures.GENERATE, inputs)
+    return {"model": servable.name, "version": servable.version, "text": to_json(out[signatures.TEXT])}

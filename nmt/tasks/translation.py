@@ -1,0 +1,170 @@
+"""Translation: parallel text, a Seq2Seq model, dev BLEU, and text-in/text-out signatures."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from nmt import signatures as sig
+from nmt.data import CorpusStream, read_corpus
+from nmt.evaluation import Scores, bleu_metric, bleu_tokenize, score
+from nmt.models import Seq2Seq
+from nmt.pipeline import EncodedCorpus, TokenCache, encode_corpus, make_dataset
+from nmt.run_dir import RunDir
+from nmt.tasks.base import Encoder, PreparedData, Task, log
+from nmt.tasks.text import (
+    IDS_SPEC,
+    LENGTHS_SPEC,
+    TEXT_SPEC,
+    InGraphTokenizer,
+    checked_ids,
+    ids_to_text_in_graph,
+    source_ids_in_graph,
+    text_lengths_in_graph,
+)
+from nmt.tokenizer import Tokenizer
+from nmt.translator import Translator
+
+
+class TranslationTask(Task):
+    """Source and target text in pairs -> :class:`nmt.translator.Translator`."""
+
+    name = sig.TRANSLATION
+    units = "pairs"
+
+    def tokenizer_files(self, run_dir: RunDir) -> tuple[Path, Path]:
+        if self.config.tokenizer.shared:
+            return run_dir.spm / "shared.model", run_dir.spm / "shared.model"
+        return run_dir.spm / "source.model", run_dir.spm / "target.model"
+
+    def training_stream(self) -> CorpusStream:
+        return CorpusStream(self.config.data.train, with_target=True)
+
+    def train_tokenizers(self, stream: CorpusStream, options: dict[str, Any]) -> tuple[Tokenizer, Tokenizer]:
+        if self.config.tokenizer.shared:
+            both = Tokenizer.train((text for pair in stream for text in pair), **options)
+            return both, both
+        return Tokenizer.train((s for s, _ in stream), **options), Tokenizer.train((t for _, t in stream), **options)
+
+    def _vocabulary_kind(self) -> str:
+        return ", shared" if self.config.tokenizer.shared else ", separate"
+
+    def _vocabulary_sizes(self, source: Tokenizer, target: Tokenizer) -> str:
+        return f"source {source.vocab_size}, target {target.vocab_size}"
+
+    def cache_encoder(self, source: Tokenizer, target: Tokenizer) -> Encoder:
+        data = self.config.data
+
+        def encode(sources: list[str], targets: list) -> EncodedCorpus:
+            return encode_corpus(sources, targets, source, target, data.max_source_length, data.max_target_length)
+
+        return encode
+
+    def describe_training_data(self, train: TokenCache) -> str:
+        data = self.config.data
+        return (f"train: {len(train)} pairs kept, {train.dropped_too_long} dropped as longer than "
+                f"{data.max_source_length}/{data.max_target_length} tokens or empty once tokenized")
+
+    def read_dev(self, source: Tokenizer, target: Tokenizer) -> tuple[list[str], list[str], EncodedCorpus | None]:
+        bleu_metric(bleu_tokenize(self.config.data))  # fails now, not after the first training stretch
+        corpus = read_corpus(self.config.data.dev, with_target=True)
+        log.info("dev: %d pairs (%d empty dropped)", len(corpus.sources), corpus.dropped_empty)
+        # Dev loss uses every pair (no length filter): it must measure the same set each time.
+        encoded = encode_corpus(corpus.sources, corpus.targets or [], source, target, 10**9, 10**9)
+        return corpus.sources, corpus.targets or [], encoded
+
+    def training_dataset(self, train: TokenCache) -> tf.data.Dataset:
+        cfg = self.config.train
+        # XLA compiles a program per input shape: with it, batches are padded to their bucket's
+        # bound, so there are as many shapes as buckets.
+        return make_dataset(train, cfg.batch_size, cfg.batch_tokens, cfg.bucket_width, cfg.shuffle_buffer,
+                            seed=self.config.seed, pad_to_bucket=cfg.jit_compile)
+
+    def build_model(self, source_vocab_size: int, target_vocab_size: int) -> keras.Model:
+        model = Seq2Seq(source_vocab_size, target_vocab_size, **dataclasses.asdict(self.config.model))
+        model.build_weights()
+        return model
+
+    def predictor(self, model: keras.Model, source: Tokenizer, target: Tokenizer) -> Translator:
+        return Translator(model, source, target, self.config)
+
+    # --- evaluation ----------------------------------------------------------------------------
+
+    def dev_scores(self, predictor: Translator, data: PreparedData, dev_loss: Callable[[], float] | None,
+                   limit: int | None) -> dict[str, Any]:
+        if data.dev is None or not len(data.dev):
+            return {}
+        sources, targets = data.dev_texts[:limit], data.dev_targets[:limit]
+        hypotheses = [h[0].text for h in predictor.translate(sources, beam_size=1)]
+        scores = score(hypotheses, targets, bleu_tokenize(self.config.data))
+        return {"dev_loss": dev_loss() if dev_loss else float("nan"), "dev_bleu": scores.bleu,
+                "dev_chrf": scores.chrf, "dev_sentences": len(sources)}
+
+    def quality(self, scores: dict[str, Any]) -> tuple[float, str]:
+        # Highest dev BLEU, ties (common early on, at 0) broken by lower dev loss.
+        return scores["dev_bleu"] - 1e-6 * min(scores["dev_loss"], 1e3), f"dev BLEU {scores['dev_bleu']:.2f}"
+
+    def final_scores(self, predictor: Translator, data: PreparedData) -> tuple[dict[str, Any], Scores]:
+        hypotheses = [h[0].text for h in predictor.translate(data.dev_texts)]
+        scores = score(hypotheses, data.dev_targets, bleu_tokenize(self.config.data))
+        record = {"final": True, "beam_size": self.config.decode.beam_size, "dev_bleu": scores.bleu,
+                  "dev_chrf": scores.chrf, "bleu_signature": scores.bleu_signature, "time": time.time()}
+        return record, scores
+
+    # --- export --------------------------------------------------------------------------------
+
+    def serving_record(self, predictor: Translator) -> sig.ServingRecord:
+        cfg = self.config.decode
+        return sig.ServingRecord.for_translation(cfg.beam_size, cfg.max_source_length)
+
+    def export_archive(self, predictor: Translator) -> keras.export.ExportArchive:
+        """The signatures of :meth:`serving_record`, over :meth:`Translator.search`."""
+        max_source = self.config.decode.max_source_length
+        source = InGraphTokenizer(predictor.source_tokenizer.model_proto, "source_tokenizer")
+        target = InGraphTokenizer(predictor.target_tokenizer.model_proto, "target_tokenizer")
+        record = self.serving_record(predictor)
+
+        def text_endpoint(role: sig.SignatureRole) -> Callable:
+            def translate(text: tf.Tensor) -> dict[str, tf.Tensor]:
+                ids, lengths = source_ids_in_graph(source, text, max_source)
+                # Empty lines: search from one pad token so that shapes stay valid, then answer "".
+                result = predictor.search(ids, tf.maximum(lengths, 1), role.beam_size)
+                out_ids, out_lengths = result.ids[:, 0], result.lengths[:, 0]
+                texts = ids_to_text_in_graph(
+                    target, tf.RaggedTensor.from_tensor(out_ids, lengths=text_lengths_in_graph(out_ids, out_lengths)))
+                empty = tf.equal(lengths, 0)
+                outputs = {"translations": tf.where(empty, "", texts),
+                           "scores": tf.where(empty, 0.0, result.scores[:, 0])}
+                if role.attention:
+                    # The best hypothesis' weights [batch, output pieces incl. EOS, source pieces];
+                    # rows past target_lengths and columns past source_lengths are padding.
+                    outputs.update(source_tokens=source.pieces(ids), source_lengths=lengths,
+                                   target_tokens=target.pieces(out_ids), target_lengths=tf.where(empty, 0, out_lengths),
+                                   attention=result.attention[:, 0, :, : tf.shape(ids)[1]])
+                return outputs
+
+            return translate
+
+        def translate_ids(ids: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:
+            ids, lengths = checked_ids(ids, lengths, predictor.source_tokenizer.vocab_size, max_source)
+            result = predictor.search(ids, tf.maximum(lengths, 1), record.signatures[sig.TRANSLATE_IDS].beam_size)
+            return {"ids": result.ids[:, 0], "lengths": result.lengths[:, 0], "scores": result.scores[:, 0]}
+
+        def inspect(text: tf.Tensor) -> dict[str, tf.Tensor]:
+            ids, lengths = source_ids_in_graph(source, text, max_source)
+            return {"tokens": source.pieces(ids), "lengths": lengths, "states": predictor.encoder_states(ids, lengths)}
+
+        archive = keras.export.ExportArchive()
+        for tracked in (predictor.model, source, target):
+            archive.track(tracked)
+        for name in (sig.TRANSLATE, sig.TRANSLATE_GREEDY, sig.TRANSLATE_ATTENTION):
+            archive.add_endpoint(name, text_endpoint(record.signatures[name]), input_signature=[TEXT_SPEC])
+        archive.add_endpoint(sig.TRANSLATE_IDS, translate_ids, input_signature=[IDS_SPEC, LENGTHS_SPEC])
+        archive.add_endpoint(sig.INSPECT, inspect, input_signature=[TEXT_SPEC])
+        return archive

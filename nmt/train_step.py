@@ -1,0 +1,168 @@
+"""One training step, for any number of replicas: the loss, its gradients, clipping and the
+update, compiled once; and the learning-rate schedule."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from nmt.config import TrainConfig
+from nmt.tokenizer import PAD_ID
+
+# train_loss in metrics.jsonl is the mean of the last this many step losses (kept in the checkpoint).
+TRAIN_LOSS_WINDOW = 100
+
+
+class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up, then constant, inverse-square-root or cosine decay to 10% at ``total``."""
+
+    def __init__(self, peak: float, warmup: int, decay: str, total: int) -> None:
+        self.peak, self.warmup, self.decay, self.total = peak, warmup, decay, total
+
+    def __call__(self, step: Any) -> tf.Tensor:
+        step = tf.cast(step, tf.float32) + 1.0
+        warmup = float(max(self.warmup, 1))
+        rate = self.peak * tf.minimum(1.0, step / warmup)
+        if self.decay == "inverse_sqrt":
+            rate = rate * tf.minimum(1.0, tf.sqrt(warmup / step))
+        elif self.decay == "cosine":
+            progress = tf.clip_by_value((step - warmup) / max(self.total - warmup, 1), 0.0, 1.0)
+            rate = rate * (0.1 + 0.45 * (1.0 + tf.cos(math.pi * progress)))
+        return rate
+
+    def get_config(self) -> dict[str, Any]:
+        return {"peak": self.peak, "warmup": self.warmup, "decay": self.decay, "total": self.total}
+
+
+def token_loss(logits: tf.Tensor, labels: tf.Tensor, label_smoothing: float = 0.0) -> tuple[tf.Tensor, tf.Tensor]:
+    """Mean cross-entropy per non-padding target token, and that token count."""
+    log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
+    nll = -tf.gather(log_probs, labels, batch_dims=2)
+    if label_smoothing:
+        nll = (1.0 - label_smoothing) * nll - label_smoothing * tf.reduce_mean(log_probs, axis=-1)
+    mask = tf.cast(tf.not_equal(labels, PAD_ID), tf.float32)
+    tokens = tf.reduce_sum(mask)
+    return tf.reduce_sum(nll * mask) / tf.maximum(tokens, 1.0), tokens
+
+
+BATCH_SPEC = {
+    "source": tf.TensorSpec([None, None], tf.int32),
+    "source_length": tf.TensorSpec([None], tf.int32),
+    "target_in": tf.TensorSpec([None, None], tf.int32),
+    "target_out": tf.TensorSpec([None, None], tf.int32),
+}
+STREAM_BATCH_SPEC = {
+    "target_in": tf.TensorSpec([None, None], tf.int32),
+    "target_out": tf.TensorSpec([None, None], tf.int32),
+    "first": tf.TensorSpec([], tf.bool),
+}
+
+
+class LossWindow:
+    """The recent step losses (a ring buffer) and how many were seen, as variables: they are in the
+    checkpoint, so train_loss survives a resume."""
+
+    def __init__(self) -> None:
+        self.window = tf.Variable(tf.zeros([TRAIN_LOSS_WINDOW]), trainable=False)
+        self.count = tf.Variable(0, trainable=False, dtype=tf.int64)
+
+    def trackables(self) -> dict[str, tf.Variable]:
+        return {"window": self.window, "count": self.count}
+
+    def add(self, loss: tf.Tensor) -> None:
+        """In-graph: record one step's loss."""
+        slot = tf.math.floormod(self.count, TRAIN_LOSS_WINDOW)
+        self.window.scatter_nd_update([[slot]], [tf.cast(loss, tf.float32)])
+        self.count.assign_add(1)
+
+    def mean(self, last: int = TRAIN_LOSS_WINDOW) -> float:
+        """The mean of the last ``last`` losses, oldest first (the order of the plain list it
+        replaced, so the same sum)."""
+        seen = int(self.count)
+        kept = min(seen, TRAIN_LOSS_WINDOW, last)
+        if not kept:
+            return float("nan")
+        values = self.window.numpy().astype(np.float64)
+        return float(np.mean(values[[(seen - kept + i) % TRAIN_LOSS_WINDOW for i in range(kept)]]))
+
+
+def make_train_step(strategy: tf.distribute.Strategy, model: keras.Model, optimizer: keras.optimizers.Optimizer,
+                    cfg: TrainConfig, carried: Any, losses: LossWindow) -> Any:
+    """The compiled step: batch -> (loss, gradient norm before clipping, target tokens). With
+    ``carried`` state variables (TBPTT), the state at the end of a batch starts the next."""
+    replicas = strategy.num_replicas_in_sync
+    running_text = bool(tf.nest.flatten(carried))
+    loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+    @tf.function(jit_compile=cfg.jit_compile, reduce_retracing=True, autograph=False)
+    def gradients_of(batch: dict[str, tf.Tensor], state: Any) -> tuple[list, tf.Tensor, tf.Tensor, Any]:
+        """Forward and backward on this replica's rows: gradients of the mean loss over its
+        tokens (times the loss scale under float16), that loss, the token count, final state."""
+        with tf.GradientTape() as tape:
+            if running_text:
+                logits, final = model.forward(batch["target_in"], state, training=True)
+            else:
+                logits, final = model(batch, training=True), state
+            loss, tokens = token_loss(logits, batch["target_out"], cfg.label_smoothing)
+            scaled = optimizer.scale_loss(loss) if loss_scaled else loss
+        return tape.gradient(scaled, model.trainable_variables), loss, tokens, final
+
+    def replica_step(batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        context = tf.distribute.get_replica_context()
+        if replicas > 1:  # this replica's share of the global batch's rows
+            rows = tf.shape(batch["target_in"])[0]
+            share = (rows + replicas - 1) // replicas
+            first = tf.minimum(context.replica_id_in_sync_group * share, rows)
+            batch = {k: v[first : first + share] if v.shape.rank else v for k, v in batch.items()}
+        state = {}
+        if running_text:
+            restart = tf.cast(batch["first"], tf.float32)  # a new pass over the text: zero state
+            state = tf.nest.map_structure(lambda v: tf.cast(v * (1.0 - restart), model.compute_dtype), carried)
+        gradients, loss, tokens, final = gradients_of(batch, state)
+        # Embedding gradients come as IndexedSlices, one row per token occurrence: summed into
+        # dense gradients, so that the clipping norm is the gradient's true norm and every
+        # replica count gives the same update.
+        gradients = [tf.convert_to_tensor(g) for g in gradients]
+        if loss_scaled:
+            gradients = [g / optimizer.dynamic_scale for g in gradients]
+        if replicas > 1:
+            # The global batch's mean loss: each replica's mean weighted by its share of the
+            # tokens, summed over replicas.
+            all_tokens = context.all_reduce(tf.distribute.ReduceOp.SUM, tokens)
+            weight = tokens / tf.maximum(all_tokens, 1.0)
+            gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, [g * weight for g in gradients])
+            loss = context.all_reduce(tf.distribute.ReduceOp.SUM, loss * weight)
+            tokens = all_tokens
+        # Clipped after the sum, as one device would: every replica holds the same gradients.
+        gradients, norm = tf.clip_by_global_norm(gradients, cfg.clip_norm)
+        if loss_scaled:
+            gradients = [g * optimizer.dynamic_scale for g in gradients]
+        # The optimizer sums over replicas again: hand it 1/N of the (identical) gradients.
+        optimizer.apply_gradients(zip([g / replicas for g in gradients] if replicas > 1 else gradients,
+                                      model.trainable_variables))
+        if running_text:
+            tf.nest.map_structure(lambda v, f: v.assign(tf.cast(tf.stop_gradient(f), tf.float32)), carried, final)
+        return loss, norm, tokens
+
+    @tf.function(autograph=False, input_signature=[STREAM_BATCH_SPEC if running_text else BATCH_SPEC])
+    def train_step(batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        results = strategy.run(replica_step, args=(batch,))
+        loss, norm, tokens = (strategy.experimental_local_results(r)[0] for r in results)
+        losses.add(loss)
+        return loss, norm, tokens
+
+    return train_step
+
+
+def make_eval_loss(model: keras.Model) -> Any:
+    """Compiled: batch -> (mean loss per target token, target tokens), without dropout."""
+
+    @tf.function(autograph=False, input_signature=[BATCH_SPEC])
+    def eval_loss(batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        return token_loss(model(batch, training=False), batch["target_out"])
+
+    return eval_loss

@@ -1,0 +1,169 @@
+"""A trained translation model as a Python object: batched greedy or beam search over text.
+
+The search over ids (:meth:`Translator.search`) is the one the export traces into the SavedModel;
+the text <-> ids rules are :mod:`nmt.tasks.text`'s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import overload
+
+import numpy as np
+import tensorflow as tf
+
+from nmt import decoding
+from nmt.config import Config
+from nmt.errors import NmtError
+from nmt.models import Seq2Seq
+from nmt.pipeline import pad_batch
+from nmt.signatures import TRANSLATION
+from nmt.tasks.text import source_ids, text_length
+from nmt.tokenizer import Tokenizer
+from nmt.trace import Trace
+
+IDS_SPEC = [tf.TensorSpec([None, None], tf.int32, name="source"), tf.TensorSpec([None], tf.int32, name="source_length")]
+
+
+@dataclasses.dataclass
+class Hypothesis:
+    text: str
+    score: float  # log-probability / length penalty
+    tokens: list[str] = dataclasses.field(default_factory=list)  # target pieces (without a final EOS)
+    attention: np.ndarray | None = None  # [target pieces + EOS, source pieces]
+    source_tokens: list[str] = dataclasses.field(default_factory=list)
+
+
+class Translator:
+    """Translates text with a trained model: batched, sorted by length, greedy or beam search.
+
+    One text in, its n-best list out; a list of texts in, a list of n-best lists out.
+
+    Example (after ``nmt train --config configs/en-ja-tiny.yaml``):
+    >>> translator = nmt.load("runs/en-ja-tiny")                # doctest: +SKIP
+    >>> translator.translate("Good morning.", beam_size=5)[0].text  # doctest: +SKIP
+    """
+
+    task = TRANSLATION
+
+    def __init__(
+        self, model: Seq2Seq, source_tokenizer: Tokenizer, target_tokenizer: Tokenizer, config: Config
+    ) -> None:
+        self.model = model
+        self.source_tokenizer = source_tokenizer
+        self.target_tokenizer = target_tokenizer
+        self.config = config
+        self.truncated = 0  # inputs cut to decode.max_source_length by the last translate()
+        self._functions: dict[int, Callable] = {}
+
+    def search(self, ids: tf.Tensor, lengths: tf.Tensor, beam_size: int) -> decoding.DecodeResult:
+        """Source ids [batch, time] -> the search's result: the one search both this class and the
+        exported signatures run (the output length limit from ``decode``)."""
+        cfg = self.config.decode
+        context, state = self.model.encode(ids, lengths)
+        max_lengths = decoding.max_output_lengths(lengths, cfg.max_length_ratio, cfg.max_length_offset)
+        return decoding.decode(self.model.step, state, context, max_lengths, beam_size, cfg.length_penalty)
+
+    def _search_function(self, beam_size: int) -> Callable:
+        """One compiled search per beam size; the input signature avoids retracing per shape."""
+        if beam_size not in self._functions:
+            self._functions[beam_size] = tf.function(
+                lambda ids, lengths: self.search(ids, lengths, beam_size), autograph=False, input_signature=IDS_SPEC)
+        return self._functions[beam_size]
+
+    def encoder_states(self, ids: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
+        """The encoder's output after each source token [batch, time, units x directions] (the
+        forward and backward halves of a bidirectional encoder side by side): what attention reads."""
+        memory, _ = self.model.encoder(ids, lengths, training=False)
+        return memory
+
+    @overload
+    def trace(self, text: str, k: int | None = None) -> Trace: ...
+    @overload
+    def trace(self, text: Sequence[str], k: int | None = None) -> list[Trace]: ...
+
+    def trace(self, text: str | Sequence[str], k: int | None = None) -> Trace | list[Trace]:
+        """The encoder's state after each piece of ``text`` (cut to decode.max_source_length)."""
+        if k is not None:
+            raise NmtError("-k is for language models: a translation run shows its encoder's states")
+        if not isinstance(text, str):
+            return [self.trace(t) for t in text]
+        ids = source_ids(self.source_tokenizer, [text], self.config.decode.max_source_length)[0][0]
+        if not ids:
+            raise NmtError("nothing to inspect: the text is empty")
+        states = self.encoder_states(tf.constant([ids], tf.int32), tf.constant([len(ids)], tf.int32))
+        return Trace([self.source_tokenizer.id_to_piece(i) for i in ids], states.numpy()[0], [],
+                     "translation encoder: its output after each source piece (what attention reads)")
+
+    def prepare(self, beam_size: int | None = None) -> None:
+        """Traces the search for ``beam_size`` (default: the config's) now rather than on the first
+        batch, so that a timing of :meth:`translate` measures translation alone."""
+        self._search_function(beam_size or self.config.decode.beam_size).get_concrete_function()
+
+    def translate_batch_ids(self, ids: list[list[int]], beam_size: int) -> decoding.DecodeResult:
+        source, lengths = pad_batch(ids)
+        return self._search_function(beam_size)(source, lengths)
+
+    @overload
+    def translate(self, texts: str, beam_size: int | None = None, nbest: int = 1, batch_size: int | None = None,
+                  with_attention: bool = False, progress: Callable[[int], None] | None = None) -> list[Hypothesis]: ...
+    @overload
+    def translate(self, texts: Sequence[str], beam_size: int | None = None, nbest: int = 1,
+                  batch_size: int | None = None, with_attention: bool = False,
+                  progress: Callable[[int], None] | None = None) -> list[list[Hypothesis]]: ...
+
+    def translate(
+        self,
+        texts: str | Sequence[str],
+        beam_size: int | None = None,
+        nbest: int = 1,
+        batch_size: int | None = None,
+        with_attention: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[Hypothesis] | list[list[Hypothesis]]:
+        """Returns ``nbest`` hypotheses per text, best first. An empty text gives empty hypotheses.
+
+        Texts longer than ``decode.max_source_length`` tokens are cut to that length (an RNN
+        trained on sentences degrades on page-long inputs; split them into sentences first);
+        ``self.truncated`` counts them.
+        """
+        if isinstance(texts, str):
+            return self.translate([texts], beam_size, nbest, batch_size, with_attention, progress)[0]
+        cfg = self.config.decode
+        beam_size = beam_size or cfg.beam_size
+        batch_size = batch_size or cfg.batch_size
+        if nbest < 1 or nbest > beam_size:
+            raise NmtError(f"--nbest must be between 1 and the beam size ({beam_size}), got {nbest}")
+        encoded, self.truncated = source_ids(self.source_tokenizer, texts, cfg.max_source_length)
+        results: list[list[Hypothesis]] = [[Hypothesis("", 0.0)] * nbest for _ in texts]
+        # Longest first: similar lengths share a batch, and the slowest batch shows up early.
+        order = sorted((i for i, x in enumerate(encoded) if x), key=lambda i: -len(encoded[i]))
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            result = self.translate_batch_ids([encoded[i] for i in chunk], beam_size)
+            arrays = decoding.DecodeResult(result.ids.numpy(), result.lengths.numpy(), result.scores.numpy(),
+                                           result.attention.numpy() if with_attention else None)
+            for row, index in enumerate(chunk):
+                results[index] = self._hypotheses(arrays, row, nbest, encoded[index] if with_attention else None)
+            if progress:
+                progress(len(chunk))
+        if progress:
+            progress(len(texts) - len(order))  # empty lines
+        return results
+
+    def _hypotheses(self, result: decoding.DecodeResult, row: int, nbest: int,
+                    source: list[int] | None) -> list[Hypothesis]:
+        """The ``nbest`` hypotheses of one row of a search (as numpy arrays); with attention when
+        ``source`` is given."""
+        ids, lengths, scores = result.ids[row], result.lengths[row], result.scores[row]
+        hypotheses = []
+        for n in range(nbest):
+            pieces = ids[n, : text_length(ids[n], int(lengths[n]))]
+            hypothesis = Hypothesis(self.target_tokenizer.decode(pieces), float(scores[n]))
+            if source is not None:
+                hypothesis.tokens = [self.target_tokenizer.id_to_piece(i) for i in pieces]
+                hypothesis.source_tokens = [self.source_tokenizer.id_to_piece(i) for i in source]
+                hypothesis.attention = result.attention[row, n, : lengths[n], : len(source)]
+            hypotheses.append(hypothesis)
+        return hypotheses
