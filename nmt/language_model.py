@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import overload
 
+import numpy as np
 import tensorflow as tf
 
 from nmt import decoding
@@ -30,9 +31,10 @@ from nmt.signatures import (
 )
 from nmt.tasks.text import ids_to_text, prompt_ids, text_length
 from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
-from nmt.trace import Trace
+from nmt.trace import Gradients, Trace
 
 PROMPT_SPEC = [tf.TensorSpec([None, None], tf.int32, name="ids"), tf.TensorSpec([None], tf.int32, name="length")]
+GRADIENTS_SPEC = [*PROMPT_SPEC, tf.TensorSpec([None], tf.int32, name="position")]
 GENERATE_SPEC = [
     *PROMPT_SPEC,
     tf.TensorSpec([], tf.int32, name="max_tokens"),
@@ -195,6 +197,85 @@ class LanguageModelRunner:
         ]
         return Trace([piece(self.start_id), *map(piece, ids)], found["states"].numpy()[0], predictions,
                      "language model: the top layer's hidden state after each token, and the likeliest next pieces")
+
+    # --- gradients: how far back the prediction still looks ----------------------------------
+
+    def gradients_ids(self, ids: tf.Tensor, length: tf.Tensor,
+                      position: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+        """How strongly one prediction per row depends on each piece read (the start symbol, then
+        the prompt): ``norms`` [batch, 1 + time], the L2 norm of the gradient of the prediction's
+        log-probability with respect to each piece's input embedding (0 past ``position``).
+
+        ``position`` [batch] (default ``length``, the last piece): the index of the last piece read.
+        The prediction (``target_ids``, ``log_probabilities`` [batch]) is the text's own next piece
+        where there is one, else the likeliest next piece. The model runs from its embedded inputs
+        (the decoder's own step), so a tied output projection, which reads the same embedding table,
+        adds nothing to these gradients."""
+        batch = tf.shape(ids)[0]
+        ids, length = tf.cast(ids, tf.int32), tf.cast(length, tf.int32)
+        sequence = tf.concat([tf.fill([batch, 1], self.start_id), ids], axis=1)
+        position = length if position is None else tf.clip_by_value(tf.cast(position, tf.int32), 0, length)
+        own_next = tf.concat([ids, tf.zeros([batch, 1], tf.int32)], axis=1)  # piece t + 1 (0 past the text)
+        decoder = self.model.decoder
+
+        def read(carry: tuple, inputs: tuple) -> tuple:
+            embedded_t, own_t = inputs
+            logits, state, _ = decoder.step_embedded(embedded_t, carry[0], {}, False)
+            log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
+            return (state, tf.argmax(log_probs, axis=-1, output_type=tf.int32),
+                    tf.gather(log_probs, own_t, batch_dims=1), tf.reduce_max(log_probs, axis=-1))
+
+        with tf.GradientTape() as tape:
+            embedded = decoder.embedding(sequence)
+            tape.watch(embedded)
+            initial = (self.model.initial_state(batch), tf.zeros([batch], tf.int32), tf.zeros([batch]),
+                       tf.zeros([batch]))
+            _, best_ids, own, best = tf.scan(read, (tf.transpose(embedded, [1, 0, 2]), tf.transpose(own_next)),
+                                             initializer=initial)
+            has_own = position < length  # the text goes on after the position: predict its own piece
+            own, best = (tf.gather(tf.transpose(x), position, batch_dims=1) for x in (own, best))
+            chosen = tf.where(has_own, own, best)
+            total = tf.reduce_sum(chosen)  # rows are independent: each row's gradient is its own
+        gradient = tf.cast(tape.gradient(total, embedded), tf.float32)
+        read_by_then = tf.range(tf.shape(sequence)[1])[None, :] <= position[:, None]
+        best_id = tf.gather(tf.transpose(best_ids), position, batch_dims=1)
+        target_ids = tf.where(has_own, tf.gather(own_next, position, batch_dims=1), best_id)
+        return {"norms": tf.where(read_by_then, tf.norm(gradient, axis=-1), 0.0), "lengths": length + 1,
+                "position": position, "target_ids": target_ids, "log_probabilities": chosen}
+
+    @overload
+    def gradients(self, text: str, position: int | None = None) -> Gradients: ...
+    @overload
+    def gradients(self, text: Sequence[str], position: int | None = None) -> list[Gradients]: ...
+
+    def gradients(self, text: str | Sequence[str], position: int | None = None) -> Gradients | list[Gradients]:
+        """How strongly a prediction still depends on each piece read before it: the L2 norm of the
+        gradient of its log-probability with respect to each piece's input embedding (the start
+        symbol is piece 0). By default the prediction is the likeliest next piece after the whole
+        text; ``position=j`` asks instead for the text's own piece j + 1 given pieces 0..j (the
+        pieces after j get NaN: the prediction has not read them). Norms that fall towards 0 going
+        back are the vanishing gradient: what the model no longer uses."""
+        if not isinstance(text, str):
+            return [self.gradients(t, position) for t in text]
+        ids = prompt_ids(self.tokenizer, [text], self.max_prompt_tokens)[0]
+        last = len(ids) if position is None else position
+        if isinstance(last, bool) or not isinstance(last, int) or not 0 <= last <= len(ids):
+            raise NmtError(f"position must be an integer between 0 (the start symbol) and {len(ids)} (the last of "
+                           f"the {len(ids) + 1} pieces read), got {position!r}")
+
+        def build() -> Callable:
+            return tf.function(self.gradients_ids, autograph=False, input_signature=GRADIENTS_SPEC)
+
+        found = self._function(("gradients",), build)(
+            tf.constant([ids], tf.int32), tf.constant([len(ids)], tf.int32), tf.constant([last], tf.int32))
+        norms = found["norms"].numpy()[0].astype(np.float64)
+        norms[last + 1 :] = np.nan
+        tokens = [self.tokenizer.id_to_piece(i) for i in [self.start_id, *ids]]
+        target = self.tokenizer.id_to_piece(int(found["target_ids"][0]))
+        kind = "the likeliest next piece" if last == len(ids) else "the text's own next piece"
+        return Gradients(tokens, norms, found["log_probabilities"].numpy().astype(np.float64),
+                         f"language model: gradient of log p({target} | pieces 0..{last}), {kind}, with respect "
+                         "to each piece's embedding", target=target, position=last)
 
     # --- generation --------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ INSPECT = "inspect"
 NEXT_WORDS = "next_words"
 NEXT_WORDS_IDS = "next_words_ids"
 GENERATE = "generate"
+GRADIENTS = "gradients"  # language model: how strongly the next-piece guess depends on each piece read
 
 # --- input names ---------------------------------------------------------------------------------
 
@@ -131,7 +132,8 @@ class ServingRecord:
 
     @classmethod
     def for_language_model(cls, max_k: int, max_prompt_tokens: int, running_text: bool) -> ServingRecord:
-        roles = {name: SignatureRole() for name in (SERVING_DEFAULT, NEXT_WORDS, NEXT_WORDS_IDS, GENERATE, INSPECT)}
+        roles = {name: SignatureRole()
+                 for name in (SERVING_DEFAULT, NEXT_WORDS, NEXT_WORDS_IDS, GENERATE, INSPECT, GRADIENTS)}
         return cls(LANGUAGE_MODEL, roles, max_prompt_tokens=max_prompt_tokens, max_k=max_k, running_text=running_text)
 
     @property
@@ -172,8 +174,11 @@ class ServingRecord:
 
     @classmethod
     def _from_first_format(cls, data: dict[str, Any]) -> ServingRecord:
-        """Exports written before the record listed signatures: {"task", "beam_size", ...}."""
+        """Exports written before the record listed signatures: {"task", "beam_size", ...} (and long
+        before the gradients signature)."""
         if data.get("task") == LANGUAGE_MODEL:
-            return cls.for_language_model(int(data.get("max_k", MAX_EXPORTED_K)), int(data.get("max_prompt_tokens", 0)),
-                                          bool(data.get("running_text", False)))
+            max_k, max_prompt = int(data.get("max_k", MAX_EXPORTED_K)), int(data.get("max_prompt_tokens", 0))
+            record = cls.for_language_model(max_k, max_prompt, bool(data.get("running_text", False)))
+            roles = {name: role for name, role in record.signatures.items() if name != GRADIENTS}
+            return dataclasses.replace(record, signatures=roles)
         return cls.for_translation(int(data.get("beam_size", 1)), int(data.get("max_source_tokens", 0)))

@@ -1,9 +1,11 @@
 """One training step, for any number of replicas: the loss, its gradients, clipping and the
-update, compiled once; and the learning-rate schedule."""
+update, compiled once; the gradient statistics (norm before clipping, clipped steps, per-layer
+norms); and the learning-rate schedule."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -90,11 +92,74 @@ class LossWindow:
         return float(np.mean(values[[(seen - kept + i) % TRAIN_LOSS_WINDOW for i in range(kept)]]))
 
 
+def gradient_groups(variables: Sequence[tf.Variable]) -> dict[str, list[int]]:
+    """The trainable variables grouped by layer, for per-layer gradient norms: group name ->
+    indices into ``variables``, in the order the variables come. A group is the layer's path
+    below the model (its first one or two components: ``encoder/embedding``, ``encoder/forward_0``,
+    ``decoder/rnn_1``, ``attention``, ``bridge``, ``decoder/output_projection``): the model's own
+    name (``seq2_seq_2`` for the third model built in a process) is left out, so the names are the
+    same in every run of a config."""
+    groups: dict[str, list[int]] = {}
+    for index, variable in enumerate(variables):
+        parts = variable.path.split("/")
+        layer = parts[1:-1][:2] or parts[:-1] or ["model"]
+        groups.setdefault("/".join(layer), []).append(index)
+    return groups
+
+
+class GradientWindow:
+    """Gradient statistics of the steps since the last :meth:`reset`, as variables updated in the
+    compiled step (in the checkpoint, so a resumed run reports what an uninterrupted one would):
+    the steps, the sum and maximum of the global gradient norm before clipping, the steps that
+    were clipped (norm > clip_norm) and the sum of each layer group's norm. A step with a
+    non-finite norm (skipped by float16 loss scaling; in float32 training stops) is left out."""
+
+    def __init__(self, groups: int) -> None:
+        self.steps = tf.Variable(0, trainable=False, dtype=tf.int64)
+        self.clipped = tf.Variable(0, trainable=False, dtype=tf.int64)
+        self.norm_sum = tf.Variable(0.0, trainable=False, dtype=tf.float64)
+        self.norm_max = tf.Variable(0.0, trainable=False, dtype=tf.float64)
+        self.layer_sums = tf.Variable(tf.zeros([groups], tf.float64), trainable=False)
+
+    def trackables(self) -> dict[str, tf.Variable]:
+        return {"steps": self.steps, "clipped": self.clipped, "norm_sum": self.norm_sum, "norm_max": self.norm_max,
+                "layer_sums": self.layer_sums}
+
+    def add(self, norm: tf.Tensor, layer_norms: tf.Tensor, clip_norm: float) -> None:
+        """In-graph: record one step's global norm (before clipping) and its groups' norms."""
+        finite = tf.math.is_finite(norm)
+        norm64 = tf.where(finite, tf.cast(norm, tf.float64), tf.constant(0.0, tf.float64))
+        self.steps.assign_add(tf.cast(finite, tf.int64))
+        self.clipped.assign_add(tf.cast(tf.logical_and(finite, norm > clip_norm), tf.int64))
+        self.norm_sum.assign_add(norm64)
+        self.norm_max.assign(tf.maximum(self.norm_max, norm64))
+        self.layer_sums.assign_add(tf.where(finite, tf.cast(layer_norms, tf.float64), tf.zeros_like(self.layer_sums)))
+
+    def reset(self) -> None:
+        for variable in self.trackables().values():
+            variable.assign(tf.zeros_like(variable))
+
+    def summary(self, names: Sequence[str]) -> dict[str, Any]:
+        """{"gradient_norm": mean, "gradient_norm_max", "clipped_fraction", "layer_gradient_norms":
+        {group: mean}} over the recorded steps; {} when there were none."""
+        steps = int(self.steps)
+        if not steps:
+            return {}
+        layers = self.layer_sums.numpy() / steps
+        return {"gradient_norm": float(self.norm_sum) / steps, "gradient_norm_max": float(self.norm_max),
+                "clipped_fraction": int(self.clipped) / steps,
+                "layer_gradient_norms": {name: float(value) for name, value in zip(names, layers)}}
+
+
 def make_train_step(strategy: tf.distribute.Strategy, model: keras.Model, optimizer: keras.optimizers.Optimizer,
-                    cfg: TrainConfig, carried: Any, losses: LossWindow) -> Any:
-    """The compiled step: batch -> (loss, gradient norm before clipping, target tokens). With
-    ``carried`` state variables (TBPTT), the state at the end of a batch starts the next."""
+                    cfg: TrainConfig, carried: Any, losses: LossWindow,
+                    windows: Sequence[GradientWindow] = ()) -> Any:
+    """The compiled step: batch -> (loss, gradient norm before clipping, target tokens, the norm
+    of each group of :func:`gradient_groups` before clipping, in its order). With ``carried``
+    state variables (TBPTT), the state at the end of a batch starts the next. Each of
+    ``windows`` records the step's gradient norms."""
     replicas = strategy.num_replicas_in_sync
+    groups = list(gradient_groups(model.trainable_variables).values())
     running_text = bool(tf.nest.flatten(carried))
     loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
@@ -111,7 +176,7 @@ def make_train_step(strategy: tf.distribute.Strategy, model: keras.Model, optimi
             scaled = optimizer.scale_loss(loss) if loss_scaled else loss
         return tape.gradient(scaled, model.trainable_variables), loss, tokens, final
 
-    def replica_step(batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    def replica_step(batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
         context = tf.distribute.get_replica_context()
         if replicas > 1:  # this replica's share of the global batch's rows
             rows = tf.shape(batch["target_in"])[0]
@@ -137,8 +202,15 @@ def make_train_step(strategy: tf.distribute.Strategy, model: keras.Model, optimi
             gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, [g * weight for g in gradients])
             loss = context.all_reduce(tf.distribute.ReduceOp.SUM, loss * weight)
             tokens = all_tokens
-        # Clipped after the sum, as one device would: every replica holds the same gradients.
-        gradients, norm = tf.clip_by_global_norm(gradients, cfg.clip_norm)
+        # Clipped after the sum, as one device would: every replica holds the same gradients. The
+        # norms of those gradients, as clipping sees them: each variable's half squared norm once,
+        # summed per layer group and in all (the global norm computed exactly as
+        # tf.clip_by_global_norm computes it itself, so the update is the same bits).
+        half_squares = [tf.nn.l2_loss(g) for g in gradients]
+        norm = tf.sqrt(tf.reduce_sum(tf.stack(half_squares)) * 2.0)
+        layer_norms = tf.stack([tf.sqrt(tf.reduce_sum(tf.stack([half_squares[i] for i in group])) * 2.0)
+                                for group in groups])
+        gradients, _ = tf.clip_by_global_norm(gradients, cfg.clip_norm, use_norm=norm)
         if loss_scaled:
             gradients = [g * optimizer.dynamic_scale for g in gradients]
         # The optimizer sums over replicas again: hand it 1/N of the (identical) gradients.
@@ -146,14 +218,16 @@ def make_train_step(strategy: tf.distribute.Strategy, model: keras.Model, optimi
                                       model.trainable_variables))
         if running_text:
             tf.nest.map_structure(lambda v, f: v.assign(tf.cast(tf.stop_gradient(f), tf.float32)), carried, final)
-        return loss, norm, tokens
+        return loss, norm, tokens, layer_norms
 
     @tf.function(autograph=False, input_signature=[STREAM_BATCH_SPEC if running_text else BATCH_SPEC])
-    def train_step(batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    def train_step(batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
         results = strategy.run(replica_step, args=(batch,))
-        loss, norm, tokens = (strategy.experimental_local_results(r)[0] for r in results)
+        loss, norm, tokens, layer_norms = (strategy.experimental_local_results(r)[0] for r in results)
         losses.add(loss)
-        return loss, norm, tokens
+        for window in windows:
+            window.add(norm, layer_norms, cfg.clip_norm)
+        return loss, norm, tokens, layer_norms
 
     return train_step
 

@@ -35,7 +35,15 @@ from nmt.models import model_variables
 from nmt.pipeline import make_dataset
 from nmt.run_dir import RunDir, hold_run_dir, resume_point, start_over, writing
 from nmt.tasks import PreparedData, Task, task_for
-from nmt.train_step import TRAIN_LOSS_WINDOW, LearningRate, LossWindow, make_eval_loss, make_train_step
+from nmt.train_step import (
+    TRAIN_LOSS_WINDOW,
+    GradientWindow,
+    LearningRate,
+    LossWindow,
+    gradient_groups,
+    make_eval_loss,
+    make_train_step,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +81,9 @@ def check_compatible(run: RunDir, config: Config) -> None:
 @dataclasses.dataclass
 class TrainingState:
     """Everything a checkpoint holds: model, optimizer, the data iterator's position, the dev
-    record (best score, evaluations without improvement), the carried TBPTT state and the recent
-    losses, so a resumed run continues exactly."""
+    record (best score, evaluations without improvement), the carried TBPTT state, the recent
+    losses and the gradient statistics since the last report and evaluation, so a resumed run
+    continues exactly."""
 
     model: keras.Model
     optimizer: keras.optimizers.Optimizer
@@ -85,15 +94,26 @@ class TrainingState:
     stale_evals: tf.Variable = dataclasses.field(
         default_factory=lambda: tf.Variable(0, trainable=False, dtype=tf.int64))
     losses: LossWindow = dataclasses.field(default_factory=LossWindow)
+    # The model's layer groups (names for the per-layer gradient norms), and the gradient
+    # statistics since the last 20-step report and since the last evaluation.
+    gradient_groups: list[str] = dataclasses.field(init=False)
+    report_window: GradientWindow = dataclasses.field(init=False)
+    eval_window: GradientWindow = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.gradient_groups = list(gradient_groups(self.model.trainable_variables))
+        self.report_window = GradientWindow(len(self.gradient_groups))
+        self.eval_window = GradientWindow(len(self.gradient_groups))
 
     def objects(self) -> dict[str, Any]:
         """"best_bleu" names the dev score in checkpoints written before language models;
-        "train_losses" is missing from checkpoints written before it existed."""
+        "train_losses" and "gradient_stats" are missing from checkpoints written before they existed."""
         return dict(
             model=model_variables(self.model), optimizer=self.optimizer, data=self.iterator,
             best_bleu=self.best_score, stale_evals=self.stale_evals,
             carried_state={f"state_{i}": v for i, v in enumerate(tf.nest.flatten(self.carried))},
             train_losses=self.losses.trackables(),
+            gradient_stats={"report": self.report_window.trackables(), "eval": self.eval_window.trackables()},
         )
 
     @property
@@ -103,7 +123,9 @@ class TrainingState:
 
     def restore(self, prefix: Any) -> None:
         stored = {name.split("/")[0] for name in tf.train.load_checkpoint(str(prefix)).get_variable_to_shape_map()}
-        restoring = {k: v for k, v in self.objects().items() if k != "train_losses" or k in stored}
+        # A checkpoint of an earlier version: its missing windows start empty.
+        optional = ("train_losses", "gradient_stats")
+        restoring = {k: v for k, v in self.objects().items() if k not in optional or k in stored}
         tf.train.Checkpoint(**restoring).restore(str(prefix)).assert_existing_objects_matched()
 
 
@@ -210,7 +232,8 @@ class Trainer:
                                         model.initial_state(cfg.batch_size) if self.task.carries_state else {})
         state = TrainingState(model, optimizer, iter(self.task.training_dataset(data.train)), carried)
         manager = self._resume(strategy, state, work)
-        train_step = make_train_step(strategy, model, optimizer, cfg, carried, state.losses)
+        train_step = make_train_step(strategy, model, optimizer, cfg, carried, state.losses,
+                                     (state.report_window, state.eval_window))
         eval_loss = make_eval_loss(model)
         predictor = self.task.predictor(model, data.source_tokenizer, data.target_tokenizer)
         writer = tf.summary.create_file_writer(str(self.run.logs)) if chief else tf.summary.create_noop_writer()
@@ -220,7 +243,7 @@ class Trainer:
         if stopped_early:
             log.info("this run stopped early at step %d; raise train.early_stopping to train on", step)
         while step < cfg.steps and not stopped_early:
-            loss, norm, tokens = train_step(next(state.iterator))
+            loss, norm, tokens, _ = train_step(next(state.iterator))
             step += 1
             # Float16 loss scaling skips steps with inf gradients itself; a non-finite loss, or
             # gradient norm in float32, means the weights are (about to be) NaN: stop, save nothing.
@@ -241,6 +264,7 @@ class Trainer:
                     stopped_early = self._evaluation_point(step, predictor, data, eval_loss, state, writer)
                 if strategy.num_replicas_in_sync > 1:
                     stopped_early = bool(from_chief(strategy, int(stopped_early)))
+                state.eval_window.reset()  # on every worker: the checkpoint holds it
                 window_tokens, window_start = 0.0, time.perf_counter()  # evaluation is not training time
             if saving or stopped_early:
                 self._save_checkpoint(manager, step, chief)
@@ -249,9 +273,13 @@ class Trainer:
 
     def _report(self, step: int, state: TrainingState, rate: float, lr: float, norm: float, writer: Any) -> None:
         """The figures of the last 20 steps: to the progress callback (or a log line every 100
-        steps) and to TensorBoard. ``lr`` is the rate the last step's update used."""
+        steps) and to TensorBoard, with the last step's gradient norm (before clipping), the
+        fraction of the 20 steps that were clipped and each layer's mean gradient norm
+        (``gradients/<layer>``). ``lr`` is the rate the last step's update used."""
         total = self.config.train.steps
         recent_loss = state.losses.mean(20)
+        gradients = state.report_window.summary(state.gradient_groups)
+        state.report_window.reset()
         values = {"loss": recent_loss, "tok/s": rate, "lr": lr}
         if self.progress is not None:
             self.progress(step, total, values)
@@ -261,7 +289,11 @@ class Trainer:
             tf.summary.scalar("train/loss", recent_loss)
             tf.summary.scalar("train/target_tokens_per_second", rate)
             tf.summary.scalar("train/learning_rate", lr)
-            tf.summary.scalar("train/gradient_norm", norm)
+            tf.summary.scalar("train/gradient_norm", norm)  # the last step's, before clipping
+            if gradients:
+                tf.summary.scalar("train/clipped_fraction", gradients["clipped_fraction"])
+                for group, value in gradients["layer_gradient_norms"].items():
+                    tf.summary.scalar(f"gradients/{group}", value)
 
     def _save_checkpoint(self, manager: tf.train.CheckpointManager, step: int, chief: bool) -> None:
         save_dir = Path(manager.directory)
@@ -305,13 +337,15 @@ class Trainer:
         """Scores dev, records it, keeps the best weights; True when early stopping ends training."""
         cfg = self.config.train
         result = self.task.dev_scores(predictor, data, self._dev_loss(data, eval_loss), cfg.eval_max_sentences)
-        record = {"step": step, "time": time.time(), "train_loss": state.losses.mean(TRAIN_LOSS_WINDOW), **result}
+        record = {"step": step, "time": time.time(), "train_loss": state.losses.mean(TRAIN_LOSS_WINDOW),
+                  **state.eval_window.summary(state.gradient_groups), **result}
         self.run.append_metrics(record)
         with writer.as_default(step=step):
             for key in ("dev_loss", "dev_bleu", "dev_chrf", "dev_word_perplexity", "dev_bits_per_character"):
                 if key in result:
                     tf.summary.scalar(f"dev/{key[4:]}", result[key])
-        shown = ", ".join(f"{k} {v:.3f}" for k, v in record.items() if k not in ("step", "time"))
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in record.items()
+                          if k not in ("step", "time", "gradient_norm_max", "layer_gradient_norms"))
         log.info("\nstep %d: %s", step, shown)
         if "dev_loss" not in result:
             # Without a dev set the latest weights are the best we know of; the dev record

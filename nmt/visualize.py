@@ -1,5 +1,5 @@
-"""Pictures of what a model does, as PNG files: attention heatmaps, hidden-state traces and
-training curves. matplotlib's object API with the Agg canvas (no display, no global pyplot state).
+"""Pictures of what a model does, as PNG files: attention heatmaps, hidden-state traces, gradient
+norms and training curves. matplotlib's object API with the Agg canvas (no display, no global pyplot state).
 
 Japanese (and other CJK) pieces need a CJK font: the first installed one of :data:`CJK_FONTS` is
 used as a fallback behind DejaVu Sans (Debian: ``apt install fonts-ipaexfont-gothic``); without one,
@@ -24,7 +24,7 @@ from nmt.io import atomic_write_bytes
 from nmt.run_dir import RunDir
 
 if TYPE_CHECKING:
-    from nmt.trace import Trace
+    from nmt.trace import Gradients, Trace
 
 CJK_FONTS = (
     "IPAexGothic", "IPAGothic", "Noto Sans CJK JP", "Noto Sans JP", "Source Han Sans JP", "TakaoGothic",
@@ -143,6 +143,49 @@ def save_trace(path: str | Path, trace: Trace, title: str = "") -> Path:
         return _save(figure, path)
 
 
+def save_gradients(path: str | Path, gradients: Gradients, title: str = "") -> Path:
+    """Gradient norms (:class:`nmt.trace.Gradients`): a language model's as a bar per token read
+    (labelled with its distance back from the predicted position), a translation's as a heatmap,
+    output pieces down and source pieces across, like its attention map."""
+    if gradients.target_tokens:
+        return _save_gradient_matrix(path, gradients, title)
+    shown = gradients.tokens[: gradients.position + 1]
+    norms = np.asarray(gradients.norms[: len(shown)], dtype=np.float64)
+    heading = f"what log p({gradients.target}) depends on"
+    with _style([*shown, gradients.target, title]):
+        figure = _figure(7.0, 1.4 + 0.3 * len(shown))
+        axes = figure.add_subplot()
+        rows = np.arange(len(shown))
+        axes.barh(rows, norms, height=0.6, color="#c55a11")
+        labels = [f"{_visible(t)}  ({d} back)" for t, d in zip(shown, gradients.distances)]
+        axes.set_yticks(rows, labels)
+        axes.invert_yaxis()  # the start symbol on top, the last piece read at the bottom
+        axes.set_xlabel("gradient norm of the log-probability w.r.t. the token's embedding")
+        axes.grid(axis="x", alpha=0.3)
+        axes.set_title(f"{title}\n{heading}" if title else heading, loc="left")
+        return _save(figure, path)
+
+
+def _save_gradient_matrix(path: str | Path, gradients: Gradients, title: str) -> Path:
+    norms = np.asarray(gradients.norms, dtype=np.float32)
+    source, target = gradients.tokens, gradients.target_tokens
+    with _style([*source, *target, title]):
+        figure = _figure(1.8 + 0.32 * len(source), 1.4 + 0.3 * len(target))
+        axes = figure.add_subplot()
+        image = axes.imshow(norms, cmap="magma", vmin=0.0, vmax=float(norms.max()) or 1.0, aspect="auto",
+                            interpolation="nearest")
+        axes.set_xticks(range(len(source)), [_visible(t) for t in source], rotation=90)
+        axes.set_yticks(range(len(target)), [_visible(t) for t in target])
+        axes.xaxis.tick_top()
+        axes.set_xlabel("source")
+        axes.xaxis.set_label_position("top")
+        axes.set_ylabel("output (greedy)")
+        if title:
+            axes.set_title(title, pad=12, loc="left")
+        figure.colorbar(image, ax=axes, fraction=0.04, pad=0.02, label="gradient norm")
+        return _save(figure, path)
+
+
 # --- training curves ---------------------------------------------------------------------------
 
 
@@ -196,9 +239,13 @@ def save_curves(path: str | Path, run_dir: str | Path) -> Path:
         steps = np.array([m["step"] for m in metrics if "train_loss" in m])
         loss = np.array([m["train_loss"] for m in metrics if "train_loss" in m])
     eval_steps = [m["step"] for m in metrics]
+    # A third panel where the run recorded its gradients (runs since gradient statistics exist).
+    panels = 3 if any("gradient_norm" in m for m in metrics) else 2
     with _style([run_dir.name]):
-        figure = _figure(11.0, 4.0)
-        left, right = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
+        figure = _figure(16.0 if panels == 3 else 11.0, 4.0)
+        left, right = figure.add_subplot(1, panels, 1), figure.add_subplot(1, panels, 2)
+        if panels == 3:
+            gradient_panel(figure.add_subplot(1, panels, 3), metrics)
         left.plot(steps, loss, label="train loss", linewidth=1)
         dev_loss = [(m["step"], m["dev_loss"]) for m in metrics if "dev_loss" in m]
         if dev_loss:
@@ -226,3 +273,26 @@ def save_curves(path: str | Path, run_dir: str | Path) -> Path:
         right.grid(alpha=0.3)
         figure.suptitle(f"{run_dir.name}: training curves")
         return _save(figure, path)
+
+
+def gradient_panel(axes: Any, metrics: list[dict[str, Any]]) -> None:
+    """The mean gradient norm before clipping (and its maximum) since the previous evaluation, and
+    the fraction of those steps that clipping shrank, against the step: exploding gradients show as
+    spikes of the maximum, clipping taming them as a high clipped fraction."""
+    points = [m for m in metrics if "gradient_norm" in m]
+    steps = [m["step"] for m in points]
+    axes.plot(steps, [m["gradient_norm"] for m in points], "o-", label="gradient norm (mean)", markersize=3)
+    if all("gradient_norm_max" in m for m in points):
+        axes.plot(steps, [m["gradient_norm_max"] for m in points], ":", label="gradient norm (max)", linewidth=1)
+    axes.set_yscale("log")
+    axes.set_xlabel("step")
+    axes.set_ylabel("global norm before clipping")
+    axes.grid(alpha=0.3)
+    clipped = axes.twinx()
+    clipped.fill_between(steps, [m.get("clipped_fraction", 0.0) for m in points], step="pre", color="tab:red",
+                         alpha=0.2, label="clipped steps")
+    clipped.set_ylim(0.0, 1.05)
+    clipped.set_ylabel("fraction of steps clipped")
+    handles, labels = axes.get_legend_handles_labels()
+    more, more_labels = clipped.get_legend_handles_labels()
+    axes.legend(handles + more, labels + more_labels, loc="upper right", fontsize=7)

@@ -14,6 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import nmt
@@ -105,4 +106,24 @@ def test_translating_shows_the_translation_and_its_attention_map(page, tiny_run:
     first_suggestion_is(page, "south")
     shot = ARTIFACTS / "demo-page.png"
     page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+
+
+def test_the_gradient_norms_follow_the_text_beside_the_hidden_state(page, cycle_run: Path) -> None:
+    lm = nmt.load(cycle_run)
+    for text in ("north east", "north east south west up"):
+        page.fill("#prompt", "")
+        page.locator("#prompt").press_sequentially(text, delay=10)
+        expected = lm.gradients(text)
+        page.wait_for_function(
+            "([n, target]) => document.querySelectorAll('#trace-table td.gradient').length === n && "
+            "document.querySelector('#gradient-target')?.textContent === target",
+            arg=[len(expected.tokens), expected.target], timeout=60_000)
+        norms = page.eval_on_selector_all("#trace-table td.gradient", "cells => cells.map(c => Number(c.dataset.norm))")
+        np.testing.assert_allclose(norms, expected.norms, rtol=1e-4, atol=1e-10)
+        widths = page.eval_on_selector_all("#trace-table .gradient-bar", "bars => bars.map(b => b.offsetWidth)")
+        assert max(widths) == 60 and widths[int(np.argmax(expected.norms))] == 60  # the largest, full length
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "demo-gradients.png"
+    page.locator("#lm-section").screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000

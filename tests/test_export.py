@@ -126,7 +126,8 @@ def test_exported_attention_and_encoder_states_equal_in_process(tiny_run: Path, 
 
 def test_exported_language_model_equals_in_process(cycle_run: Path, fresh: dict) -> None:
     lm = nmt.load(cycle_run)
-    assert fresh["lm_signatures"] == ["generate", "inspect", "next_words", "next_words_ids", "serving_default"]
+    assert fresh["lm_signatures"] == ["generate", "gradients", "inspect", "next_words", "next_words_ids",
+                                      "serving_default"]
     for row, (prompt, k) in enumerate(zip(PROMPTS, [2, 3, 1])):
         expected = lm.next_words(prompt, k=k)
         words = fresh["next_words"]["words"][row]

@@ -117,6 +117,85 @@ def test_attention_maps_and_hidden_states_over_http(server: str, cycle_run: Path
     np.testing.assert_allclose(body["results"][0]["states"], encoder.states, atol=1e-4)
 
 
+def test_gradients_over_http_equal_the_package(server: str, cycle_run: Path) -> None:
+    lm = nmt.load(cycle_run)
+    texts = ["north east south", "", "up down left"]
+    code, body = call(f"{server}/v1/inspect", {"text": texts, "gradients": True})
+    assert code == 200, body
+    for text, result in zip(texts, body["results"]):
+        expected = lm.gradients(text)
+        gradients = result["gradients"]
+        assert result["tokens"] == expected.tokens and gradients["next_token"] == expected.target
+        np.testing.assert_allclose(gradients["norms"], expected.norms, rtol=1e-5, atol=1e-10)
+        np.testing.assert_allclose(gradients["log_probability"], expected.log_probability, rtol=1e-5)
+        assert gradients["distances"] == expected.distances.tolist()
+    assert body["results"][0]["gradients"]["next_token"] == "▁west"
+    code, body = call(f"{server}/v1/inspect", {"text": "north"})
+    assert code == 200 and "gradients" not in body["results"][0]
+
+
+def serve_in_thread(models_config: Path):
+    """An `nmt serve` app on a free port in this process; returns (base URL, stop)."""
+    import uvicorn
+
+    from nmt.serving import Limits, ModelRegistry, create_app, read_model_config
+
+    registry = ModelRegistry(read_model_config(models_config), Limits())
+    port = free_ports()[0]
+    server = uvicorn.Server(uvicorn.Config(create_app(registry), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+    return f"http://127.0.0.1:{port}", stop
+
+
+def test_an_export_from_before_gradients_still_serves(cycle_run: Path, tmp_path: Path, monkeypatch) -> None:
+    """An export written before the gradients signature existed (its record and its graph without
+    one): inspect and next words work; asking for gradients is a clear 400."""
+    import keras
+
+    from nmt import signatures
+    from nmt.export import export
+
+    add_endpoint = keras.export.ExportArchive.add_endpoint
+    monkeypatch.setattr(keras.export.ExportArchive, "add_endpoint",
+                        lambda self, name, *args, **kwargs: None if name == signatures.GRADIENTS
+                        else add_endpoint(self, name, *args, **kwargs))
+    for_language_model = signatures.ServingRecord.for_language_model.__func__
+
+    def old_record(cls, *args):
+        record = for_language_model(cls, *args)
+        roles = {k: v for k, v in record.signatures.items() if k != signatures.GRADIENTS}
+        return signatures.ServingRecord(record.task, roles, max_prompt_tokens=record.max_prompt_tokens,
+                                        max_k=record.max_k, running_text=record.running_text)
+
+    monkeypatch.setattr(signatures.ServingRecord, "for_language_model", classmethod(old_record))
+    export(cycle_run, tmp_path / "lm")
+    monkeypatch.undo()
+    record = json.loads((tmp_path / "lm" / "1" / signatures.RECORD_FILE).read_text())
+    assert signatures.GRADIENTS not in record["signatures"]
+    (tmp_path / "models.config").write_text('model_config_list { config { name: "lm" base_path: "lm" } }',
+                                            encoding="utf-8")
+    base, stop = serve_in_thread(tmp_path / "models.config")
+    try:
+        code, body = call(f"{base}/v1/inspect", {"text": "north east"})
+        assert code == 200 and body["results"][0]["tokens"] == ["</s>", "▁north", "▁east"]
+        code, body = call(f"{base}/v1/next-word", {"text": "north east", "k": 1})
+        assert code == 200 and body["next_words"][0][0]["word"] == "south"
+        code, body = call(f"{base}/v1/inspect", {"text": "north east", "gradients": True})
+        assert code == 400 and body["error"] == ("model lm version 1 has no gradients signature (it was exported "
+                                                 "before gradients existed); export the run again with `nmt export`")
+    finally:
+        stop()
+
+
 @pytest.mark.parametrize(
     "path, body, status, message",
     [
@@ -141,6 +220,8 @@ def test_attention_maps_and_hidden_states_over_http(server: str, cycle_run: Path
         ("/v1/translate", {"text": "hi", "attention": "yes please"}, 400, "invalid request: attention"),
         ("/v1/inspect", {"text": "north", "model": "nope"}, 404, "Servable not found"),
         ("/v1/inspect", {"text": []}, 400, "is empty"),
+        ("/v1/inspect", {"text": "hi", "model": "en-ja", "gradients": True}, 400, "language models; model en-ja"),
+        ("/v1/inspect", {"text": "north", "gradients": "yes please"}, 400, "invalid request: gradients"),
     ],
 )
 def test_bad_input_gets_a_tf_serving_shaped_error(server: str, path: str, body, status: int, message: str) -> None:

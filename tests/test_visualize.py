@@ -102,9 +102,12 @@ def test_inspect_prints_a_row_per_token_and_plots(cycle_run: Path, tiny_run: Pat
 def test_report_draws_the_curves_and_prints_the_evaluations(tiny_run: Path, tmp_path: Path, capsys) -> None:
     code, out, err = run_main(["report", "--run", str(tiny_run), "-o", str(tmp_path / "curves.png")], capsys)
     assert code == 0, err
-    header, *rows = out.splitlines()
-    assert header.split() == ["step", "train_loss", "dev_loss", "dev_bleu", "dev_chrf"]
+    evaluations, layers = out.split("\n\n")
+    header, *rows = evaluations.splitlines()
+    assert header.split() == ["step", "train_loss", "dev_loss", "dev_bleu", "dev_chrf", "gradient_norm",
+                              "clipped_fraction"]
     assert [int(row.split()[0]) for row in rows] == [20, 40]  # eval_every=20, steps=40
+    assert layers.splitlines()[0].split()[:3] == ["layer", "gradient", "norm"]
     assert png_size(tmp_path / "curves.png")[0] > 500
     empty = tmp_path / "not-a-run"
     empty.mkdir()

@@ -132,6 +132,21 @@ def _check_inspect(args: argparse.Namespace) -> None:
 def _check_export(args: argparse.Namespace) -> None:
     if args.version is not None and args.version < 1:
         raise NmtError(f"--version must be a positive integer, got {args.version}")
+    tflite = getattr(args, "format", "savedmodel") == "tflite"
+    if getattr(args, "quantize", None) and not tflite:
+        raise NmtError("--quantize is for --format tflite (a SavedModel keeps float32 weights)")
+    if tflite and args.version is not None:
+        raise NmtError("--version is for SavedModel exports; --format tflite writes the files into --out itself")
+    if tflite and Path(args.out).is_file():
+        raise NmtError(f"--out {args.out} is a file; give a folder for the TFLite files")
+    if tflite:
+        from nmt.config import read_run_config
+
+        task = read_run_config(Path(args.run)).task
+        if task != signatures.LANGUAGE_MODEL:
+            raise NmtError(f"--format tflite is for language models: {args.run} is a "
+                           f"{signatures.TASK_DESCRIPTIONS.get(task, task)}; export it without --format "
+                           "(a SavedModel) instead")
 
 
 def _check_report(args: argparse.Namespace) -> None:

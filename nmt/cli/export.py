@@ -1,4 +1,5 @@
-"""``nmt export``: a run as a SavedModel for TensorFlow Serving and ``nmt serve``."""
+"""``nmt export``: a run as a SavedModel for TensorFlow Serving and ``nmt serve``, or a language model as
+TensorFlow Lite files for phones (``--format tflite``, :mod:`nmt.tflite`)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,15 @@ from nmt.cli.startup import import_tensorflow, weights_option
 _TRANSLATION = (f"{sig.TRANSLATE} (= {sig.SERVING_DEFAULT}; beam search with the run's decode.beam_size), "
                 f"{sig.TRANSLATE_GREEDY}, {sig.TRANSLATE_IDS}, {sig.TRANSLATE_ATTENTION} (+ the attention map), "
                 f"{sig.INSPECT} (encoder states)")
+_TFLITE = ("next_words.tflite (float32; next_words.float16.tflite and next_words.int8.tflite with --quantize "
+           "float16, int8 or all), TensorFlow Lite builtin ops only: prompt ids in, the next-word search's "
+           "candidate words (piece ids) and their log probabilities out; tokenizer.model (SentencePiece), "
+           "nmt-tflite.json (the tensors, the ops the runtime needs, the pieces) and README.md (how an app turns "
+           "the outputs into words; nmt.tflite.TfliteNextWords is the reference). Each file is written under a "
+           "temporary name and renamed when whole.")
 _LANGUAGE_MODEL = (f"{sig.SERVING_DEFAULT} (the {sig.DEFAULT_K} most likely next words), {sig.NEXT_WORDS} (k per row), "
-                   f"{sig.GENERATE}, {sig.NEXT_WORDS_IDS}, {sig.INSPECT} (hidden states and next pieces)")
+                   f"{sig.GENERATE}, {sig.NEXT_WORDS_IDS}, {sig.INSPECT} (hidden states and next pieces), "
+                   f"{sig.GRADIENTS} (how strongly the next-piece guess depends on each piece read)")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -22,14 +30,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "whose signatures take and return strings, with the run's SentencePiece models inside the graph "
         "(tensorflow-text ops, which stock TensorFlow Serving links) and the search loops in core TensorFlow "
         f"ops. Translation: {_TRANSLATION}. Language model: {_LANGUAGE_MODEL}. The version directory appears "
-        "complete or not at all.",
+        "complete or not at all.\n\n"
+        f"--format tflite (language models only) writes OUT/ for a phone: {_TFLITE}",
         epilog="examples:\n  nmt export --run runs/en-ja --out serve/models/en-ja\n"
-        "  nmt export --run runs/lm-en --out serve/models/lm-en --version 3",
+        "  nmt export --run runs/lm-en --out serve/models/lm-en --version 3\n"
+        "  nmt export --run runs/lm-en --format tflite --out phone/lm-en --quantize all",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     export.add_argument("--run", required=True, help="run directory written by `nmt train`")
     export.add_argument("--out", required=True, help="model directory; versions go into numbered subfolders")
-    export.add_argument("--version", type=int, help="version number (default: one more than the highest there)")
+    export.add_argument("--version", type=int, help="version number (default: one more than the highest there; "
+                        "savedmodel only)")
+    export.add_argument("--format", choices=("savedmodel", "tflite"), default="savedmodel",
+                        help="savedmodel (default): TF Serving / nmt serve; tflite: a language model for phones")
+    export.add_argument("--quantize", choices=("float32", "float16", "int8", "all"),
+                        help="tflite only: float32 (default), float16 weights, dynamic-range int8 weights, or all "
+                        "three files")
     weights_option(export)
     export.set_defaults(func=run)
     return export
@@ -37,6 +53,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     import_tensorflow()
+    if args.format == "tflite":
+        from nmt.tflite import export_tflite
+
+        path = export_tflite(args.run, args.out, quantize=args.quantize or "float32", weights=args.weights)
+        print(f"exported {args.run} to {path} (TensorFlow Lite)")
+        return 0
     from nmt.export import export
 
     path = export(args.run, args.out, version=args.version, weights=args.weights)

@@ -10,8 +10,10 @@ from nmt.run_dir import RunDir
 
 log = logging.getLogger("nmt.cli")
 
-# The columns of the table, in this order, where any evaluation has them.
-COLUMNS = ("train_loss", "dev_loss", "dev_bleu", "dev_chrf", "dev_word_perplexity", "dev_bits_per_character")
+# The columns of the table, in this order, where any evaluation has them. gradient_norm: the mean
+# global norm before clipping since the previous evaluation; clipped_fraction: of those steps.
+COLUMNS = ("train_loss", "dev_loss", "dev_bleu", "dev_chrf", "dev_word_perplexity", "dev_bits_per_character",
+           "gradient_norm", "clipped_fraction")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -20,8 +22,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="plot a run's training curves to a PNG (no TensorBoard needed)",
         description="Reads the run's TensorBoard logs (train loss every 20 steps) and metrics.jsonl (each dev "
         "evaluation) and draws the train and dev loss, and dev BLEU and chrF (a language model: dev word "
-        "perplexity) against the step. Prints the evaluations as a table. The full logs are in RUN/logs: "
-        "`tensorboard --logdir RUN/logs`.",
+        "perplexity) against the step. Prints the evaluations as a table (with the gradient norm before "
+        "clipping and the fraction of clipped steps since the previous evaluation), then each layer's gradient "
+        "norm. The full logs are in RUN/logs: `tensorboard --logdir RUN/logs`.",
         epilog="example: nmt report --run runs/en-ja            # writes runs/en-ja/curves.png",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -39,6 +42,24 @@ def table(metrics: list[dict]) -> list[str]:
     return rows
 
 
+def layer_table(metrics: list[dict]) -> list[str]:
+    """Each layer's gradient norm (before clipping; the mean over the steps between two
+    evaluations) at the last evaluation, its largest and where, and its mean over the
+    evaluations: which layer's gradients explode, and when. [] for runs that did not record them."""
+    recorded = [m for m in metrics if m.get("layer_gradient_norms")]
+    if not recorded:
+        return []
+    layers = list(dict.fromkeys(name for m in recorded for name in m["layer_gradient_norms"]))
+    width = max(len("layer gradient norm"), *(len(name) for name in layers))
+    rows = [f"{'layer gradient norm':<{width}}  {'last':>11}  {'max':>11}  {'max at step':>11}  {'mean':>11}"]
+    for name in layers:
+        points = [(m["step"], m["layer_gradient_norms"][name]) for m in recorded if name in m["layer_gradient_norms"]]
+        top_step, top = max(points, key=lambda point: point[1])
+        mean = sum(value for _, value in points) / len(points)
+        rows.append(f"{name:<{width}}  {points[-1][1]:>11.4g}  {top:>11.4g}  {top_step:>11}  {mean:>11.4g}")
+    return rows
+
+
 def run(args: argparse.Namespace) -> int:
     from nmt.visualize import read_metrics, save_curves
 
@@ -47,5 +68,8 @@ def run(args: argparse.Namespace) -> int:
     metrics = read_metrics(run_dir)
     save_curves(out, run_dir)
     print("\n".join(table(metrics)))
+    layers = layer_table(metrics)
+    if layers:
+        print("\n" + "\n".join(layers))
     log.info("wrote %s", out)
     return 0

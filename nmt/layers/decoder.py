@@ -182,9 +182,11 @@ class Decoder(keras.layers.Layer):
             new_state["feed"] = attentional
         return attentional, new_state, weights
 
-    def _step_embedded(
+    def step_embedded(
         self, embedded: tf.Tensor, state: State, context: Context, training: bool
     ) -> tuple[tf.Tensor, State, tf.Tensor]:
+        """As :meth:`step`, from the embedded previous token [batch, embedding_dim]: what a gradient
+        with respect to the input embeddings is taken through."""
         attentional, new_state, weights = self._recur_embedded(embedded, state, context, training)
         return self._logits(self.dropout(attentional, training=training)), new_state, weights
 
@@ -201,7 +203,7 @@ class Decoder(keras.layers.Layer):
     ) -> tuple[tf.Tensor, State, tf.Tensor]:
         """ids [batch] (the previous token) -> logits [batch, vocab] (float32), new state,
         attention weights [batch, source]."""
-        return self._step_embedded(self.embedding(ids), state, context, training)
+        return self.step_embedded(self.embedding(ids), state, context, training)
 
     # --- whole sentences (teacher forcing) ----------------------------------------------------
 

@@ -8,6 +8,7 @@ the body, validate it, find the model) is a FastAPI dependency, :func:`task_call
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable, Iterator
@@ -66,6 +67,9 @@ class TranslateRequest(TaskRequest):
 class InspectRequest(TaskRequest):
     model: str | None = Field(None, description="model name (default: the first language model, else the first "
                               "translation model)")
+    gradients: bool = Field(False, description="language model: also return how strongly its likeliest next piece "
+                            "depends on each piece read (the gradient norm of its log-probability with respect to "
+                            "each piece's embedding)")
 
 
 class NextWordRequest(TaskRequest):
@@ -193,12 +197,42 @@ def attention_maps(out: dict[str, np.ndarray]) -> list[dict[str, Any]]:
 @router.post("/v1/inspect", openapi_extra=json_body(InspectRequest))
 async def inspect(call: Inspect) -> dict[str, Any]:
     """Per text, the pieces read and the hidden state after each: its units, L2 norm and
-    change from the previous piece; a language model adds its likeliest next pieces."""
+    change from the previous piece; a language model adds its likeliest next pieces, and with
+    ``"gradients": true`` how strongly its likeliest next piece depends on each piece read."""
     servable = call.servable
     servable.function(signatures.INSPECT)  # an export from before `inspect`: a clear 400
-    out = await servable.predict(signatures.INSPECT, {signatures.TEXT: call.texts})
+    if call.request.gradients:
+        check_gradients(servable)
+    asked = [servable.predict(signatures.INSPECT, {signatures.TEXT: call.texts})]
+    if call.request.gradients:
+        asked.append(servable.predict(signatures.GRADIENTS, {signatures.TEXT: call.texts}))
+    out, *gradients = await asyncio.gather(*asked)
+    results = traces(out)
+    for result, row in zip(results, gradient_rows(gradients[0]) if gradients else []):
+        result["gradients"] = row
     return {"model": servable.name, "version": servable.version, "task": servable.task,
-            "units": int(out["states"].shape[-1]), "results": traces(out)}
+            "units": int(out["states"].shape[-1]), "results": results}
+
+
+def check_gradients(servable: Servable) -> None:
+    """A 400 unless the servable is a language model exported with the gradients signature."""
+    if servable.task != signatures.LANGUAGE_MODEL:
+        raise RequestError(f"\"gradients\" is for language models; model {servable.name} is a "
+                           f"{servable.record.description if servable.record else 'model nmt did not export'} "
+                           "(`nmt inspect --gradients` shows a translation run's)")
+    if signatures.GRADIENTS not in servable.record.signatures or signatures.GRADIENTS not in servable.signatures:
+        raise RequestError(f"model {servable.name} version {servable.version} has no gradients signature (it was "
+                           "exported before gradients existed); export the run again with `nmt export`")
+
+
+def gradient_rows(out: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """gradients' outputs -> per row the predicted piece, its log-probability, and per piece read
+    its gradient norm and distance back from the predicted position (the last piece: 0)."""
+    return [
+        {"next_token": token, "log_probability": float(out["log_probability"][row]),
+         "norms": out["norms"][row, :n].astype(np.float64).tolist(), "distances": list(range(int(n) - 1, -1, -1))}
+        for row, (n, token) in enumerate(zip(out[signatures.LENGTHS], to_json(out["next_token"])))
+    ]
 
 
 def traces(out: dict[str, np.ndarray]) -> list[dict[str, Any]]:

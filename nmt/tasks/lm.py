@@ -1,5 +1,5 @@
 """Language modelling: one side of the data, a decoder alone, dev perplexity, and next-word,
-generation and inspection signatures."""
+generation, inspection and gradient signatures."""
 
 from __future__ import annotations
 
@@ -161,6 +161,16 @@ class LanguageModelTask(Task):
                     "states": found["states"], "top_tokens": tokenizer.pieces(found["top_ids"]),
                     "top_probabilities": found["top_probabilities"]}
 
+        def gradients(text: tf.Tensor) -> dict[str, tf.Tensor]:
+            # How strongly the likeliest next piece after each text depends on each piece read:
+            # norms [batch, time] of LanguageModelRunner.gradients_ids (rows past lengths are padding).
+            ids, lengths = prompt_ids_in_graph(tokenizer, text, lm.max_prompt_tokens)
+            found = lm.gradients_ids(ids, lengths)
+            start = tf.fill([tf.shape(ids)[0], 1], lm.start_id)
+            return {"tokens": tokenizer.pieces(tf.concat([start, ids], axis=1)), "lengths": found["lengths"],
+                    "norms": found["norms"], "next_token": tokenizer.pieces(found["target_ids"]),
+                    "log_probability": found["log_probabilities"]}
+
         def top_words(text: tf.Tensor) -> dict[str, tf.Tensor]:
             return next_words(text, tf.fill(tf.shape(text), sig.DEFAULT_K))
 
@@ -171,5 +181,6 @@ class LanguageModelTask(Task):
         archive.add_endpoint(sig.NEXT_WORDS, next_words, input_signature=[TEXT_SPEC, K])
         archive.add_endpoint(sig.GENERATE, generate, input_signature=GENERATE_SPEC)
         archive.add_endpoint(sig.INSPECT, inspect, input_signature=[TEXT_SPEC])
+        archive.add_endpoint(sig.GRADIENTS, gradients, input_signature=[TEXT_SPEC])
         archive.add_endpoint(sig.NEXT_WORDS_IDS, next_words_ids, input_signature=[IDS_SPEC, LENGTHS_SPEC, K])
         return archive

@@ -1,0 +1,162 @@
+"""``nmt export --format tflite``: each variant, reloaded in a fresh process by ``tf.lite.Interpreter``
+(through :class:`nmt.tflite.TfliteNextWords`), gives the exported SavedModel's next words; translation
+runs are refused; files are whole or absent."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nmt.cli import main
+from nmt.config import load_config
+from nmt.errors import NmtError
+from nmt.training import Trainer
+
+from conftest import CYCLE
+
+ROOT = Path(__file__).resolve().parent.parent
+SUBWORD_PROMPTS = ["I love eating", "", "Where is the", "He said that", "Tom", "Zyxqv blorfs", "  I love   eating ",
+                   "It's", "Can you help me", "The cat sat on the"]
+CYCLE_PROMPTS = [" ".join((CYCLE * 3)[i:i + n]) for i in range(8) for n in (1, 3, 6)]
+# Quantized variants: the top-1 word equals the float32 SavedModel's on at least this share of prompts.
+QUANTIZED_TOP1_AGREEMENT = 0.9
+
+
+@pytest.fixture(scope="module")
+def subword_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A subword LM (SentencePiece unigram) on 2,000 English sentences of the shipped data."""
+    tmp_path = tmp_path_factory.mktemp("subword")
+    config = load_config(ROOT / "configs" / "lm-en.yaml", [
+        f"run_dir={tmp_path / 'lm'}", "data.train.limit=2000", "data.dev.limit=50", "tokenizer.vocab_size=500",
+        "model.embedding_dim=32", "model.decoder.units=32", "train.steps=60", "train.eval_every=30",
+        "train.checkpoint_every=30", "train.warmup_steps=0",
+    ])
+    Trainer(config).train()
+    return tmp_path / "lm"
+
+
+def savedmodel_next_words(run: Path, out: Path, prompts: list[str], k: int) -> list[list[tuple[str, float]]]:
+    """The exported SavedModel's ``next_words`` signature, as TF Serving would run it."""
+    import tensorflow as tf
+
+    from nmt.export import export
+
+    loaded = tf.saved_model.load(str(export(run, out)))
+    found = loaded.signatures["next_words"](text=tf.constant(prompts), k=tf.fill([len(prompts)], k))
+    return [[(w.decode(), float(p)) for w, p in zip(words, probs) if w]
+            for words, probs in zip(found["words"].numpy(), found["probabilities"].numpy())]
+
+
+def tflite_next_words(folder: Path, prompts: list[str], k: int) -> dict[str, list]:
+    """Every variant of an export, each loaded in a fresh Python process."""
+    script = (
+        "import json, sys\n"
+        "from nmt.tflite import TfliteNextWords, TfliteRecord\n"
+        "from pathlib import Path\n"
+        "folder, prompts, k = Path(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])\n"
+        "out = {v: TfliteNextWords(folder, v).next_words(prompts, k) for v in TfliteRecord.read(folder).variants}\n"
+        "print(json.dumps(out))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", script, str(folder), json.dumps(prompts), str(k)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def assert_exact(got: list, want: list) -> None:
+    for got_row, want_row in zip(got, want, strict=True):
+        assert [w for w, _ in got_row] == [w for w, _ in want_row]
+        np.testing.assert_allclose([p for _, p in got_row], [p for _, p in want_row], atol=1e-4, rtol=0)
+
+
+def top1_agreement(got: list, want: list) -> float:
+    return float(np.mean([bool(g) and bool(w) and g[0][0] == w[0][0] for g, w in zip(got, want, strict=True)]))
+
+
+@pytest.mark.parametrize("run_name", ["subword_run", "cycle_run"])
+def test_every_variant_gives_the_savedmodels_next_words(run_name: str, request, tmp_path: Path, capsys) -> None:
+    run = request.getfixturevalue(run_name)
+    prompts = SUBWORD_PROMPTS if run_name == "subword_run" else CYCLE_PROMPTS
+    folder = tmp_path / "phone"
+    assert main(["export", "--run", str(run), "--format", "tflite", "--quantize", "all", "--out", str(folder)]) == 0
+    assert "TensorFlow Lite" in capsys.readouterr().out
+    record = json.loads((folder / "nmt-tflite.json").read_text(encoding="utf-8"))
+    assert set(record["variants"]) == {"float32", "float16", "int8"}
+    assert not any(op.startswith("custom:") or op.startswith("FlexDelegate") for op in record["ops"])
+    assert "WHILE" in record["ops"]
+    sizes = {v: (folder / name).stat().st_size for v, name in record["variants"].items()}
+    assert sizes["float16"] < sizes["float32"] and sizes["int8"] < sizes["float32"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["README.md", "nmt-tflite.json", "tokenizer.model", *record["variants"].values()])
+
+    want = savedmodel_next_words(run, tmp_path / "savedmodel", prompts, 5)
+    got = tflite_next_words(folder, prompts, 5)
+    assert_exact(got["float32"], want)
+    for variant in ("float16", "int8"):
+        assert top1_agreement(got[variant], want) >= QUANTIZED_TOP1_AGREEMENT, (variant, got[variant], want)
+        for row in got[variant]:
+            assert 1 <= len(row) <= 5 and all(w and p > 0 for w, p in row)
+
+
+def test_a_translation_run_is_refused_in_one_line(tiny_run: Path, tmp_path: Path, capsys) -> None:
+    code = main(["export", "--run", str(tiny_run), "--format", "tflite", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("nmt: error: --format tflite is for language models: ") and "translation model" in err
+    from nmt.tflite import export_tflite
+
+    with pytest.raises(NmtError, match="--format tflite is for language models: .* translation model"):
+        export_tflite(tiny_run, tmp_path / "y")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--quantize", "int8"], "--quantize is for --format tflite (a SavedModel keeps float32 weights)"),
+    (["--format", "tflite", "--version", "2"], "--version is for SavedModel exports; --format tflite writes"),
+])
+def test_option_combinations(argv: list[str], message: str, cycle_run: Path, tmp_path: Path, capsys) -> None:
+    assert main(["export", "--run", str(cycle_run), "--out", str(tmp_path / "x"), *argv]) == 2
+    assert capsys.readouterr().err.startswith(f"nmt: error: {message}")
+
+
+def test_a_failed_write_leaves_no_half_file_and_keeps_the_previous_export(cycle_run: Path, tmp_path: Path,
+                                                                          monkeypatch) -> None:
+    from nmt.tflite import TfliteNextWords, export_tflite
+
+    folder = tmp_path / "phone"
+    export_tflite(cycle_run, folder, "float32")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    def full_disk(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(NmtError, match="no space left on device while writing"):
+        export_tflite(cycle_run, folder, "all")
+    with pytest.raises(NmtError, match="no space left on device while writing"):
+        export_tflite(cycle_run, tmp_path / "new", "float32")
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no temporary files, nothing changed
+    assert not (tmp_path / "new").exists() or not any((tmp_path / "new").iterdir())
+    assert TfliteNextWords(folder).next_words("north east", k=1)[0][0] == "south"
+
+
+def test_words_from_candidates_sums_the_segmentations_of_a_word() -> None:
+    from nmt.tflite import LOG_ZERO, words_from_candidates
+
+    pieces = ["<pad>", "<unk>", "<s>", "</s>", "▁ca", "t", "▁cat", "▁dog"]
+    ids = np.array([[[6, 0], [4, 5], [7, 0], [4, 0]]])  # "cat", "cat" (two pieces), "dog", no candidate
+    log_probs = np.log(np.array([[0.2, 0.1, 0.25, 0.5]], np.float32))
+    log_probs[0, 3] = LOG_ZERO
+    got = words_from_candidates(ids, log_probs, pieces, k=5)
+    assert [w for w, _ in got[0]] == ["cat", "dog"]
+    np.testing.assert_allclose([p for _, p in got[0]], [0.3, 0.25], rtol=1e-6)
+    assert words_from_candidates(ids, log_probs, pieces, k=1) == [got[0][:1]]
