@@ -61,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(quiet=args.quiet)
+    # The console script owns the terminal: its handler alone shows the library's records, even after
+    # a dependency configures the root logger mid-run (sacrebleu's MeCab path does, printing each
+    # record twice). Called from Python (argv given), records still reach the caller's handlers.
+    setup_logging(quiet=args.quiet, exclusive=argv is None)
     try:
         check_arguments(args)
         return args.func(args)

@@ -78,10 +78,12 @@ class TerminalHandler(logging.Handler):
             self.handleError(record)
 
 
-def setup_logging(quiet: bool = False) -> None:
-    """Shows the ``nmt`` loggers' INFO and above on stderr (``quiet``: warnings and errors only).
-    Called once per command; a second call (tests run many in one process) only sets the level."""
+def setup_logging(quiet: bool = False, exclusive: bool = False) -> None:
+    """Shows the ``nmt`` loggers' INFO and above on stderr (``quiet``: warnings and errors only);
+    ``exclusive``: not also through the root logger's handlers. Called once per command; a second
+    call (tests run many in one process) only sets the level."""
     logger = logging.getLogger("nmt")
+    logger.propagate = not exclusive
     level = logging.WARNING if quiet else logging.INFO
     handler = next((h for h in logger.handlers if isinstance(h, TerminalHandler)), None)
     if handler is None:

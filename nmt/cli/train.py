@@ -17,7 +17,8 @@ def _show(bar: Any) -> Callable[[int, int, dict[str, float]], None]:
 
     def update(step: int, total: int, values: dict[str, float]) -> None:
         bar.total, bar.n = total, step
-        bar.set_postfix({name: f"{value:.4g}" for name, value in values.items()}, refresh=False)
+        shown = {name: f"{value:,.0f}" if name == "tok/s" else f"{value:.4g}" for name, value in values.items()}
+        bar.set_postfix(shown, refresh=False)
         bar.refresh()
 
     return update
