@@ -19,6 +19,7 @@ passes the prompt's last token, with ``state`` the state before it).
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -177,7 +178,7 @@ class _Searched(NamedTuple):
     parents: tf.Tensor | None
 
 
-class _Strategy:
+class _Strategy(abc.ABC):
     """How a search chooses each step's tokens, apart from the loop that runs the steps
     (:func:`_search_loop`) and from the model, which only exposes its step function (OpenNMT-tf's
     split). Rows are the search's hypotheses: one per input when sampling, k per input in a beam.
@@ -191,18 +192,19 @@ class _Strategy:
     def initial_scores(self, rows: tf.Tensor) -> tf.Tensor:
         return tf.zeros([rows], tf.float32)
 
+    @abc.abstractmethod
     def choose(self, t: tf.Tensor, log_probs: tf.Tensor, finished: tf.Tensor, lengths: tf.Tensor,
                scores: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor | None, tf.Tensor]:
         """The step's log_probs [rows, vocab] and the rows so far -> token [rows] of each row,
         parent [rows] (the row it extends; None when rows keep their place) and its new score."""
-        raise NotImplementedError
 
     def ended(self, t: tf.Tensor, token: tf.Tensor) -> tf.Tensor:
         """[rows]: the rows that end with this step's token (padding on rows already finished)."""
         return tf.equal(token, EOS_ID)
 
+    @abc.abstractmethod
     def result(self, searched: _Searched) -> DecodeResult:
-        raise NotImplementedError
+        """The search's hypotheses, read back from what the loop recorded."""
 
 
 def _search_loop(step_fn: StepFn, state: Any, context: Any, strategy: _Strategy,

@@ -244,36 +244,47 @@ class LanguageModelRunner:
                 "position": position, "target_ids": target_ids, "log_probabilities": chosen}
 
     @overload
-    def gradients(self, text: str, position: int | None = None) -> Gradients: ...
+    def gradients(self, text: str, position: int | None = None, batch_size: int = 64) -> Gradients: ...
     @overload
-    def gradients(self, text: Sequence[str], position: int | None = None) -> list[Gradients]: ...
+    def gradients(self, text: Sequence[str], position: int | None = None, batch_size: int = 64) -> list[Gradients]: ...
 
-    def gradients(self, text: str | Sequence[str], position: int | None = None) -> Gradients | list[Gradients]:
+    def gradients(self, text: str | Sequence[str], position: int | None = None,
+                  batch_size: int = 64) -> Gradients | list[Gradients]:
         """How strongly a prediction still depends on each piece read before it: the L2 norm of the
         gradient of its log-probability with respect to each piece's input embedding (the start
         symbol is piece 0). By default the prediction is the likeliest next piece after the whole
         text; ``position=j`` asks instead for the text's own piece j + 1 given pieces 0..j (the
         pieces after j get NaN: the prediction has not read them). Norms that fall towards 0 going
         back are the vanishing gradient: what the model no longer uses."""
-        if not isinstance(text, str):
-            return [self.gradients(t, position) for t in text]
-        ids = prompt_ids(self.tokenizer, [text], self.max_prompt_tokens)[0]
-        last = len(ids) if position is None else position
-        if isinstance(last, bool) or not isinstance(last, int) or not 0 <= last <= len(ids):
-            raise NmtError(f"position must be an integer between 0 (the start symbol) and {len(ids)} (the last of "
-                           f"the {len(ids) + 1} pieces read), got {position!r}")
+        if isinstance(text, str):
+            return self.gradients([text], position)[0]
+        encoded = prompt_ids(self.tokenizer, text, self.max_prompt_tokens)
+        positions = [len(ids) if position is None else position for ids in encoded]
+        for ids, last in zip(encoded, positions):
+            if isinstance(last, bool) or not isinstance(last, int) or not 0 <= last <= len(ids):
+                raise NmtError(f"position must be an integer between 0 (the start symbol) and {len(ids)} (the last "
+                               f"of the {len(ids) + 1} pieces read), got {position!r}")
 
         def build() -> Callable:
             return tf.function(self.gradients_ids, autograph=False, input_signature=GRADIENTS_SPEC)
 
-        found = self._function(("gradients",), build)(
-            tf.constant([ids], tf.int32), tf.constant([len(ids)], tf.int32), tf.constant([last], tf.int32))
-        norms = found["norms"].numpy()[0].astype(np.float64)
+        results = []
+        for start in range(0, len(encoded), batch_size):
+            chunk, chunk_positions = encoded[start : start + batch_size], positions[start : start + batch_size]
+            ids, lengths = pad_batch(chunk)
+            found = self._function(("gradients",), build)(ids, lengths, tf.constant(chunk_positions, tf.int32))
+            found = {key: value.numpy() for key, value in found.items()}
+            results += [self._gradients_of_row(found, row, prompt, last)
+                        for row, (prompt, last) in enumerate(zip(chunk, chunk_positions))]
+        return results
+
+    def _gradients_of_row(self, found: dict[str, np.ndarray], row: int, ids: list[int], last: int) -> Gradients:
+        norms = found["norms"][row][: len(ids) + 1].astype(np.float64)
         norms[last + 1 :] = np.nan
         tokens = [self.tokenizer.id_to_piece(i) for i in [self.start_id, *ids]]
-        target = self.tokenizer.id_to_piece(int(found["target_ids"][0]))
+        target = self.tokenizer.id_to_piece(int(found["target_ids"][row]))
         kind = "the likeliest next piece" if last == len(ids) else "the text's own next piece"
-        return Gradients(tokens, norms, found["log_probabilities"].numpy().astype(np.float64),
+        return Gradients(tokens, norms, found["log_probabilities"][row : row + 1].astype(np.float64),
                          f"language model: gradient of log p({target} | pieces 0..{last}), {kind}, with respect "
                          "to each piece's embedding", target=target, position=last)
 

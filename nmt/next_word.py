@@ -37,6 +37,72 @@ def _piece_kinds(pieces: tf.Tensor, whole_pieces: bool) -> tuple[tf.Tensor, ...]
     return special, bare, first, inner, boundary
 
 
+def word_candidates(
+    step_fn: StepFn,
+    state: Any,
+    context: Any,
+    start_ids: tf.Tensor,
+    kinds: tuple[tf.Tensor, ...],
+    beam_size: int,
+    max_pieces: int,
+    unroll: bool = False,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """The beam over pieces of :func:`next_word_search`, up to its string work: every complete word
+    it reaches, as piece ids [batch, beam_size * max_pieces, max_pieces] (0 after the word's end),
+    with log P(pieces) + log P(a boundary follows) [batch, beam_size * max_pieces] (LOG_ZERO: none).
+    ``kinds`` is :func:`_piece_kinds`'s flags. ``unroll``: the steps as a Python loop rather than a
+    ``tf.while_loop`` with TensorArrays (TensorFlow Lite's builtin ops have no TensorArray)."""
+    _, bare, first, inner, boundary = kinds
+    vocab = tf.shape(inner)[0]
+    w, m = beam_size, max_pieces
+    batch = tf.shape(start_ids)[0]
+    base = tf.repeat(tf.range(batch) * w, w)
+
+    logits, state, _ = step_fn(tf.cast(start_ids, tf.int32), state, context)
+    log_probs = tf.where(first[None, :], tf.nn.log_softmax(tf.cast(logits, tf.float32)), LOG_ZERO)
+    top_log_probs, top_ids = tf.math.top_k(log_probs, k=w)
+    hyp_log_probs, last = tf.reshape(top_log_probs, [-1]), tf.reshape(top_ids, [-1])
+    has_body = tf.logical_not(tf.gather(bare, last))
+    seqs = tf.pad(last[:, None], [[0, 0], [0, m - 1]])  # [batch*w, m] pieces, PAD after the end
+    state, context = tile_batch(state, w), tile_batch(context, w)
+
+    def expand(t: Any, last: tf.Tensor, state: Any, hyp_log_probs: tf.Tensor, has_body: tf.Tensor,
+               seqs: tf.Tensor) -> tuple[tuple, tuple]:
+        """One step: the words that end here (score, pieces), and the beam one piece longer."""
+        logits, state, _ = step_fn(last, state, context)
+        step_log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
+        end = tf.reduce_logsumexp(tf.where(boundary[None, :], step_log_probs, LOG_ZERO), axis=-1)
+        ended = (tf.where(has_body, hyp_log_probs + end, LOG_ZERO), seqs)
+        longer = hyp_log_probs[:, None] + tf.where(inner[None, :], step_log_probs, LOG_ZERO)
+        top_log_probs, top = tf.math.top_k(tf.reshape(longer, [batch, w * vocab]), k=w)
+        parent = base + tf.reshape(top // vocab, [-1])
+        token = tf.reshape(top % vocab, [-1])
+        column = tf.one_hot(t + 1, m, dtype=tf.int32)[None, :]  # all zeros once t + 1 == m
+        seqs = tf.gather(seqs, parent) * (1 - column) + token[:, None] * column
+        state = tf.nest.map_structure(lambda s: tf.gather(s, parent), state)
+        return ended, (t + 1, token, state, tf.reshape(top_log_probs, [-1]), tf.ones_like(has_body), seqs)
+
+    carry = (0, last, state, hyp_log_probs, has_body, seqs)
+    if unroll:
+        ended = []
+        for _ in range(m):
+            found, carry = expand(*carry)
+            ended.append(found)
+        ended_log_probs, ended_seqs = (tf.stack(part) for part in zip(*ended))
+    else:
+        def body(*loop_vars: Any) -> tuple:  # the carry, then the two TensorArrays
+            *carry, log_probs_so_far, seqs_so_far = loop_vars
+            (log_probs, seqs), carry = expand(*carry)
+            return (*carry, log_probs_so_far.write(carry[0] - 1, log_probs), seqs_so_far.write(carry[0] - 1, seqs))
+
+        loop_vars = (tf.constant(0), *carry[1:], tf.TensorArray(tf.float32, size=m), tf.TensorArray(tf.int32, size=m))
+        *_, ended_log_probs, ended_seqs = tf.while_loop(lambda t, *_: t < m, body, loop_vars)
+        ended_log_probs, ended_seqs = ended_log_probs.stack(), ended_seqs.stack()
+    # [m steps, batch*w] -> [batch, w*m] candidates
+    return (tf.reshape(tf.transpose(ended_seqs, [1, 0, 2]), [batch, w * m, m]),
+            tf.reshape(tf.transpose(ended_log_probs), [batch, w * m]))
+
+
 def next_word_search(
     step_fn: StepFn,
     state: Any,
@@ -54,62 +120,26 @@ def next_word_search(
     character model, must be followed by a letter or digit), then pieces that continue it
     (starting with a letter, digit, mark or an apostrophe and a letter), ended by anything else
     (the next "▁" piece, punctuation, EOS). A small beam of ``beam_size`` partial words is expanded
-    up to ``max_pieces`` pieces; each complete word scores P(pieces) x P(a boundary follows), and a
-    word reached by several segmentations sums them. These events are disjoint, so probabilities
-    sum to at most 1. ``pieces`` is the vocabulary's piece strings [vocab]; ``k`` <= ``beam_size``
-    <= vocabulary size. ``whole_pieces`` (a word-level model): every piece but the reserved ones is a
-    word, as it stands.
+    up to ``max_pieces`` pieces (:func:`word_candidates`); each complete word scores P(pieces) x
+    P(a boundary follows), and a word reached by several segmentations sums them. These events are
+    disjoint, so probabilities sum to at most 1. ``pieces`` is the vocabulary's piece strings
+    [vocab]; ``k`` <= ``beam_size`` <= vocabulary size. ``whole_pieces`` (a word-level model): every
+    piece but the reserved ones is a word, as it stands.
 
     Runs in the graph with core ops (regex, string joins, ``tf.while_loop``), like every search.
     """
     pieces = tf.convert_to_tensor(pieces, tf.string)
-    vocab = tf.shape(pieces)[0]
-    special, bare, first, inner, boundary = _piece_kinds(pieces, whole_pieces)
-    if whole_pieces:
-        max_pieces = 1
-    w, m = beam_size, max_pieces
-    batch = tf.shape(start_ids)[0]
-    base = tf.repeat(tf.range(batch) * w, w)
-
-    logits, state, _ = step_fn(tf.cast(start_ids, tf.int32), state, context)
-    log_probs = tf.where(first[None, :], tf.nn.log_softmax(tf.cast(logits, tf.float32)), LOG_ZERO)
-    top_log_probs, top_ids = tf.math.top_k(log_probs, k=w)
-    hyp_log_probs, last = tf.reshape(top_log_probs, [-1]), tf.reshape(top_ids, [-1])
-    has_body = tf.logical_not(tf.gather(bare, last))
-    seqs = tf.pad(last[:, None], [[0, 0], [0, m - 1]])  # [batch*w, m] pieces, PAD after the end
-    state, context = tile_batch(state, w), tile_batch(context, w)
-
-    def body(t, last, state, hyp_log_probs, has_body, seqs, ended_log_probs, ended_seqs):
-        logits, state, _ = step_fn(last, state, context)
-        step_log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
-        end = tf.reduce_logsumexp(tf.where(boundary[None, :], step_log_probs, LOG_ZERO), axis=-1)
-        ended_log_probs = ended_log_probs.write(t, tf.where(has_body, hyp_log_probs + end, LOG_ZERO))
-        ended_seqs = ended_seqs.write(t, seqs)
-        longer = hyp_log_probs[:, None] + tf.where(inner[None, :], step_log_probs, LOG_ZERO)
-        top_log_probs, top = tf.math.top_k(tf.reshape(longer, [batch, w * vocab]), k=w)
-        parent = base + tf.reshape(top // vocab, [-1])
-        token = tf.reshape(top % vocab, [-1])
-        column = tf.one_hot(t + 1, m, dtype=tf.int32)[None, :]  # all zeros once t + 1 == m
-        seqs = tf.gather(seqs, parent) * (1 - column) + token[:, None] * column
-        state = tf.nest.map_structure(lambda s: tf.gather(s, parent), state)
-        hyp_log_probs = tf.reshape(top_log_probs, [-1])
-        return t + 1, token, state, hyp_log_probs, tf.ones_like(has_body), seqs, ended_log_probs, ended_seqs
-
-    loop_vars = (
-        tf.constant(0), last, state, hyp_log_probs, has_body, seqs,
-        tf.TensorArray(tf.float32, size=m), tf.TensorArray(tf.int32, size=m),
-    )
-    *_, ended_log_probs, ended_seqs = tf.while_loop(lambda t, *_: t < m, body, loop_vars)
-    # [m steps, batch*w] -> [batch, w*m] candidates
-    candidate_log_probs = tf.reshape(tf.transpose(ended_log_probs.stack()), [batch, w * m])
-    candidate_seqs = tf.reshape(tf.transpose(ended_seqs.stack(), [1, 0, 2]), [batch, w * m, m])
+    kinds = _piece_kinds(pieces, whole_pieces)
+    candidate_seqs, candidate_log_probs = word_candidates(
+        step_fn, state, context, start_ids, kinds, beam_size, 1 if whole_pieces else max_pieces)
+    special = kinds[0]
     texts = tf.strings.reduce_join(tf.gather(tf.where(special, "", pieces), candidate_seqs), axis=-1)
     words = tf.strings.regex_replace(texts, "^" + WORD_START, "")
     valid = candidate_log_probs > LOG_ZERO / 2
     probs = tf.where(valid, tf.exp(candidate_log_probs), 0.0)
     same = tf.equal(words[:, :, None], words[:, None, :]) & valid[:, :, None] & valid[:, None, :]
     total = tf.reduce_sum(tf.where(same, probs[:, None, :], 0.0), axis=-1)
-    n = w * m
+    n = tf.shape(candidate_log_probs)[1]
     earlier = tf.range(n)[None, :] < tf.range(n)[:, None]  # [i, j]: j comes before i
     first_seen = tf.logical_not(tf.reduce_any(same & earlier[None], axis=-1))
     ranking = tf.where(valid & first_seen, total, -1.0)

@@ -176,18 +176,15 @@ def piece_kinds(lm: Any) -> tuple[np.ndarray, ...]:
 
 
 def candidate_search(lm: Any, ids: Any, lengths: Any, beam_size: int, kinds: tuple[np.ndarray, ...]) -> dict[str, Any]:
-    """:func:`nmt.next_word.next_word_search` up to its string work, in ops that TFLite has as
-    builtins: the prompt read in a ``tf.while_loop`` of ``step``s (the state only), the search's
-    ``max_pieces`` steps unrolled, its candidates returned instead of TensorArrays."""
+    """:func:`nmt.next_word.word_candidates` after the prompt, in ops that TFLite has as builtins:
+    the prompt read in a ``tf.while_loop`` of ``step``s carrying the state only (the sequence-level
+    reader of :meth:`LanguageModelRunner.prime` keeps TensorArrays), the search's steps unrolled."""
     import tensorflow as tf
 
-    from nmt.decoding import tile_batch
+    from nmt.next_word import word_candidates
 
     model = lm.model
     whole_pieces = lm.config.tokenizer.model_type == "word"
-    _, bare, first, inner, boundary = (tf.constant(kind) for kind in kinds)
-    vocab = int(lm.pieces.shape[0])
-    w, m = beam_size, 1 if whole_pieces else lm.max_word_pieces
     batch = tf.shape(ids)[0]
 
     # The prompt: state before its last token, and that token (as LanguageModelRunner.prime).
@@ -201,35 +198,10 @@ def candidate_search(lm: Any, ids: Any, lengths: Any, beam_size: int, kinds: tup
 
     _, state = tf.while_loop(lambda t, _: t < tf.shape(ids)[1], read, (tf.constant(0), model.initial_state(batch)))
 
-    # The search, as next_word_search with its loop unrolled.
-    base = tf.repeat(tf.range(batch) * w, w)
-    logits, state, _ = model.step(last, state, {})
-    log_probs = tf.where(first[None, :], tf.nn.log_softmax(tf.cast(logits, tf.float32)), LOG_ZERO)
-    top_log_probs, top_ids = tf.math.top_k(log_probs, k=w)
-    hyp_log_probs, last = tf.reshape(top_log_probs, [-1]), tf.reshape(top_ids, [-1])
-    has_body = tf.logical_not(tf.gather(bare, last))
-    seqs = tf.pad(last[:, None], [[0, 0], [0, m - 1]])
-    state = tile_batch(state, w)
-    ended_log_probs, ended_seqs = [], []
-    for t in range(m):
-        logits, state, _ = model.step(last, state, {})
-        step_log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
-        end = tf.reduce_logsumexp(tf.where(boundary[None, :], step_log_probs, LOG_ZERO), axis=-1)
-        ended_log_probs.append(tf.where(has_body, hyp_log_probs + end, LOG_ZERO))
-        ended_seqs.append(seqs)
-        if t + 1 == m:
-            break
-        longer = hyp_log_probs[:, None] + tf.where(inner[None, :], step_log_probs, LOG_ZERO)
-        top_log_probs, top = tf.math.top_k(tf.reshape(longer, [batch, w * vocab]), k=w)
-        parent = base + tf.reshape(top // vocab, [-1])
-        last = tf.reshape(top % vocab, [-1])
-        column = tf.one_hot(t + 1, m, dtype=tf.int32)[None, :]
-        seqs = tf.gather(seqs, parent) * (1 - column) + last[:, None] * column
-        state = tf.nest.map_structure(lambda s, parent=parent: tf.gather(s, parent), state)
-        hyp_log_probs = tf.reshape(top_log_probs, [-1])
-        has_body = tf.ones_like(has_body)
-    candidate_log_probs = tf.reshape(tf.transpose(tf.stack(ended_log_probs)), [batch, w * m])
-    candidate_ids = tf.reshape(tf.transpose(tf.stack(ended_seqs), [1, 0, 2]), [batch, w * m, m])
+    # The search itself, with its steps unrolled: TFLite's builtin ops have no TensorArray.
+    constants = tuple(tf.constant(kind) for kind in kinds)
+    candidate_ids, candidate_log_probs = word_candidates(
+        model.step, state, {}, last, constants, beam_size, 1 if whole_pieces else lm.max_word_pieces, unroll=True)
     return {"candidate_ids": candidate_ids, "candidate_log_probs": candidate_log_probs}
 
 

@@ -238,6 +238,7 @@ class Trainer:
         predictor = self.task.predictor(model, data.source_tokenizer, data.target_tokenizer)
         writer = tf.summary.create_file_writer(str(self.run.logs)) if chief else tf.summary.create_noop_writer()
         step = state.step
+        loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         window_tokens, window_start = 0.0, time.perf_counter()
         stopped_early = cfg.early_stopping is not None and int(state.stale_evals) >= cfg.early_stopping
         if stopped_early:
@@ -247,7 +248,6 @@ class Trainer:
             step += 1
             # Float16 loss scaling skips steps with inf gradients itself; a non-finite loss, or
             # gradient norm in float32, means the weights are (about to be) NaN: stop, save nothing.
-            loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
             if not math.isfinite(float(loss)) or (not loss_scaled and not math.isfinite(float(norm))):
                 raise self._diverged(step, float(loss), float(norm), manager)
             window_tokens += float(tokens)

@@ -101,21 +101,7 @@ def save_attention(
     if weights.shape != (len(target_tokens), len(source_tokens)):
         raise ValueError(f"weights {weights.shape} do not match {len(target_tokens)} target x "
                          f"{len(source_tokens)} source tokens")
-    labels = [*source_tokens, *target_tokens, title]
-    with _style(labels):
-        figure = _figure(1.8 + 0.32 * len(source_tokens), 1.4 + 0.3 * len(target_tokens))
-        axes = figure.add_subplot()
-        image = axes.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
-        axes.set_xticks(range(len(source_tokens)), [_visible(t) for t in source_tokens], rotation=90)
-        axes.set_yticks(range(len(target_tokens)), [_visible(t) for t in target_tokens])
-        axes.xaxis.tick_top()
-        axes.set_xlabel("source")
-        axes.xaxis.set_label_position("top")
-        axes.set_ylabel("output")
-        if title:
-            axes.set_title(title, pad=12, loc="left")
-        figure.colorbar(image, ax=axes, fraction=0.04, pad=0.02, label="attention weight")
-        return _save(figure, path)
+    return _heatmap(path, weights, source_tokens, target_tokens, title, "output", "viridis", 1.0, "attention weight")
 
 
 def save_trace(path: str | Path, trace: Trace, title: str = "") -> Path:
@@ -168,21 +154,27 @@ def save_gradients(path: str | Path, gradients: Gradients, title: str = "") -> P
 
 def _save_gradient_matrix(path: str | Path, gradients: Gradients, title: str) -> Path:
     norms = np.asarray(gradients.norms, dtype=np.float32)
-    source, target = gradients.tokens, gradients.target_tokens
+    return _heatmap(path, norms, gradients.tokens, gradients.target_tokens, title, "output (greedy)", "magma",
+                    float(norms.max()) or 1.0, "gradient norm")
+
+
+def _heatmap(path: str | Path, values: np.ndarray, source: Sequence[str], target: Sequence[str], title: str,
+             target_label: str, colours: str, vmax: float, value_label: str) -> Path:
+    """A [target, source] matrix: source pieces across the top, target pieces down (attention maps
+    and their gradient counterpart)."""
     with _style([*source, *target, title]):
         figure = _figure(1.8 + 0.32 * len(source), 1.4 + 0.3 * len(target))
         axes = figure.add_subplot()
-        image = axes.imshow(norms, cmap="magma", vmin=0.0, vmax=float(norms.max()) or 1.0, aspect="auto",
-                            interpolation="nearest")
+        image = axes.imshow(values, cmap=colours, vmin=0.0, vmax=vmax, aspect="auto", interpolation="nearest")
         axes.set_xticks(range(len(source)), [_visible(t) for t in source], rotation=90)
         axes.set_yticks(range(len(target)), [_visible(t) for t in target])
         axes.xaxis.tick_top()
         axes.set_xlabel("source")
         axes.xaxis.set_label_position("top")
-        axes.set_ylabel("output (greedy)")
+        axes.set_ylabel(target_label)
         if title:
             axes.set_title(title, pad=12, loc="left")
-        figure.colorbar(image, ax=axes, fraction=0.04, pad=0.02, label="gradient norm")
+        figure.colorbar(image, ax=axes, fraction=0.04, pad=0.02, label=value_label)
         return _save(figure, path)
 
 

@@ -78,6 +78,22 @@ def cycle_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path / "cycle"
 
 
+@pytest.fixture(scope="session")
+def subword_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A subword LM (SentencePiece unigram) on 2,000 English sentences of the shipped data."""
+    from nmt.config import load_config
+    from nmt.training import Trainer
+
+    tmp_path = tmp_path_factory.mktemp("subword")
+    config = load_config(Path(__file__).resolve().parent.parent / "configs" / "lm-en.yaml", [
+        f"run_dir={tmp_path / 'lm'}", "data.train.limit=2000", "data.dev.limit=50", "tokenizer.vocab_size=500",
+        "model.embedding_dim=32", "model.decoder.units=32", "train.steps=60", "train.eval_every=30",
+        "train.checkpoint_every=30", "train.warmup_steps=0",
+    ])
+    Trainer(config).train()
+    return tmp_path / "lm"
+
+
 # --- a real `nmt serve` on 127.0.0.1 (the serving and the demo-page tests) ---------------------
 
 

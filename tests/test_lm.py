@@ -27,19 +27,6 @@ from conftest import CYCLE, cycle_text, lm_config
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def subword_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A subword LM (SentencePiece unigram) on 2,000 English sentences of the shipped data."""
-    tmp_path = tmp_path_factory.mktemp("subword")
-    config = load_config(ROOT / "configs" / "lm-en.yaml", [
-        f"run_dir={tmp_path / 'lm'}", "data.train.limit=2000", "data.dev.limit=50", "tokenizer.vocab_size=500",
-        "model.embedding_dim=32", "model.decoder.units=32", "train.steps=60", "train.eval_every=30",
-        "train.checkpoint_every=30", "train.warmup_steps=0",
-    ])
-    Trainer(config).train()
-    return tmp_path / "lm"
-
-
 # --- learning ---------------------------------------------------------------------------------
 
 

@@ -15,9 +15,7 @@ import numpy as np
 import pytest
 
 from nmt.cli import main
-from nmt.config import load_config
 from nmt.errors import NmtError
-from nmt.training import Trainer
 
 from conftest import CYCLE
 
@@ -27,19 +25,6 @@ SUBWORD_PROMPTS = ["I love eating", "", "Where is the", "He said that", "Tom", "
 CYCLE_PROMPTS = [" ".join((CYCLE * 3)[i:i + n]) for i in range(8) for n in (1, 3, 6)]
 # Quantized variants: the top-1 word equals the float32 SavedModel's on at least this share of prompts.
 QUANTIZED_TOP1_AGREEMENT = 0.9
-
-
-@pytest.fixture(scope="module")
-def subword_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A subword LM (SentencePiece unigram) on 2,000 English sentences of the shipped data."""
-    tmp_path = tmp_path_factory.mktemp("subword")
-    config = load_config(ROOT / "configs" / "lm-en.yaml", [
-        f"run_dir={tmp_path / 'lm'}", "data.train.limit=2000", "data.dev.limit=50", "tokenizer.vocab_size=500",
-        "model.embedding_dim=32", "model.decoder.units=32", "train.steps=60", "train.eval_every=30",
-        "train.checkpoint_every=30", "train.warmup_steps=0",
-    ])
-    Trainer(config).train()
-    return tmp_path / "lm"
 
 
 def savedmodel_next_words(run: Path, out: Path, prompts: list[str], k: int) -> list[list[tuple[str, float]]]:
