@@ -118,6 +118,15 @@ def call(url: str, body: bytes | dict | None = None, method: str | None = None) 
         return error.code, json.loads(error.read())
 
 
+class ServerURL(str):
+    """A server's REST base URL that also knows its gRPC address."""
+
+    def __new__(cls, base: str, grpc_address: str) -> ServerURL:
+        url = super().__new__(cls, base)
+        url.grpc_address = grpc_address
+        return url
+
+
 def wait_until_serving(process: subprocess.Popen, port: int, stderr_text) -> str:
     """Waits for a started `nmt serve` to answer /healthz on ``port``; returns its base URL.
     Fails the test with the server's stderr (``stderr_text()``) if it exits or takes over 300 s."""
@@ -154,14 +163,14 @@ def server(tiny_run: Path, cycle_run: Path, tmp_path_factory: pytest.TempPathFac
         "}\n",
         encoding="utf-8",
     )
-    port = free_ports()[0]
+    port, grpc_port = free_ports(2)
     process = subprocess.Popen(
         [sys.executable, "-m", "nmt.cli", "serve", "--config", str(root / "models.config"), "--port", str(port),
-         "--max-request-rows", "8", "--max-body-bytes", "20000"],
+         "--grpc-port", str(grpc_port), "--max-request-rows", "8", "--max-body-bytes", "20000"],
         stderr=subprocess.PIPE, text=True,
     )
     base = wait_until_serving(process, port, lambda: process.stderr.read())
-    yield base
+    yield ServerURL(base, f"127.0.0.1:{grpc_port}")
     process.terminate()
     stderr = process.communicate(timeout=60)[1]
-    assert "warning: model broken not served" in stderr
+    assert "warning: model broken version 1 at " in stderr and "failed to load" in stderr

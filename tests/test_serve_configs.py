@@ -6,48 +6,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from google.protobuf import (
-    descriptor_pb2,
-    descriptor_pool,
-    message_factory,
-    text_format,
-    wrappers_pb2,  # noqa: F401 - puts wrappers.proto in the default pool
-)
+from google.protobuf import text_format
 
-from nmt.serving import read_model_config
+from nmt.errors import NmtError
+from nmt.serving import Limits, read_model_config
+from nmt.serving.config import read_batching_parameters, read_monitoring_config, upstream_messages
 
 SERVE = Path(__file__).resolve().parent.parent / "serve"
-
-
-def upstream_messages() -> dict[str, type]:
-    """BatchingParameters and MonitoringConfig, field for field as in TF Serving's
-    session_bundle_config.proto and monitoring_config.proto (the tensorflow-serving-api wheel
-    ships only the model-server protos)."""
-    pool = descriptor_pool.DescriptorPool()
-    pool.AddSerializedFile(descriptor_pb2.FileDescriptorProto.FromString(
-        wrappers_pb2.DESCRIPTOR.serialized_pb).SerializeToString())
-    f = descriptor_pb2.FieldDescriptorProto
-    proto = descriptor_pb2.FileDescriptorProto(
-        name="serving_configs.proto", package="tensorflow.serving", syntax="proto3",
-        dependency=["google/protobuf/wrappers.proto"],
-    )
-    batching = proto.message_type.add(name="BatchingParameters")
-    for number, (name, kind) in enumerate([("max_batch_size", "Int64Value"), ("batch_timeout_micros", "Int64Value"),
-                                           ("max_enqueued_batches", "Int64Value"), ("num_batch_threads", "Int64Value"),
-                                           ("thread_pool_name", "StringValue")], start=1):
-        batching.field.add(name=name, number=number, type=f.TYPE_MESSAGE, label=f.LABEL_OPTIONAL,
-                           type_name=f".google.protobuf.{kind}")
-    batching.field.add(name="allowed_batch_sizes", number=6, type=f.TYPE_INT64, label=f.LABEL_REPEATED)
-    batching.field.add(name="pad_variable_length_inputs", number=7, type=f.TYPE_BOOL, label=f.LABEL_OPTIONAL)
-    prometheus = proto.message_type.add(name="PrometheusConfig")
-    prometheus.field.add(name="enable", number=1, type=f.TYPE_BOOL, label=f.LABEL_OPTIONAL)
-    prometheus.field.add(name="path", number=2, type=f.TYPE_STRING, label=f.LABEL_OPTIONAL)
-    monitoring = proto.message_type.add(name="MonitoringConfig")
-    monitoring.field.add(name="prometheus_config", number=1, type=f.TYPE_MESSAGE, label=f.LABEL_OPTIONAL,
-                         type_name=".tensorflow.serving.PrometheusConfig")
-    pool.Add(proto)
-    return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"tensorflow.serving.{name}"))
-            for name in ("BatchingParameters", "MonitoringConfig")}
 
 
 def test_models_config_is_a_model_server_config() -> None:
@@ -79,6 +44,18 @@ def test_batching_and_monitoring_files_parse() -> None:
     assert monitoring.prometheus_config.enable and monitoring.prometheus_config.path.startswith("/monitoring/")
     with pytest.raises(text_format.ParseError):  # the parser is strict: a typo does not pass
         text_format.Parse("max_batch_sise { value: 1 }", messages["BatchingParameters"]())
+    # What nmt-model-server takes from them: the batch size and wait, the metrics path.
+    limits = read_batching_parameters(SERVE / "batching_parameters.txt", Limits(batching=False))
+    assert (limits.batching, limits.max_batch_size, limits.max_wait_ms) == (True, 32, 5.0)
+    monitoring = read_monitoring_config(SERVE / "monitoring.config")
+    assert monitoring.enabled and monitoring.path == "/monitoring/prometheus/metrics"
+
+
+def test_a_typo_in_a_batching_file_is_an_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "batching.txt"
+    path.write_text("max_batch_size { value: 8 }\nbatch_timeout_micro { value: 1 }\n", encoding="utf-8")
+    with pytest.raises(NmtError, match=r"batching.txt: not a BatchingParameters text proto: 2:1 .*batch_timeout_micro"):
+        read_batching_parameters(path, Limits())
 
 
 def test_docker_compose_serves_the_same_files_with_matching_versions() -> None:
@@ -107,3 +84,25 @@ def test_mounts_map_server_paths_like_a_docker_volume(tmp_path: Path) -> None:
                       'config { name: "b" base_path: "rel/b" } }', encoding="utf-8")
     entries = read_model_config(config, {"/srv": str(tmp_path / "here")})
     assert [e.base_path for e in entries] == [tmp_path / "here" / "models" / "a", tmp_path / "rel" / "b"]
+
+
+def test_versions_are_integer_folder_names_selected_by_policy_and_labels_read(tmp_path: Path) -> None:
+    from nmt.serving.config import versions_to_serve
+
+    for name in ("00000123", "7", "0009", "notaversion", "１２"):  # the last: full-width digits, not a version
+        (tmp_path / "m" / name).mkdir(parents=True)
+    config = tmp_path / "models.config"
+    config.write_text('model_config_list { config { name: "m" base_path: "m" '
+                      'model_version_policy { specific { versions: 9 versions: 123 versions: 5 } } '
+                      'version_labels { key: "stable" value: 9 } } }', encoding="utf-8")
+    (entry,) = read_model_config(config)
+    assert entry.labels == {"stable": 9}
+    assert versions_to_serve(entry) == {9: tmp_path / "m" / "0009", 123: tmp_path / "m" / "00000123"}
+    entry.policy, entry.versions = "latest", [2]
+    assert list(versions_to_serve(entry)) == [9, 123]
+    entry.policy = "all"
+    assert list(versions_to_serve(entry)) == [7, 9, 123]
+    config.write_text('model_config_list { config { name: "a" base_path: "a" } config { name: "a" base_path: "b" } }',
+                      encoding="utf-8")
+    with pytest.raises(NmtError, match="model name\\(s\\) given twice: a"):
+        read_model_config(config)

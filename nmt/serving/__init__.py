@@ -13,16 +13,22 @@ run as one batch of at most ``max_batch_size`` rows, one model call at a time pe
 
 Modules, one concern each:
 
-- :mod:`~nmt.serving.config`: ``models.config``, the versions to serve, :class:`Limits`
+- :mod:`~nmt.serving.config`: ``models.config``, the versions to serve, batching and monitoring
+  files, :class:`Limits`
 - :mod:`~nmt.serving.registry`: loaded model versions (:class:`Servable`), :class:`ModelRegistry`
+  (version policies and labels, polling, status)
 - :mod:`~nmt.serving.batching`: :class:`Batcher`, concurrent calls merged into model calls
 - :mod:`~nmt.serving.rest_codec`: TF Serving's JSON request and response formats
+- :mod:`~nmt.serving.examples`: ``tf.train.Example`` requests of classify and regress, and their results
 - :mod:`~nmt.serving.tfserving_api`: the ``/v1/models/...`` router
+- :mod:`~nmt.serving.grpc_api`: ``PredictionService`` and ``ModelService`` over gRPC
+- :mod:`~nmt.serving.metrics`: request counts and latencies under TF Serving's metric names
 - :mod:`~nmt.serving.task_api`: the ``/v1/translate``, ``/v1/next-word``, ``/v1/generate``,
   ``/v1/inspect`` router and its request models
 - :mod:`~nmt.serving.http_guard`: the HTTP edge (body limits and parsing, Host/Origin, CORS, timeouts)
 - :mod:`~nmt.serving.app`: :func:`create_app`, :func:`serve`
 - :mod:`~nmt.serving.options`: ``nmt serve``'s command-line options
+- :mod:`~nmt.serving.model_server`: ``nmt-model-server``, ``tensorflow_model_server``'s flags
 
 Importing this package (or ``options``) loads neither TensorFlow nor FastAPI: the CLI checks its
 arguments first. The other names load their module on first use.
@@ -38,7 +44,7 @@ from nmt.serving.options import add_serve_arguments, run_serve
 
 # name -> the module that defines it, imported when the name is first used (PEP 562).
 _LAZY = {
-    "create_app": "app", "serve": "app", "load_models": "app", "run_app": "app",
+    "create_app": "app", "serve": "app", "load_models": "app", "run_app": "app", "run_servers": "app",
     "Servable": "registry", "ModelRegistry": "registry",
     "Batcher": "batching", "graph_error_summary": "batching",
     "parse_predict_body": "rest_codec", "format_predictions": "rest_codec",

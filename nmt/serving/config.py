@@ -1,6 +1,7 @@
 """What ``nmt serve`` serves and within which limits: the models of a TF Serving ``models.config``
-(a ``ModelServerConfig`` text proto), the versions of each its policy selects, and the server's
-request limits. No TensorFlow import: the CLI builds :class:`Limits` before TensorFlow loads."""
+(a ``ModelServerConfig`` text proto), the versions of each its policy selects, TF Serving's batching
+and monitoring files, and the server's request limits. No TensorFlow import: the CLI builds
+:class:`Limits` before TensorFlow loads."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class Limits:
     max_body_bytes: int = 1 << 20
     body_timeout_s: float = 20.0  # a request's headers, and then its body, must arrive within this
     max_connections: int = 100  # open connections (and requests in progress); past it: 503
+    request_timeout_s: float = 30.0  # a REST request's model work; past it: 504 (TF Serving's rest_api_timeout_in_ms)
 
 
 @dataclasses.dataclass
@@ -29,6 +31,7 @@ class ModelEntry:
     base_path: Path
     policy: str  # "latest", "all" or "specific"
     versions: list[int]  # latest: how many; specific: which
+    labels: dict[str, int] = dataclasses.field(default_factory=dict)  # version_labels: label -> version
 
 
 def read_model_config(path: str | Path, mounts: dict[str, str] | None = None) -> list[ModelEntry]:
@@ -39,29 +42,53 @@ def read_model_config(path: str | Path, mounts: dict[str, str] | None = None) ->
     here, as Docker's volume does: by default ``/serve`` is the config file's own folder, so the
     shipped ``/serve/models/en-ja`` is ``serve/models/en-ja``. A path that exists as it is, is
     used as it is; relative paths are relative to the config file."""
-    from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
     path = Path(path)
-    if not path.is_file():
-        raise NmtError(f"model config not found: {path}")
-    message = model_server_config_pb2.ModelServerConfig()
-    try:
-        text_format.Parse(path.read_text(encoding="utf-8"), message)
-    except (text_format.ParseError, UnicodeDecodeError) as error:
-        raise NmtError(f"{path}: not a ModelServerConfig text proto: {error}") from None
-    entries = [_entry(config, path, mounts) for config in message.model_config_list.config]
+    message = read_text_proto(path, model_server_config_pb2.ModelServerConfig(), "model config")
+    return entries_of(message, path.parent, mounts, str(path))
+
+
+def entries_of(message: Any, folder: Path, mounts: dict[str, str] | None, source: str) -> list[ModelEntry]:
+    """A ModelServerConfig message -> its models (relative base paths are under ``folder``;
+    ``source`` names the file or request in errors)."""
+    if message.WhichOneof("config") == "custom_model_config":
+        raise NmtError(f"{source}: only model_config_list is supported (custom_model_config is not)")
+    entries = [_entry(config, source, folder, mounts) for config in message.model_config_list.config]
     if not entries:
-        raise NmtError(f"{path}: model_config_list has no models")
+        raise NmtError(f"{source}: model_config_list has no models")
+    names = [e.name for e in entries]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise NmtError(f"{source}: model name(s) given twice: {', '.join(twice)}")
     return entries
 
 
-def _entry(config: Any, path: Path, mounts: dict[str, str] | None) -> ModelEntry:
-    """One ``ModelConfig`` message of the file at ``path`` -> a ModelEntry."""
+def read_text_proto(path: Path, message: Any, what: str) -> Any:
+    """A protobuf text file parsed into ``message``, or an NmtError naming the file and the line."""
+    from google.protobuf import text_format
+
+    if not path.is_file():
+        raise NmtError(f"{what} not found: {path}")
+    try:
+        return text_format.Parse(path.read_text(encoding="utf-8"), message)
+    except (text_format.ParseError, UnicodeDecodeError) as error:
+        raise NmtError(f"{path}: not a {message.DESCRIPTOR.name} text proto: {error}") from None
+
+
+def single_model(name: str, base_path: str | Path) -> list[ModelEntry]:
+    """``--model_name`` and ``--model_base_path``: one model, its newest version served."""
+    if not name:
+        raise NmtError("--model_name must not be empty")
+    return [ModelEntry(name, Path(base_path), "latest", [1])]
+
+
+def _entry(config: Any, source: str, folder: Path, mounts: dict[str, str] | None) -> ModelEntry:
+    """One ``ModelConfig`` message -> a ModelEntry."""
     if not config.name or not config.base_path:
-        raise NmtError(f"{path}: every model needs a name and a base_path")
+        raise NmtError(f"{source}: every model needs a name and a base_path")
     if config.model_platform not in ("", "tensorflow"):
-        raise NmtError(f"{path}: model {config.name}: platform {config.model_platform!r} is not served")
+        raise NmtError(f"{source}: model {config.name}: platform {config.model_platform!r} is not served")
     policy = config.model_version_policy.WhichOneof("policy_choice") or "latest"
     if policy == "latest":
         versions = [config.model_version_policy.latest.num_versions or 1]
@@ -69,10 +96,12 @@ def _entry(config: Any, path: Path, mounts: dict[str, str] | None) -> ModelEntry
         versions = list(config.model_version_policy.specific.versions)
     else:
         versions = []
-    return ModelEntry(config.name, _map_path(config.base_path, path.parent, mounts), policy, versions)
+    labels = dict(config.version_labels)
+    return ModelEntry(config.name, map_path(config.base_path, folder, mounts), policy, versions, labels)
 
 
-def _map_path(base_path: str, config_folder: Path, mounts: dict[str, str] | None) -> Path:
+def map_path(base_path: str, config_folder: Path, mounts: dict[str, str] | None) -> Path:
+    """A path as the server names it -> the folder here (see :func:`read_model_config`)."""
     base = Path(base_path)
     if not base.is_absolute():
         return config_folder / base
@@ -86,12 +115,99 @@ def _map_path(base_path: str, config_folder: Path, mounts: dict[str, str] | None
     return base
 
 
-def versions_to_serve(entry: ModelEntry) -> list[int]:
-    """The numbered version folders under the entry's base path that its policy selects."""
-    found = sorted(int(p.name) for p in entry.base_path.iterdir() if p.is_dir() and p.name.isdigit()) \
-        if entry.base_path.is_dir() else []
-    if entry.policy == "latest":
-        return found[-entry.versions[0]:] if found else []
-    if entry.policy == "specific":
-        return [v for v in entry.versions if v in found]
+def version_folders(base_path: Path) -> dict[int, Path]:
+    """The version folders under a base path, by version: TF Serving reads a folder's name as an
+    integer, so ``00000123`` is version 123 (when two names read the same, the first in name order)."""
+    if not base_path.is_dir():
+        return {}
+    found: dict[int, Path] = {}
+    for folder in sorted(base_path.iterdir()):
+        if folder.is_dir() and folder.name.isascii() and folder.name.isdigit():
+            found.setdefault(int(folder.name), folder)
     return found
+
+
+def versions_to_serve(entry: ModelEntry) -> dict[int, Path]:
+    """The version folders under the entry's base path that its policy selects, by version."""
+    found = version_folders(entry.base_path)
+    if entry.policy == "latest":
+        chosen = sorted(found)[-entry.versions[0]:] if found else []
+    elif entry.policy == "specific":
+        chosen = [v for v in entry.versions if v in found]
+    else:
+        chosen = sorted(found)
+    return {version: found[version] for version in chosen}
+
+
+@dataclasses.dataclass
+class Monitoring:
+    """TF Serving's MonitoringConfig: Prometheus text at ``path`` when ``enabled``."""
+
+    enabled: bool = False
+    path: str = "/monitoring/prometheus/metrics"
+
+
+def upstream_messages() -> dict[str, type]:
+    """BatchingParameters and MonitoringConfig, field for field as in TF Serving's
+    session_bundle_config.proto and monitoring_config.proto (the tensorflow-serving-api wheel
+    ships only the model-server protos), so their files parse as strictly as TF Serving parses them."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
+
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
+    f = descriptor_pb2.FieldDescriptorProto
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="serving_configs.proto", package="tensorflow.serving", syntax="proto3",
+        dependency=["google/protobuf/wrappers.proto"],
+    )
+    batching = proto.message_type.add(name="BatchingParameters")
+    wrapped = [("max_batch_size", "Int64Value"), ("batch_timeout_micros", "Int64Value"),
+               ("max_enqueued_batches", "Int64Value"), ("num_batch_threads", "Int64Value"),
+               ("thread_pool_name", "StringValue")]
+    for number, (name, kind) in enumerate(wrapped, start=1):
+        batching.field.add(name=name, number=number, type=f.TYPE_MESSAGE, label=f.LABEL_OPTIONAL,
+                           type_name=f".google.protobuf.{kind}")
+    batching.field.add(name="allowed_batch_sizes", number=6, type=f.TYPE_INT64, label=f.LABEL_REPEATED)
+    batching.field.add(name="pad_variable_length_inputs", number=7, type=f.TYPE_BOOL, label=f.LABEL_OPTIONAL)
+    for number, (name, kind) in enumerate([("max_execution_batch_size", "Int64Value"),
+                                           ("enable_large_batch_splitting", "BoolValue")], start=8):
+        batching.field.add(name=name, number=number, type=f.TYPE_MESSAGE, label=f.LABEL_OPTIONAL,
+                           type_name=f".google.protobuf.{kind}")
+    prometheus = proto.message_type.add(name="PrometheusConfig")
+    prometheus.field.add(name="enable", number=1, type=f.TYPE_BOOL, label=f.LABEL_OPTIONAL)
+    prometheus.field.add(name="path", number=2, type=f.TYPE_STRING, label=f.LABEL_OPTIONAL)
+    monitoring = proto.message_type.add(name="MonitoringConfig")
+    monitoring.field.add(name="prometheus_config", number=1, type=f.TYPE_MESSAGE, label=f.LABEL_OPTIONAL,
+                         type_name=".tensorflow.serving.PrometheusConfig")
+    pool.Add(proto)
+    return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"tensorflow.serving.{name}"))
+            for name in ("BatchingParameters", "MonitoringConfig")}
+
+
+def read_batching_parameters(path: str | Path, limits: Limits) -> Limits:
+    """``limits`` with the batch size and wait of a TF Serving BatchingParameters file (the other
+    fields are TF Serving's thread and queue settings, which this server's one-call-at-a-time
+    batcher has no use for)."""
+    path = Path(path)
+    message = read_text_proto(path, upstream_messages()["BatchingParameters"](), "batching parameters file")
+    changes: dict[str, Any] = {"batching": True}
+    if message.HasField("max_batch_size"):
+        if message.max_batch_size.value < 1:
+            raise NmtError(f"{path}: max_batch_size must be positive, got {message.max_batch_size.value}")
+        changes["max_batch_size"] = int(message.max_batch_size.value)
+    if message.HasField("batch_timeout_micros"):
+        if message.batch_timeout_micros.value < 0:
+            raise NmtError(f"{path}: batch_timeout_micros must be >= 0, got {message.batch_timeout_micros.value}")
+        changes["max_wait_ms"] = message.batch_timeout_micros.value / 1000
+    return dataclasses.replace(limits, **changes)
+
+
+def read_monitoring_config(path: str | Path) -> Monitoring:
+    """A TF Serving MonitoringConfig file."""
+    path = Path(path)
+    message = read_text_proto(path, upstream_messages()["MonitoringConfig"](), "monitoring config file")
+    config = message.prometheus_config
+    metrics_path = config.path or Monitoring.path
+    if not metrics_path.startswith("/"):
+        raise NmtError(f"{path}: prometheus_config.path must start with '/', got {metrics_path!r}")
+    return Monitoring(config.enable, metrics_path)

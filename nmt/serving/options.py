@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from pathlib import Path
 
 from nmt.errors import NmtError
 from nmt.serving.config import Limits
@@ -19,7 +20,23 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
                        help="where an absolute base_path of the config lives here, like a Docker volume "
                        "(default: /serve=the config file's folder, as serve/docker-compose.yml mounts it)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, default=8501, help="port (default 8501, TF Serving's REST port)")
+    serve.add_argument("--port", type=int, default=8501, help="REST port (default 8501, TF Serving's REST port)")
+    serve.add_argument("--grpc-port", type=int, metavar="PORT",
+                       help="also serve TF Serving's gRPC API (PredictionService, ModelService) on PORT, e.g. 8500, "
+                       "its gRPC port; REST and gRPC requests share batches")
+    serve.add_argument("--poll-seconds", type=float, default=0, metavar="S",
+                       help="look for new version folders every S seconds: a new version is loaded and served, "
+                       "then the ones the version policy drops are unloaded, with no restart and no failed "
+                       "request (TF Serving's --file_system_poll_wait_seconds; default 0: at start only)")
+    serve.add_argument("--config-poll-seconds", type=float, default=0, metavar="S",
+                       help="read --config again every S seconds: added models load, removed ones unload "
+                       "(TF Serving's --model_config_file_poll_wait_seconds; default 0: never)")
+    serve.add_argument("--metrics-path", metavar="PATH",
+                       help="serve Prometheus metrics (TF Serving's names: request counts and latency) at PATH on the "
+                       "REST port, e.g. /monitoring/prometheus/metrics")
+    serve.add_argument("--request-timeout-ms", type=float, default=DEFAULTS.request_timeout_s * 1000,
+                       help="a request's model work may take this long; past it the answer is 504 (gRPC: "
+                       f"DEADLINE_EXCEEDED) (default {DEFAULTS.request_timeout_s * 1000:g})")
     serve.add_argument("--max-batch-size", type=int, default=DEFAULTS.max_batch_size,
                        help=f"rows per model call (default {DEFAULTS.max_batch_size})")
     serve.add_argument("--max-wait-ms", type=float, default=DEFAULTS.max_wait_ms, help="how long a request waits "
@@ -50,6 +67,15 @@ def check_serve_arguments(args: argparse.Namespace) -> dict[str, str] | None:
     for name in ("port", "max_batch_size", "max_request_rows", "max_body_bytes", "max_connections"):
         if getattr(args, name) < (0 if name == "port" else 1):
             raise NmtError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    check_port("--grpc-port", args.grpc_port)
+    if args.grpc_port is not None and args.grpc_port == args.port and args.port:
+        raise NmtError(f"--grpc-port {args.grpc_port} is the REST --port too; give them different ports")
+    for name in ("poll_seconds", "config_poll_seconds"):
+        check_seconds(f"--{name.replace('_', '-')}", getattr(args, name))
+    if args.metrics_path is not None and not args.metrics_path.startswith("/"):
+        raise NmtError(f"--metrics-path must start with '/', got {args.metrics_path!r}")
+    if not (math.isfinite(args.request_timeout_ms) and args.request_timeout_ms > 0):
+        raise NmtError(f"--request-timeout-ms must be a positive number, got {args.request_timeout_ms}")
     if not (math.isfinite(args.body_timeout_s) and args.body_timeout_s > 0):
         raise NmtError(f"--body-timeout-s must be a positive number of seconds, got {args.body_timeout_s}")
     if not (math.isfinite(args.max_wait_ms) and args.max_wait_ms >= 0):
@@ -72,24 +98,48 @@ def check_serve_arguments(args: argparse.Namespace) -> dict[str, str] | None:
     return mounts
 
 
+def check_port(flag: str, port: int | None) -> None:
+    if port is not None and not 0 <= port <= 65535:
+        raise NmtError(f"{flag} must be a port number (0 to 65535), got {port}")
+
+
+def check_seconds(flag: str, seconds: float) -> None:
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise NmtError(f"{flag} must be a number of seconds >= 0, got {seconds}")
+
+
+def announce(registry, ports: dict[str, int]) -> None:
+    """The command's summary on stderr once it listens: what it serves, what failed, its ports."""
+    for name, versions in registry.models.items():
+        print(f"serving {name} versions {sorted(versions)}", file=sys.stderr)
+    for name, why in registry.failures.items():
+        print(f"not serving {name}: {why}", file=sys.stderr)
+    apis = ", ".join(f"{'REST' if api == 'rest' else 'gRPC'} on port {port}" for api, port in ports.items())
+    print(f"listening: {apis}", file=sys.stderr, flush=True)
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Checks the options, then imports TensorFlow, loads the models and serves until interrupted."""
     mounts = check_serve_arguments(args)
     from nmt.cli import import_tensorflow  # the arguments are good: now the seconds-long import
 
     import_tensorflow()
-    from nmt.serving.app import load_models, run_app
+    from nmt.serving.app import run_servers
+    from nmt.serving.config import Monitoring, read_model_config
     from nmt.serving.http_guard import Access
+    from nmt.serving.registry import ModelRegistry
 
     limits = Limits(
         max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, batching=not args.no_batching,
         max_request_rows=args.max_request_rows, max_body_bytes=args.max_body_bytes,
         body_timeout_s=args.body_timeout_s, max_connections=args.max_connections,
+        request_timeout_s=args.request_timeout_ms / 1000,
     )
     access = Access(bind_host=args.host, allowed_hosts=tuple(args.allowed_host), cors_origins=tuple(args.cors))
-    registry = load_models(args.config, limits, mounts)  # models that fail to load are logged as warnings
-    for name, versions in registry.models.items():
-        # The command's own report on stderr (the library logs it at INFO, which the CLI does not show).
-        print(f"serving {name} versions {sorted(versions)}", file=sys.stderr)
-    run_app(registry, args.host, args.port, access)
+    entries = read_model_config(args.config, mounts)  # a bad config is an error before anything loads
+    registry = ModelRegistry(entries, limits)  # models that fail to load are reported, the others served
+    monitoring = Monitoring(True, args.metrics_path) if args.metrics_path else None
+    run_servers(registry, args.host, args.port, args.grpc_port, access, monitoring, args.poll_seconds,
+                (args.config_poll_seconds, lambda: read_model_config(args.config, mounts)),
+                Path(args.config).parent, on_ready=lambda ports: announce(registry, ports))
     return 0

@@ -4,6 +4,8 @@ request formats into input arrays of the graph's types, and outputs into the mat
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from typing import Any
 
@@ -12,45 +14,80 @@ import numpy as np
 from nmt.serving.config import Limits
 from nmt.serving.http_guard import RequestError
 
-INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+INT32_MAX = 2**31 - 1
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-# The graph input types a JSON value can be given in (by the name of the TensorSpec's dtype).
-DTYPES: dict[str, Any] = {"string": object, "int32": np.int32, "int64": np.int64, "float32": np.float32}
 ROW, COLUMNAR = "instances", "inputs"
+B64 = "b64"  # {"b64": "..."}: binary string values, in requests and in outputs named *_bytes
+BINARY_SUFFIX = "_bytes"
 
 
 def as_array(value: Any, spec: Any, name: str) -> np.ndarray:
-    """A JSON value -> an array of the input's dtype and rank, or a RequestError (400) saying why:
-    numbers outside the graph's type would otherwise wrap around or become inf."""
-    dtype = DTYPES.get(spec.dtype.name)
-    if dtype is None:
+    """A JSON value -> an array of the input's dtype and rank (TF Serving's JSON mapping), or a
+    RequestError (400) saying why: numbers outside the graph's type would otherwise wrap around or
+    become inf. NaN and Infinity are floats' values, as TF Serving accepts them."""
+    if spec.dtype.name not in JSON_TYPES:
         raise RequestError(f"input {name}: unsupported dtype {spec.dtype.name}")
     try:
-        array = _strings(value) if dtype is object else _numbers(value, dtype)
+        is_string = spec.dtype.name == "string"
+        array = _strings(value) if is_string else _numbers(value, np.dtype(spec.dtype.as_numpy_dtype))
     except (ValueError, TypeError, OverflowError) as error:
         raise RequestError(f"input {name}: {error}, got {json.dumps(value)[:100]}") from None
-    expected_rank = len(spec.shape)
+    expected_rank = len(spec.shape) if spec.shape.rank is not None else array.ndim
     if array.ndim != expected_rank:
         raise RequestError(f"input {name}: expected a tensor of rank {expected_rank}, got rank {array.ndim}")
     return array
 
 
+# TF Serving's JSON mapping: the graph types a JSON value can be given in, by TensorSpec dtype name.
+JSON_TYPES = frozenset({"bool", "string", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64",
+                        "float16", "float32", "float64"})
+
+
+def _string(value: Any) -> bytes:
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, dict) and set(value) == {B64} and isinstance(value[B64], str):
+        try:
+            return base64.b64decode(value[B64], validate=True)
+        except binascii.Error:
+            raise ValueError("\"b64\" must be base64") from None
+    raise ValueError("expected strings (or {\"b64\": base64} for bytes)")
+
+
 def _strings(value: Any) -> np.ndarray:
-    array = np.array(value, dtype=object)
-    if array.size and not all(isinstance(v, str) for v in array.flat):
-        raise ValueError("expected strings")
-    return np.vectorize(lambda s: s.encode("utf-8"), otypes=[object])(array) if array.size else array
+    def convert(v: Any) -> Any:
+        return [convert(x) for x in v] if isinstance(v, list) else _string(v)
+
+    converted = convert(value)
+    try:
+        array = np.empty(np.shape(converted), dtype=object)
+        array[...] = converted
+    except ValueError:
+        raise ValueError("nested lists must be rectangular") from None
+    return array
 
 
-def _numbers(value: Any, dtype: Any) -> np.ndarray:
+def _numbers(value: Any, dtype: np.dtype) -> np.ndarray:
     array = np.array(value)
-    is_float = dtype == np.float32
-    if array.dtype == object or array.dtype.kind not in "iufb" or (not is_float and array.dtype.kind == "f"):
-        raise ValueError(f"expected {'numbers' if is_float else 'integers'}")
-    if not is_float and array.size and (array.min() < np.iinfo(dtype).min or array.max() > np.iinfo(dtype).max):
-        raise ValueError(f"integers out of the {np.dtype(dtype).name} range")
-    if is_float and array.size and not (np.abs(array.astype(np.float64)) <= FLOAT32_MAX).all():
-        raise ValueError("numbers must be finite and within the float32 range")
+    if array.dtype == object or array.dtype.kind not in "iufb":
+        raise ValueError(f"expected {dtype.name} values")
+    if dtype.kind == "b":
+        if array.size and array.dtype.kind != "b":
+            raise ValueError("expected true or false")
+        return array.astype(bool)
+    if array.dtype.kind == "b":
+        raise ValueError(f"expected numbers ({dtype.name}), got true/false")
+    if dtype.kind in "iu":
+        if array.dtype.kind == "f":
+            raise ValueError(f"expected integers ({dtype.name})")
+        info = np.iinfo(dtype)
+        if array.size and (int(array.min()) < info.min or int(array.max()) > info.max):
+            raise ValueError(f"integers out of the {dtype.name} range")
+        return array.astype(dtype)
+    finite = array.astype(np.float64)
+    finite = finite[np.isfinite(finite)]
+    if finite.size and np.abs(finite).max() > np.finfo(dtype).max:
+        raise ValueError(f"numbers outside the {dtype.name} range")
     return array.astype(dtype)
 
 
@@ -107,25 +144,32 @@ def check_request_size(arrays: dict[str, np.ndarray], limits: Limits) -> None:
         if array.ndim == 2 and array.shape[1] > limits.max_text_chars:
             raise RequestError(f"input {name}: {array.shape[1]} tokens is over the limit of {limits.max_text_chars}")
         if array.dtype == object:
-            longest = max((len(s.decode("utf-8")) for s in array.flat), default=0)
+            longest = max((len(s) for s in array.flat), default=0)
             if longest > limits.max_text_chars:
-                raise RequestError(f"input {name}: a text is over the limit of {limits.max_text_chars} characters")
+                raise RequestError(f"input {name}: a string is over the limit of {limits.max_text_chars} characters")
 
 
-def to_json(value: np.ndarray) -> Any:
-    """An output array as JSON values (strings decoded from UTF-8)."""
-    if value.dtype == object and value.size:
-        return np.vectorize(lambda b: b.decode("utf-8", "replace"), otypes=[object])(value).tolist()
+def to_json(value: np.ndarray, name: str = "") -> Any:
+    """An output array as JSON values: strings decoded from UTF-8, or {"b64": ...} when the
+    output's name ends in _bytes (TF Serving's rule for binary outputs)."""
+    if value.dtype == object:
+        if name.endswith(BINARY_SUFFIX):
+            return _map_strings(value, lambda b: {B64: base64.b64encode(b).decode("ascii")})
+        return _map_strings(value, lambda b: b.decode("utf-8", "replace"))
     return value.tolist()
+
+
+def _map_strings(value: np.ndarray, convert: Any) -> Any:
+    if value.ndim == 0:
+        return convert(value[()])
+    return [_map_strings(v, convert) if isinstance(v, np.ndarray) else convert(v) for v in value]
 
 
 def format_predictions(outputs: dict[str, np.ndarray], kind: str) -> dict[str, Any]:
     """TF Serving's response: row format {"predictions": [...]}, columnar {"outputs": ...}."""
+    columns = {k: to_json(v, k) for k, v in outputs.items()}
     if kind == COLUMNAR:
-        if len(outputs) == 1:
-            return {"outputs": to_json(next(iter(outputs.values())))}
-        return {"outputs": {k: to_json(v) for k, v in outputs.items()}}
-    columns = {k: to_json(v) for k, v in outputs.items()}
+        return {"outputs": next(iter(columns.values())) if len(columns) == 1 else columns}
     if len(columns) == 1:
         return {"predictions": next(iter(columns.values()))}
     rows = len(next(iter(columns.values())))

@@ -1,51 +1,57 @@
-"""TF Serving's REST API: ``GET /v1/models/{name}[/versions/{v}][/metadata]`` and
-``POST /v1/models/{name}[/versions/{v}]:predict``, with its JSON and its ``{"error": ...}`` answers,
-so a client written against ``tensorflow_model_server`` works against ``nmt serve``. Any SavedModel
-is served here, also one nmt did not export."""
+"""TF Serving's REST API: ``GET /v1/models/{name}[/versions/{v}|/labels/{label}][/metadata]`` and
+``POST /v1/models/{name}[/versions/{v}|/labels/{label}]:(predict|classify|regress)``, with its JSON
+(NaN and Infinity included) and its ``{"error": ...}`` answers, so a client written against
+``tensorflow_model_server`` works against ``nmt serve``. Any SavedModel is served here, TF1 or TF2,
+also one nmt did not export."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
 
 from nmt import signatures
+from nmt.serving import examples
 from nmt.serving.http_guard import RequestError, read_json_body
+from nmt.serving.metrics import Metrics, code_name
 from nmt.serving.registry import ModelRegistry, registry_of
 from nmt.serving.rest_codec import check_request_size, format_predictions, parse_predict_body
 
 router = APIRouter(tags=["TensorFlow Serving REST API"])
 Registry = Annotated[ModelRegistry, Depends(registry_of)]
-PREDICT = ":predict"
+VERBS = {"predict": "Predict", "classify": "Classify", "regress": "Regress"}  # REST verb -> gRPC API name
 
 
-def name_version(parts: list[str]) -> tuple[str, int | None]:
-    """``[name]`` or ``[name, "versions", v]`` (the path split at "/") -> the name and version."""
+class TFServingJSON(JSONResponse):
+    """JSON as TF Serving writes it: NaN and Infinity are numbers' values (its JSON conformance)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, allow_nan=True, separators=(",", ":")).encode("utf-8")
+
+
+def model_path(parts: list[str]) -> tuple[str, int | None, str | None]:
+    """``[name]``, ``[name, "versions", v]`` or ``[name, "labels", label]`` (the path split at "/")
+    -> the name, version and label."""
     if len(parts) == 1 and parts[0]:
-        return parts[0], None
-    if len(parts) == 3 and parts[1] == "versions":
-        if not parts[2].isdigit():
+        return parts[0], None, None
+    if len(parts) == 3 and parts[0] and parts[1] == "versions":
+        if not (parts[2].isascii() and parts[2].isdigit()):
             raise RequestError(f"version must be a number, got {parts[2]!r}")
-        return parts[0], int(parts[2])
-    raise RequestError("expected /v1/models/{name} or /v1/models/{name}/versions/{version}", 404)
+        return parts[0], int(parts[2]), None
+    if len(parts) == 3 and parts[0] and parts[1] == "labels" and parts[2]:
+        return parts[0], None, parts[2]
+    raise RequestError("expected /v1/models/{name}, /v1/models/{name}/versions/{version} or "
+                       "/v1/models/{name}/labels/{label}", 404)
 
 
-@router.get("/v1/models/{rest:path}")
-async def model_status(rest: str, registry: Registry) -> Any:
-    """A model's version status (all its versions, or one), or one version's signature metadata."""
-    parts = rest.split("/")
-    metadata = parts[-1] == "metadata"
-    if metadata:
-        parts = parts[:-1]
-    name, version = name_version(parts)
-    if version is None and not metadata:
-        registry.get(name)  # the 404 of a model not served
-        return {"model_version_status": [s.status() for s in registry.models[name].values()]}
-    servable = registry.get(name, version)
-    if not metadata:
-        return {"model_version_status": [servable.status()]}
+def metadata(servable: Any) -> dict[str, Any]:
+    """GetModelMetadataResponse as JSON: the model spec and its SignatureDefMap."""
     return {
-        "model_spec": {"name": name, "signature_name": "", "version": str(servable.version)},
+        "model_spec": {"name": servable.name, "signature_name": "", "version": str(servable.version)},
         "metadata": {"signature_def": {
             "signature_def": servable.signature_defs,
             "@type": "type.googleapis.com/tensorflow.serving.SignatureDefMap",
@@ -53,21 +59,59 @@ async def model_status(rest: str, registry: Registry) -> Any:
     }
 
 
-@router.post("/v1/models/{rest:path}")
-async def predict(rest: str, request: Request, registry: Registry) -> Any:
-    """``:predict`` in the row or the columnar format, with any signature of the model."""
-    if not rest.endswith(PREDICT):
-        verb = rest.rsplit(":", 1)[-1] if ":" in rest else ""
-        raise RequestError(f"unsupported method {verb!r}: this server implements :predict", 404 if not verb else 400)
-    name, version = name_version(rest[: -len(PREDICT)].split("/"))
-    servable = registry.get(name, version)
-    limits = registry.limits
-    body = await read_json_body(request, limits.max_body_bytes, limits.body_timeout_s)
-    default = signatures.SERVING_DEFAULT
-    signature = body.get("signature_name", default) if isinstance(body, dict) else default
-    if not isinstance(signature, str):
-        raise RequestError("signature_name must be a string")
-    signature = signature or signatures.SERVING_DEFAULT
-    arrays, kind = parse_predict_body(body, servable.input_specs(signature))
-    check_request_size(arrays, limits)
-    return format_predictions(await servable.predict(signature, arrays), kind)
+@router.get("/v1/models/{rest:path}", response_class=TFServingJSON)
+async def model_status(rest: str, registry: Registry) -> Any:
+    """A model's version states (all its versions, or one), or one version's signature metadata."""
+    parts = rest.split("/")
+    wants_metadata = parts[-1] == "metadata"
+    if wants_metadata:
+        parts = parts[:-1]
+    name, version, label = model_path(parts)
+    if wants_metadata:
+        return TFServingJSON(metadata(registry.resolve(name, version, label)))
+    return TFServingJSON({"model_version_status": registry.status(name, version, label)})
+
+
+@router.post("/v1/models/{rest:path}", response_class=TFServingJSON)
+async def model_call(rest: str, request: Request, registry: Registry) -> Any:
+    """``:predict`` (row or columnar format), ``:classify`` and ``:regress`` (examples format)."""
+    path, _, verb = rest.rpartition(":")
+    if not path or verb not in VERBS:
+        raise RequestError(f"unsupported method {verb!r}: expected :predict, :classify or :regress"
+                           if path else "expected /v1/models/{name}[...]:predict, :classify or :regress", 404)
+    name, version, label = model_path(path.split("/"))
+    metrics: Metrics = request.app.state.metrics
+    started, status, examples_count = time.perf_counter(), 200, 0
+    try:
+        servable = registry.resolve(name, version, label)
+        limits = registry.limits
+        body = await read_json_body(request, limits.max_body_bytes, limits.body_timeout_s)
+        signature = body.get("signature_name", "") if isinstance(body, dict) else ""
+        if not isinstance(signature, str):
+            raise RequestError("signature_name must be a string")
+        signature = signature or signatures.SERVING_DEFAULT
+        try:
+            if verb == "predict":
+                arrays, kind = parse_predict_body(body, servable.input_specs(signature))
+                check_request_size(arrays, limits)
+                outputs = await asyncio.wait_for(servable.predict(signature, arrays), limits.request_timeout_s)
+                return TFServingJSON(format_predictions(outputs, kind))
+            serialized = examples.examples_from_json(body)
+            examples_count = len(serialized)
+            if examples_count > limits.max_request_rows:
+                raise RequestError(f"{examples_count} examples is over the limit of {limits.max_request_rows} "
+                                   "per request")
+            call = servable.classify if verb == "classify" else servable.regress
+            results = await asyncio.wait_for(call(signature, serialized), limits.request_timeout_s)
+            return TFServingJSON({"results": results})
+        except TimeoutError:
+            raise RequestError(f"Deadline Exceeded: the request took over {limits.request_timeout_s * 1000:g} ms",
+                               504) from None
+    except RequestError as error:
+        status = error.status
+        raise
+    except Exception:
+        status = 500
+        raise
+    finally:
+        metrics.record(name, VERBS[verb], "REST", code_name(status), time.perf_counter() - started, examples_count)
