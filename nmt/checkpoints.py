@@ -1,4 +1,5 @@
-"""Finding the checkpoint to resume from, or to load, from the files themselves.
+"""Finding the checkpoint to resume from, or to load, from the files themselves; writing a
+weights file (best/, averaged/) whole or not at all.
 
 TensorFlow's ``checkpoint`` state file names the latest checkpoint, but it can be garbage (a
 killed writer, a careless edit) and a ``ckpt-N.data-*`` file can be truncated or overwritten while
@@ -18,6 +19,11 @@ import logging
 import re
 import shutil
 from pathlib import Path
+from typing import Any
+
+from nmt.errors import NmtError
+from nmt.io import atomic_path
+from nmt.run_dir import writing
 
 log = logging.getLogger(__name__)
 
@@ -76,3 +82,18 @@ def remove_partial_saves(directory: str | Path) -> list[Path]:
                 shutil.rmtree(partial, ignore_errors=True)
                 removed.append(partial)
     return removed
+
+
+def save_weights(model: Any, path: Path) -> None:
+    """The Keras model's weights to ``path`` (``*.weights.h5``), all of them or, on a full disk, an
+    NmtError naming ``path`` and the file before left as it was."""
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # h5py can crash the process (a segfault on close) when the disk fills up under it: check
+    # first that the weights fit, with room for HDF5's per-dataset headers.
+    needed = sum(np.dtype(v.dtype).itemsize * int(np.prod(v.shape)) + 4096 for v in model.weights) + 65536
+    if shutil.disk_usage(path.parent).free < needed:
+        raise NmtError(f"no space left on device while writing {path} (it needs about {needed / 2**20:.1f} MiB)")
+    with writing(path), atomic_path(path, suffix=".weights.h5") as tmp:  # Keras wants the suffix
+        model.save_weights(tmp)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ def setting(
     at_least: float | None = None,
     within: tuple[float, float] | None = None,
     one_of: Callable[[], Sequence[str]] | None = None,
+    parsed_by: Callable[[str], Any] | None = None,
     why: str = "",
 ) -> Any:
     """A config field with the range rule of its values (checked by :func:`_check_fields`).
@@ -43,14 +45,31 @@ def setting(
     above: the value must be greater (``above=0``: "must be positive"); at_least: greater or equal
     (``at_least=0``: "must not be negative"); within: ``(low, high)``, the half-open range
     [low, high); one_of: a function giving the allowed strings (for choices that come from a
-    library: a ``Literal`` annotation does the rest); why: said after a non-zero bound. A null value
-    of an optional field is never checked.
+    library: a ``Literal`` annotation does the rest); parsed_by: a function that reads the string
+    (a duration) or raises ValueError saying what is wrong; why: said after a non-zero bound. A null
+    value of an optional field is never checked.
     """
-    rules = {"above": above, "at_least": at_least, "within": within, "one_of": one_of}
+    rules = {"above": above, "at_least": at_least, "within": within, "one_of": one_of, "parsed_by": parsed_by}
     metadata = {name: rule for name, rule in rules.items() if rule is not None}
     if why:
         metadata["why"] = why
     return dataclasses.field(default=default, metadata=metadata)
+
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d*)?)h)?(?:(\d+(?:\.\d*)?)m)?(?:(\d+(?:\.\d*)?)s)?")
+
+
+def duration_seconds(text: str) -> float:
+    """Seconds of a duration written with h, m and s, in that order: ``60m``, ``90s``, ``1h30m``,
+    ``2.5h``. ValueError (saying what is expected) for anything else, or for no time at all."""
+    match = _DURATION.fullmatch(text.strip())
+    if not text.strip() or match is None:
+        raise ValueError(f"{text!r} is not a duration such as 60m, 90s or 1h30m")
+    hours, minutes, seconds = (float(part or 0) for part in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total <= 0:
+        raise ValueError(f"must be a positive duration, got {text!r}")
+    return total
 
 
 def _bleu_tokenizers() -> Sequence[str]:
@@ -158,11 +177,27 @@ class TrainConfig:
     decay: Literal["none", "inverse_sqrt", "cosine"] = "none"
     clip_norm: float = setting(5.0, above=0)  # gradient global-norm clipping: RNNs explode
     label_smoothing: float = setting(0.0, within=(0, 1))
+    # Wall-clock training time, e.g. 60m, 90s, 1h30m: training stops when it is spent (or at steps,
+    # whichever comes first), then scores dev as usual. The step rate is measured as training goes and
+    # the decay horizon (cosine) re-estimated so that the rate reaches its floor as the budget ends;
+    # warm-up stays in steps. Time spent before an interruption counts (kept in the checkpoint), so a
+    # resumed run finishes the same budget. Not bit-reproducible: where it stops depends on the
+    # machine's speed; a step-budgeted run (steps alone) is.
+    time_budget: str | None = setting(None, parsed_by=duration_seconds)
     eval_every: int = setting(1000, above=0)  # steps between dev evaluations (and best-model selection)
-    # Dev BLEU on at most this many sentences during training.
+    # Dev BLEU (a language model: perplexity) on at most this many sentences during training, spread
+    # evenly over the dev set (every len/N-th line; running text: 8 evenly spaced stretches), not the
+    # first N. null: all of them. The final score after training always uses the whole dev set.
     eval_max_sentences: int | None = setting(None, above=0)
     checkpoint_every: int = setting(500, above=0)
     keep_checkpoints: int = setting(3, above=0)
+    # At the end of training, average the weights of the last N checkpoints into averaged/ (as `nmt
+    # average --last N` does); best/ then holds whichever of them and the best weights scores higher on dev.
+    average_last: int | None = setting(None, above=0)
+    # Fine-tuning: a run directory whose best weights and tokenizers (its vocabulary) a new run starts
+    # from, at step 0 with a fresh optimizer. model and tokenizer must be the source run's (dropout may
+    # differ). Read when a run starts, not when it resumes.
+    init_from: str | None = None
     early_stopping: int | None = setting(None, above=0)  # stop after this many evaluations without improvement
     # Language models only. null: one line = one sequence (BOS line EOS), lines batched by length.
     # N: truncated backpropagation through time: the text is one stream (EOS between lines) cut
@@ -386,6 +421,11 @@ def _check_fields(section: Any, prefix: str = "") -> None:
             _check_fields(value, f"{key}.")
         elif value is not None and "one_of" in field.metadata:
             _check_choice(value, field.metadata["one_of"](), key)
+        elif value is not None and "parsed_by" in field.metadata:
+            try:
+                field.metadata["parsed_by"](value)
+            except ValueError as error:
+                raise NmtError(f"{key}: {error}") from None
         elif value is not None:
             problem = _bound_problem(value, field.metadata)
             if problem:
@@ -416,6 +456,13 @@ def _check_combinations(config: Config) -> None:
             f"{' x 2 directions' if encoder.bidirectional else ''}) with decoder states ({decoder.units}): "
             "make them equal or use 'general'"
         )
+    train = config.train
+    if train.average_last is not None and train.average_last > train.keep_checkpoints:
+        raise NmtError(f"train.average_last: {train.average_last} is more than the {train.keep_checkpoints} "
+                       "checkpoints kept (train.keep_checkpoints)")
+    if train.init_from is not None and Path(train.init_from).expanduser().resolve() == \
+            Path(config.run_dir).expanduser().resolve():
+        raise NmtError(f"train.init_from: {train.init_from} is this run's own run_dir; name another run")
     if config.model.tie_embeddings and config.model.embedding_dim != decoder.units:
         # The tied matrix is used both as embedding (dim) and as output projection (units).
         raise NmtError("model.tie_embeddings: needs model.embedding_dim == model.decoder.units")
@@ -483,6 +530,51 @@ def check_task(run_dir: str | Path, config: Config, task: str | None) -> None:
     if task is not None and config.task != task:
         kinds = {"translation": "a translation model", "lm": "a language model (task: lm)"}
         raise NmtError(f"{run_dir} holds {kinds[config.task]}, but this needs {kinds[task]}")
+
+
+def config_differences(before: dict[str, Any], after: dict[str, Any], prefix: str = "") -> list[str]:
+    """``key: before -> after`` for every value that differs between two config trees (as
+    :meth:`Config.to_dict` gives them), sections spelled out as dotted keys: ``model.encoder.units: 256 -> 512``."""
+    differences = []
+    for key in dict.fromkeys([*before, *after]):
+        old, new = before.get(key), after.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            differences += config_differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            differences.append(f"{prefix}{key}: {old!r} -> {new!r}")
+    return differences
+
+
+# What may differ between a run and the run it starts from (train.init_from): rates of dropout,
+# which shape no weight.
+_NOT_ARCHITECTURE = ("dropout", "embedding_dropout")
+
+
+def _architecture(config: Config) -> dict[str, Any]:
+    def without_dropout(tree: dict[str, Any]) -> dict[str, Any]:
+        return {k: without_dropout(v) if isinstance(v, dict) else v
+                for k, v in tree.items() if k not in _NOT_ARCHITECTURE}
+
+    return {"task": config.task, "model": without_dropout(dataclasses.asdict(config.model)),
+            "tokenizer": dataclasses.asdict(config.tokenizer)}
+
+
+def init_source(config: Config) -> Config | None:
+    """The config of the run that ``train.init_from`` names (None when it names none), checked: it
+    must be a trained run of the same task, model and tokenizer settings (dropout may differ); a
+    difference is an NmtError naming every differing key. Needs no TensorFlow."""
+    source = config.train.init_from
+    if source is None:
+        return None
+    try:
+        stored = read_run_config(Path(source).expanduser())
+    except NmtError as error:
+        raise NmtError(f"train.init_from: {error}") from None
+    differences = config_differences(_architecture(stored), _architecture(config))
+    if differences:
+        raise NmtError(f"train.init_from: {source} has another architecture than this config "
+                       f"({'; '.join(differences)}): give its model and tokenizer settings (dropout may differ)")
+    return stored
 
 
 def save_config(config: Config, path: Path) -> None:

@@ -20,14 +20,14 @@ from nmt.errors import NmtError
 from nmt.models import model_variables
 from nmt.run_dir import RunDir
 from nmt.tasks import task_for
-from nmt.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
 
 def load(run_dir: str | Path, weights: str = "best", task: str | None = None) -> Any:
-    """Loads a trained run: ``weights`` is ``best`` (chosen on dev), ``latest`` (last checkpoint) or
-    the name of one kept checkpoint, ``ckpt-N`` (as in ``run_dir/checkpoints``).
+    """Loads a trained run: ``weights`` is ``best`` (chosen on dev), ``latest`` (last checkpoint),
+    ``averaged`` (the mean of the last checkpoints, written by ``nmt average``) or the name of one
+    kept checkpoint, ``ckpt-N`` (as in ``run_dir/checkpoints``).
 
     The run's task builds the model and wraps it: a translation run gives a Translator, a language
     model a LanguageModelRunner; ``task`` ("translation" or "lm"), when given, makes any other kind
@@ -37,24 +37,39 @@ def load(run_dir: str | Path, weights: str = "best", task: str | None = None) ->
     config = run.read_config()
     check_task(run_dir, config, task)
     run_task = task_for(config)
-    source_path, target_path = run_task.tokenizer_files(run)
-    source_tokenizer, target_tokenizer = Tokenizer.load(source_path), Tokenizer.load(target_path)
+    source_tokenizer, target_tokenizer = run_task.load_tokenizers(run)
     model = run_task.build_model(source_tokenizer.vocab_size, target_tokenizer.vocab_size)
     load_weights(model, run, weights)
     return run_task.predictor(model, source_tokenizer, target_tokenizer)
 
 
-def _read_checkpoint(model: keras.Model, prefix: Path) -> None:
+def read_checkpoint(model: keras.Model, prefix: Path) -> None:
+    """The model's weights (and dropout random states) from the checkpoint at ``prefix``."""
     tf.train.Checkpoint(model=model_variables(model)).read(str(prefix)).expect_partial().assert_existing_objects_matched()
 
 
+def _read_weights_file(model: keras.Model, path: Path, remedy: str) -> None:
+    try:
+        model.load_weights(path)
+    except Exception as error:  # noqa: BLE001 - h5py and Keras raise many types for a damaged file
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise NmtError(f"{path}: damaged weights file ({reason}); {remedy}") from None
+
+
 def load_weights(model: keras.Model, run: RunDir, weights: str) -> None:
-    """A file asked for by name (the best weights, ``ckpt-N``) must be intact; the latest checkpoint
-    falls back to the newest intact one, with a warning naming each damaged one passed over."""
-    run_dir, checkpoints, best = run.path, run.checkpoints, run.best_weights
-    if weights not in ("best", "latest"):
+    """The one place that resolves ``weights`` (best, latest, averaged, ckpt-N) to files. A file
+    asked for by name (the best or averaged weights, ``ckpt-N``) must be intact; the latest
+    checkpoint falls back to the newest intact one, with a warning naming each damaged one passed over."""
+    run_dir, checkpoints, best, averaged = run.path, run.checkpoints, run.best_weights, run.averaged_weights
+    if weights == "averaged":
+        if not averaged.is_file():
+            raise NmtError(f"{run_dir} has no averaged weights ({averaged.relative_to(run_dir)}): write them with "
+                           f"nmt average --run {run_dir} --last N")
+        _read_weights_file(model, averaged, f"write them again with nmt average --run {run_dir} --last N")
+    elif weights not in ("best", "latest"):
         if not re.fullmatch(r"ckpt-\d+", weights):
-            raise NmtError(f"weights {weights!r}: expected best, latest or a checkpoint name such as ckpt-1000")
+            raise NmtError(f"weights {weights!r}: expected best, latest, averaged or a checkpoint name such as "
+                           "ckpt-1000")
         kept = ", ".join(p.name for p in reversed(checkpoint_prefixes(checkpoints))) or "none"
         if not (checkpoints / f"{weights}.index").is_file():
             raise NmtError(f"{checkpoints} has no checkpoint {weights} (kept: {kept})")
@@ -62,14 +77,9 @@ def load_weights(model: keras.Model, run: RunDir, weights: str) -> None:
         if problem is not None:
             raise NmtError(f"checkpoint {checkpoints / weights} is damaged ({problem}); "
                            f"choose another with --weights (kept: {kept})")
-        _read_checkpoint(model, checkpoints / weights)
+        read_checkpoint(model, checkpoints / weights)
     elif weights == "best" and best.is_file():
-        try:
-            model.load_weights(best)
-        except Exception as error:  # noqa: BLE001 - h5py and Keras raise many types for a damaged file
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise NmtError(f"{best}: damaged weights file ({reason}); use --weights latest, or restore "
-                           "the file from a copy of the run") from None
+        _read_weights_file(model, best, "use --weights latest, or restore the file from a copy of the run")
     else:
         prefixes = checkpoint_prefixes(checkpoints)
         if not prefixes:
@@ -78,6 +88,6 @@ def load_weights(model: keras.Model, run: RunDir, weights: str) -> None:
         if intact is None:
             raise NmtError(f"no intact checkpoint in {checkpoints}: every one is damaged, the newest "
                            f"{prefixes[0]} ({checkpoint_problem(prefixes[0])})")
-        _read_checkpoint(model, intact)
+        read_checkpoint(model, intact)
         if weights == "best":
             log.warning("%s has no %s yet; using the checkpoint %s", run_dir, best.relative_to(run_dir), intact.name)

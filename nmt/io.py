@@ -15,8 +15,10 @@ os.umask(_UMASK)
 
 
 @contextlib.contextmanager
-def atomic_writer(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
-    """Yields a file in the target's folder; renames it over ``path`` only if the block succeeds.
+def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yields a temporary file's path in the target's folder, for a writer that wants a file name
+    (Keras wants its weights files to end in ``.weights.h5``: give that as ``suffix``); synced to
+    disk and renamed over ``path`` only if the block succeeds, deleted if not.
 
     Errors name ``path`` as given, never the temporary file: a full disk is ``OSError(ENOSPC)`` with
     ``filename`` ``path``, an existing directory at ``path`` is ``IsADirectoryError`` before anything is
@@ -27,15 +29,18 @@ def atomic_writer(path: str | Path, mode: str = "w", encoding: str | None = "utf
         raise IsADirectoryError(errno.EISDIR, "is a directory, not a file", shown)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     except OSError as error:
         raise _naming(error, shown) from None
+    os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result should look like any new file
     try:
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield Path(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
@@ -43,6 +48,14 @@ def atomic_writer(path: str | Path, mode: str = "w", encoding: str | None = "utf
         if isinstance(error, OSError) and error.filename in (None, tmp):  # not another file's error
             raise _naming(error, shown) from None
         raise
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+    """Yields a file in the target's folder; renames it over ``path`` only if the block succeeds
+    (see :func:`atomic_path`, which names errors the same way)."""
+    with atomic_path(path) as tmp, open(tmp, mode, encoding=None if "b" in mode else encoding) as handle:
+        yield handle
 
 
 def is_disk_full(error: BaseException) -> bool:

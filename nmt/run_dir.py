@@ -32,6 +32,7 @@ class RunDir:
         checkpoints/   latest states (resume)    best/          weights chosen on dev
         cache/         tokenized corpora         metrics.jsonl  one line per evaluation
         logs/          TensorBoard               .lock          held by the one trainer at work here
+        averaged/      the mean of the last checkpoints (nmt average, train.average_last)
     """
 
     path: Path
@@ -46,6 +47,7 @@ class RunDir:
     spm = property(lambda self: self.path / "spm")
     checkpoints = property(lambda self: self.path / "checkpoints")
     best_weights = property(lambda self: self.path / "best" / "model.weights.h5")
+    averaged_weights = property(lambda self: self.path / "averaged" / "model.weights.h5")
     cache = property(lambda self: self.path / "cache")
     metrics = property(lambda self: self.path / "metrics.jsonl")
     logs = property(lambda self: self.path / "logs")
@@ -53,7 +55,8 @@ class RunDir:
     curves = property(lambda self: self.path / "curves.png")  # nmt report's default picture
 
     # What --restart deletes: the training progress (tokenizers and the token cache do not depend on it).
-    progress = property(lambda self: (self.checkpoints, self.best_weights.parent, self.logs, self.metrics))
+    progress = property(lambda self: (self.checkpoints, self.best_weights.parent, self.averaged_weights.parent,
+                                      self.logs, self.metrics))
 
     def read_config(self) -> Config:
         from nmt.config import read_run_config
@@ -93,8 +96,8 @@ def hold_run_dir(run_dir: Path) -> Iterator[None]:
 
 
 def start_over(run_dir: Path) -> None:
-    """``nmt train --restart``: deletes the run's training progress (checkpoints, best weights,
-    metrics, TensorBoard logs); the tokenizers and the token cache stay, they do not depend on it."""
+    """``nmt train --restart``: deletes the run's training progress (checkpoints, best and averaged
+    weights, metrics, TensorBoard logs); the tokenizers and the token cache stay, they do not depend on it."""
     removed = []
     for path in RunDir(run_dir).progress:
         if path.is_dir():
@@ -171,8 +174,8 @@ def resume_point(directory: Path, chief: bool) -> Path | None:
     if latest is None:
         problems = "; ".join(f"{prefix}: {checkpoint_problem(prefix)}" for prefix in prefixes)
         raise NmtError(f"no intact checkpoint to resume from in {directory} ({problems}); restore the files from a "
-                       "backup, or run nmt train --restart to start over (deletes the checkpoints, best weights and "
-                       "metrics)")
+                       "backup, or run nmt train --restart to start over (deletes the checkpoints, best and "
+                       "averaged weights and metrics)")
     named = _state_file_latest(directory)
     if chief and named != latest.name:
         number = int(latest.name.split("-")[1])

@@ -1,6 +1,7 @@
 """Training: the run's task prepares data and builds the model; this module trains it, resumably,
 with dev evaluation, best-model selection and early stopping, into one run directory
-(:class:`nmt.run_dir.RunDir`).
+(:class:`nmt.run_dir.RunDir`), for ``train.steps`` or a time budget (``train.time_budget``), from
+scratch or from another run's weights (``train.init_from``).
 
 A resume starts from the newest checkpoint whose files read back whole (TensorFlow's state file
 is repaired if it names another); a full disk, a second trainer or a diverging loss stop training
@@ -15,7 +16,6 @@ import dataclasses
 import hashlib
 import logging
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -27,12 +27,13 @@ import numpy as np
 import tensorflow as tf
 import yaml
 
-from nmt.checkpoints import remove_partial_saves
-from nmt.config import Config
+from nmt.checkpoints import checkpoint_prefixes, remove_partial_saves, save_weights
+from nmt.config import Config, config_differences, duration_seconds, init_source
 from nmt.distribute import from_chief, is_chief, make_strategy, worker_dir
 from nmt.errors import NmtError
+from nmt.inference import load_weights
+from nmt.io import atomic_write_bytes
 from nmt.models import model_variables
-from nmt.pipeline import make_dataset
 from nmt.run_dir import RunDir, hold_run_dir, resume_point, start_over, writing
 from nmt.tasks import PreparedData, Task, task_for
 from nmt.train_step import (
@@ -40,15 +41,16 @@ from nmt.train_step import (
     GradientWindow,
     LearningRate,
     LossWindow,
+    TrainingTime,
     gradient_groups,
-    make_eval_loss,
+    make_dev_loss,
     make_train_step,
 )
 
 log = logging.getLogger(__name__)
 
-# Called every 20 steps with (step, total steps, {"loss", "tok/s", "lr"}); without one, a log line
-# every 100 steps.
+# Called every 20 steps and at the last with (step, total steps, {"loss", "tok/s", "lr"}); without
+# one, a log line every 100 steps. Under a time budget the total is the step expected at its end.
 Progress = Callable[[int, int, dict[str, float]], None]
 
 
@@ -72,8 +74,7 @@ def check_compatible(run: RunDir, config: Config) -> None:
                 )
     for section in ("model", "tokenizer"):
         if built[section] and stored.get(section) != current[section]:
-            differences = [f"{section}.{k}: {stored.get(section, {}).get(k)!r} -> {v!r}"
-                           for k, v in current[section].items() if stored.get(section, {}).get(k) != v]
+            differences = config_differences(stored.get(section) or {}, current[section], f"{section}.")
             raise NmtError(f"{run} holds a model trained with another {section} config "
                            f"({'; '.join(differences)}); choose another run_dir or delete this one")
 
@@ -82,8 +83,8 @@ def check_compatible(run: RunDir, config: Config) -> None:
 class TrainingState:
     """Everything a checkpoint holds: model, optimizer, the data iterator's position, the dev
     record (best score, evaluations without improvement), the carried TBPTT state, the recent
-    losses and the gradient statistics since the last report and evaluation, so a resumed run
-    continues exactly."""
+    losses and the gradient statistics since the last report and evaluation, and the seconds
+    spent training (what a time budget counts), so a resumed run continues exactly."""
 
     model: keras.Model
     optimizer: keras.optimizers.Optimizer
@@ -94,6 +95,8 @@ class TrainingState:
     stale_evals: tf.Variable = dataclasses.field(
         default_factory=lambda: tf.Variable(0, trainable=False, dtype=tf.int64))
     losses: LossWindow = dataclasses.field(default_factory=LossWindow)
+    seconds: tf.Variable = dataclasses.field(
+        default_factory=lambda: tf.Variable(0.0, trainable=False, dtype=tf.float64))
     # The model's layer groups (names for the per-layer gradient norms), and the gradient
     # statistics since the last 20-step report and since the last evaluation.
     gradient_groups: list[str] = dataclasses.field(init=False)
@@ -107,13 +110,15 @@ class TrainingState:
 
     def objects(self) -> dict[str, Any]:
         """"best_bleu" names the dev score in checkpoints written before language models;
-        "train_losses" and "gradient_stats" are missing from checkpoints written before they existed."""
+        "train_losses", "gradient_stats" and "training_seconds" are missing from checkpoints written
+        before they existed."""
         return dict(
             model=model_variables(self.model), optimizer=self.optimizer, data=self.iterator,
             best_bleu=self.best_score, stale_evals=self.stale_evals,
             carried_state={f"state_{i}": v for i, v in enumerate(tf.nest.flatten(self.carried))},
             train_losses=self.losses.trackables(),
             gradient_stats={"report": self.report_window.trackables(), "eval": self.eval_window.trackables()},
+            training_seconds=self.seconds,
         )
 
     @property
@@ -124,7 +129,7 @@ class TrainingState:
     def restore(self, prefix: Any) -> None:
         stored = {name.split("/")[0] for name in tf.train.load_checkpoint(str(prefix)).get_variable_to_shape_map()}
         # A checkpoint of an earlier version: its missing windows start empty.
-        optional = ("train_losses", "gradient_stats")
+        optional = ("train_losses", "gradient_stats", "training_seconds")
         restoring = {k: v for k, v in self.objects().items() if k not in optional or k in stored}
         tf.train.Checkpoint(**restoring).restore(str(prefix)).assert_existing_objects_matched()
 
@@ -146,11 +151,12 @@ class Trainer:
         self.restart = restart
         self.progress = progress
         self.task: Task = task_for(config)
-        self._dev_batches: tf.data.Dataset | None = None
 
     def train(self) -> Any:
-        """Trains to ``train.steps`` (or early stopping), then scores the best weights on dev:
-        the final scores (BLEU or perplexity), or None without a dev set or on a non-chief worker."""
+        """Trains to ``train.steps`` or the end of ``train.time_budget``, whichever comes first (or
+        early stopping), averages the last checkpoints where ``train.average_last`` asks, then scores
+        the best weights on dev: the final scores (BLEU or perplexity), or None without a dev set or
+        on a non-chief worker."""
         # The strategy first: a cluster must be set up before TensorFlow runs anything else.
         strategy = make_strategy(self.config.train.distribute)
         chief = is_chief(strategy)
@@ -165,9 +171,13 @@ class Trainer:
         config, cfg = self.config, self.config.train
         chief = is_chief(strategy)
         check_compatible(self.run, config)
+        # train.init_from binds when a run starts; a run with checkpoints resumes from its own.
+        starting_from = not checkpoint_prefixes(self.run.checkpoints) and init_source(config) is not None
         work.path.mkdir(parents=True, exist_ok=True)
         if chief:
             self.run.save_config(config)
+        if starting_from:
+            self._copy_tokenizers(work)
         keras.utils.set_random_seed(config.seed)
         data = self.task.prepare_data(work)
         if strategy.num_replicas_in_sync > 1:
@@ -184,10 +194,32 @@ class Trainer:
                     # gradients are skipped while the scale adapts.
                     optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
                 optimizer.build(model.trainable_variables)
+                if starting_from:
+                    load_weights(model, self._source_run, "best")
+                    log.info("starting from the best weights and the tokenizers of %s (train.init_from)",
+                             cfg.init_from)
             self._train_loop(strategy, model, optimizer, schedule, data, work)
         finally:
             keras.mixed_precision.set_global_policy(previous_policy)
-        return self.final_evaluation(data) if chief else None
+        if not chief:
+            return None
+        if cfg.average_last is not None:
+            self._average_last()
+        return self.final_evaluation(data)
+
+    @property
+    def _source_run(self) -> RunDir:
+        return RunDir(Path(str(self.config.train.init_from)).expanduser())
+
+    def _copy_tokenizers(self, work: RunDir) -> None:
+        """train.init_from: the source run's SentencePiece models become this run's (its vocabulary
+        is kept: the weights index it). The tokenizer settings are the same (init_source checked)."""
+        for source_file, own_file in zip(self.task.tokenizer_files(self._source_run), self.task.tokenizer_files(work)):
+            if not source_file.is_file():
+                raise NmtError(f"train.init_from: {self.config.train.init_from} has no tokenizer {source_file}")
+            model = source_file.read_bytes()
+            if not own_file.is_file() or own_file.read_bytes() != model:
+                atomic_write_bytes(own_file, model)
 
     def _check_workers_agree(self, strategy: tf.distribute.Strategy, work: RunDir, data: PreparedData) -> None:
         cfg = self.config.train
@@ -220,6 +252,19 @@ class Trainer:
                            f"the chief's checkpoints in {self.run.checkpoints} (put run_dir on a shared filesystem)")
         return manager
 
+    def _training_time(self, strategy: tf.distribute.Strategy, state: TrainingState, schedule: LearningRate
+                       ) -> TrainingTime:
+        """The run's clock, from the time its checkpoint says was spent; under a time budget the
+        schedule's horizon is set from the step rate of the earlier sessions (until this one's is measured)."""
+        cfg = self.config.train
+        budget = duration_seconds(cfg.time_budget) if cfg.time_budget is not None else None
+        clock = TrainingTime(budget, cfg.steps, state.step, float(state.seconds))
+        if budget is not None:
+            schedule.horizon.assign(float(_chiefs(strategy, clock.horizon(state.step))))
+            log.info("time budget %s: %.0f of %.0f s spent; training stops when it ends or at step %d, whichever "
+                     "comes first", cfg.time_budget, clock.spent_before, budget, cfg.steps)
+        return clock
+
     def _train_loop(self, strategy, model, optimizer, schedule, data: PreparedData, work: RunDir) -> None:
         cfg, chief = self.config.train, is_chief(strategy)
         parameters = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
@@ -234,16 +279,22 @@ class Trainer:
         manager = self._resume(strategy, state, work)
         train_step = make_train_step(strategy, model, optimizer, cfg, carried, state.losses,
                                      (state.report_window, state.eval_window))
-        eval_loss = make_eval_loss(model)
+        dev_loss = make_dev_loss(model, data.dev) if data.dev is not None else None
         predictor = self.task.predictor(model, data.source_tokenizer, data.target_tokenizer)
         writer = tf.summary.create_file_writer(str(self.run.logs)) if chief else tf.summary.create_noop_writer()
         step = state.step
+        clock = self._training_time(strategy, state, schedule)
+        total = int(schedule.horizon.numpy())  # the last step, as far as it is known
         loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         window_tokens, window_start = 0.0, time.perf_counter()
         stopped_early = cfg.early_stopping is not None and int(state.stale_evals) >= cfg.early_stopping
+        out_of_time = clock.budget is not None and bool(_chiefs(strategy, int(clock.over())))
         if stopped_early:
             log.info("this run stopped early at step %d; raise train.early_stopping to train on", step)
-        while step < cfg.steps and not stopped_early:
+        if out_of_time:
+            log.info("this run spent its time budget (%s) at step %d; raise train.time_budget to train on",
+                     cfg.time_budget, step)
+        while step < cfg.steps and not stopped_early and not out_of_time:
             loss, norm, tokens, _ = train_step(next(state.iterator))
             step += 1
             # Float16 loss scaling skips steps with inf gradients itself; a non-finite loss, or
@@ -251,32 +302,49 @@ class Trainer:
             if not math.isfinite(float(loss)) or (not loss_scaled and not math.isfinite(float(norm))):
                 raise self._diverged(step, float(loss), float(norm), manager)
             window_tokens += float(tokens)
-            if step % 20 == 0 or step == cfg.steps:
+            if clock.budget is not None:
+                # Every worker stops at the chief's step (a collective each step, under a time
+                # budget on more than one replica only).
+                out_of_time = bool(_chiefs(strategy, int(clock.over())))
+            last = step == cfg.steps or out_of_time
+            if step % 20 == 0 or last:
                 rate = window_tokens / max(time.perf_counter() - window_start, 1e-9)
-                self._report(step, state, rate, float(schedule(step - 1)), float(norm), writer)
+                self._report(step, step if last else total, state, rate, float(schedule(step - 1)), float(norm),
+                             writer)
                 window_tokens, window_start = 0.0, time.perf_counter()
-            saving = step % cfg.checkpoint_every == 0 or step == cfg.steps
+            saving = step % cfg.checkpoint_every == 0 or last
             if (saving or step % cfg.eval_every == 0) and not _weights_finite(model):
                 raise self._diverged(step, float(loss), float(norm), manager)
-            if step % cfg.eval_every == 0 or step == cfg.steps:
+            if step % cfg.eval_every == 0 or last:
                 # Dev scores once, by the chief; the others wait for its verdict on early stopping.
                 if chief:
-                    stopped_early = self._evaluation_point(step, predictor, data, eval_loss, state, writer)
+                    stopped_early = self._evaluation_point(step, predictor, data, dev_loss, state, writer,
+                                                           clock.spent())
                 if strategy.num_replicas_in_sync > 1:
                     stopped_early = bool(from_chief(strategy, int(stopped_early)))
                 state.eval_window.reset()  # on every worker: the checkpoint holds it
                 window_tokens, window_start = 0.0, time.perf_counter()  # evaluation is not training time
             if saving or stopped_early:
+                state.seconds.assign(clock.spent())
                 self._save_checkpoint(manager, step, chief)
             if stopped_early:
                 log.info("early stopping at step %d: no dev improvement in %d evaluations", step, cfg.early_stopping)
+            if clock.budget is not None and not last:
+                # The step expected when the budget ends, from the rate so far (this step's
+                # evaluation and checkpoint included): the next step's learning rate decays towards
+                # it, over the chief's estimate on every worker.
+                total = _chiefs(strategy, clock.horizon(step))
+                schedule.horizon.assign(float(total))
+        if out_of_time and step > clock.start_step:
+            log.info("time budget %s spent at step %d (%.0f s of training)", cfg.time_budget, step, clock.spent())
 
-    def _report(self, step: int, state: TrainingState, rate: float, lr: float, norm: float, writer: Any) -> None:
+    def _report(self, step: int, total: int, state: TrainingState, rate: float, lr: float, norm: float,
+                writer: Any) -> None:
         """The figures of the last 20 steps: to the progress callback (or a log line every 100
         steps) and to TensorBoard, with the last step's gradient norm (before clipping), the
         fraction of the 20 steps that were clipped and each layer's mean gradient norm
-        (``gradients/<layer>``). ``lr`` is the rate the last step's update used."""
-        total = self.config.train.steps
+        (``gradients/<layer>``). ``lr`` is the rate the last step's update used; ``total`` the
+        last step as far as it is known (under a time budget, an estimate)."""
         recent_loss = state.losses.mean(20)
         gradients = state.report_window.summary(state.gradient_groups)
         state.report_window.reset()
@@ -317,27 +385,14 @@ class Trainer:
             + (" to resume from it" if kept else "")
         )
 
-    def _dev_loss(self, data: PreparedData, eval_loss: Any) -> Callable[[], float]:
-        """The loss of the whole encoded dev set (its batches are built once)."""
-
-        def dev_loss() -> float:
-            if self._dev_batches is None:
-                self._dev_batches = make_dataset(data.dev, batch_size=64, repeat=False, shuffle=False)
-            total, tokens = 0.0, 0.0
-            for batch in self._dev_batches:
-                loss, count = eval_loss(batch)
-                total += float(loss) * float(count)
-                tokens += float(count)
-            return total / max(tokens, 1.0)
-
-        return dev_loss
-
-    def _evaluation_point(self, step: int, predictor: Any, data: PreparedData, eval_loss: Any,
-                          state: TrainingState, writer: Any) -> bool:
-        """Scores dev, records it, keeps the best weights; True when early stopping ends training."""
+    def _evaluation_point(self, step: int, predictor: Any, data: PreparedData, dev_loss: Callable[[], float] | None,
+                          state: TrainingState, writer: Any, seconds: float) -> bool:
+        """Scores dev, records it (with the ``seconds`` spent training so far), keeps the best
+        weights; True when early stopping ends training."""
         cfg = self.config.train
-        result = self.task.dev_scores(predictor, data, self._dev_loss(data, eval_loss), cfg.eval_max_sentences)
-        record = {"step": step, "time": time.time(), "train_loss": state.losses.mean(TRAIN_LOSS_WINDOW),
+        result = self.task.dev_scores(predictor, data, dev_loss, cfg.eval_max_sentences)
+        record = {"step": step, "time": time.time(), "train_seconds": round(seconds, 3),
+                  "train_loss": state.losses.mean(TRAIN_LOSS_WINDOW),
                   **state.eval_window.summary(state.gradient_groups), **result}
         self.run.append_metrics(record)
         with writer.as_default(step=step):
@@ -345,39 +400,34 @@ class Trainer:
                 if key in result:
                     tf.summary.scalar(f"dev/{key[4:]}", result[key])
         shown = ", ".join(f"{k} {v:.3f}" for k, v in record.items()
-                          if k not in ("step", "time", "gradient_norm_max", "layer_gradient_norms"))
+                          if k not in ("step", "time", "train_seconds", "gradient_norm_max", "layer_gradient_norms"))
         log.info("\nstep %d: %s", step, shown)
         if "dev_loss" not in result:
             # Without a dev set the latest weights are the best we know of; the dev record
             # (best_score, stale_evals) is left alone so that a later run with a dev set starts clean.
-            self._save_best(state.model)
+            save_weights(state.model, self.run.best_weights)
             return False
         quality, described = self.task.quality(result)
         if quality > float(state.best_score):
             state.best_score.assign(quality)
             state.stale_evals.assign(0)
-            self._save_best(state.model)
+            save_weights(state.model, self.run.best_weights)
             log.info("new best model (%s) saved to %s", described, self.run.best_weights)
             return False
         state.stale_evals.assign_add(1)
         return cfg.early_stopping is not None and int(state.stale_evals) >= cfg.early_stopping
 
-    def _save_best(self, model: keras.Model) -> None:
-        path = self.run.best_weights
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(".tmp." + path.name)  # Keras wants the .weights.h5 suffix
-        # h5py can crash the process (a segfault on close) when the disk fills up under it: check
-        # first that the weights fit, with room for HDF5's per-dataset headers.
-        needed = sum(np.dtype(v.dtype).itemsize * int(np.prod(v.shape)) + 4096 for v in model.weights) + 65536
-        if shutil.disk_usage(path.parent).free < needed:
-            raise NmtError(f"no space left on device while writing {path} (it needs about {needed / 2**20:.1f} MiB)")
-        try:
-            with writing(path):
-                model.save_weights(tmp)
-        except NmtError:
-            tmp.unlink(missing_ok=True)  # the best weights before stay as they were
-            raise
-        os.replace(tmp, path)
+    def _average_last(self) -> None:
+        """train.average_last: the last N checkpoints averaged (fewer, with a warning, when the run
+        has not saved N); best/ keeps whichever scores higher."""
+        from nmt.averaging import average_checkpoints
+
+        wanted = self.config.train.average_last
+        kept = len(checkpoint_prefixes(self.run.checkpoints))
+        if kept < wanted:
+            log.warning("train.average_last is %d, but this run has saved %d checkpoint(s): averaging those",
+                        wanted, kept)
+        average_checkpoints(self.run_dir, min(wanted, kept))
 
     def final_evaluation(self, data: PreparedData | None = None) -> Any:
         """The task's final dev scores of the best weights (BLEU with the configured beam, or
@@ -391,3 +441,8 @@ class Trainer:
         record, scores = self.task.final_scores(load(self.run_dir), data)
         self.run.append_metrics(record)
         return scores
+
+
+def _chiefs(strategy: tf.distribute.Strategy, value: int) -> int:
+    """``value`` as the chief has it: with one replica, this process's own."""
+    return from_chief(strategy, value) if strategy.num_replicas_in_sync > 1 else value

@@ -532,7 +532,9 @@ def _leaf_fields(cls=Config, prefix=""):
 
 
 FLOAT_KEYS = [key for key, _, tp in _leaf_fields() if tp is float]
-BOUNDED = [(key, field.metadata, tp) for key, field, tp in _leaf_fields() if set(field.metadata) - {"why", "one_of"}]
+# Fields with a range rule (one_of and parsed_by fields are checked by their functions).
+BOUNDED = [(key, field.metadata, tp) for key, field, tp in _leaf_fields()
+           if set(field.metadata) - {"why", "one_of", "parsed_by"}]
 
 
 def test_every_float_key_is_found():
@@ -543,7 +545,8 @@ def test_every_count_size_and_rate_has_its_range():
     positive = """tokenizer.vocab_size model.embedding_dim model.encoder.units model.encoder.layers
         model.decoder.units model.decoder.layers train.steps train.batch_size train.batch_tokens train.bucket_width
         train.shuffle_buffer train.learning_rate train.clip_norm train.eval_every train.eval_max_sentences
-        train.checkpoint_every train.keep_checkpoints train.early_stopping train.bptt_steps decode.beam_size
+        train.checkpoint_every train.keep_checkpoints train.average_last train.early_stopping train.bptt_steps
+        decode.beam_size
         decode.max_length_ratio decode.batch_size decode.max_source_length data.max_source_length
         data.max_target_length data.train.limit""".split()
     not_negative = """data.train.source_column data.train.target_column train.warmup_steps decode.length_penalty

@@ -96,7 +96,7 @@ def test_interrupted_run_resumes_at_saved_step_with_same_state(tmp_path: Path) -
     assert any(not np.array_equal(a, b) for a, b in zip(named, earlier))
     with pytest.raises(NmtError, match=r"no checkpoint ckpt-15 \(kept: ckpt-10, ckpt-20\)"):
         nmt.load(interrupted, weights="ckpt-15")
-    with pytest.raises(NmtError, match=r"weights 'newest': expected best, latest or a checkpoint name"):
+    with pytest.raises(NmtError, match=r"weights 'newest': expected best, latest, averaged or a checkpoint name"):
         nmt.load(interrupted, weights="newest")
 
 

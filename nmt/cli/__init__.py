@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nmt.cli import export, inspect, lm, report, serve, train, translate
+from nmt.cli import average, export, inspect, lm, report, serve, train, translate
 from nmt.cli.checks import check_arguments
 from nmt.cli.startup import import_tensorflow, keep_stderr_line, setup_logging
 from nmt.errors import NmtError
@@ -18,11 +18,13 @@ __all__ = ["build_parser", "import_tensorflow", "keep_stderr_line", "main"]
 EPILOG = """\
 examples:
   nmt train --config en-ja.yaml                       train (run again to resume)
+  nmt train --config en-ja.yaml --budget 60m          the best model an hour buys
   nmt train --config en-ja.yaml --set train.steps=200 --set run_dir=runs/try
   TF_CONFIG='{"cluster": ...}' nmt train --config en-ja.yaml --set train.distribute=multi_worker
   nmt translate --run runs/en-ja -i in.en -o out.ja --beam 5
   cat in.en | nmt translate --run runs/en-ja > out.ja
   nmt evaluate --run runs/en-ja --src dev.en --ref dev.ja
+  nmt average --run runs/en-ja --last 3               the mean of the last 3 checkpoints
   nmt train --config lm-en.yaml                       a language model
   nmt next-word --run runs/lm-en "I love eating" -k 5
   nmt generate --run runs/char-shakespeare --prompt "ROMEO:" --max-tokens 300 --temperature 0.8 --seed 1
@@ -40,14 +42,15 @@ _QUIET_HELP = "show warnings and errors only, not progress (training steps, timi
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nmt",
-        description="Recurrent translation and language models on TensorFlow: train, translate, evaluate, "
-        "next-word, generate, inspect, report, export, serve.",
+        description="Recurrent translation and language models on TensorFlow: train, average, translate, "
+        "evaluate, next-word, generate, inspect, report, export, serve.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-q", "--quiet", action="store_true", help=_QUIET_HELP)
     verbs = parser.add_subparsers(dest="verb", metavar="COMMAND", required=True)
     train.add_parser(verbs)
+    average.add_parser(verbs)
     translate.add_parsers(verbs)  # translate, evaluate
     lm.add_parsers(verbs)  # next-word, generate
     inspect.add_parser(verbs)

@@ -26,7 +26,7 @@ INPUTS = {"translate": ["input"], "evaluate": ["src", "ref", "hyp", "text"], "ne
 OUTPUTS = {"translate": ["output", "attention"], "next-word": ["output"], "generate": ["output"],
            "inspect": ["output", "plot"], "report": ["output"]}
 
-COUNTS = ("beam", "batch_size", "nbest", "num")  # options that count something: at least 1
+COUNTS = ("beam", "batch_size", "nbest", "num", "last")  # options that count something: at least 1
 _SHORT = {"input": "-i", "output": "-o", "k": "-k"}
 
 

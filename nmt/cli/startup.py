@@ -94,11 +94,12 @@ def setup_logging(quiet: bool = False, exclusive: bool = False) -> None:
 
 
 def weights_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", default="best", metavar="best|latest|ckpt-N",
-                        help="best dev weights (default), the latest checkpoint, or one kept checkpoint by name "
-                        "(ckpt-N, as in RUN/checkpoints). latest (and best before a best file exists) skips a "
-                        "damaged checkpoint for the one before it, with a warning; a damaged file asked for by name "
-                        "is an error")
+    parser.add_argument("--weights", default="best", metavar="best|latest|averaged|ckpt-N",
+                        help="best dev weights (default; after nmt average, the averaged weights where they score "
+                        "higher), the latest checkpoint, the mean of the last checkpoints (averaged, written by "
+                        "nmt average or train.average_last), or one kept checkpoint by name (ckpt-N, as in "
+                        "RUN/checkpoints). latest (and best before a best file exists) skips a damaged checkpoint "
+                        "for the one before it, with a warning; a damaged file asked for by name is an error")
 
 
 def load_predictor(args: argparse.Namespace):

@@ -4,6 +4,7 @@ step, new best model) reaches the terminal through the handler of :mod:`nmt.cli.
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -30,8 +31,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="train a model from an experiment file (resumes if its run directory has checkpoints)",
         description="Reads the corpus, trains SentencePiece, trains the model, keeps the best weights on dev "
         "BLEU (a language model: dev loss) and prints the final dev scores. Everything goes into the config's "
-        "run_dir; running the same command again resumes from the latest checkpoint.",
-        epilog="example: nmt train --config en-ja.yaml --set train.steps=2000 --set run_dir=runs/short",
+        "run_dir; running the same command again resumes from the latest checkpoint.\n\n"
+        "Training lasts train.steps, or with --budget (train.time_budget) at most that long: the step rate is "
+        "measured as it goes and the learning-rate decay (cosine) is laid over the time left, to reach its floor "
+        "when the budget ends; time spent before an interruption counts, so a resumed run finishes the same "
+        "budget. A time-budgeted run is not bit-reproducible (where it stops depends on the machine); a "
+        "step-budgeted one is. train.average_last averages the last checkpoints at the end (nmt average); "
+        "train.init_from starts from another run's weights and tokenizers (fine-tuning).",
+        epilog="examples:\n  nmt train --config en-ja.yaml --set train.steps=2000 --set run_dir=runs/short\n"
+        "  nmt train --config en-ja.yaml --budget 1h30m --run-dir runs/en-ja-90m\n"
+        "  nmt train --config in-domain.yaml --set train.init_from=runs/en-ja   # fine-tune runs/en-ja",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     train.add_argument("--config", required=True, help="YAML experiment file, or the name of a shipped one "
@@ -40,9 +49,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override one config key, e.g. train.steps=200 (repeatable)")
     train.add_argument("--run-dir", help="where to write the run (same as --set run_dir=...)")
+    train.add_argument("--budget", metavar="DURATION", help="train for at most this long, e.g. 60m, 90s, 1h30m "
+                       "(same as --set train.time_budget=...); with train.steps, whichever ends first")
     train.add_argument("--restart", action="store_true", help="start over in a run directory that holds "
-                       "checkpoints: deletes its checkpoints, best weights, metrics and TensorBoard logs "
-                       "(default: resume)")
+                       "checkpoints: deletes its checkpoints, best and averaged weights, metrics and TensorBoard "
+                       "logs (default: resume)")
     train.set_defaults(func=run)
     return train
 
@@ -50,7 +61,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from nmt.config import load_config
 
-    config = load_config(args.config, args.set or [])  # a typo fails here, before TensorFlow loads
+    overrides = list(args.set or [])
+    if args.budget is not None:  # quoted: validated as the duration string it is, even "60" (no unit)
+        overrides.append(f"train.time_budget={json.dumps(args.budget)}")
+    config = load_config(args.config, overrides)  # a typo fails here, before TensorFlow loads
     if args.run_dir:
         config.run_dir = args.run_dir  # a path, taken as typed (not parsed as YAML like --set)
     import_tensorflow()

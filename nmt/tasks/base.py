@@ -34,6 +34,24 @@ log = logging.getLogger("nmt.training")
 Encoder = Callable[[list[str], list], EncodedCorpus]
 
 
+def spread(count: int, limit: int | None, stretches: int | None = None) -> list[int]:
+    """Indices of ``limit`` of ``count`` items spread evenly over all of them (every index when
+    ``limit`` is None or not less): ``stretches`` runs of consecutive items (for running text, which
+    needs its context) with equal gaps between them, or (None) items one by one, every
+    ``count/limit``-th. Deterministic. Dev scoring during training reads such a subset rather than
+    the first ``limit`` lines: the start of a dev set can be easier than the rest, which would
+    flatter the model and its selection."""
+    if limit is None or count <= limit:
+        return list(range(count))
+    stretches = limit if stretches is None else max(1, min(stretches, limit))
+    indices: list[int] = []
+    for j in range(stretches):
+        # Stretch j: its share of the limit, after the stretches before it and its share of the gaps.
+        start = limit * j // stretches + (count - limit) * j // stretches
+        indices.extend(range(start, start + limit * (j + 1) // stretches - limit * j // stretches))
+    return indices
+
+
 @dataclasses.dataclass
 class PreparedData:
     """Tokenizers and data of a run. A task with one tokenizer puts it in both fields; a language
@@ -41,7 +59,7 @@ class PreparedData:
 
     source_tokenizer: Tokenizer
     target_tokenizer: Tokenizer
-    train: TokenCache  # on disk, streamed
+    train: TokenCache | None  # on disk, streamed; None: the dev set alone (scoring a trained run)
     dev_texts: list[str]
     dev_targets: list[str]
     dev: EncodedCorpus | None  # the dev set encoded for a loss, where the task scores one
@@ -67,6 +85,11 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def tokenizer_files(self, run_dir: RunDir) -> tuple[Path, Path]:
         """(source, target) SentencePiece model files; the same file twice for one tokenizer."""
+
+    def load_tokenizers(self, run_dir: RunDir) -> tuple[Tokenizer, Tokenizer]:
+        """The (source, target) tokenizers of a trained run."""
+        source_path, target_path = self.tokenizer_files(run_dir)
+        return Tokenizer.load(source_path), Tokenizer.load(target_path)
 
     @abc.abstractmethod
     def training_stream(self) -> CorpusStream: ...
@@ -133,6 +156,10 @@ class Task(abc.ABC):
         if self.config.data.dev is not None:
             dev_texts, dev_targets, dev = self.read_dev(source, target)
         return PreparedData(source, target, train, dev_texts, dev_targets, dev)
+
+    def dev_data(self, source: Tokenizer, target: Tokenizer) -> PreparedData:
+        """The dev set alone, without the training data: for scoring a trained run's weights."""
+        return PreparedData(source, target, None, *self.read_dev(source, target))
 
     @property
     def _train_path(self) -> str:

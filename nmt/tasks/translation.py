@@ -17,7 +17,7 @@ from nmt.evaluation import Scores, bleu_metric, bleu_tokenize, score
 from nmt.models import Seq2Seq
 from nmt.pipeline import EncodedCorpus, TokenCache, encode_corpus, make_dataset
 from nmt.run_dir import RunDir
-from nmt.tasks.base import Encoder, PreparedData, Task, log
+from nmt.tasks.base import Encoder, PreparedData, Task, log, spread
 from nmt.tasks.text import (
     IDS_SPEC,
     LENGTHS_SPEC,
@@ -100,7 +100,8 @@ class TranslationTask(Task):
                    limit: int | None) -> dict[str, Any]:
         if data.dev is None or not len(data.dev):
             return {}
-        sources, targets = data.dev_texts[:limit], data.dev_targets[:limit]
+        picked = spread(len(data.dev_texts), limit)
+        sources, targets = [data.dev_texts[i] for i in picked], [data.dev_targets[i] for i in picked]
         hypotheses = [h[0].text for h in predictor.translate(sources, beam_size=1)]
         scores = score(hypotheses, targets, bleu_tokenize(self.config.data))
         return {"dev_loss": dev_loss() if dev_loss else float("nan"), "dev_bleu": scores.bleu,
