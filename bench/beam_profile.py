@@ -7,7 +7,10 @@ search compiled as nmt translate compiles it (tf.function, autograph off, encode
   - previous:   the search before TensorArrays (_reference_beam_search below, a copy of it: it
                 concatenates and regathers the whole token and attention history every step);
   - full:       the current search without its early stop (decoding._beam_search, stop_early=False);
-  - current:    decoding.beam_search (per-step TensorArrays, one backtrace, early stop).
+  - attention:  decoding.beam_search recording and backtracing each step's attention weights
+                (with_attention=True: what every search did before issue 16 made it optional,
+                and what translate_attention / --attention still run);
+  - current:    decoding.beam_search (per-step TensorArrays, one backtrace, early stop, no attention).
 Two models: "untrained" as initialised, whose logits are nearly equal (std ~0.002) and never
 favour EOS, so every search runs to the length limit (2 x source + 10), and "ending", the same with
 its output kernel scaled up (peaked distributions, as a trained model's) and EOS's bias raised so
@@ -50,7 +53,7 @@ def _reference_beam_search(step_fn, state, context, max_lengths, beam_size, alph
     """nmt.decoding.beam_search before this change (commit 102392a), verbatim but for names: the
     baseline. It carries ids [rows, t] and attention [rows, t, source] and regathers them by the
     parent pointers at every step."""
-    k, neg = beam_size, decoding._NEG
+    k, neg = beam_size, decoding.LOG_ZERO
     batch = tf.shape(max_lengths)[0]
     state = decoding.tile_batch(state, k)
     context = decoding.tile_batch(context, k)
@@ -125,6 +128,7 @@ def searches(model: Any, alpha: float, ratio: float, offset: int) -> dict[str, C
     return {
         "previous": compiled(lambda *a: _reference_beam_search(*a, BEAM, alpha)),
         "full": compiled(lambda *a: decoding._beam_search(*a, BEAM, alpha, None, stop_early=False)),
+        "attention": compiled(lambda *a: decoding.beam_search(*a, BEAM, alpha, with_attention=True)),
         "current": compiled(lambda *a: decoding.beam_search(*a, BEAM, alpha)),
     }
 
@@ -149,6 +153,7 @@ def time_searches(functions: dict[str, Callable], source: tf.Tensor, lengths: tf
                       "same_best_as_previous": bool(same)}
     for row in rows.values():
         row["speedup"] = rows["previous"]["ms_best"] / row["ms_best"]
+        row["speedup_vs_attention"] = rows["attention"]["ms_best"] / row["ms_best"]
     return rows
 
 
@@ -205,10 +210,12 @@ def step_parts(model: Any, source: tf.Tensor, lengths: tf.Tensor, vocab: int, re
 
 def print_table(title: str, rows: dict) -> None:
     print(f"\n{title}")
-    print(f"{'search':<10} {'ms/batch best':>14} {'median':>8} {'steps':>6} {'speed-up':>9} {'best len':>9}  same best")
+    print(f"{'search':<10} {'ms/batch best':>14} {'median':>8} {'steps':>6} {'vs previous':>12} "
+          f"{'vs attention':>13} {'best len':>9}  same best")
     for name, row in rows.items():
         print(f"{name:<10} {row['ms_best']:>14.1f} {row['ms_median']:>8.1f} {row['steps']:>6} "
-              f"{row['speedup']:>8.2f}x {row['best_length_mean']:>9.1f}  {row['same_best_as_previous']}")
+              f"{row['speedup']:>11.2f}x {row['speedup_vs_attention']:>12.2f}x {row['best_length_mean']:>9.1f}  "
+              f"{row['same_best_as_previous']}")
 
 
 def main() -> None:
