@@ -4,6 +4,7 @@ norms); and the learning-rate schedule."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -13,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from nmt.config import TrainConfig
+from nmt.layers.recurrent import forced_recurrence_path
 from nmt.tokenizer import PAD_ID
 
 # train_loss in metrics.jsonl is the mean of the last this many step losses (kept in the checkpoint).
@@ -166,8 +168,10 @@ def make_train_step(strategy: tf.distribute.Strategy, model: keras.Model, optimi
     @tf.function(jit_compile=cfg.jit_compile, reduce_retracing=True, autograph=False)
     def gradients_of(batch: dict[str, tf.Tensor], state: Any) -> tuple[list, tf.Tensor, tf.Tensor, Any]:
         """Forward and backward on this replica's rows: gradients of the mean loss over its
-        tokens (times the loss scale under float16), that loss, the token count, final state."""
-        with tf.GradientTape() as tape:
+        tokens (times the loss scale under float16), that loss, the token count, final state.
+        Under XLA the recurrences trace on the loop path: cuDNN's ops do not compile."""
+        loop_only = forced_recurrence_path("loop") if cfg.jit_compile else contextlib.nullcontext()
+        with loop_only, tf.GradientTape() as tape:
             if running_text:
                 logits, final = model.forward(batch["target_in"], state, training=True)
             else:

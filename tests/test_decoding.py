@@ -126,6 +126,24 @@ def test_outputs_respect_limits_and_attention_shapes() -> None:
             assert row[length - 1] == EOS_ID and not np.any(row[length:])
 
 
+@pytest.mark.parametrize("input_feeding", [False, True])
+def test_a_mixed_precision_model_decodes(input_feeding: bool) -> None:
+    """encode() and step() are called directly, outside Keras' autocasting __call__: a model built
+    under mixed_float16 (a training's dev evaluation) must still decode, as it does in float32."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = Seq2Seq(20, 25, 8, encoder={"cell": "gru", "units": 8},
+                        decoder={"cell": "lstm", "units": 8, "input_feeding": input_feeding})
+        model.build_weights()
+        context, state = model.encode(tf.constant([[4, 5, 6], [7, 0, 0]]), tf.constant([3, 1]))
+        result = decoding.beam_search(model.step, state, context, tf.constant([6, 4]), 3, with_attention=True)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    assert model.compute_dtype == "float16" and result.ids.shape[:2] == (2, 3)
+    assert np.all(np.isfinite(result.scores.numpy())) and result.attention.dtype == tf.float32
+
+
 def test_decoding_runs_inside_tf_function() -> None:
     model, context, state, max_lengths = real_model()
 
