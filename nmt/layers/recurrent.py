@@ -275,7 +275,11 @@ class Recurrent(keras.layers.Layer):
         cell.kernel, cell.recurrent_kernel, cell.bias = tf.cast(self.kernel, dtype), \
             tf.cast(self.recurrent_kernel, dtype), bias
         cell.built = layer.built = True
-        outputs, *final = layer(padded, initial_state=list(state), mask=tf.sequence_mask(tf.maximum(lengths, 1), steps))
+        try:
+            outputs, *final = layer(padded, initial_state=list(state),
+                                    mask=tf.sequence_mask(tf.maximum(lengths, 1), steps))
+        finally:  # the layer outlives this graph: keep none of its tensors
+            cell.kernel = cell.recurrent_kernel = cell.bias = None
         outputs = tf.where(tf.sequence_mask(lengths, time)[:, :, None], outputs[:, :time], tf.zeros([], dtype))
         empty = tf.equal(lengths, 0)[:, None]
         return outputs, tuple(tf.where(empty, before, after) for before, after in zip(state, final))
