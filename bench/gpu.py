@@ -1,10 +1,11 @@
 """GPU speed: training target tokens/s and beam-5 sentences/s of our model at the peer's shape, in
 float32 and mixed_float16, with whole sequences on cuDNN's fused kernel (the "keras" recurrence path:
 Keras' LSTM layers on our weights) and on our tf.while_loop (the "loop" path); OpenNMT-tf too when
---peer-venv is given. One command, under 10 minutes on one GPU:
+--peer-venv is given. One command, meant to take under 10 minutes on one GPU (not yet timed on one: the
+--cpu-smoke run below takes 2 minutes on 2 CPU cores, most of it start-up, tracing and data preparation):
 
-    python bench/gpu.py --quick                            # ~4 minutes: 100 steps a run, 200 sentences
-    python bench/gpu.py                                    # ~8 minutes: 300 steps a run, the 500 dev sentences
+    python bench/gpu.py --quick                            # 100 training steps a run, 200 sentences
+    python bench/gpu.py                                    # 200 steps a run, the 500 dev sentences
     python bench/gpu.py --quick --peer-venv PEER_VENV      # + the peer (its venv needs a GPU TensorFlow 2.13:
                                                            #   pip install "tensorflow==2.13.*", not tensorflow-cpu)
     python bench/gpu.py --quick --cpu-smoke                # end to end on the CPU in a minute or two: a tiny
@@ -212,7 +213,7 @@ def peer(steps: int, work: Path, venv: Path, sentences: Path) -> dict[str, float
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="100 training steps a run, 200 sentences translated")
-    parser.add_argument("--steps", type=int, default=300, help="training steps a run (without --quick)")
+    parser.add_argument("--steps", type=int, default=200, help="training steps a run (without --quick)")
     parser.add_argument("--cpu-smoke", action="store_true",
                         help="on the CPU, a tiny model, 41 steps, 2,000 pairs: checks that the script runs")
     parser.add_argument("--peer-venv", help="the peer's virtualenv (bench/peer/README.md); without it, ours only")
