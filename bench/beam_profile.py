@@ -7,7 +7,10 @@ search compiled as nmt translate compiles it (tf.function, autograph off, encode
   - previous:   the search before TensorArrays (_reference_beam_search below, a copy of it: it
                 concatenates and regathers the whole token and attention history every step);
   - full:       the current search without its early stop (decoding._beam_search, stop_early=False);
-  - current:    decoding.beam_search (per-step TensorArrays, one backtrace, early stop).
+  - attention:  decoding.beam_search recording and backtracing each step's attention weights
+                (with_attention=True: what every search did before issue 16 made it optional,
+                and what translate_attention / --attention still run);
+  - current:    decoding.beam_search (per-step TensorArrays, one backtrace, early stop, no attention).
 Two models: "untrained" as initialised, whose logits are nearly equal (std ~0.002) and never
 favour EOS, so every search runs to the length limit (2 x source + 10), and "ending", the same with
 its output kernel scaled up (peaked distributions, as a trained model's) and EOS's bias raised so
@@ -16,6 +19,10 @@ early matters. Rounds alternate the searches; the best round of each counts (the
 disturbed by the machine's other load). Then a beam step's parts are timed alone.
 
     python bench/beam_profile.py [--quick]
+    python bench/beam_profile.py --searches attention current --rounds 30 --no-parts   # attention's cost alone
+
+"paired" is the median over rounds of each round's time of "attention" divided by this search's
+(the rounds alternate, so a ratio within one round is the least touched by the machine's drift).
 """
 
 from __future__ import annotations
@@ -50,7 +57,7 @@ def _reference_beam_search(step_fn, state, context, max_lengths, beam_size, alph
     """nmt.decoding.beam_search before this change (commit 102392a), verbatim but for names: the
     baseline. It carries ids [rows, t] and attention [rows, t, source] and regathers them by the
     parent pointers at every step."""
-    k, neg = beam_size, decoding._NEG
+    k, neg = beam_size, decoding.LOG_ZERO
     batch = tf.shape(max_lengths)[0]
     state = decoding.tile_batch(state, k)
     context = decoding.tile_batch(context, k)
@@ -125,6 +132,7 @@ def searches(model: Any, alpha: float, ratio: float, offset: int) -> dict[str, C
     return {
         "previous": compiled(lambda *a: _reference_beam_search(*a, BEAM, alpha)),
         "full": compiled(lambda *a: decoding._beam_search(*a, BEAM, alpha, None, stop_early=False)),
+        "attention": compiled(lambda *a: decoding.beam_search(*a, BEAM, alpha, with_attention=True)),
         "current": compiled(lambda *a: decoding.beam_search(*a, BEAM, alpha)),
     }
 
@@ -137,7 +145,7 @@ def time_searches(functions: dict[str, Callable], source: tf.Tensor, lengths: tf
             start = time.perf_counter()
             fn(source, lengths).ids.numpy()
             times[name].append(time.perf_counter() - start)
-    reference = results["previous"]
+    reference = results["previous" if "previous" in results else "current"]
     rows = {}
     for name, result in results.items():
         width = result.ids.shape[2]
@@ -147,8 +155,12 @@ def time_searches(functions: dict[str, Callable], source: tf.Tensor, lengths: tf
         rows[name] = {"ms_best": 1000 * min(times[name]), "ms_median": 1000 * float(np.median(times[name])),
                       "steps": int(width), "best_length_mean": float(result.lengths.numpy()[:, 0].mean()),
                       "same_best_as_previous": bool(same)}
-    for row in rows.values():
-        row["speedup"] = rows["previous"]["ms_best"] / row["ms_best"]
+    for name, row in rows.items():
+        if "previous" in rows:
+            row["speedup"] = rows["previous"]["ms_best"] / row["ms_best"]
+        if "attention" in rows:
+            row["speedup_vs_attention"] = rows["attention"]["ms_best"] / row["ms_best"]
+            row["paired_vs_attention"] = float(np.median(np.array(times["attention"]) / np.array(times[name])))
     return rows
 
 
@@ -205,16 +217,24 @@ def step_parts(model: Any, source: tf.Tensor, lengths: tf.Tensor, vocab: int, re
 
 def print_table(title: str, rows: dict) -> None:
     print(f"\n{title}")
-    print(f"{'search':<10} {'ms/batch best':>14} {'median':>8} {'steps':>6} {'speed-up':>9} {'best len':>9}  same best")
+    print(f"{'search':<10} {'ms/batch best':>14} {'median':>8} {'steps':>6} {'vs previous':>12} "
+          f"{'vs attention':>13} {'paired':>7} {'best len':>9}  same best")
     for name, row in rows.items():
+        ratios = [f"{row[key]:.2f}x" if key in row else "-" for key in
+                  ("speedup", "speedup_vs_attention", "paired_vs_attention")]
         print(f"{name:<10} {row['ms_best']:>14.1f} {row['ms_median']:>8.1f} {row['steps']:>6} "
-              f"{row['speedup']:>8.2f}x {row['best_length_mean']:>9.1f}  {row['same_best_as_previous']}")
+              f"{ratios[0]:>12} {ratios[1]:>13} {ratios[2]:>7} {row['best_length_mean']:>9.1f}  "
+              f"{row['same_best_as_previous']}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="3 rounds and short part timings (about a minute)")
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--searches", nargs="+", choices=["previous", "full", "attention", "current"],
+                        help="the searches to time (default: all)")
+    parser.add_argument("--no-parts", action="store_true", help="skip the timing of a beam step's parts")
+    parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--output-scale", type=float, default=1000.0, help="output kernel factor of the 'ending' model")
     parser.add_argument("--eos-bias", type=float, default=5.0, help="added to EOS's output bias for the 'ending' model")
     args = parser.parse_args()
@@ -233,6 +253,7 @@ def main() -> None:
     source, lengths = tf.constant(source), tf.constant(lengths)
     cfg = config.decode
     functions = searches(model, cfg.length_penalty, cfg.max_length_ratio, cfg.max_length_offset)
+    functions = {name: fn for name, fn in functions.items() if not args.searches or name in args.searches}
 
     report: dict[str, Any] = {
         "machine": {"python": platform.python_version(), "tensorflow": tf.__version__, "cpus": os.cpu_count()},
@@ -250,13 +271,15 @@ def main() -> None:
     title = f"'ending' model (output x{args.output_scale:g}, EOS bias +{args.eos_bias:g}: hypotheses end)"
     print_table(title, report["ending"])
 
-    report["step_parts_ms"] = step_parts(model, source, lengths, vocab, reps)
-    print(f"\none beam step's parts alone, {BATCH} x {BEAM} rows (ms):")
-    for part, ms in report["step_parts_ms"].items():
-        print(f"  {part:<58} {ms:7.3f}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {RESULTS.relative_to(ROOT)}")
+    if not args.no_parts:
+        report["step_parts_ms"] = step_parts(model, source, lengths, vocab, reps)
+        print(f"\none beam step's parts alone, {BATCH} x {BEAM} rows (ms):")
+        for part, ms in report["step_parts_ms"].items():
+            print(f"  {part:<58} {ms:7.3f}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {out}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ Sampling, greedy search and beam search share one loop, :func:`_search_loop` (fe
 strategy choose each row's token and parent, keep lengths, finished flags and padding, write each
 step's choices once); a strategy (:class:`_Sampling`, :class:`_Beam`) only chooses and reads its
 hypotheses back at the end. Greedy search is sampling at temperature 0, one row per input.
+Each step's attention weights are recorded and traced back only when a search is asked for them
+(``with_attention``: attention maps); otherwise :attr:`DecodeResult.attention` is None.
 
 ``state`` is gathered when beams are reordered; ``context`` (the encoder memory) is only tiled.
 Every search starts by feeding ``start_ids`` (BOS by default; a language model continuing a prompt
@@ -38,13 +40,15 @@ class DecodeResult(NamedTuple):
 
     ids [batch, n, time] (EOS included, then padding), lengths [batch, n] (with EOS),
     scores [batch, n] (log-probability divided by the length penalty), attention
-    [batch, n, time, source] (the weights used at each output step).
+    [batch, n, time, source] (the weights used at each output step) when the search was asked for
+    it (``with_attention``), else None: recording and backtracing [rows, source] per step costs
+    time that only attention maps need, and None cannot be mistaken for weights.
     """
 
     ids: tf.Tensor
     lengths: tf.Tensor
     scores: tf.Tensor
-    attention: tf.Tensor
+    attention: tf.Tensor | None = None
 
 
 def max_output_lengths(source_lengths: tf.Tensor, ratio: float, offset: int) -> tf.Tensor:
@@ -169,12 +173,13 @@ def _forced_eos(log_probs: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
 class _Searched(NamedTuple):
     """What :func:`_search_loop` leaves: per row, lengths [rows] (with EOS) and summed
     log-probabilities [rows]; per step (step 0 the placeholder), the tokens [steps, rows],
-    attention [steps, rows, source] and, where the strategy reorders rows, parents [steps, rows]."""
+    attention [steps, rows, source] where it was asked for (else None) and, where the strategy
+    reorders rows, parents [steps, rows]."""
 
     lengths: tf.Tensor
     scores: tf.Tensor
     tokens: tf.Tensor
-    weights: tf.Tensor
+    weights: tf.Tensor | None
     parents: tf.Tensor | None
 
 
@@ -208,11 +213,12 @@ class _Strategy(abc.ABC):
 
 
 def _search_loop(step_fn: StepFn, state: Any, context: Any, strategy: _Strategy,
-                 start_ids: tf.Tensor | None) -> _Searched:
+                 start_ids: tf.Tensor | None, with_attention: bool) -> _Searched:
     """The loop every search shares: feed the ids, let ``strategy`` choose each row's token (and
     parent), keep the lengths, finished flags and padding, and write each step's choices once;
     stop when every row has finished or at the longest limit. ``state``, ``context`` and
-    ``start_ids`` (BOS when None) come with one row per hypothesis."""
+    ``start_ids`` (BOS when None) come with one row per hypothesis. The attention weights of each
+    step are recorded only ``with_attention`` (the step function computes them either way)."""
     rows = tf.shape(strategy.max_lengths)[0]
     limit = tf.reduce_max(strategy.max_lengths)
 
@@ -223,7 +229,9 @@ def _search_loop(step_fn: StepFn, state: Any, context: Any, strategy: _Strategy,
         logits, state, attention = step_fn(ids, state, context)
         log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
         token, parent, scores = strategy.choose(t, log_probs, finished, lengths, scores)
-        step = {"tokens": token, "weights": tf.cast(attention, tf.float32)}
+        step = {"tokens": token}
+        if with_attention:
+            step["weights"] = tf.cast(attention, tf.float32)
         if strategy.reorders:  # each row now continues its parent's hypothesis
             finished, lengths = tf.gather(finished, parent), tf.gather(lengths, parent)
             state = tf.nest.map_structure(lambda s: tf.gather(s, parent), state)
@@ -237,10 +245,9 @@ def _search_loop(step_fn: StepFn, state: Any, context: Any, strategy: _Strategy,
         # A finished row's token is padding, but the next step still needs a valid id.
         return t + 1, tf.where(finished, EOS_ID, step["tokens"]), state, finished, lengths, scores, history
 
-    history = {
-        "tokens": _history(tf.zeros([rows], tf.int32)),
-        "weights": _history(tf.zeros([rows, _source_length(context)], tf.float32)),
-    }
+    history = {"tokens": _history(tf.zeros([rows], tf.int32))}
+    if with_attention:
+        history["weights"] = _history(tf.zeros([rows, _source_length(context)], tf.float32))
     if strategy.reorders:
         history["parents"] = _history(tf.range(rows))  # the placeholder step keeps every row in place
     loop_vars = (
@@ -254,7 +261,8 @@ def _search_loop(step_fn: StepFn, state: Any, context: Any, strategy: _Strategy,
     )
     _, _, _, _, lengths, scores, history = _while(cond, body, loop_vars, limit)
     parents = history["parents"].stack() if strategy.reorders else None
-    return _Searched(lengths, scores, history["tokens"].stack(), history["weights"].stack(), parents)
+    weights = history["weights"].stack() if with_attention else None
+    return _Searched(lengths, scores, history["tokens"].stack(), weights, parents)
 
 
 class _Sampling(_Strategy):
@@ -280,9 +288,11 @@ class _Sampling(_Strategy):
 
     def result(self, searched: _Searched) -> DecodeResult:
         seqs = tf.transpose(searched.tokens[1:])  # [batch, time]
-        attn = tf.transpose(searched.weights[1:], [1, 0, 2])  # [batch, time, source]
+        attn = None
+        if searched.weights is not None:
+            attn = tf.transpose(searched.weights[1:], [1, 0, 2])[:, None]  # [batch, 1, time, source]
         scores = searched.scores / length_penalty(searched.lengths, self.alpha)
-        return DecodeResult(seqs[:, None], searched.lengths[:, None], scores[:, None], attn[:, None])
+        return DecodeResult(seqs[:, None], searched.lengths[:, None], scores[:, None], attn)
 
 
 def sample(
@@ -295,16 +305,18 @@ def sample(
     alpha: float = 0.0,
     start_ids: tf.Tensor | None = None,
     stop_at_eos: bool = True,
+    with_attention: bool = False,
 ) -> DecodeResult:
     """One token per step chosen by ``sampler`` (greedy when None) until EOS or ``max_lengths``.
 
     ``seed`` is a scalar or one per row. ``stop_at_eos`` False lets EOS be one more token (a line
     break, for a language model trained on running text) so that generation runs to ``max_lengths``.
     ``alpha`` only scales the reported scores (as in beam search). Scores are the model's
-    log-probabilities of the chosen tokens.
+    log-probabilities of the chosen tokens. ``with_attention``: also return each step's attention
+    weights (:class:`DecodeResult`).
     """
     strategy = _Sampling(max_lengths, sampler, seed, alpha, stop_at_eos)
-    return strategy.result(_search_loop(step_fn, state, context, strategy, start_ids))
+    return strategy.result(_search_loop(step_fn, state, context, strategy, start_ids, with_attention))
 
 
 def greedy_search(
@@ -314,9 +326,10 @@ def greedy_search(
     max_lengths: tf.Tensor,
     alpha: float = 0.0,
     start_ids: tf.Tensor | None = None,
+    with_attention: bool = False,
 ) -> DecodeResult:
     """Picks the most likely token at every step. Stops when every sentence has ended."""
-    return sample(step_fn, state, context, max_lengths, None, 0, alpha, start_ids)
+    return sample(step_fn, state, context, max_lengths, None, 0, alpha, start_ids, with_attention=with_attention)
 
 
 def _normalized(log_probs: tf.Tensor, lengths: tf.Tensor, alpha: float) -> tf.Tensor:
@@ -348,22 +361,24 @@ def _settled(
 
 
 def _backtrace(
-    tokens: tf.Tensor, parents: tf.Tensor, weights: tf.Tensor, rows: tf.Tensor
-) -> tuple[tf.Tensor, tf.Tensor]:
+    tokens: tf.Tensor, parents: tf.Tensor, weights: tf.Tensor | None, rows: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor | None]:
     """The hypotheses in ``rows`` [n] after the last step, recovered from the per-step choices.
 
     tokens, parents [steps, batch*k] and weights [steps, batch*k, source] are what each step
     wrote (step 0 a placeholder; parent: the row that was extended; weights: the attention of the
-    row before reordering). Returns ids [n, steps - 1] and attention [n, steps - 1, source]: one
-    gather of row indices per step (what ``gather_tree`` does), then one gather of each.
+    row before reordering; None when not recorded). Returns ids [n, steps - 1] and attention
+    [n, steps - 1, source] (None without weights): one gather of row indices per step (what
+    ``gather_tree`` does), then one gather of each.
     """
     # extended[s]: the row that step s extended on the way to each final row.
     extended = tf.scan(lambda row, parent: tf.gather(parent, row), parents, initializer=rows, reverse=True)
     # chosen[s]: the row that holds the hypothesis just after step s.
     chosen = tf.concat([extended[1:], rows[None]], axis=0)
-    ids = tf.gather(tokens, chosen, batch_dims=1)[1:]
-    attention = tf.gather(weights, extended, batch_dims=1)[1:]
-    return tf.transpose(ids), tf.transpose(attention, [1, 0, 2])
+    ids = tf.transpose(tf.gather(tokens, chosen, batch_dims=1)[1:])
+    if weights is None:
+        return ids, None
+    return ids, tf.transpose(tf.gather(weights, extended, batch_dims=1)[1:], [1, 0, 2])
 
 
 class _Beam(_Strategy):
@@ -408,7 +423,7 @@ class _Beam(_Strategy):
 
         return DecodeResult(
             per_sentence(ids), per_sentence(tf.gather(searched.lengths, best_first)),
-            tf.gather(scores, order, batch_dims=1), per_sentence(attention),
+            tf.gather(scores, order, batch_dims=1), None if attention is None else per_sentence(attention),
         )
 
 
@@ -420,6 +435,7 @@ def beam_search(
     beam_size: int,
     alpha: float = 0.6,
     start_ids: tf.Tensor | None = None,
+    with_attention: bool = False,
 ) -> DecodeResult:
     """Batched beam search with GNMT length penalty ``alpha``.
 
@@ -428,10 +444,11 @@ def beam_search(
     by the length penalty. EOS is forced at the length limit. A sentence whose best finished
     hypothesis no live one can still beat (see :func:`_settled`) has its live ones end with EOS
     (at the model's probability of it) at the next step; the search stops when every hypothesis
-    of every sentence has ended. ``state`` and
-    ``context`` come untiled, [batch, ...].
+    of every sentence has ended. ``state`` and ``context`` come untiled, [batch, ...].
+    ``with_attention``: also return each hypothesis' attention weights (:class:`DecodeResult`).
     """
-    return _beam_search(step_fn, state, context, max_lengths, beam_size, alpha, start_ids, stop_early=True)
+    return _beam_search(step_fn, state, context, max_lengths, beam_size, alpha, start_ids, stop_early=True,
+                        with_attention=with_attention)
 
 
 def _beam_search(
@@ -443,13 +460,15 @@ def _beam_search(
     alpha: float,
     start_ids: tf.Tensor | None,
     stop_early: bool,
+    with_attention: bool = False,
 ) -> DecodeResult:
     """:func:`beam_search`; ``stop_early`` False runs every sentence until all its hypotheses end
     on their own or at the limit (the reference the early stop is tested against)."""
     strategy = _Beam(max_lengths, k, alpha, stop_early)
     if start_ids is not None:
         start_ids = tile_batch(tf.cast(start_ids, tf.int32), k)
-    searched = _search_loop(step_fn, tile_batch(state, k), tile_batch(context, k), strategy, start_ids)
+    searched = _search_loop(step_fn, tile_batch(state, k), tile_batch(context, k), strategy, start_ids,
+                            with_attention)
     return strategy.result(searched)
 
 
@@ -461,8 +480,10 @@ def decode(
     beam_size: int = 1,
     alpha: float = 0.6,
     start_ids: tf.Tensor | None = None,
+    with_attention: bool = False,
 ) -> DecodeResult:
-    """Greedy search for ``beam_size == 1``, beam search otherwise."""
+    """Greedy search for ``beam_size == 1``, beam search otherwise; with the attention weights
+    only ``with_attention``."""
     if beam_size == 1:
-        return greedy_search(step_fn, state, context, max_lengths, alpha, start_ids)
-    return beam_search(step_fn, state, context, max_lengths, beam_size, alpha, start_ids)
+        return greedy_search(step_fn, state, context, max_lengths, alpha, start_ids, with_attention)
+    return beam_search(step_fn, state, context, max_lengths, beam_size, alpha, start_ids, with_attention)

@@ -19,6 +19,7 @@ import tensorflow as tf
 from nmt.errors import NmtError
 from nmt.inference import load
 from nmt.io import is_disk_full
+from nmt.layers.recurrent import forced_recurrence_path
 from nmt.signatures import RECORD_FILE
 from nmt.tasks import task_for
 
@@ -31,7 +32,14 @@ def next_version(out_dir: Path) -> int:
 def export(run_dir: str | Path, out_dir: str | Path, version: int | None = None, weights: str = "best") -> Path:
     """Writes ``out_dir/<version>/`` (the next free version by default) atomically: the SavedModel
     is written next to it under a hidden name and renamed when complete, so a server watching
-    ``out_dir`` never sees half a model."""
+    ``out_dir`` never sees half a model. Every graph is traced on the recurrence's loop path, even
+    on a GPU: cuDNN's ops would make a SavedModel that no CPU can serve."""
+    with forced_recurrence_path("loop"):
+        return _export(run_dir, out_dir, version, weights)
+
+
+def _export(run_dir: str | Path, out_dir: str | Path, version: int | None, weights: str) -> Path:
+    """:func:`export`, on the loop path."""
     predictor = load(run_dir, weights)
     task = task_for(predictor.config)
     out_dir = Path(out_dir)

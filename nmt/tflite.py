@@ -225,12 +225,16 @@ def convert(lm: Any, variant: str, beam_size: int) -> bytes:
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+    from nmt.layers.recurrent import forced_recurrence_path
+
     spec = [tf.TensorSpec([None, None], tf.int32, name="ids"), tf.TensorSpec([None], tf.int32, name="lengths")]
     kinds = piece_kinds(lm)
     function = tf.function(lambda ids, lengths: candidate_search(lm, ids, lengths, beam_size, kinds), autograph=False,
                            input_signature=spec)
     # Weights as constants (not resource variables): what quantization works on, and the smaller runtime.
-    frozen = convert_variables_to_constants_v2(function.get_concrete_function())
+    # Traced on the recurrence's loop path: TFLite has no cuDNN ops.
+    with forced_recurrence_path("loop"):
+        frozen = convert_variables_to_constants_v2(function.get_concrete_function())
     # Freezing loses the output names; a wrapper gives them back (the signature's output tensor names).
     named = tf.function(lambda ids, lengths: dict(zip(OUTPUTS, frozen(ids, lengths))), autograph=False,
                         input_signature=spec)

@@ -4,6 +4,7 @@ norms); the learning-rate schedule and the clock of a time budget; the dev loss.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -14,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from nmt.config import TrainConfig
+from nmt.layers.recurrent import forced_recurrence_path
 from nmt.pipeline import EncodedCorpus, make_dataset
 from nmt.tokenizer import PAD_ID
 
@@ -210,8 +212,10 @@ def make_train_step(strategy: tf.distribute.Strategy, model: keras.Model, optimi
     @tf.function(jit_compile=cfg.jit_compile, reduce_retracing=True, autograph=False)
     def gradients_of(batch: dict[str, tf.Tensor], state: Any) -> tuple[list, tf.Tensor, tf.Tensor, Any]:
         """Forward and backward on this replica's rows: gradients of the mean loss over its
-        tokens (times the loss scale under float16), that loss, the token count, final state."""
-        with tf.GradientTape() as tape:
+        tokens (times the loss scale under float16), that loss, the token count, final state.
+        Under XLA the recurrences trace on the loop path: cuDNN's ops do not compile."""
+        loop_only = forced_recurrence_path("loop") if cfg.jit_compile else contextlib.nullcontext()
+        with loop_only, tf.GradientTape() as tape:
             if running_text:
                 logits, final = model.forward(batch["target_in"], state, training=True)
             else:

@@ -56,23 +56,29 @@ class Translator:
         self.target_tokenizer = target_tokenizer
         self.config = config
         self.truncated = 0  # inputs cut to decode.max_source_length by the last translate()
-        self._functions: dict[int, Callable] = {}
+        self._functions: dict[tuple[int, bool], Callable] = {}
         self._gradient_function: Callable | None = None
 
-    def search(self, ids: tf.Tensor, lengths: tf.Tensor, beam_size: int) -> decoding.DecodeResult:
+    def search(
+        self, ids: tf.Tensor, lengths: tf.Tensor, beam_size: int, with_attention: bool = False
+    ) -> decoding.DecodeResult:
         """Source ids [batch, time] -> the search's result: the one search both this class and the
-        exported signatures run (the output length limit from ``decode``)."""
+        exported signatures run (the output length limit from ``decode``); attention weights
+        only ``with_attention`` (else the result's attention is None)."""
         cfg = self.config.decode
         context, state = self.model.encode(ids, lengths)
         max_lengths = decoding.max_output_lengths(lengths, cfg.max_length_ratio, cfg.max_length_offset)
-        return decoding.decode(self.model.step, state, context, max_lengths, beam_size, cfg.length_penalty)
+        return decoding.decode(self.model.step, state, context, max_lengths, beam_size, cfg.length_penalty,
+                               with_attention=with_attention)
 
-    def _search_function(self, beam_size: int) -> Callable:
-        """One compiled search per beam size; the input signature avoids retracing per shape."""
-        if beam_size not in self._functions:
-            self._functions[beam_size] = tf.function(
-                lambda ids, lengths: self.search(ids, lengths, beam_size), autograph=False, input_signature=IDS_SPEC)
-        return self._functions[beam_size]
+    def _search_function(self, beam_size: int, with_attention: bool = False) -> Callable:
+        """One compiled search per beam size and attention; the input signature avoids retracing
+        per shape."""
+        key = (beam_size, with_attention)
+        if key not in self._functions:
+            self._functions[key] = tf.function(lambda ids, lengths: self.search(ids, lengths, *key),
+                                               autograph=False, input_signature=IDS_SPEC)
+        return self._functions[key]
 
     def encoder_states(self, ids: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
         """The encoder's output after each source token [batch, time, units x directions] (the
@@ -153,9 +159,11 @@ class Translator:
         batch, so that a timing of :meth:`translate` measures translation alone."""
         self._search_function(beam_size or self.config.decode.beam_size).get_concrete_function()
 
-    def translate_batch_ids(self, ids: list[list[int]], beam_size: int) -> decoding.DecodeResult:
+    def translate_batch_ids(
+        self, ids: list[list[int]], beam_size: int, with_attention: bool = False
+    ) -> decoding.DecodeResult:
         source, lengths = pad_batch(ids)
-        return self._search_function(beam_size)(source, lengths)
+        return self._search_function(beam_size, with_attention)(source, lengths)
 
     @overload
     def translate(self, texts: str, beam_size: int | None = None, nbest: int = 1, batch_size: int | None = None,
@@ -193,7 +201,7 @@ class Translator:
         order = sorted((i for i, x in enumerate(encoded) if x), key=lambda i: -len(encoded[i]))
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            result = self.translate_batch_ids([encoded[i] for i in chunk], beam_size)
+            result = self.translate_batch_ids([encoded[i] for i in chunk], beam_size, with_attention)
             arrays = decoding.DecodeResult(result.ids.numpy(), result.lengths.numpy(), result.scores.numpy(),
                                            result.attention.numpy() if with_attention else None)
             for row, index in enumerate(chunk):

@@ -95,9 +95,10 @@ def test_beam_of_one_equals_greedy_on_a_real_model() -> None:
 def test_attention_is_a_distribution_over_the_real_source_for_every_output_step(beam_size: int) -> None:
     model, context, state, max_lengths = real_model()
     if beam_size == 1:
-        result = decoding.greedy_search(model.step, state, context, max_lengths)
+        result = decoding.greedy_search(model.step, state, context, max_lengths, with_attention=True)
     else:
-        result = decoding.beam_search(model.step, state, context, max_lengths, beam_size=beam_size)
+        result = decoding.beam_search(model.step, state, context, max_lengths, beam_size=beam_size,
+                                      with_attention=True)
     attention, lengths = result.attention.numpy(), result.lengths.numpy()
     assert attention.shape == (*result.ids.shape, 5)  # [batch, hypotheses, output steps, source]
     for b, source_length in enumerate([5, 2, 1]):
@@ -109,7 +110,8 @@ def test_attention_is_a_distribution_over_the_real_source_for_every_output_step(
 
 def test_outputs_respect_limits_and_attention_shapes() -> None:
     model, context, state, max_lengths = real_model()
-    result = decoding.beam_search(model.step, state, context, max_lengths, beam_size=4, alpha=0.6)
+    result = decoding.beam_search(model.step, state, context, max_lengths, beam_size=4, alpha=0.6,
+                                  with_attention=True)
     assert result.ids.shape[:2] == (3, 4)
     assert np.all(result.lengths.numpy() <= max_lengths.numpy()[:, None])
     attention = result.attention.numpy()
@@ -122,6 +124,24 @@ def test_outputs_respect_limits_and_attention_shapes() -> None:
         for n in range(4):
             row, length = result.ids.numpy()[b, n], result.lengths.numpy()[b, n]
             assert row[length - 1] == EOS_ID and not np.any(row[length:])
+
+
+@pytest.mark.parametrize("input_feeding", [False, True])
+def test_a_mixed_precision_model_decodes(input_feeding: bool) -> None:
+    """encode() and step() are called directly, outside Keras' autocasting __call__: a model built
+    under mixed_float16 (a training's dev evaluation) must still decode, as it does in float32."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = Seq2Seq(20, 25, 8, encoder={"cell": "gru", "units": 8},
+                        decoder={"cell": "lstm", "units": 8, "input_feeding": input_feeding})
+        model.build_weights()
+        context, state = model.encode(tf.constant([[4, 5, 6], [7, 0, 0]]), tf.constant([3, 1]))
+        result = decoding.beam_search(model.step, state, context, tf.constant([6, 4]), 3, with_attention=True)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    assert model.compute_dtype == "float16" and result.ids.shape[:2] == (2, 3)
+    assert np.all(np.isfinite(result.scores.numpy())) and result.attention.dtype == tf.float32
 
 
 def test_decoding_runs_inside_tf_function() -> None:
@@ -147,7 +167,7 @@ def test_beam_attention_follows_each_hypothesis() -> None:
         return tf.gather(log_table, ids), state, tf.one_hot(ids, V)
 
     result = decoding.beam_search(step, {"dummy": tf.zeros([1, 1])}, {"memory": tf.zeros([1, V, 1])},
-                                  tf.constant([6]), beam_size=4, alpha=0.6)
+                                  tf.constant([6]), beam_size=4, alpha=0.6, with_attention=True)
     ids, lengths, attention = result.ids.numpy()[0], result.lengths.numpy()[0], result.attention.numpy()[0]
     for n in range(4):
         fed = [BOS_ID] + list(ids[n, : lengths[n] - 1])
@@ -220,8 +240,9 @@ def test_early_stopping_never_changes_the_best_hypothesis(make, alpha: float) ->
     steps = {"early": 0, "full": 0}
     for seed in range(3):
         step, state, context = make(seed)
-        early = decoding.beam_search(step, state, context, max_lengths, beam_size=4, alpha=alpha)
-        full = decoding._beam_search(step, state, context, max_lengths, 4, alpha, None, stop_early=False)
+        early = decoding.beam_search(step, state, context, max_lengths, beam_size=4, alpha=alpha, with_attention=True)
+        full = decoding._beam_search(step, state, context, max_lengths, 4, alpha, None, stop_early=False,
+                                     with_attention=True)
         steps["early"] += early.ids.shape[2]
         steps["full"] += full.ids.shape[2]
         width = early.ids.shape[2]
@@ -259,7 +280,7 @@ def test_every_hypothesis_is_what_the_model_scores_and_attends(alpha: float) -> 
     log-probability is its score and the attention the model gave at each of its steps."""
     step, state, context = random_step_fn(7)
     max_lengths = decoding.max_output_lengths(tf.constant(SOURCE_LENGTHS), 2.0, 3)
-    result = decoding.beam_search(step, state, context, max_lengths, beam_size=4, alpha=alpha)
+    result = decoding.beam_search(step, state, context, max_lengths, beam_size=4, alpha=alpha, with_attention=True)
     ids, lengths, scores = result.ids.numpy(), result.lengths.numpy(), result.scores.numpy()
     for b, n in np.ndindex(*lengths.shape):
         log_prob, weights = rescore(step, state, context, ids[b, n], lengths[b, n], b, max_lengths.numpy()[b])
@@ -283,7 +304,8 @@ def test_the_search_loop_carries_no_growing_history(beam_size: int) -> None:
     [rows, time] and [rows, time, source] tensors copied and regathered at every step."""
     step, state, context = random_step_fn(0)
     max_lengths = decoding.max_output_lengths(tf.constant(SOURCE_LENGTHS), 2.0, 3)
-    search = tf.function(lambda: decoding.decode(step, state, context, max_lengths, beam_size), autograph=False)
+    search = tf.function(lambda: decoding.decode(step, state, context, max_lengths, beam_size, with_attention=True),
+                         autograph=False)
     ranks = carried_ranks(search)
     assert (tf.float32, 2) in ranks  # the state "h" [rows, units]
     assert all(rank <= 1 for dtype, rank in ranks if dtype in (tf.int32, tf.bool)), ranks
@@ -294,8 +316,34 @@ def test_the_search_loop_carries_no_growing_history(beam_size: int) -> None:
 @pytest.mark.parametrize("beam_size", [1, 3])
 def test_a_limit_of_zero_runs_no_step(beam_size: int) -> None:
     step, state, context = random_step_fn(0)
-    search = tf.function(lambda m: decoding.decode(step, state, context, m, beam_size), autograph=False,
-                         input_signature=[tf.TensorSpec([None], tf.int32)])
+    search = tf.function(lambda m: decoding.decode(step, state, context, m, beam_size, with_attention=True),
+                         autograph=False, input_signature=[tf.TensorSpec([None], tf.int32)])
     result = search(tf.zeros([4], tf.int32))
     assert result.ids.shape == (4, beam_size, 0) and result.attention.shape == (4, beam_size, 0, 7)
     assert not result.lengths.numpy().any()
+
+
+def recorded_steps(function) -> int:
+    """How many per-step values the graph's loops write (TensorArray writes, TensorList items in
+    TF2's control flow), counted in every function of the graph: the loop bodies are functions."""
+    graph = function.get_concrete_function().graph
+    nodes = [*graph.as_graph_def().node, *(n for f in graph.as_graph_def().library.function for n in f.node_def)]
+    return sum(node.op in ("TensorListSetItem", "TensorArrayWriteV3") for node in nodes)
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_attention_is_recorded_only_when_asked(beam_size: int) -> None:
+    """Without ``with_attention`` the search writes no attention per step and returns None; the
+    hypotheses are the same either way."""
+    step, state, context = random_step_fn(0)
+    max_lengths = decoding.max_output_lengths(tf.constant(SOURCE_LENGTHS), 2.0, 3)
+    searches = {asked: tf.function(lambda asked=asked: decoding.decode(step, state, context, max_lengths, beam_size,
+                                                                        with_attention=asked), autograph=False)
+                for asked in (False, True)}
+    plain, with_attention = searches[False](), searches[True]()
+    assert plain.attention is None and with_attention.attention.shape.rank == 4
+    for name in ("ids", "lengths", "scores"):
+        np.testing.assert_array_equal(getattr(plain, name).numpy(), getattr(with_attention, name).numpy())
+    # A history is written twice in the graph (its placeholder step, then in the loop): one more
+    # history with attention, none without.
+    assert recorded_steps(searches[True]) == recorded_steps(searches[False]) + 2

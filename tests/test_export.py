@@ -214,6 +214,25 @@ def test_exported_graphs_use_only_core_tensorflow_and_tensorflow_text_ops(export
         assert not ops & {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
 
 
+def test_the_export_is_cpu_servable_where_a_gpu_would_run_cudnn(tiny_run: Path, cycle_run: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where a GPU is present, whole sequences run on Keras' layers (cuDNN): the export must trace
+    our loop instead. Here the GPU is pretended and the Keras path made to fail, so an export
+    that took it fails; and no Cudnn op may be in the written graphs."""
+    from nmt.layers import recurrent
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("the export traced the Keras (cuDNN) path")
+
+    monkeypatch.setattr(recurrent, "gpu_present", lambda: True)
+    monkeypatch.setattr(recurrent.Recurrent, "_keras_sequence", refuse)
+    assert recurrent.recurrence_path("gru") == "keras"
+    for run in (tiny_run, cycle_run):
+        ops, _ = saved_model_ops(export(run, tmp_path / run.name))
+        assert "While" in ops or "StatelessWhile" in ops
+        assert not [op for op in ops if "cudnn" in op.lower()]
+
+
 def test_versions_are_numbered_immutable_and_written_whole(tiny_run: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "models" / "tiny"
     assert main(["export", "--run", str(tiny_run), "--out", str(out)]) == 0

@@ -63,7 +63,9 @@ class Attention(keras.layers.Layer):
         self.build_for(int(memory.shape[-1]), query_dim)
         if self.kind == "luong" and self.score == "dot":
             return memory
-        return matmul_last(memory, self.memory_kernel)
+        # Cast: keys() is called directly (Seq2Seq.encode at inference), outside the Keras
+        # __call__ that would autocast the float32 kernel to a mixed-precision model's float16.
+        return matmul_last(memory, tf.cast(self.memory_kernel, memory.dtype))
 
     def call(
         self, query: tf.Tensor, keys: tf.Tensor, memory: tf.Tensor, mask: tf.Tensor

@@ -4,16 +4,62 @@ Why our own and not ``keras.layers.LSTM``: the input projection of every time st
 one large matmul before the loop (the loop then only multiplies the hidden state), padding is
 masked per example, and the very same weights serve :meth:`step`, which the decoders and the
 decoding module drive one token at a time. Runs on the TensorFlow backend.
+
+A whole sequence (:meth:`Recurrent.call`: the encoder, and the decoder without input feeding) runs
+one of two ways, chosen in one place, :func:`recurrence_path`:
+
+- ``"loop"``: our ``tf.while_loop``, on every device; the CPU default (faster there than Keras'
+  loop: bench/README.md, "GPU");
+- ``"keras"``: Keras 3's ``LSTM`` / ``GRU`` layers reading our weights, which on a GPU run cuDNN's
+  fused kernel (``CudnnRNNV3``): the default where a GPU is present. Our LSTM is Keras' (gates
+  i, f, g, o, one bias) and our GRU is Keras' ``reset_after`` GRU (the reset gate multiplies the
+  recurrent matmul plus its own bias), so the same weights give the same numbers. The vanilla
+  ``rnn`` cell has no cuDNN path in Keras and always loops.
+
+A graph traced on the Keras path on a GPU holds CudnnRNN ops that no CPU can run: the export
+traces under ``forced_recurrence_path("loop")``.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import keras
 import tensorflow as tf
 
 CELLS = ("rnn", "gru", "lstm")
+RECURRENCE_PATHS = ("loop", "keras")
+FUSED_CELLS = ("gru", "lstm")  # the cells Keras runs on cuDNN with our math
+_forced_path: str | None = None
+
+
+def gpu_present() -> bool:
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def recurrence_path(cell: str) -> str:
+    """How :meth:`Recurrent.call` runs a whole sequence of ``cell``: "keras" (cuDNN's fused kernel
+    on a GPU) where a GPU is present and the cell has a fused kernel, "loop" otherwise, unless
+    :func:`forced_recurrence_path` says otherwise. Read when a graph is traced."""
+    path = _forced_path or ("keras" if gpu_present() else "loop")
+    return path if cell in FUSED_CELLS else "loop"
+
+
+@contextlib.contextmanager
+def forced_recurrence_path(path: str | None) -> Iterator[None]:
+    """Within the block, graphs traced run whole sequences on ``path`` ("loop" or "keras"; None:
+    the default of :func:`recurrence_path`): for the export (always "loop", CPU-servable), the
+    tests and the benchmarks. Process-wide, not per thread: tracing may happen on any thread."""
+    global _forced_path
+    if path not in (None, *RECURRENCE_PATHS):
+        raise ValueError(f"path must be one of {RECURRENCE_PATHS} or None, got {path!r}")
+    previous, _forced_path = _forced_path, path
+    try:
+        yield
+    finally:
+        _forced_path = previous
 
 
 def matmul_last(x: tf.Tensor, w: tf.Tensor, transpose_w: bool = False) -> tf.Tensor:
@@ -26,6 +72,14 @@ def matmul_last(x: tf.Tensor, w: tf.Tensor, transpose_w: bool = False) -> tf.Ten
     columns = tf.shape(w)[:1] if transpose_w else tf.shape(w)[-1:]
     return tf.reshape(out, tf.concat([shape[:-1], columns], axis=0))
 _GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+
+
+class _Untracked:
+    """Holds an object out of Keras' and TensorFlow's tracking: not a sub-layer, no weights, no
+    checkpoint entry."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
 
 
 class Recurrent(keras.layers.Layer):
@@ -46,6 +100,7 @@ class Recurrent(keras.layers.Layer):
             raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
         self.cell = cell
         self.units = units
+        self._keras_layer: _Untracked | None = None  # made on the first run on the Keras path
 
     @property
     def state_count(self) -> int:
@@ -80,8 +135,11 @@ class Recurrent(keras.layers.Layer):
         return tuple(zeros for _ in range(self.state_count))
 
     def project(self, inputs: tf.Tensor) -> tf.Tensor:
-        """The input part of every gate: one matmul for all positions."""
-        return matmul_last(inputs, self.kernel) + self.bias
+        """The input part of every gate: one matmul for all positions. The weights are cast: a
+        decoder's step() calls this directly, outside the Keras __call__ that autocasts them
+        under mixed precision."""
+        dtype = self.compute_dtype
+        return matmul_last(tf.cast(inputs, dtype), tf.cast(self.kernel, dtype)) + tf.cast(self.bias, dtype)
 
     def recur(
         self, projected: tf.Tensor, state: tuple[tf.Tensor, ...], weights: tuple[tf.Tensor, ...] | None = None
@@ -152,7 +210,21 @@ class Recurrent(keras.layers.Layer):
             lengths = tf.fill([batch], time)
         if reverse:
             inputs = tf.reverse_sequence(inputs, lengths, seq_axis=1, batch_axis=0)
-        state = tuple(initial_state) if initial_state is not None else self.initial_state(batch)
+        state = tuple(tf.cast(s, self.compute_dtype) for s in initial_state) if initial_state is not None \
+            else self.initial_state(batch)
+        if recurrence_path(self.cell) == "keras":
+            outputs, final = self._keras_sequence(inputs, lengths, state)
+        else:
+            outputs, final = self._loop_sequence(inputs, lengths, state)
+        if reverse:
+            outputs = tf.reverse_sequence(outputs, lengths, seq_axis=1, batch_axis=0)
+        return outputs, final
+
+    def _loop_sequence(
+        self, inputs: tf.Tensor, lengths: tf.Tensor, state: tuple[tf.Tensor, ...]
+    ) -> tuple[tf.Tensor, tuple[tf.Tensor, ...]]:
+        """:meth:`call` on our ``tf.while_loop`` (any cell, any device)."""
+        time = tf.shape(inputs)[1]
         # Time-major TensorArrays in a while loop (as Keras' own RNN does): its gradient is far
         # cheaper than tf.scan's here.
         projected = tf.TensorArray(self.compute_dtype, size=time).unstack(tf.transpose(self.project(inputs), [1, 0, 2]))
@@ -169,10 +241,48 @@ class Recurrent(keras.layers.Layer):
         _, final, outputs = tf.while_loop(
             lambda t, *_: t < time, body, (tf.constant(0), state, outputs), maximum_iterations=time
         )
-        outputs = tf.transpose(outputs.stack(), [1, 0, 2])
-        if reverse:
-            outputs = tf.reverse_sequence(outputs, lengths, seq_axis=1, batch_axis=0)
-        return outputs, final
+        return tf.transpose(outputs.stack(), [1, 0, 2]), final
+
+    def _keras_sequence(
+        self, inputs: tf.Tensor, lengths: tf.Tensor, state: tuple[tf.Tensor, ...]
+    ) -> tuple[tf.Tensor, tuple[tf.Tensor, ...]]:
+        """:meth:`call` through Keras' LSTM / GRU layer (cuDNN on a GPU), on our weights.
+
+        cuDNN rejects a sequence of length 0 (and Keras asserts against it), so every row runs at
+        least one step (an empty batch gets one padding step): the outputs past each row's length
+        are zeroed and the empty rows keep their initial state afterwards, as on the loop path.
+        """
+        dtype = self.compute_dtype
+        time = tf.shape(inputs)[1]
+        steps = tf.maximum(time, 1)
+        padded = tf.pad(inputs, [[0, 0], [0, steps - time], [0, 0]])
+        if self._keras_layer is None:
+            # Keras' default activations, no recurrent dropout, no unrolling, a bias and (GRU)
+            # reset_after: the conditions under which it picks cuDNN. Made once, outside any traced
+            # function: its cell makes a (dropout) seed variable.
+            layer_class = keras.layers.LSTM if self.cell == "lstm" else keras.layers.GRU
+            with tf.init_scope():
+                self._keras_layer = _Untracked(layer_class(
+                    self.units, return_sequences=True, return_state=True, dtype=self.dtype_policy,
+                    name=f"{self.name}_keras"))
+        layer = self._keras_layer.value
+        # The weights stay ours (and the checkpoints' layout with them): the Keras layer reads them
+        # as tensors instead of building variables of its own.
+        bias = tf.cast(self.bias, dtype)
+        if self.cell == "gru":  # Keras keeps both GRU biases in one [2, gates] weight
+            bias = tf.stack([bias, tf.cast(self.recurrent_bias, dtype)])
+        cell = layer.cell
+        cell.kernel, cell.recurrent_kernel, cell.bias = tf.cast(self.kernel, dtype), \
+            tf.cast(self.recurrent_kernel, dtype), bias
+        cell.built = layer.built = True
+        try:
+            outputs, *final = layer(padded, initial_state=list(state),
+                                    mask=tf.sequence_mask(tf.maximum(lengths, 1), steps))
+        finally:  # the layer outlives this graph: keep none of its tensors
+            cell.kernel = cell.recurrent_kernel = cell.bias = None
+        outputs = tf.where(tf.sequence_mask(lengths, time)[:, :, None], outputs[:, :time], tf.zeros([], dtype))
+        empty = tf.equal(lengths, 0)[:, None]
+        return outputs, tuple(tf.where(empty, before, after) for before, after in zip(state, final))
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "cell": self.cell, "units": self.units}

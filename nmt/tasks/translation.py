@@ -135,7 +135,7 @@ class TranslationTask(Task):
             def translate(text: tf.Tensor) -> dict[str, tf.Tensor]:
                 ids, lengths = source_ids_in_graph(source, text, max_source)
                 # Empty lines: search from one pad token so that shapes stay valid, then answer "".
-                result = predictor.search(ids, tf.maximum(lengths, 1), role.beam_size)
+                result = predictor.search(ids, tf.maximum(lengths, 1), role.beam_size, role.attention)
                 out_ids, out_lengths = result.ids[:, 0], result.lengths[:, 0]
                 texts = ids_to_text_in_graph(
                     target, tf.RaggedTensor.from_tensor(out_ids, lengths=text_lengths_in_graph(out_ids, out_lengths)))
