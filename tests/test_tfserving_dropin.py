@@ -482,6 +482,21 @@ def test_bad_flags_are_one_line_errors(tmp_path: Path, args: list[str], message:
     assert done.returncode == 2 and message in done.stderr, done.stderr
 
 
+def test_a_grpc_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "nmt.serving.model_server", "--host=127.0.0.1", f"--port={port}",
+                               "--model_base_path=nothing-yet"], capture_output=True, text=True, timeout=300,
+                              cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert f"nmt-model-server: error: cannot listen for gRPC on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 # --- nmt serve --grpc-port: the README's snippet against an nmt export ----------------------------
 
 

@@ -237,7 +237,10 @@ def create_grpc_server(registry: ModelRegistry, metrics: Metrics, host: str, por
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(registry, metrics), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(registry, metrics, config_folder), server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    bound = server.add_insecure_port(address)
+    try:
+        bound = server.add_insecure_port(address)  # grpcio raises where it cannot bind (older ones return 0)
+    except RuntimeError:
+        bound = 0
     if bound == 0:
         raise NmtError(f"cannot listen for gRPC on {address}: the port is in use or not allowed")
     return server, bound
