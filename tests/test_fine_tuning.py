@@ -77,3 +77,18 @@ def test_another_architecture_is_an_error_naming_the_keys(tmp_path: Path) -> Non
         init_source(load_config(in_domain(tmp_path, "none", 5, extra={"train.init_from": str(tmp_path / "missing")})))
     with pytest.raises(NmtError, match=r"train\.init_from: .* is this run's own run_dir"):
         load_config(in_domain(tmp_path, "self", 5, extra={"train.init_from": str(tmp_path / "self")}))
+
+
+def test_nmt_train_says_a_bad_init_from_before_tensorflow_loads(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    config = in_domain(tmp_path, "orphan", 5, extra={"train.init_from": str(tmp_path / "missing")})
+    code = ("import sys\nfrom nmt.cli import main\n"
+            f"status = main(['train', '--config', {str(config)!r}])\n"
+            "print('tensorflow imported' if 'tensorflow' in sys.modules else 'tensorflow not imported')\n"
+            "sys.exit(status)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "nmt: error: train.init_from: " in done.stderr and "missing is not a run directory" in done.stderr
+    assert done.stdout.strip() == "tensorflow not imported"

@@ -6,10 +6,14 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from nmt.cli.output import progress_bar
 from nmt.cli.startup import import_tensorflow
+
+if TYPE_CHECKING:
+    from nmt.config import Config
 
 
 def _show(bar: Any) -> Callable[[int, int, dict[str, float]], None]:
@@ -67,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides)  # a typo fails here, before TensorFlow loads
     if args.run_dir:
         config.run_dir = args.run_dir  # a path, taken as typed (not parsed as YAML like --set)
+    _check_init_from(config, args.restart)
     import_tensorflow()
     from nmt.training import Trainer
 
@@ -79,3 +84,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"dev {scores.summary()}")
     print(f"run directory: {config.run_dir}")
     return 0
+
+
+def _check_init_from(config: Config, restart: bool) -> None:
+    """A train.init_from that names no trained run, or one of another architecture, is said before
+    TensorFlow loads; a run that resumes from its own checkpoints does not read it (the source may
+    be gone by then), as the trainer does not."""
+    from nmt.checkpoints import checkpoint_prefixes
+    from nmt.config import init_source
+    from nmt.run_dir import RunDir
+
+    if config.train.init_from is None:
+        return
+    if restart or not checkpoint_prefixes(RunDir(Path(config.run_dir)).checkpoints):
+        init_source(config)
