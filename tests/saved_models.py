@@ -78,3 +78,17 @@ def binary(path: Path) -> Path:
     module = _Binary()
     tf.saved_model.save(module, str(path), signatures={"serving_default": module.call})
     return path
+
+
+class _Slow(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="spins")])
+    def call(self, spins):
+        (count,) = tf.while_loop(lambda i: i < tf.reduce_max(spins), lambda i: (i + 1,), (tf.constant(0),))
+        return {"spun": tf.fill(tf.shape(spins), count)}
+
+
+def slow(path: Path) -> Path:
+    """Counts to max(spins) one loop step at a time: as slow as asked (10**6 spins: seconds)."""
+    module = _Slow()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.call})
+    return path

@@ -538,3 +538,25 @@ def test_a_version_that_fails_to_load_is_reported_and_retried_once_its_files_cha
     registry.sync()
     assert attempts == [3, 3] and registry.resolve("m").version == 3 and "m" not in registry.failures
     assert registry.status("m")[0]["state"] == "AVAILABLE"
+
+
+def test_a_request_over_the_timeout_is_deadline_exceeded_on_both_apis(tmp_path: Path) -> None:
+    saved_models.slow(tmp_path / "slow" / "1")
+    grpc_port, rest_port = free_ports(2)
+    process, base = start_model_server(
+        [f"--port={grpc_port}", f"--rest_api_port={rest_port}", "--model_name=slow",
+         f"--model_base_path={tmp_path / 'slow'}", "--rest_api_timeout_in_ms=1000"], rest_port, cwd=tmp_path)
+    try:
+        call(f"{base}/v1/models/slow:predict", {"instances": [10]})  # the first call's set-up may take a while
+        assert call(f"{base}/v1/models/slow:predict", {"instances": [10]}) == (200, {"predictions": [10]})
+        # A million loop steps: 2 to 11 s here, over the 1 s allowed (the model call runs on, its answer dropped).
+        code, body = call(f"{base}/v1/models/slow:predict", {"instances": [10**6]})
+        assert code == 504 and body["error"].startswith("Deadline Exceeded: the request took over 1000 ms")
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "slow"
+        request.inputs["spins"].CopyFrom(tf.make_tensor_proto([10**6], dtype=tf.int32))
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel, pytest.raises(grpc.RpcError) as raised:
+            prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, 60)
+        assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        stop(process)

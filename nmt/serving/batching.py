@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from nmt.serving.http_guard import RequestError
 log = logging.getLogger(__name__)
 
 Arrays = dict[str, np.ndarray]
+T = TypeVar("T")
 Pending = tuple[Arrays, asyncio.Future]
 
 
@@ -134,6 +136,16 @@ class Batcher:
             return
         if not future.done():
             future.set_result(result)
+
+
+async def within_deadline(awaitable: Awaitable[T], seconds: float) -> T:
+    """``awaitable``'s result, or a RequestError 504 once ``seconds`` have passed (TF Serving's
+    ``--rest_api_timeout_in_ms``; gRPC answers it as DEADLINE_EXCEEDED). A model call already
+    running finishes in its thread; its answer is dropped."""
+    try:
+        return await asyncio.wait_for(awaitable, seconds)
+    except TimeoutError:
+        raise RequestError(f"Deadline Exceeded: the request took over {seconds * 1000:g} ms", 504) from None
 
 
 def graph_error_summary(message: str) -> str:

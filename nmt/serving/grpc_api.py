@@ -33,6 +33,7 @@ from tensorflow_serving.apis import (
 from nmt import signatures
 from nmt.errors import NmtError
 from nmt.serving import examples
+from nmt.serving.batching import within_deadline
 from nmt.serving.config import entries_of
 from nmt.serving.http_guard import RequestError
 from nmt.serving.metrics import Metrics, code_name
@@ -114,7 +115,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         except (TypeError, ValueError) as error:
             raise RequestError(f"input tensors: {error}") from None
         check_request_size(arrays, self.registry.limits)
-        outputs = await asyncio.wait_for(servable.predict(signature, arrays), self.registry.limits.request_timeout_s)
+        outputs = await within_deadline(servable.predict(signature, arrays), self.registry.limits.request_timeout_s)
         wanted = list(request.output_filter) or list(outputs)
         unknown = [name for name in wanted if name not in outputs]
         if unknown:
@@ -134,8 +135,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             raise RequestError(f"{len(serialized)} examples is over the limit of "
                                f"{self.registry.limits.max_request_rows} per request")
         call = servable.classify if method == examples.CLASSIFY_METHOD else servable.regress
-        return servable, signature, await asyncio.wait_for(call(signature, serialized),
-                                                           self.registry.limits.request_timeout_s)
+        return servable, signature, await within_deadline(call(signature, serialized),
+                                                          self.registry.limits.request_timeout_s)
 
     @_rpc("Classify", count_examples=True)
     async def Classify(self, request: Any, context: Any) -> Any:  # noqa: N802
@@ -165,9 +166,11 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             result = response.results.add()
             _spec_of(servable, signature, result.model_spec)
             if task.method_name == examples.CLASSIFY_METHOD:
-                _fill_classifications(result.classification_result, await servable.classify(signature, serialized))
+                _fill_classifications(result.classification_result, await within_deadline(
+                    servable.classify(signature, serialized), self.registry.limits.request_timeout_s))
             elif task.method_name == examples.REGRESS_METHOD:
-                values = await servable.regress(signature, serialized)
+                values = await within_deadline(servable.regress(signature, serialized),
+                                               self.registry.limits.request_timeout_s)
                 result.regression_result.regressions.extend(regression_pb2.Regression(value=v) for v in values)
             else:
                 raise RequestError(f"Unsupported signature method_name: {task.method_name!r} (MultiInference "

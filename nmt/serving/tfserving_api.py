@@ -6,7 +6,6 @@ also one nmt did not export."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import Annotated, Any
@@ -16,6 +15,7 @@ from fastapi.responses import JSONResponse
 
 from nmt import signatures
 from nmt.serving import examples
+from nmt.serving.batching import within_deadline
 from nmt.serving.http_guard import RequestError, read_json_body
 from nmt.serving.metrics import Metrics, code_name
 from nmt.serving.registry import ModelRegistry, registry_of
@@ -90,23 +90,19 @@ async def model_call(rest: str, request: Request, registry: Registry) -> Any:
         if not isinstance(signature, str):
             raise RequestError("signature_name must be a string")
         signature = signature or signatures.SERVING_DEFAULT
-        try:
-            if verb == "predict":
-                arrays, kind = parse_predict_body(body, servable.input_specs(signature))
-                check_request_size(arrays, limits)
-                outputs = await asyncio.wait_for(servable.predict(signature, arrays), limits.request_timeout_s)
-                return TFServingJSON(format_predictions(outputs, kind))
-            serialized = examples.examples_from_json(body)
-            examples_count = len(serialized)
-            if examples_count > limits.max_request_rows:
-                raise RequestError(f"{examples_count} examples is over the limit of {limits.max_request_rows} "
-                                   "per request")
-            call = servable.classify if verb == "classify" else servable.regress
-            results = await asyncio.wait_for(call(signature, serialized), limits.request_timeout_s)
-            return TFServingJSON({"results": results})
-        except TimeoutError:
-            raise RequestError(f"Deadline Exceeded: the request took over {limits.request_timeout_s * 1000:g} ms",
-                               504) from None
+        if verb == "predict":
+            arrays, kind = parse_predict_body(body, servable.input_specs(signature))
+            check_request_size(arrays, limits)
+            outputs = await within_deadline(servable.predict(signature, arrays), limits.request_timeout_s)
+            return TFServingJSON(format_predictions(outputs, kind))
+        serialized = examples.examples_from_json(body)
+        examples_count = len(serialized)
+        if examples_count > limits.max_request_rows:
+            raise RequestError(f"{examples_count} examples is over the limit of {limits.max_request_rows} "
+                               "per request")
+        call = servable.classify if verb == "classify" else servable.regress
+        results = await within_deadline(call(signature, serialized), limits.request_timeout_s)
+        return TFServingJSON({"results": results})
     except RequestError as error:
         status = error.status
         raise
