@@ -30,8 +30,8 @@ K = 5
 
 
 def dev_prompts(run: Path, count: int, seed: int) -> list[str]:
-    from nmt.config import read_run_config
     from nmt.data import read_corpus
+    from nmt.run_config import read_run_config
 
     config = read_run_config(run)
     if config.data.dev is None:

@@ -15,9 +15,9 @@ import keras
 import tensorflow as tf
 
 from nmt.checkpoints import checkpoint_prefixes, checkpoint_problem, newest_intact
-from nmt.config import check_task
 from nmt.errors import NmtError
 from nmt.models import model_variables
+from nmt.run_config import check_task
 from nmt.run_dir import RunDir
 from nmt.tasks import task_for
 

@@ -59,12 +59,12 @@ class RunDir:
                                       self.logs, self.metrics))
 
     def read_config(self) -> Config:
-        from nmt.config import read_run_config
+        from nmt.run_config import read_run_config
 
         return read_run_config(self.path)
 
     def save_config(self, config: Config) -> None:
-        from nmt.config import save_config
+        from nmt.run_config import save_config
 
         save_config(config, self.config_file)
 

@@ -28,12 +28,13 @@ import tensorflow as tf
 import yaml
 
 from nmt.checkpoints import checkpoint_prefixes, remove_partial_saves, save_weights
-from nmt.config import Config, config_differences, duration_seconds, init_source
+from nmt.config import Config, duration_seconds
 from nmt.distribute import from_chief, is_chief, make_strategy, worker_dir
 from nmt.errors import NmtError
 from nmt.inference import load_weights
 from nmt.io import atomic_write_bytes
 from nmt.models import model_variables
+from nmt.run_config import config_differences, init_source
 from nmt.run_dir import RunDir, hold_run_dir, resume_point, start_over, writing
 from nmt.tasks import PreparedData, Task, task_for
 from nmt.train_step import (

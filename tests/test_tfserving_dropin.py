@@ -36,7 +36,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from conftest import call, free_ports
+from conftest import call, free_ports, wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 POLL_S = 1
@@ -44,23 +44,16 @@ POLL_S = 1
 
 def start_model_server(args: list[str], rest_port: int, cwd: Path | None = None) -> tuple[subprocess.Popen, str]:
     """A real `nmt-model-server` process; returns it and its REST base URL once it answers."""
-    log = open(Path(cwd or ".") / f"server-{rest_port}.log", "w+", encoding="utf-8")  # noqa: SIM115 - closed below
+    log = open(Path(cwd or ".") / f"server-{rest_port}.log", "w+", encoding="utf-8")  # noqa: SIM115 - closed by stop
     process = subprocess.Popen([sys.executable, "-m", "nmt.serving.model_server", "--host", "127.0.0.1", *args],
                                stderr=log, stdout=log, text=True, cwd=cwd)
     process.log = log  # type: ignore[attr-defined]
-    base = f"http://127.0.0.1:{rest_port}"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if process.poll() is not None:
-            log.seek(0)
-            pytest.fail(f"nmt-model-server exited: {log.read()[-3000:]}")
-        try:
-            if call(f"{base}/healthz")[0] == 200:
-                return process, base
-        except OSError:
-            time.sleep(0.3)
-    process.kill()
-    pytest.fail("nmt-model-server did not answer within 300 s")
+
+    def log_text() -> str:
+        log.seek(0)
+        return log.read()
+
+    return process, wait_until_serving(process, rest_port, log_text)
 
 
 def stop(process: subprocess.Popen) -> str:

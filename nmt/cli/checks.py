@@ -78,7 +78,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     if verb_check is not None:
         verb_check(args)
     if getattr(args, "run", None) and args.verb != "report":
-        from nmt.config import check_task, read_run_config
+        from nmt.run_config import check_task, read_run_config
 
         check_task(args.run, read_run_config(Path(args.run)), required_task(args))
     _check_files(args)
@@ -140,7 +140,7 @@ def _check_export(args: argparse.Namespace) -> None:
     if tflite and Path(args.out).is_file():
         raise NmtError(f"--out {args.out} is a file; give a folder for the TFLite files")
     if tflite:
-        from nmt.config import read_run_config
+        from nmt.run_config import read_run_config
 
         task = read_run_config(Path(args.run)).task
         if task != signatures.LANGUAGE_MODEL:

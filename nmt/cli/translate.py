@@ -136,8 +136,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     """The combinations of options were checked before (checks._check_evaluate)."""
     if args.text:
         return _evaluate_language_model(args)
-    from nmt.config import read_run_config
     from nmt.evaluation import bleu_tokenize, score
+    from nmt.run_config import read_run_config
 
     references = read_input_lines(args.ref)
     if args.hyp:

@@ -44,7 +44,7 @@ from nmt.serving.options import add_serve_arguments, run_serve
 
 # name -> the module that defines it, imported when the name is first used (PEP 562).
 _LAZY = {
-    "create_app": "app", "serve": "app", "load_models": "app", "run_app": "app", "run_servers": "app",
+    "create_app": "app", "serve": "app", "run_servers": "app",
     "Servable": "registry", "ModelRegistry": "registry",
     "Batcher": "batching", "graph_error_summary": "batching",
     "parse_predict_body": "rest_codec", "format_predictions": "rest_codec",

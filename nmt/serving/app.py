@@ -95,12 +95,6 @@ def create_app(registry: ModelRegistry, access: Access | None = None, metrics: M
     return app
 
 
-def load_models(config_path: str | Path, limits: Limits, mounts: dict[str, str] | None = None) -> ModelRegistry:
-    """Every model of the config that loads; the others are logged and reported by /healthz and
-    the status calls, and served once a version of them loads."""
-    return ModelRegistry(read_model_config(config_path, mounts), limits)
-
-
 def _poll(every_s: float, stop: threading.Event, work: Callable[[], None], what: str) -> threading.Thread:
     def loop() -> None:
         while not stop.wait(every_s):
@@ -179,15 +173,9 @@ def run_servers(registry: ModelRegistry, host: str, rest_port: int | None, grpc_
         stop.set()
 
 
-def run_app(registry: ModelRegistry, host: str, port: int, access: Access | None = None) -> None:
-    """Serves the registry's models over REST on host:port until interrupted."""
-    run_servers(registry, host, port, access=access)
-
-
 def serve(config_path: str | Path, host: str, port: int, limits: Limits, mounts: dict[str, str] | None = None,
-          access: Access | None = None) -> None:
-    """Loads the models of a TF Serving ``models.config`` and serves them on host:port."""
-    registry = load_models(config_path, limits, mounts)
-    for name, versions in registry.models.items():
-        log.info("serving %s versions %s", name, sorted(versions))
-    run_app(registry, host, port, access)
+          access: Access | None = None, grpc_port: int | None = None) -> None:
+    """Serves the models of a TF Serving ``models.config`` on host:port (and gRPC on ``grpc_port``):
+    those that load; the others are reported by /healthz and the status calls."""
+    registry = ModelRegistry(read_model_config(config_path, mounts), limits)
+    run_servers(registry, host, port, grpc_port, access)

@@ -5,14 +5,13 @@ TF Serving answers them (labels and scores; one value per example)."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import math
 from typing import Any
 
 import numpy as np
 
 from nmt.serving.http_guard import RequestError
+from nmt.serving.rest_codec import is_b64, string_bytes
 
 # Method names and the tensor keys of their signatures (tensorflow/python/saved_model/signature_constants.py).
 PREDICT_METHOD = "tensorflow/serving/predict"
@@ -37,7 +36,7 @@ def _feature(values: Any, name: str) -> Any:
     items = values if isinstance(values, list) else [values]
     if not items:
         raise RequestError(f"feature {name}: an empty list has no type; leave the feature out instead")
-    if all(isinstance(v, bool) for v in items) or any(isinstance(v, (list, dict)) and not _is_b64(v) for v in items):
+    if all(isinstance(v, bool) for v in items) or any(isinstance(v, (list, dict)) and not is_b64(v) for v in items):
         raise RequestError(f"feature {name}: expected numbers, strings or {{\"b64\": ...}} (or a list of one kind)")
     if all(isinstance(v, int) and not isinstance(v, bool) for v in items):
         if any(not -(2**63) <= v < 2**63 for v in items):
@@ -47,22 +46,16 @@ def _feature(values: Any, name: str) -> Any:
         if any(math.isfinite(v) and abs(v) > np.finfo(np.float32).max for v in items):
             raise RequestError(f"feature {name}: numbers outside the float32 range")
         return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in items]))
-    if all(isinstance(v, str) or _is_b64(v) for v in items):
+    if all(isinstance(v, str) or is_b64(v) for v in items):
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[_bytes(v, name) for v in items]))
     raise RequestError(f"feature {name}: a list must hold one kind of value (numbers or strings)")
 
 
-def _is_b64(value: Any) -> bool:
-    return isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str)
-
-
 def _bytes(value: Any, name: str) -> bytes:
-    if isinstance(value, str):
-        return value.encode("utf-8")
     try:
-        return base64.b64decode(value["b64"], validate=True)
-    except binascii.Error:
-        raise RequestError(f"feature {name}: \"b64\" must be base64") from None
+        return string_bytes(value)
+    except ValueError as error:
+        raise RequestError(f"feature {name}: {error}") from None
 
 
 def _example(features: Any, where: str) -> Any:

@@ -83,7 +83,7 @@ def _rpc(api: str, count_examples: bool = False) -> Callable:
             finally:
                 spec = getattr(request, "model_spec", None)
                 if spec is not None:
-                    examples_count = len(_examples_of(request)) if count_examples and status == 200 else 0
+                    examples_count = _example_count(request) if count_examples and status == 200 else 0
                     self.metrics.record(spec.name, api, "GRPC", code_name(status), time.perf_counter() - started,
                                         examples_count)
 
@@ -92,11 +92,10 @@ def _rpc(api: str, count_examples: bool = False) -> Callable:
     return wrap
 
 
-def _examples_of(request: Any) -> list[bytes]:
-    try:
-        return examples.examples_from_input(request.input)
-    except RequestError:
-        return []
+def _example_count(request: Any) -> int:
+    """How many Examples a request's Input holds (counted, not serialized again)."""
+    kind = request.input.WhichOneof("kind")
+    return len(getattr(request.input, kind).examples) if kind else 0
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):

@@ -273,9 +273,6 @@ class ModelRegistry:
             raise RequestError(f"Servable not found for request: Specific({name}, {version})", 404)
         return versions[version]
 
-    def get(self, name: str, version: int | None = None) -> Servable:
-        return self.resolve(name, version)
-
     def status(self, name: str, version: int | None = None, label: str | None = None) -> list[dict[str, Any]]:
         """GetModelStatus: every version's state (or one's), AVAILABLE or END with its error."""
         if name not in self.entries:
@@ -298,7 +295,7 @@ class ModelRegistry:
     def first(self, name: str | None = None) -> Servable:
         """The named model, or the first language model served, or else the first model."""
         if name is not None:
-            return self.get(name)
+            return self.resolve(name)
         latest = list(self.latest())
         if not latest:
             raise RequestError("no model is served", 404)
@@ -308,7 +305,7 @@ class ModelRegistry:
         """The named model, which must do ``task``, or the first model that does."""
         what = signatures.TASK_DESCRIPTIONS.get(task, task)
         if name is not None:
-            servable = self.get(name)
+            servable = self.resolve(name)
             if servable.task != task:
                 raise RequestError(f"model {name} is not a {what}")
             return servable

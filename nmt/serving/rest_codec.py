@@ -43,10 +43,16 @@ JSON_TYPES = frozenset({"bool", "string", "int8", "uint8", "int16", "uint16", "i
                         "float16", "float32", "float64"})
 
 
-def _string(value: Any) -> bytes:
+def is_b64(value: Any) -> bool:
+    """``{"b64": "..."}``: TF Serving's JSON for a binary string."""
+    return isinstance(value, dict) and set(value) == {B64} and isinstance(value[B64], str)
+
+
+def string_bytes(value: Any) -> bytes:
+    """A JSON string (UTF-8) or ``{"b64": ...}`` (base64) -> its bytes; ValueError saying why not."""
     if isinstance(value, str):
         return value.encode("utf-8")
-    if isinstance(value, dict) and set(value) == {B64} and isinstance(value[B64], str):
+    if is_b64(value):
         try:
             return base64.b64decode(value[B64], validate=True)
         except binascii.Error:
@@ -56,7 +62,7 @@ def _string(value: Any) -> bytes:
 
 def _strings(value: Any) -> np.ndarray:
     def convert(v: Any) -> Any:
-        return [convert(x) for x in v] if isinstance(v, list) else _string(v)
+        return [convert(x) for x in v] if isinstance(v, list) else string_bytes(v)
 
     converted = convert(value)
     try:
