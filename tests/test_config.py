@@ -17,9 +17,9 @@ from nmt.config import (
     config_from_dict,
     load_config,
     resolve_config_path,
-    save_config,
 )
 from nmt.errors import NmtError
+from nmt.run_config import save_config
 from nmt.tokenizer import MIN_VOCAB_SIZE
 
 REPO_DATA = (CONFIG_DIR.parent / "data" / "en-ja").resolve()
