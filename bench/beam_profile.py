@@ -10,7 +10,11 @@ search compiled as nmt translate compiles it (tf.function, autograph off, encode
   - attention:  decoding.beam_search recording and backtracing each step's attention weights
                 (with_attention=True: what every search did before issue 16 made it optional,
                 and what translate_attention / --attention still run);
-  - current:    decoding.beam_search (per-step TensorArrays, one backtrace, early stop, no attention).
+  - vocab-top-k: the current search with each step's choice as it was before per-row candidates
+                (_WholeVocabularyBeam below: the rows that may only end rewritten over the whole
+                vocabulary, then one top-k over each sentence's k x vocab rankings);
+  - current:    decoding.beam_search (per-step TensorArrays, one backtrace, early stop, no attention,
+                each row's k best by a blockwise top-k, then a top-k over the k x k candidates).
 Two models: "untrained" as initialised, whose logits are nearly equal (std ~0.002) and never
 favour EOS, so every search runs to the length limit (2 x source + 10), and "ending", the same with
 its output kernel scaled up (peaked distributions, as a trained model's) and EOS's bias raised so
@@ -20,9 +24,12 @@ disturbed by the machine's other load). Then a beam step's parts are timed alone
 
     python bench/beam_profile.py [--quick]
     python bench/beam_profile.py --searches attention current --rounds 30 --no-parts   # attention's cost alone
+    python bench/beam_profile.py --searches vocab-top-k current --rounds 20             # per-row candidates
 
-"paired" is the median over rounds of each round's time of "attention" divided by this search's
-(the rounds alternate, so a ratio within one round is the least touched by the machine's drift).
+The first search named is the baseline: "vs" is the ratio of its best time to each search's, "paired"
+the median over rounds of each round's ratio (the rounds alternate, so a ratio within one round is
+the least touched by the machine's drift), "same best" whether the best hypotheses and scores equal
+the baseline's.
 """
 
 from __future__ import annotations
@@ -119,6 +126,31 @@ def _reference_beam_search(step_fn, state, context, max_lengths, beam_size, alph
     )
 
 
+class _WholeVocabularyBeam(decoding._Beam):
+    """decoding._Beam.choose before per-row candidates (commit a487c01), verbatim but for names."""
+
+    def choose(self, t, log_probs, finished, lengths, scores):
+        vocab = tf.shape(log_probs)[1]
+        if self.stop_early:
+            settled = decoding._settled(finished, lengths, scores, self.max_lengths, self.k, self.alpha)
+            only_eos = tf.where(tf.equal(tf.range(vocab), EOS_ID)[None, :], log_probs, decoding.LOG_ZERO)
+            log_probs = tf.where(settled[:, None], only_eos, log_probs)
+        log_probs = decoding._forced_eos(log_probs, tf.logical_or(finished, t + 1 >= self.max_lengths))
+        total = scores[:, None] + log_probs
+        ranking = decoding._normalized(total, lengths + tf.cast(tf.logical_not(finished), tf.int32), self.alpha)
+        _, top = tf.math.top_k(tf.reshape(ranking, [self.batch, self.k * vocab]), k=self.k)
+        parent = self.base + tf.reshape(top // vocab, [-1])
+        token = tf.reshape(top % vocab, [-1])
+        return token, parent, tf.gather_nd(total, tf.stack([parent, token], axis=1))
+
+
+def _whole_vocabulary_beam_search(step_fn, state, context, max_lengths, k, alpha):
+    strategy = _WholeVocabularyBeam(max_lengths, k, alpha, stop_early=True)
+    searched = decoding._search_loop(step_fn, decoding.tile_batch(state, k), decoding.tile_batch(context, k),
+                                     strategy, None, with_attention=False)
+    return strategy.result(searched)
+
+
 def searches(model: Any, alpha: float, ratio: float, offset: int) -> dict[str, Callable]:
     """Each search compiled as Translator._decode_function compiles it."""
     def compiled(search: Callable) -> Callable:
@@ -133,6 +165,7 @@ def searches(model: Any, alpha: float, ratio: float, offset: int) -> dict[str, C
         "previous": compiled(lambda *a: _reference_beam_search(*a, BEAM, alpha)),
         "full": compiled(lambda *a: decoding._beam_search(*a, BEAM, alpha, None, stop_early=False)),
         "attention": compiled(lambda *a: decoding.beam_search(*a, BEAM, alpha, with_attention=True)),
+        "vocab-top-k": compiled(lambda *a: _whole_vocabulary_beam_search(*a, BEAM, alpha)),
         "current": compiled(lambda *a: decoding.beam_search(*a, BEAM, alpha)),
     }
 
@@ -145,7 +178,8 @@ def time_searches(functions: dict[str, Callable], source: tf.Tensor, lengths: tf
             start = time.perf_counter()
             fn(source, lengths).ids.numpy()
             times[name].append(time.perf_counter() - start)
-    reference = results["previous" if "previous" in results else "current"]
+    baseline = next(iter(functions))  # the first search named: what the others are compared with
+    reference = results[baseline]
     rows = {}
     for name, result in results.items():
         width = result.ids.shape[2]
@@ -154,13 +188,9 @@ def time_searches(functions: dict[str, Callable], source: tf.Tensor, lengths: tf
                 and np.array_equal(result.scores.numpy()[:, 0], reference.scores.numpy()[:, 0]))
         rows[name] = {"ms_best": 1000 * min(times[name]), "ms_median": 1000 * float(np.median(times[name])),
                       "steps": int(width), "best_length_mean": float(result.lengths.numpy()[:, 0].mean()),
-                      "same_best_as_previous": bool(same)}
-    for name, row in rows.items():
-        if "previous" in rows:
-            row["speedup"] = rows["previous"]["ms_best"] / row["ms_best"]
-        if "attention" in rows:
-            row["speedup_vs_attention"] = rows["attention"]["ms_best"] / row["ms_best"]
-            row["paired_vs_attention"] = float(np.median(np.array(times["attention"]) / np.array(times[name])))
+                      "baseline": baseline, "same_best_as_baseline": bool(same),
+                      "speedup": min(times[baseline]) / min(times[name]),
+                      "paired_speedup": float(np.median(np.array(times[baseline]) / np.array(times[name])))}
     return rows
 
 
@@ -197,14 +227,27 @@ def step_parts(model: Any, source: tf.Tensor, lengths: tf.Tensor, vocab: int, re
     parent = tf.random.shuffle(tf.range(rows))
     t = 2 * SOURCE_TOKENS  # the old history gathers, halfway to the length limit
     history = (tf.zeros([rows, t], tf.int32), tf.zeros([rows, t, int(source.shape[1])], tf.float32))
+    # A mid-search step: a quarter of the rows finished, scores of a dozen steps.
+    beam_args = (tf.fill([BATCH], 3 * SOURCE_TOKENS), BEAM, 0.6, True)
+    choice_inputs = (tf.nn.log_softmax(logits), tf.range(rows) % 4 == 0, tf.fill([rows], 12),
+                     -tf.random.uniform([rows], 10.0, 30.0))
     return {
         "whole step_fn (embedding, LSTM, attention, projection)": timed_alone(
             lambda i, s: model.step(tf.cast(i, tf.int32), s, context), (tf.cast(ids, tf.float32), state), reps),
         f"output projection [{rows}, {units}] x [{units}, {vocab}]": timed_alone(
             lambda x: decoder.output_projection(x), (attentional,), reps),
         f"log_softmax [{rows}, {vocab}]": timed_alone(tf.nn.log_softmax, (logits,), reps),
-        f"top_k 5 over [{BATCH}, {BEAM * vocab}]": timed_alone(
+        f"top_k 5 over [{BATCH}, {BEAM * vocab}] (before per-row candidates)": timed_alone(
             lambda x: tf.math.top_k(tf.reshape(x, [BATCH, BEAM * vocab]), k=BEAM).indices, (logits,), reps),
+        f"top_k 5 over [{rows}, {vocab}]": timed_alone(lambda x: tf.math.top_k(x, k=BEAM).indices, (logits,), reps),
+        f"blockwise top-k 5 over [{rows}, {vocab}] (decoding._row_top_k)": timed_alone(
+            lambda x: decoding._row_top_k(x, BEAM)[1], (logits,), reps),
+        "whole choice, before (vocab-top-k)": timed_alone(
+            lambda lp, *rest: _WholeVocabularyBeam(*beam_args).choose(tf.constant(3), lp, *rest)[0],
+            choice_inputs, reps),
+        "whole choice, per-row candidates (current)": timed_alone(
+            lambda lp, *rest: decoding._Beam(*beam_args).choose(tf.constant(3), lp, *rest)[0],
+            choice_inputs, reps),
         "state gathers (LSTM h, c, attentional)": timed_alone(
             lambda p, s: tf.nest.map_structure(lambda x: tf.gather(x, tf.cast(p, tf.int32)), s),
             (tf.cast(parent, tf.float32), state), reps),
@@ -216,22 +259,21 @@ def step_parts(model: Any, source: tf.Tensor, lengths: tf.Tensor, vocab: int, re
 
 
 def print_table(title: str, rows: dict) -> None:
+    baseline = next(iter(rows.values()))["baseline"]
     print(f"\n{title}")
-    print(f"{'search':<10} {'ms/batch best':>14} {'median':>8} {'steps':>6} {'vs previous':>12} "
-          f"{'vs attention':>13} {'paired':>7} {'best len':>9}  same best")
+    print(f"{'search':<12} {'ms/batch best':>14} {'median':>8} {'steps':>6} {'vs ' + baseline:>16} "
+          f"{'paired':>7} {'best len':>9}  same best")
     for name, row in rows.items():
-        ratios = [f"{row[key]:.2f}x" if key in row else "-" for key in
-                  ("speedup", "speedup_vs_attention", "paired_vs_attention")]
-        print(f"{name:<10} {row['ms_best']:>14.1f} {row['ms_median']:>8.1f} {row['steps']:>6} "
-              f"{ratios[0]:>12} {ratios[1]:>13} {ratios[2]:>7} {row['best_length_mean']:>9.1f}  "
-              f"{row['same_best_as_previous']}")
+        print(f"{name:<12} {row['ms_best']:>14.1f} {row['ms_median']:>8.1f} {row['steps']:>6} "
+              f"{row['speedup']:>15.2f}x {row['paired_speedup']:>6.2f}x {row['best_length_mean']:>9.1f}  "
+              f"{row['same_best_as_baseline']}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="3 rounds and short part timings (about a minute)")
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--searches", nargs="+", choices=["previous", "full", "attention", "current"],
+    parser.add_argument("--searches", nargs="+", choices=["previous", "full", "attention", "vocab-top-k", "current"],
                         help="the searches to time (default: all)")
     parser.add_argument("--no-parts", action="store_true", help="skip the timing of a beam step's parts")
     parser.add_argument("--out", default=str(RESULTS))

@@ -347,3 +347,65 @@ def test_attention_is_recorded_only_when_asked(beam_size: int) -> None:
     # A history is written twice in the graph (its placeholder step, then in the loop): one more
     # history with attention, none without.
     assert recorded_steps(searches[True]) == recorded_steps(searches[False]) + 2
+
+
+@pytest.mark.parametrize("width", [1280, 2000, 8000, 8001])
+@pytest.mark.parametrize("k", [1, 5])
+def test_row_top_k_is_top_k_with_its_tie_order(width: int, k: int) -> None:
+    """The blockwise top-k gives tf.math.top_k's values and indices, ties to the lower index,
+    also with the best values in the last, padded block and on rows of equal values."""
+    rng = np.random.default_rng(width + k)
+    values = rng.normal(size=(9, width)).astype(np.float32)
+    values[1] = np.round(values[1])  # many ties
+    values[2] = 0.0  # one value throughout
+    values[3, -3:] = 9.0  # the best in the last block
+    values[4, ::97] = 5.0  # ties in many blocks
+    values[5] = -np.inf
+    got, want = decoding._row_top_k(tf.constant(values), k), tf.math.top_k(values, k=k)
+    np.testing.assert_array_equal(got[0].numpy(), want.values.numpy())
+    np.testing.assert_array_equal(got[1].numpy(), want.indices.numpy())
+    empty = decoding._row_top_k(tf.zeros([0, width]), k)
+    assert empty[0].shape == (0, k) and empty[1].shape == (0, k)
+
+
+def whole_vocabulary_choice(beam, t, log_probs, finished, lengths, scores):
+    """A beam step as it was before per-row candidates: one top-k over each sentence's k * vocab
+    rankings, with the rows that may only end reduced to EOS over the whole vocabulary."""
+    vocab = tf.shape(log_probs)[1]
+    settled = decoding._settled(finished, lengths, scores, beam.max_lengths, beam.k, beam.alpha)
+    only_eos = tf.where(tf.equal(tf.range(vocab), EOS_ID)[None, :], log_probs, decoding.LOG_ZERO)
+    log_probs = tf.where(settled[:, None], only_eos, log_probs)
+    log_probs = decoding._forced_eos(log_probs, tf.logical_or(finished, t + 1 >= beam.max_lengths))
+    total = scores[:, None] + log_probs
+    ranking = decoding._normalized(total, lengths + tf.cast(tf.logical_not(finished), tf.int32), beam.alpha)
+    _, top = tf.math.top_k(tf.reshape(ranking, [beam.batch, beam.k * vocab]), k=beam.k)
+    parent = beam.base + tf.reshape(top // vocab, [-1])
+    token = tf.reshape(top % vocab, [-1])
+    return token, parent, tf.gather_nd(total, tf.stack([parent, token], axis=1))
+
+
+@pytest.mark.parametrize("vocab", [4, 10, 2000, 8001])
+@pytest.mark.parametrize("alpha", [0.0, 0.6])
+def test_a_beam_step_chooses_what_the_whole_vocabulary_ranking_chooses(vocab: int, alpha: float) -> None:
+    """Per-row candidates pick the same tokens, parents and scores as one top-k over k * vocab:
+    rows finished, at the limit, settled and dead (the first step's LOG_ZERO), near-uniform
+    distributions whose sums tie after rounding, and exact ties."""
+    k, batch, settled_rows = 5, 8, 0
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        logits = rng.normal(size=(batch * k, vocab)) * rng.choice([1e-3, 1.0, 8.0], size=(batch * k, 1))
+        logits[::7] = np.round(logits[::7])
+        log_probs = tf.nn.log_softmax(tf.constant(logits, tf.float32))
+        scores = -rng.uniform(0, 40, batch * k).astype(np.float32)
+        scores[rng.random(batch * k) < 0.2] = decoding.LOG_ZERO
+        finished = tf.constant(rng.random(batch * k) < 0.4)
+        lengths = tf.constant(rng.integers(1, 9, batch * k), tf.int32)
+        beam = decoding._Beam(tf.constant(rng.integers(2, 12, batch), tf.int32), k, alpha, stop_early=True)
+        t = tf.constant(int(rng.integers(0, 10)))
+        settled_rows += int(tf.reduce_sum(tf.cast(decoding._settled(
+            finished, lengths, tf.constant(scores), beam.max_lengths, k, alpha), tf.int32)))
+        got = beam.choose(t, log_probs, finished, lengths, tf.constant(scores))
+        want = whole_vocabulary_choice(beam, t, log_probs, finished, lengths, tf.constant(scores))
+        for name, g, w in zip(("token", "parent", "score"), got, want):
+            np.testing.assert_array_equal(g.numpy(), w.numpy(), err_msg=f"{name}, seed {seed}")
+    assert settled_rows > 0  # the settled case was exercised
