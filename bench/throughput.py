@@ -13,9 +13,12 @@ parameters in both. Both count target tokens per second the same way: target wor
 sentence, padding excluded. Start-up and tracing are excluded (the first report window of each run
 is dropped); runs alternate ours, peer, ours, peer ... so the machine's load hits both alike.
 
-Ours runs in three variants (--variants): the peer's shape; the same with XLA (train.jit_compile,
-batches padded to their bucket's bound so XLA compiles one program per bucket); and our default
-decoder without input feeding (not the same shape: 8.63M parameters, reported apart).
+Ours runs in three variants by default (--variants): the peer's shape; the same with XLA
+(train.jit_compile, batches padded to their bucket's bound so XLA compiles one program per bucket);
+and our default decoder without input feeding (not the same shape: 8.63M parameters, reported
+apart). Two more set TensorFlow's thread pools (intra-op: threads within one op; inter-op: ops at
+once): intra-2-inter-1 and intra-1-inter-2 (the default is one thread per core in each); batch-128
+doubles the sentences per batch (the matmuls of every time step get twice the rows).
 
 Also: a 2048x2048 float32 matmul's FLOP/s measured in the same run, and our model's training FLOP/s
 (analytic count per token, 3x the forward pass) as a fraction of it.
@@ -23,6 +26,7 @@ Also: a 2048x2048 float32 matmul's FLOP/s measured in the same run, and our mode
     python bench/throughput.py --venv PEER_VENV                 # 2 rounds of 300 steps each
     python bench/throughput.py --venv PEER_VENV --quick         # 1 round of 120 steps
     python bench/throughput.py --venv PEER_VENV --side-by-side --out bench/results/throughput-side-by-side.json
+    python bench/throughput.py --side-by-side --ours-before /tmp/before   # + ours at an earlier commit vs ours now
 
 --side-by-side runs ours (same shape) and the peer at the same time, each pinned to its own core with
 one TensorFlow thread (as bench/quality.py does): on a VM whose speed drifts (here by 2x between
@@ -73,11 +77,17 @@ def peer_config(model_dir: Path, vocabularies: Path) -> Path:
 
 # Our runs: the peer's shape, the same with XLA, and our default decoder without input feeding
 # (the attention output does not feed the next step, so the recurrence runs as one fused loop and
-# attention over all steps at once; 8.63M parameters, not the same shape: reported apart).
-VARIANTS = {
-    "same-shape": [],
-    "same-shape-xla": ["train.jit_compile=true"],
-    "no-input-feeding": ["model.decoder.input_feeding=false"],
+# attention over all steps at once; 8.63M parameters, not the same shape: reported apart); then the
+# peer's shape with TensorFlow's thread pools set (by default both have one thread per core), and
+# with batches twice as large (larger matmuls per time step): `--set` items and environment
+# variables of each.
+VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
+    "same-shape": ([], {}),
+    "same-shape-xla": (["train.jit_compile=true"], {}),
+    "no-input-feeding": (["model.decoder.input_feeding=false"], {}),
+    "intra-2-inter-1": ([], {"TF_NUM_INTRAOP_THREADS": "2", "TF_NUM_INTEROP_THREADS": "1"}),
+    "intra-1-inter-2": ([], {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "2"}),
+    "batch-128": (["train.batch_size=128"], {}),
 }
 
 
@@ -126,33 +136,49 @@ def run(command: list[str], env: dict | None = None) -> str:
     return done.stderr
 
 
-def ours(steps: int, run_dir: Path, extra: list[str]) -> tuple[list[float], float]:
-    return ours_rates(run_dir, run(ours_command(steps, run_dir, extra)))
+def ours(steps: int, run_dir: Path, variant: tuple[list[str], dict[str, str]]) -> tuple[list[float], float]:
+    extra, env = variant
+    return ours_rates(run_dir, run(ours_command(steps, run_dir, extra), env))
 
 
 def peer(steps: int, model_dir: Path, venv: Path) -> list[float]:
     return peer_rates(run(peer_command(steps, model_dir, venv)))
 
 
+def pinned_pair(commands: list[list[str]], logs: list[Path], envs: list[dict]) -> list[str]:
+    """Two commands at the same time, on cores 0 and 1, one TensorFlow thread each; their stderr."""
+    processes = []
+    for command, path, env in zip(commands, logs, envs):  # logs to files: a full pipe would stall a process
+        with open(path, "w", encoding="utf-8") as log:
+            processes.append(subprocess.Popen(["taskset", "-c", str(len(processes)), *command],
+                                              stdout=subprocess.DEVNULL, stderr=log,
+                                              env={**os.environ, **QUIET, **ONE_CORE, **env}))
+    for process in processes:
+        process.wait()
+    texts = [path.read_text(encoding="utf-8") for path in logs]
+    if any(process.returncode for process in processes):
+        sys.exit("a side-by-side run failed:\n" + "\n".join(text[-2000:] for text in texts))
+    return texts
+
+
 def side_by_side(steps: int, work: Path, venv: Path, round_number: int) -> tuple[list[float], float, list[float]]:
     """Ours (same shape) and the peer at the same time, each pinned to its own core with one
     TensorFlow thread: a change in the machine's speed hits both in the same seconds."""
     run_dir, model_dir = work / f"pinned-ours-{round_number}", work / f"pinned-peer-{round_number}"
-    env = {**os.environ, **QUIET, **ONE_CORE}
-    commands = [["taskset", "-c", "0", *ours_command(steps, run_dir, [])],
-                ["taskset", "-c", "1", *peer_command(steps, model_dir, venv, one_core=True)]]
-    log_paths = [work / f"pinned-ours-{round_number}.log", work / f"pinned-peer-{round_number}.log"]
-    processes = []
-    for command, path in zip(commands, log_paths):  # logs to files: a full pipe would stall a process
-        with open(path, "w", encoding="utf-8") as log:
-            processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env=env))
-    for process in processes:
-        process.wait()
-    logs = [path.read_text(encoding="utf-8") for path in log_paths]
-    if any(process.returncode for process in processes):
-        sys.exit("a side-by-side run failed:\n" + "\n".join(log[-2000:] for log in logs))
+    logs = pinned_pair([ours_command(steps, run_dir, []), peer_command(steps, model_dir, venv, one_core=True)],
+                       [work / f"pinned-ours-{round_number}.log", work / f"pinned-peer-{round_number}.log"], [{}, {}])
     rates, parameters = ours_rates(run_dir, logs[0])
     return rates, parameters, peer_rates(logs[1])
+
+
+def before_and_after(steps: int, work: Path, before: Path, round_number: int) -> tuple[list[float], list[float]]:
+    """Ours as of ``before`` (a git worktree: its nmt package via PYTHONPATH) and ours now, same
+    shape, side by side as :func:`side_by_side`."""
+    run_dirs = [work / f"pinned-before-{round_number}", work / f"pinned-now-{round_number}"]
+    logs = pinned_pair([ours_command(steps, run_dir, []) for run_dir in run_dirs],
+                       [run_dir.with_suffix(".log") for run_dir in run_dirs],
+                       [{"PYTHONPATH": str(before)}, {"PYTHONPATH": str(ROOT)}])
+    return ours_rates(run_dirs[0], logs[0])[0], ours_rates(run_dirs[1], logs[1])[0]
 
 
 def build_peer_vocabularies(work: Path, venv: Path) -> None:
@@ -195,12 +221,17 @@ def main() -> None:
     parser.add_argument("--venv", default=str(PEER / "onmt-venv"), help="the peer's virtualenv")
     parser.add_argument("--side-by-side", action="store_true",
                         help="run ours (same shape) and the peer at the same time, one core each, instead")
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+    parser.add_argument("--ours-before", metavar="DIR",
+                        help="with --side-by-side: also run ours as of DIR (a git worktree of an earlier commit) "
+                        "against ours now, side by side, in every round")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS)[:3],
                         help="our configurations to run (default: all)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "throughput.json"))
     args = parser.parse_args()
     if "same-shape" not in args.variants:
         parser.error("--variants must include same-shape (the peer's shape: the ratio and FLOP count refer to it)")
+    if args.ours_before and not args.side_by_side:
+        parser.error("--ours-before runs with --side-by-side")
     if args.quick:
         args.steps, args.rounds = 120, 1
     venv = Path(args.venv)
@@ -219,6 +250,14 @@ def main() -> None:
             results["peer"] += peer_windows
             print(f"round {round_number + 1}, one core each, side by side: nmt {statistics.median(ours_windows):,.0f}, "
                   f"peer {statistics.median(peer_windows):,.0f} target tok/s", flush=True)
+            if args.ours_before:
+                before_windows, now_windows = before_and_after(args.steps, work, Path(args.ours_before).resolve(),
+                                                               round_number)
+                results.setdefault("before", []).extend(before_windows)
+                results.setdefault("now-beside-before", []).extend(now_windows)
+                print(f"round {round_number + 1}, one core each, side by side: nmt before "
+                      f"{statistics.median(before_windows):,.0f}, now {statistics.median(now_windows):,.0f} "
+                      "target tok/s", flush=True)
             continue
         for name in args.variants:
             rates, parameters[name] = ours(args.steps, work / f"{name}-{round_number}", VARIANTS[name])
@@ -252,6 +291,13 @@ def main() -> None:
     for name in args.variants:
         print(f"| nmt {name} | {parameters[name]}M | {medians[name]:,.0f} | {medians[name] / peer_rate:.2f}x |")
     print(f"| OpenNMT-tf 2.32 | 8.89M | {peer_rate:,.0f} | |")
+    if "before" in medians:
+        now_over_before = medians["now-beside-before"] / medians["before"]
+        summary["ours_before"], summary["now_over_before"] = args.ours_before, round(now_over_before, 3)
+        print(f"| nmt as of {args.ours_before}, beside nmt now | {parameters['same-shape']}M | "
+              f"{medians['before']:,.0f} | {medians['before'] / peer_rate:.2f}x |")
+        print(f"| nmt now, beside it | {parameters['same-shape']}M | {medians['now-beside-before']:,.0f} "
+              f"| now / before: {now_over_before:.3f}x |")
     print(f"2048^2 float32 matmul: {peak / 1e9:.0f} GFLOP/s; nmt's training (same shape): {base * per_token / 1e9:.1f} "
           f"GFLOP/s = {100 * base * per_token / peak:.1f}% of it"
           + (" (the matmul on all cores, the training on one)" if args.side_by_side else ""))

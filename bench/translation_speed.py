@@ -11,11 +11,14 @@ at beam 1 and beam 5, 32 sentences a batch, with all cores:
     tokenizer in the graph), each loaded and timed by bench/savedmodel_speed.py in its own
     virtualenv: batches in file order, after one warm-up batch.
 Runs alternate ours / peer for every setting, --rounds times; the best round of each counts (the
-least disturbed by the machine's other load). BLEU of every output is printed as a check that both
+least disturbed by the machine's other load). With --ours-before DIR (a git worktree of an earlier
+commit), ours as of DIR runs too, in the same rounds (CLI and its own export): before and after a
+change, side by side. BLEU of every output is printed as a check that both
 did the same work.
 
     python bench/quality.py --venv PEER_VENV --work W        # trains the two models
     python bench/translation_speed.py --venv PEER_VENV --work W
+    git worktree add /tmp/before COMMIT && python bench/translation_speed.py --work W --ours-before /tmp/before
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -37,10 +41,12 @@ from throughput import DATA, PEER, QUIET, ROOT  # noqa: E402
 SPEED = Path(__file__).resolve().parent / "savedmodel_speed.py"
 
 
-def timed(command: list[str], log: Path) -> tuple[float, str]:
-    """(wall seconds, stdout + stderr) of a command that must succeed; its output tail goes to log."""
+def timed(command: list[str], log: Path, package: str | None = None) -> tuple[float, str]:
+    """(wall seconds, stdout + stderr) of a command that must succeed; its output tail goes to log.
+    ``package``: a folder whose nmt package the command imports (PYTHONPATH) instead of this one."""
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **QUIET})
+    env = {**os.environ, **QUIET, **({"PYTHONPATH": package} if package else {})}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
     log.write_text(done.stdout[-5000:] + done.stderr[-20000:], encoding="utf-8")
     if done.returncode:
@@ -53,13 +59,20 @@ def peer_command(venv: Path, model_dir: Path, override: Path, *rest: str) -> lis
             "--config", str(model_dir / "config.yml"), str(override), "--model_dir", str(model_dir), *rest]
 
 
-def export_both(work: Path, venv: Path, ours_checkpoint: str, peer_checkpoint: Path) -> dict[str, Path]:
-    exports = work / "exports"  # named by checkpoint: a folder is only reused for the same weights
-    ours = exports / f"ours-{ours_checkpoint}" / "1"
-    if not ours.is_dir():
-        timed([sys.executable, "-m", "nmt.cli", "export", "--run", str(work / "ours"), "--out", str(ours.parent),
-               "--version", "1", "--weights", ours_checkpoint], exports.parent / "ours-export.log")
-    paths = {"ours": ours}
+def export_both(work: Path, venv: Path, ours_checkpoint: str, peer_checkpoint: Path,
+                before: str | None) -> dict[str, Path]:
+    exports = work / "exports"  # named by checkpoint (and package): reused only for the same weights and code
+    paths = {}
+    for key, package in (("ours", None), ("before", before)):
+        if key == "before" and not before:
+            continue
+        ours = exports / f"{key}-{ours_checkpoint}" / "1"
+        if key == "before":  # the earlier package may be another commit at every call
+            shutil.rmtree(ours.parent, ignore_errors=True)
+        if not ours.is_dir():
+            timed([sys.executable, "-m", "nmt.cli", "export", "--run", str(work / "ours"), "--out", str(ours.parent),
+                   "--version", "1", "--weights", ours_checkpoint], exports.parent / f"{key}-export.log", package)
+        paths[key] = ours
     for beam in (1, 5):
         target = exports / f"peer-{peer_checkpoint.name}-beam{beam}"
         override = exports / f"peer-beam{beam}.yml"
@@ -81,6 +94,8 @@ def main() -> None:
     parser.add_argument("--venv", default=str(PEER / "onmt-venv"), help="the peer's virtualenv")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="1 round")
+    parser.add_argument("--ours-before", metavar="DIR",
+                        help="also time ours as of DIR (a git worktree of an earlier commit), in the same rounds")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "translation_speed.json"))
     args = parser.parse_args()
     rounds = 1 if args.quick else args.rounds
@@ -97,7 +112,8 @@ def main() -> None:
     config = (work / "ours" / "config.yaml").read_text(encoding="utf-8")
     if not re.search(r"^\s*beam_size: 5$", config, re.M):
         sys.exit(f"{work / 'ours'}: the export's translate signature uses decode.beam_size, which is not 5")
-    exports = export_both(work, venv, ours_path.name, peer_path)
+    before = str(Path(args.ours_before).resolve()) if args.ours_before else None
+    exports = export_both(work, venv, ours_path.name, peer_path, before)
     outputs = work / "speed"
     outputs.mkdir(exist_ok=True)
     source = str(DATA / "dev.en")
@@ -114,13 +130,15 @@ def main() -> None:
     for round_number in range(rounds):
         print(f"round {round_number + 1}", flush=True)
         for beam in (1, 5):
-            output = outputs / f"ours-cli-beam{beam}.ja"
-            wall, text = timed([sys.executable, "-m", "nmt.cli", "translate", "--run", str(work / "ours"), "--weights",
-                                ours_path.name, "--beam", str(beam), "--batch-size", "32",
-                                "-i", source, "-o", str(output)],
-                               outputs / "ours-cli.log")
-            record(f"ours_cli_beam{beam}", wall,
-                   float(re.search(r"translated \d+ line\(s\) in ([0-9.]+) s", text).group(1)), output)
+            for key, package in (("ours", None), ("before", before)):
+                if key == "before" and not before:
+                    continue
+                output = outputs / f"{key}-cli-beam{beam}.ja"
+                wall, text = timed([sys.executable, "-m", "nmt.cli", "translate", "--run", str(work / "ours"),
+                                    "--weights", ours_path.name, "--beam", str(beam), "--batch-size", "32",
+                                    "-i", source, "-o", str(output)], outputs / f"{key}-cli.log", package)
+                record(f"{key}_cli_beam{beam}", wall,
+                       float(re.search(r"translated \d+ line\(s\) in ([0-9.]+) s", text).group(1)), output)
             override = outputs / f"peer-infer-beam{beam}.yml"
             override.write_text(f"params:\n  beam_width: {beam}\ninfer:\n  batch_size: 32\n  batch_type: examples\n",
                                 encoding="utf-8")
@@ -130,9 +148,10 @@ def main() -> None:
                                             "--log_prediction_time"), outputs / "peer-cli.log")
             record(f"peer_cli_beam{beam}", wall,
                    float(re.search(r"Total prediction time \(s\): ([0-9.]+)", text).group(1)), output)
+            ours_signature = "translate" if beam == 5 else "translate_greedy"
             for key, python, export, signature, name in (
-                ("ours", sys.executable, exports["ours"], "translate" if beam == 5 else "translate_greedy",
-                 "translations"),
+                ("ours", sys.executable, exports["ours"], ours_signature, "translations"),
+                *((("before", sys.executable, exports["before"], ours_signature, "translations"),) if before else ()),
                 ("peer", str(venv / "bin" / "python"), exports[f"peer{beam}"], "serving_default", "text"),
             ):
                 output = outputs / f"{key}-savedmodel-beam{beam}.ja"
@@ -144,17 +163,27 @@ def main() -> None:
 
     best = {key: max(runs, key=lambda r: r["sentences_per_s"]) for key, runs in results.items()}
     rows = []
-    print("\n| beam | way | nmt sentences/s | OpenNMT-tf sentences/s | ratio | nmt BLEU | peer BLEU |\n"
-          "| ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+    print("\n| beam | way | nmt sentences/s | OpenNMT-tf sentences/s | ratio | nmt BLEU | peer BLEU |"
+          + (" nmt before, sentences/s | ratio before | now / before |" if before else "")
+          + "\n| ---: | --- | ---: | ---: | ---: | ---: | ---: |" + (" ---: | ---: | ---: |" if before else ""))
     for beam in (1, 5):
         for way, label in (("cli", "CLI (model load and tracing excluded)"), ("savedmodel", "SavedModel")):
             ours, peer = best[f"ours_{way}_beam{beam}"], best[f"peer_{way}_beam{beam}"]
             ratio = ours["sentences_per_s"] / peer["sentences_per_s"]
-            rows.append({"beam": beam, "way": way, "ours": ours, "peer": peer, "ratio": round(ratio, 2)})
-            print(f"| {beam} | {label} | {ours['sentences_per_s']:.1f} | {peer['sentences_per_s']:.1f} | "
-                  f"{ratio:.2f}x | {ours['bleu']:.2f} | {peer['bleu']:.2f} |")
+            row = {"beam": beam, "way": way, "ours": ours, "peer": peer, "ratio": round(ratio, 2)}
+            line = (f"| {beam} | {label} | {ours['sentences_per_s']:.1f} | {peer['sentences_per_s']:.1f} | "
+                    f"{ratio:.2f}x | {ours['bleu']:.2f} | {peer['bleu']:.2f} |")
+            if before:
+                earlier = best[f"before_{way}_beam{beam}"]
+                row.update(before=earlier, ratio_before=round(earlier["sentences_per_s"] / peer["sentences_per_s"], 2),
+                           now_over_before=round(ours["sentences_per_s"] / earlier["sentences_per_s"], 2))
+                line += (f" {earlier['sentences_per_s']:.1f} | {row['ratio_before']:.2f}x | "
+                         f"{row['now_over_before']:.2f}x |")
+            rows.append(row)
+            print(line)
     summary = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-               "command": " ".join(sys.argv), "ours_checkpoint_step": ours_step, "peer_checkpoint_step": peer_step,
+               "command": " ".join(sys.argv), "ours_before": before,
+               "ours_checkpoint_step": ours_step, "peer_checkpoint_step": peer_step,
                "rows": rows, "runs": results}
     Path(args.out).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")

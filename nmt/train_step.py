@@ -88,13 +88,37 @@ class TrainingTime:
 
 def token_loss(logits: tf.Tensor, labels: tf.Tensor, label_smoothing: float = 0.0) -> tuple[tf.Tensor, tf.Tensor]:
     """Mean cross-entropy per non-padding target token, and that token count."""
-    log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
-    nll = -tf.gather(log_probs, labels, batch_dims=2)
-    if label_smoothing:
-        nll = (1.0 - label_smoothing) * nll - label_smoothing * tf.reduce_mean(log_probs, axis=-1)
-    mask = tf.cast(tf.not_equal(labels, PAD_ID), tf.float32)
+    vocab = tf.shape(logits)[-1]
+    nll = _cross_entropy(tf.reshape(tf.cast(logits, tf.float32), [-1, vocab]), tf.reshape(labels, [-1]),
+                         label_smoothing)
+    mask = tf.cast(tf.not_equal(tf.reshape(labels, [-1]), PAD_ID), tf.float32)
     tokens = tf.reduce_sum(mask)
     return tf.reduce_sum(nll * mask) / tf.maximum(tokens, 1.0), tokens
+
+
+def _cross_entropy(logits: tf.Tensor, labels: tf.Tensor, label_smoothing: float) -> tf.Tensor:
+    """Cross-entropy [n] of logits [n, vocab] against labels [n] smoothed by ``label_smoothing``
+    (the target: 1 - s on the label plus s / vocab on every token), on TensorFlow's fused kernel.
+
+    The kernel returns the loss and its gradient (softmax - one-hot) in one pass; smoothing adds
+    s * (logit of the label - mean logit) to the loss and s * (one-hot - 1 / vocab) to that gradient,
+    so the step never builds log-probabilities, their mean or a gather's gradient over the
+    vocabulary (bench/README.md, "Where the training step goes").
+    """
+
+    @tf.custom_gradient
+    def cross_entropy(logits: tf.Tensor) -> tuple[tf.Tensor, Callable]:
+        nll, gradient = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(features=logits, labels=labels)
+        if label_smoothing:
+            label_logits = tf.gather(logits, labels, batch_dims=1)
+            nll += label_smoothing * (label_logits - tf.reduce_mean(logits, axis=-1))
+            vocab = tf.cast(tf.shape(logits)[-1], tf.float32)
+            at_labels = tf.stack([tf.range(tf.shape(labels)[0]), labels], axis=1)
+            gradient = tf.tensor_scatter_nd_add(gradient - label_smoothing / vocab, at_labels,
+                                                tf.fill(tf.shape(labels), label_smoothing))
+        return nll, lambda upstream: upstream[:, None] * gradient
+
+    return cross_entropy(logits)
 
 
 BATCH_SPEC = {

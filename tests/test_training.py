@@ -122,6 +122,29 @@ def test_token_loss_ignores_padding_and_smoothing_of_uniform_logits() -> None:
     assert float(token_loss(good, labels)[0]) < 0.01
 
 
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1, 0.3])
+def test_token_loss_and_its_gradient_are_the_smoothed_cross_entropy(label_smoothing: float) -> None:
+    """The fused kernel with smoothing folded into its gradient gives the textbook loss,
+    (1 - s) * NLL + s * the mean NLL over the vocabulary per target token, and its gradient."""
+    rng = np.random.default_rng(3)
+    logits = tf.Variable(rng.normal(size=(3, 5, 11)).astype(np.float32) * 4.0)
+    labels = tf.constant(rng.integers(1, 11, size=(3, 5)) * (rng.random((3, 5)) > 0.3), tf.int32)
+
+    def textbook() -> tf.Tensor:
+        log_probs = tf.nn.log_softmax(logits)
+        nll = -tf.gather(log_probs, labels, batch_dims=2)
+        smoothed = (1.0 - label_smoothing) * nll - label_smoothing * tf.reduce_mean(log_probs, axis=-1)
+        mask = tf.cast(labels != 0, tf.float32)
+        return tf.reduce_sum(smoothed * mask) / tf.reduce_sum(mask)
+
+    with tf.GradientTape(persistent=True) as tape:
+        loss, tokens = token_loss(logits, labels, label_smoothing)
+        want = textbook()
+    assert float(tokens) == float(np.count_nonzero(labels.numpy()))
+    np.testing.assert_allclose(float(loss), float(want), rtol=1e-6)
+    np.testing.assert_allclose(tape.gradient(loss, logits).numpy(), tape.gradient(want, logits).numpy(), atol=1e-7)
+
+
 def test_learning_rate_warms_up_and_decays() -> None:
     schedule = LearningRate(peak=1.0, warmup=10, decay="cosine", total=110)
     rates = [float(schedule(step)) for step in (0, 4, 9, 60, 109)]
