@@ -130,7 +130,8 @@ def peer_rates(stderr: str) -> list[float]:
 
 
 def run(command: list[str], env: dict | None = None) -> str:
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **QUIET, **(env or {})})
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **QUIET, **(env or {})},
+                          cwd=ROOT)  # `python -m nmt.cli` imports the nmt of its working folder first
     if done.returncode:
         sys.exit(f"failed: {' '.join(command[:4])} ...\n{done.stderr[-3000:]}")
     return done.stderr
@@ -145,14 +146,17 @@ def peer(steps: int, model_dir: Path, venv: Path) -> list[float]:
     return peer_rates(run(peer_command(steps, model_dir, venv)))
 
 
-def pinned_pair(commands: list[list[str]], logs: list[Path], envs: list[dict]) -> list[str]:
-    """Two commands at the same time, on cores 0 and 1, one TensorFlow thread each; their stderr."""
+def pinned_pair(commands: list[list[str]], logs: list[Path], packages: list[Path | None]) -> list[str]:
+    """Two commands at the same time, on cores 0 and 1, one TensorFlow thread each, each of ours
+    importing the nmt package of its folder in ``packages`` (None: the peer); their stderr."""
     processes = []
-    for command, path, env in zip(commands, logs, envs):  # logs to files: a full pipe would stall a process
+    for command, path, package in zip(commands, logs, packages):  # logs to files: a full pipe would stall
         with open(path, "w", encoding="utf-8") as log:
+            # `python -m` puts the working folder first on sys.path: run in the package's own folder.
             processes.append(subprocess.Popen(["taskset", "-c", str(len(processes)), *command],
-                                              stdout=subprocess.DEVNULL, stderr=log,
-                                              env={**os.environ, **QUIET, **ONE_CORE, **env}))
+                                              stdout=subprocess.DEVNULL, stderr=log, cwd=package,
+                                              env={**os.environ, **QUIET, **ONE_CORE,
+                                                   **({"PYTHONPATH": str(package)} if package else {})}))
     for process in processes:
         process.wait()
     texts = [path.read_text(encoding="utf-8") for path in logs]
@@ -166,7 +170,8 @@ def side_by_side(steps: int, work: Path, venv: Path, round_number: int) -> tuple
     TensorFlow thread: a change in the machine's speed hits both in the same seconds."""
     run_dir, model_dir = work / f"pinned-ours-{round_number}", work / f"pinned-peer-{round_number}"
     logs = pinned_pair([ours_command(steps, run_dir, []), peer_command(steps, model_dir, venv, one_core=True)],
-                       [work / f"pinned-ours-{round_number}.log", work / f"pinned-peer-{round_number}.log"], [{}, {}])
+                       [work / f"pinned-ours-{round_number}.log", work / f"pinned-peer-{round_number}.log"],
+                       [ROOT, None])
     rates, parameters = ours_rates(run_dir, logs[0])
     return rates, parameters, peer_rates(logs[1])
 
@@ -176,8 +181,7 @@ def before_and_after(steps: int, work: Path, before: Path, round_number: int) ->
     shape, side by side as :func:`side_by_side`."""
     run_dirs = [work / f"pinned-before-{round_number}", work / f"pinned-now-{round_number}"]
     logs = pinned_pair([ours_command(steps, run_dir, []) for run_dir in run_dirs],
-                       [run_dir.with_suffix(".log") for run_dir in run_dirs],
-                       [{"PYTHONPATH": str(before)}, {"PYTHONPATH": str(ROOT)}])
+                       [run_dir.with_suffix(".log") for run_dir in run_dirs], [before, ROOT])
     return ours_rates(run_dirs[0], logs[0])[0], ours_rates(run_dirs[1], logs[1])[0]
 
 

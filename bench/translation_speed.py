@@ -46,7 +46,8 @@ def timed(command: list[str], log: Path, package: str | None = None) -> tuple[fl
     ``package``: a folder whose nmt package the command imports (PYTHONPATH) instead of this one."""
     start = time.perf_counter()
     env = {**os.environ, **QUIET, **({"PYTHONPATH": package} if package else {})}
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    # `python -m` puts the working folder first on sys.path: run in the package's own folder.
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=package or ROOT)
     wall = time.perf_counter() - start
     log.write_text(done.stdout[-5000:] + done.stderr[-20000:], encoding="utf-8")
     if done.returncode:
@@ -99,7 +100,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "translation_speed.json"))
     args = parser.parse_args()
     rounds = 1 if args.quick else args.rounds
-    work, venv = Path(args.work), Path(args.venv)
+    work, venv = Path(args.work).resolve(), Path(args.venv).resolve()
     starts = json.loads((work / "starts.json").read_text(encoding="utf-8"))
     saved = {name: {step: path for _, step, path in checkpoints(folder, starts[name])}
              for name, folder in (("ours", work / "ours" / "checkpoints"), ("peer", work / "peer"))}
