@@ -62,17 +62,15 @@ def peer_command(venv: Path, model_dir: Path, override: Path, *rest: str) -> lis
 
 def export_both(work: Path, venv: Path, ours_checkpoint: str, peer_checkpoint: Path,
                 before: str | None) -> dict[str, Path]:
-    exports = work / "exports"  # named by checkpoint (and package): reused only for the same weights and code
+    exports = work / "exports"
     paths = {}
     for key, package in (("ours", None), ("before", before)):
         if key == "before" and not before:
             continue
         ours = exports / f"{key}-{ours_checkpoint}" / "1"
-        if key == "before":  # the earlier package may be another commit at every call
-            shutil.rmtree(ours.parent, ignore_errors=True)
-        if not ours.is_dir():
-            timed([sys.executable, "-m", "nmt.cli", "export", "--run", str(work / "ours"), "--out", str(ours.parent),
-                   "--version", "1", "--weights", ours_checkpoint], exports.parent / f"{key}-export.log", package)
+        shutil.rmtree(ours.parent, ignore_errors=True)  # exported anew: the code may have changed since
+        timed([sys.executable, "-m", "nmt.cli", "export", "--run", str(work / "ours"), "--out", str(ours.parent),
+               "--version", "1", "--weights", ours_checkpoint], exports.parent / f"{key}-export.log", package)
         paths[key] = ours
     for beam in (1, 5):
         target = exports / f"peer-{peer_checkpoint.name}-beam{beam}"
