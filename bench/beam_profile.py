@@ -127,7 +127,8 @@ def _reference_beam_search(step_fn, state, context, max_lengths, beam_size, alph
 
 
 class _WholeVocabularyBeam(decoding._Beam):
-    """decoding._Beam.choose before per-row candidates (commit a487c01), verbatim but for names."""
+    """decoding._Beam.choose before per-row candidates (commit a487c01), verbatim but for names: the
+    baseline here and the reference tests/test_decoding.py checks the current choice against."""
 
     def choose(self, t, log_probs, finished, lengths, scores):
         vocab = tf.shape(log_probs)[1]

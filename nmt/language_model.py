@@ -17,6 +17,7 @@ from nmt.models import LanguageModel
 from nmt.next_word import NextWords, next_word_search
 from nmt.perplexity import Perplexity
 from nmt.pipeline import encode_texts, make_dataset, make_stream_dataset, pad_batch, token_stream
+from nmt.samplers import Sampler
 from nmt.signatures import (
     DEFAULT_K,
     DEFAULT_MAX_TOKENS,
@@ -296,7 +297,7 @@ class LanguageModelRunner:
         return max_tokens if self.running_text else max_tokens + 1
 
     def generate_ids(
-        self, ids: tf.Tensor, length: tf.Tensor, max_tokens: tf.Tensor, sampler: decoding.Sampler, seed: tf.Tensor
+        self, ids: tf.Tensor, length: tf.Tensor, max_tokens: tf.Tensor, sampler: Sampler, seed: tf.Tensor
     ) -> decoding.DecodeResult:
         """``max_tokens``: tokens of text to write, and ``seed``: scalars or one per row."""
         state, last = self.prime(ids, length)
@@ -333,7 +334,7 @@ class LanguageModelRunner:
         def build() -> Callable:
             return tf.function(
                 lambda ids, length, max_tokens, temperature, top_k, top_p, seed: self.generate_ids(
-                    ids, length, max_tokens, decoding.Sampler(temperature, top_k, top_p), seed),
+                    ids, length, max_tokens, Sampler(temperature, top_k, top_p), seed),
                 autograph=False, input_signature=GENERATE_SPEC)
 
         encoded = prompt_ids(self.tokenizer, prompts, self.max_prompt_tokens)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -10,6 +13,9 @@ import tensorflow as tf
 from nmt import decoding
 from nmt.models import Seq2Seq
 from nmt.tokenizer import BOS_ID, EOS_ID
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from beam_profile import _WholeVocabularyBeam  # noqa: E402  (the beam step before per-row candidates)
 
 V = 10
 A, B, C = 4, 5, 6
@@ -368,22 +374,6 @@ def test_row_top_k_is_top_k_with_its_tie_order(width: int, k: int) -> None:
     assert empty[0].shape == (0, k) and empty[1].shape == (0, k)
 
 
-def whole_vocabulary_choice(beam, t, log_probs, finished, lengths, scores):
-    """A beam step as it was before per-row candidates: one top-k over each sentence's k * vocab
-    rankings, with the rows that may only end reduced to EOS over the whole vocabulary."""
-    vocab = tf.shape(log_probs)[1]
-    settled = decoding._settled(finished, lengths, scores, beam.max_lengths, beam.k, beam.alpha)
-    only_eos = tf.where(tf.equal(tf.range(vocab), EOS_ID)[None, :], log_probs, decoding.LOG_ZERO)
-    log_probs = tf.where(settled[:, None], only_eos, log_probs)
-    log_probs = decoding._forced_eos(log_probs, tf.logical_or(finished, t + 1 >= beam.max_lengths))
-    total = scores[:, None] + log_probs
-    ranking = decoding._normalized(total, lengths + tf.cast(tf.logical_not(finished), tf.int32), beam.alpha)
-    _, top = tf.math.top_k(tf.reshape(ranking, [beam.batch, beam.k * vocab]), k=beam.k)
-    parent = beam.base + tf.reshape(top // vocab, [-1])
-    token = tf.reshape(top % vocab, [-1])
-    return token, parent, tf.gather_nd(total, tf.stack([parent, token], axis=1))
-
-
 @pytest.mark.parametrize("vocab", [4, 10, 2000, 8001])
 @pytest.mark.parametrize("alpha", [0.0, 0.6])
 def test_a_beam_step_chooses_what_the_whole_vocabulary_ranking_chooses(vocab: int, alpha: float) -> None:
@@ -400,12 +390,15 @@ def test_a_beam_step_chooses_what_the_whole_vocabulary_ranking_chooses(vocab: in
         scores[rng.random(batch * k) < 0.2] = decoding.LOG_ZERO
         finished = tf.constant(rng.random(batch * k) < 0.4)
         lengths = tf.constant(rng.integers(1, 9, batch * k), tf.int32)
-        beam = decoding._Beam(tf.constant(rng.integers(2, 12, batch), tf.int32), k, alpha, stop_early=True)
+        max_lengths = tf.constant(rng.integers(2, 12, batch), tf.int32)
+        beam = decoding._Beam(max_lengths, k, alpha, stop_early=True)
         t = tf.constant(int(rng.integers(0, 10)))
         settled_rows += int(tf.reduce_sum(tf.cast(decoding._settled(
             finished, lengths, tf.constant(scores), beam.max_lengths, k, alpha), tf.int32)))
         got = beam.choose(t, log_probs, finished, lengths, tf.constant(scores))
-        want = whole_vocabulary_choice(beam, t, log_probs, finished, lengths, tf.constant(scores))
+        # The reference: the step before per-row candidates, as bench/beam_profile.py keeps it.
+        want = _WholeVocabularyBeam(max_lengths, k, alpha, stop_early=True).choose(
+            t, log_probs, finished, lengths, tf.constant(scores))
         for name, g, w in zip(("token", "parent", "score"), got, want):
             np.testing.assert_array_equal(g.numpy(), w.numpy(), err_msg=f"{name}, seed {seed}")
     assert settled_rows > 0  # the settled case was exercised

@@ -10,7 +10,6 @@ import pytest
 import tensorflow as tf
 
 import nmt
-from nmt import decoding
 from nmt.cli import main
 from nmt.config import config_from_dict, load_config
 from nmt.errors import NmtError
@@ -19,6 +18,7 @@ from nmt.models import LanguageModel
 from nmt.next_word import next_word_search
 from nmt.perplexity import Perplexity
 from nmt.pipeline import EncodedCorpus, make_stream_dataset, token_stream
+from nmt.samplers import Sampler
 from nmt.tokenizer import EOS_ID, Tokenizer
 from nmt.training import Trainer
 
@@ -181,23 +181,23 @@ def test_next_words_on_a_subword_model_are_whole_words(subword_run: Path) -> Non
 
 def test_sampler_top_k_and_top_p_stay_inside_their_sets() -> None:
     logits = tf.math.log(tf.constant([[0.05, 0.4, 0.1, 0.3, 0.15]]))
-    top_k = decoding.Sampler(temperature=1.0, top_k=2)
-    top_p = decoding.Sampler(temperature=1.0, top_p=0.75)  # 0.4 + 0.3 = 0.7 < 0.75: needs 0.15 too
+    top_k = Sampler(temperature=1.0, top_k=2)
+    top_p = Sampler(temperature=1.0, top_p=0.75)  # 0.4 + 0.3 = 0.7 < 0.75: needs 0.15 too
     k_draws = {int(top_k(logits, s, 0)[0]) for s in range(200)}
     p_draws = {int(top_p(logits, s, 0)[0]) for s in range(200)}
     assert k_draws == {1, 3}
     assert p_draws == {1, 3, 4}
-    assert int(decoding.Sampler(temperature=0.0)(logits, 5, 0)[0]) == 1
+    assert int(Sampler(temperature=0.0)(logits, 5, 0)[0]) == 1
 
 
 def test_sampler_rows_have_their_own_settings_and_seeds() -> None:
     logits = tf.math.log(tf.random.stateless_uniform([6, 40], [1, 2]))
     temperature, top_k, top_p = [0.0, 0.7, 1.0, 1.5, 1.0, 0.9], [0, 3, 0, 1, 0, 5], [1.0, 1.0, 0.5, 1.0, 1.0, 0.8]
     seeds = [3, 4, 5, 6, 7, 8]
-    sampler = decoding.Sampler(tf.constant(temperature), tf.constant(top_k), tf.constant(top_p))
+    sampler = Sampler(tf.constant(temperature), tf.constant(top_k), tf.constant(top_p))
     batched = sampler(logits, tf.constant(seeds), 9)
     for row in range(6):
-        alone = decoding.Sampler(temperature[row], top_k[row], top_p[row])(logits[row : row + 1], seeds[row], 9)
+        alone = Sampler(temperature[row], top_k[row], top_p[row])(logits[row : row + 1], seeds[row], 9)
         assert int(batched[row]) == int(alone[0])  # a row's draw does not depend on its batch
     assert int(batched[0]) == int(tf.argmax(logits[0]))  # temperature 0 is greedy
     assert int(batched[3]) == int(tf.argmax(logits[3]))  # top_k 1 is greedy

@@ -12,7 +12,6 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from nmt import decoding
 from nmt import signatures as sig
 from nmt.data import CorpusStream, read_corpus
 from nmt.language_model import LanguageModelRunner
@@ -20,6 +19,7 @@ from nmt.models import LanguageModel
 from nmt.perplexity import Perplexity
 from nmt.pipeline import EncodedCorpus, TokenCache, encode_texts, make_dataset, make_stream_dataset, token_stream
 from nmt.run_dir import RunDir
+from nmt.samplers import Sampler
 from nmt.tasks.base import Encoder, PreparedData, Task, log, spread
 from nmt.tasks.text import (
     IDS_SPEC,
@@ -144,13 +144,13 @@ class LanguageModelTask(Task):
 
         def generate(text, max_tokens, temperature, top_k, top_p, seed) -> dict[str, tf.Tensor]:
             ids, lengths = prompt_ids_in_graph(tokenizer, text, lm.max_prompt_tokens)
-            # Every row samples with its own settings and seed (see decoding.Sampler), so server-side
+            # Every row samples with its own settings and seed (see Sampler), so server-side
             # batching of unrelated requests changes nothing; the length is capped in the graph.
             # TF Serving's clients reach this graph unchecked: NaN or infinite settings fail here.
             temperature = tf.debugging.check_numerics(temperature, "temperature must be a finite number")
             top_p = tf.debugging.check_numerics(top_p, "top_p must be a finite number")
             tokens = tf.clip_by_value(max_tokens, 1, sig.MAX_GENERATED_TOKENS)
-            result = lm.generate_ids(ids, lengths, tokens, decoding.Sampler(temperature, top_k, top_p), seed)
+            result = lm.generate_ids(ids, lengths, tokens, Sampler(temperature, top_k, top_p), seed)
             written, written_lengths = result.ids[:, 0], result.lengths[:, 0]
             if not lm.running_text:
                 written_lengths = text_lengths_in_graph(written, written_lengths)
