@@ -6,11 +6,13 @@ budget lays the learning-rate schedule over the minutes and stops there; the tra
 its best weights on the whole dev set with the recipe's beam (the final line of metrics.jsonl).
 Side by side, whatever else loads the machine loads both alike, so the same budget is the same
 CPU time. An arm is NAME or NAME:KEY=VALUE,KEY=VALUE (config keys as ``nmt train --set`` takes them).
-Prints a table (steps, target tokens/s, dev scores) and writes JSON.
+Prints a table (steps, target tokens/s, dev BLEU and chrF, or a language model's perplexity) and
+writes JSON.
 
     python bench/levers.py --config small-parallel-enja.yaml --minutes 12 \\
         --arm baseline --arm "no-embedding-dropout:model.encoder.embedding_dropout=0,model.decoder.embedding_dropout=0"
     python bench/levers.py --config small-parallel-enja.yaml --minutes 10 --arm plain --arm xla:train.jit_compile=true
+    python bench/levers.py --config ptb.yaml --minutes 12 --arm recipe --arm sampled-1024:train.sampled_softmax=1024
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import QUIET, ROOT, pinned_pair  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "levers.json"
+SCORES = {"dev_bleu": "dev BLEU", "dev_chrf": "dev chrF", "dev_word_perplexity": "dev word perplexity",
+          "dev_nats_per_character": "dev nats/char"}
 
 
 def parse_arm(text: str) -> tuple[str, list[str]]:
@@ -88,13 +92,14 @@ def main() -> None:
                 [run_dir.with_suffix(".log") for run_dir in run_dirs], [ROOT, ROOT])
     arms = {name: {"overrides": overrides, **summary(run_dir)}
             for run_dir, (name, overrides) in zip(run_dirs, args.arms)}
-    print("\n| arm | overrides | steps | target tok/s | dev BLEU | dev chrF |\n"
-          "| --- | --- | ---: | ---: | ---: | ---: |")
+    # Translation: BLEU and chrF; a language model: word perplexity and nats per character.
+    scores = [key for key in SCORES if any(key in arm["final"] for arm in arms.values())]
+    print(f"\n| arm | overrides | steps | target tok/s | {' | '.join(SCORES[key] for key in scores)} |\n"
+          f"| --- | --- | ---: | ---: |{' ---: |' * len(scores)}")
     for name, arm in arms.items():
-        final = arm["final"]
+        values = " | ".join(f"{arm['final'].get(key, float('nan')):.3f}" for key in scores)
         print(f"| {name} | {' '.join(arm['overrides']) or '(the recipe)'} | {arm['steps']} | "
-              f"{arm['target_tok_per_s']} | {final.get('dev_bleu', float('nan')):.2f} | "
-              f"{final.get('dev_chrf', float('nan')):.2f} |")
+              f"{arm['target_tok_per_s']} | {values} |")
     out = Path(args.out)
     pairs = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else []
     pairs.append({"date": started, "machine": f"{platform.machine()}, {os.cpu_count()} cores",

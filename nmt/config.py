@@ -177,6 +177,10 @@ class TrainConfig:
     decay: Literal["none", "inverse_sqrt", "cosine"] = "none"
     clip_norm: float = setting(5.0, above=0)  # gradient global-norm clipping: RNNs explode
     label_smoothing: float = setting(0.0, within=(0, 1))
+    # Sampled softmax: each training step scores the target token against this many tokens drawn
+    # log-uniformly (Zipf) over the ids, which the tokenizer numbers most frequent first, instead of
+    # against the whole vocabulary. Dev scoring and decoding keep the full softmax. null: full softmax.
+    sampled_softmax: int | None = setting(None, above=0)
     # Wall-clock training time, e.g. 60m, 90s, 1h30m: training stops when it is spent (or at steps,
     # whichever comes first), then scores dev as usual. The step rate is measured as training goes and
     # the decay horizon (cosine) re-estimated so that the rate reaches its floor as the budget ends;
@@ -463,6 +467,13 @@ def _check_combinations(config: Config) -> None:
     if train.init_from is not None and Path(train.init_from).expanduser().resolve() == \
             Path(config.run_dir).expanduser().resolve():
         raise NmtError(f"train.init_from: {train.init_from} is this run's own run_dir; name another run")
+    if train.sampled_softmax is not None:
+        if train.label_smoothing:
+            raise NmtError("train.sampled_softmax: smoothing needs the whole vocabulary; set train.label_smoothing "
+                           "to 0 or train.sampled_softmax to null")
+        if train.sampled_softmax >= config.tokenizer.vocab_size:
+            raise NmtError(f"train.sampled_softmax: {train.sampled_softmax} samples is not fewer than the "
+                           f"{config.tokenizer.vocab_size} tokens of tokenizer.vocab_size; use the full softmax (null)")
     if config.model.tie_embeddings and config.model.embedding_dim != decoder.units:
         # The tied matrix is used both as embedding (dim) and as output projection (units).
         raise NmtError("model.tie_embeddings: needs model.embedding_dim == model.decoder.units")

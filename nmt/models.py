@@ -81,10 +81,11 @@ class Seq2Seq(keras.Model):
         """One decoding step (inference): logits [batch, vocab], new state, attention weights."""
         return self.decoder.step(ids, state, context, training=False)
 
-    def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        """Teacher-forced logits [batch, target_time, vocab] for a training batch."""
+    def call(self, inputs: dict[str, tf.Tensor], training: bool = False, project: bool = True) -> tf.Tensor:
+        """Teacher-forced logits [batch, target_time, vocab] for a training batch (``project=False``:
+        the vectors the softmax reads, [batch, target_time, units])."""
         context, state = self.encode(inputs["source"], inputs["source_length"], training=training)
-        logits, _ = self.decoder(inputs["target_in"], state, context, training=training)
+        logits, _ = self.decoder(inputs["target_in"], state, context, training=training, project=project)
         return logits
 
     def build_weights(self) -> None:
@@ -140,21 +141,26 @@ class LanguageModel(keras.Model):
         return self.decoder.initial_state(batch_size)
 
     def forward(
-        self, ids: tf.Tensor, state: State, lengths: tf.Tensor | None = None, training: bool = False
+        self, ids: tf.Tensor, state: State, lengths: tf.Tensor | None = None, training: bool = False,
+        project: bool = True,
     ) -> tuple[tf.Tensor, State]:
-        """ids [batch, time] from ``state`` -> logits [batch, time, vocab] and the state after
-        the last token (after ``lengths[b]`` tokens of row b when given)."""
-        logits, _, final = self.decoder(ids, state, {}, training=training, lengths=lengths, return_state=True)
+        """ids [batch, time] from ``state`` -> logits [batch, time, vocab] (``project=False``: the
+        vectors the softmax reads, [batch, time, units]) and the state after the last token (after
+        ``lengths[b]`` tokens of row b when given)."""
+        logits, _, final = self.decoder(ids, state, {}, training=training, lengths=lengths, return_state=True,
+                                        project=project)
         return logits, final
 
     def step(self, ids: tf.Tensor, state: State, context: Context) -> tuple[tf.Tensor, State, tf.Tensor]:
         """One decoding step: logits [batch, vocab], new state, attention weights [batch, 0]."""
         return self.decoder.step(ids, state, {}, training=False)
 
-    def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        """Logits [batch, time, vocab] for a training batch ``{"target_in"}`` from the zero state."""
+    def call(self, inputs: dict[str, tf.Tensor], training: bool = False, project: bool = True) -> tf.Tensor:
+        """Logits [batch, time, vocab] for a training batch ``{"target_in"}`` from the zero state
+        (``project=False``: the vectors the softmax reads)."""
         target_in = inputs["target_in"]
-        logits, _ = self.forward(target_in, self.initial_state(tf.shape(target_in)[0]), training=training)
+        logits, _ = self.forward(target_in, self.initial_state(tf.shape(target_in)[0]), training=training,
+                                 project=project)
         return logits
 
     def build_weights(self) -> None:

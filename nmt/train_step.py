@@ -121,6 +121,47 @@ def _cross_entropy(logits: tf.Tensor, labels: tf.Tensor, label_smoothing: float)
     return cross_entropy(logits)
 
 
+def log_uniform_draw(samples: int, vocab: int, seed: tf.Tensor) -> tf.Tensor:
+    """``samples`` ids [samples] drawn with replacement from the log-uniform (Zipf) distribution over
+    ``vocab`` ids, P(id) = log((id + 2) / (id + 1)) / log(vocab + 1): a sampled softmax's draw.
+    Stateless: ``seed`` (two int32s; the trainer passes the run's seed and the step) fixes it, so a
+    resumed run draws what an uninterrupted one would. Drawn outside XLA, whose Philox differs.
+    """
+    uniform = tf.random.stateless_uniform([samples], seed=seed)
+    ids = tf.cast(tf.exp(uniform * tf.math.log(float(vocab) + 1.0)), tf.int32) - 1
+    return tf.clip_by_value(ids, 0, vocab - 1)
+
+
+def sampled_token_loss(features: tf.Tensor, labels: tf.Tensor, weights: tf.Tensor, bias: tf.Tensor,
+                       drawn: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """As :func:`token_loss`, with a sampled softmax (Jean et al. 2015): each target token is scored
+    against the ``drawn`` ids [samples] of :func:`log_uniform_draw` instead of the whole vocabulary.
+
+    features [batch, time, units] (the vectors the softmax reads), labels [batch, time], the softmax's
+    rows ``weights`` [vocab, units] and ``bias`` [vocab]. A drawn token's logit is corrected by the
+    log of its expected count among the draws, a draw equal to the target is masked out, and the
+    target's own logit is left as it is (unlike ``tf.nn.sampled_softmax_loss``): the sum over the
+    draws is then an importance-sampling estimate of the partition function without the target, and
+    the loss converges to the full softmax's as the draws grow.
+    """
+    units = tf.shape(features)[-1]
+    inputs = tf.reshape(tf.cast(features, tf.float32), [-1, units])
+    targets = tf.reshape(labels, [-1])
+    rows, offsets = tf.cast(weights, tf.float32), tf.cast(bias, tf.float32)
+    samples = tf.cast(tf.shape(drawn)[0], tf.float32)
+    log_range = tf.math.log(tf.cast(tf.shape(rows)[0], tf.float32) + 1.0)
+    ids = tf.cast(drawn, tf.float32)
+    log_expected_count = tf.math.log(samples * (tf.math.log(ids + 2.0) - tf.math.log(ids + 1.0)) / log_range)
+    target_logits = tf.reduce_sum(inputs * tf.gather(rows, targets), axis=-1) + tf.gather(offsets, targets)
+    drawn_logits = (tf.matmul(inputs, tf.gather(rows, drawn), transpose_b=True) + tf.gather(offsets, drawn)
+                    - log_expected_count)
+    drawn_logits = tf.where(tf.equal(targets[:, None], drawn[None, :]), tf.float32.min, drawn_logits)
+    nll = tf.reduce_logsumexp(tf.concat([target_logits[:, None], drawn_logits], axis=1), axis=1) - target_logits
+    mask = tf.cast(tf.not_equal(targets, PAD_ID), tf.float32)
+    tokens = tf.reduce_sum(mask)
+    return tf.reduce_sum(nll * mask) / tf.maximum(tokens, 1.0), tokens
+
+
 BATCH_SPEC = {
     "source": tf.TensorSpec([None, None], tf.int32),
     "source_length": tf.TensorSpec([None], tf.int32),
@@ -223,28 +264,35 @@ class GradientWindow:
 
 def make_train_step(strategy: tf.distribute.Strategy, model: keras.Model, optimizer: keras.optimizers.Optimizer,
                     cfg: TrainConfig, carried: Any, losses: LossWindow,
-                    windows: Sequence[GradientWindow] = ()) -> Any:
+                    windows: Sequence[GradientWindow] = (), seed: int = 0) -> Any:
     """The compiled step: batch -> (loss, gradient norm before clipping, target tokens, the norm
     of each group of :func:`gradient_groups` before clipping, in its order). With ``carried``
     state variables (TBPTT), the state at the end of a batch starts the next. Each of
-    ``windows`` records the step's gradient norms."""
+    ``windows`` records the step's gradient norms. ``seed`` and the step seed the sampled
+    softmax's draws (``cfg.sampled_softmax``)."""
     replicas = strategy.num_replicas_in_sync
     groups = list(gradient_groups(model.trainable_variables).values())
     running_text = bool(tf.nest.flatten(carried))
     loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
     @tf.function(jit_compile=cfg.jit_compile, reduce_retracing=True, autograph=False)
-    def gradients_of(batch: dict[str, tf.Tensor], state: Any) -> tuple[list, tf.Tensor, tf.Tensor, Any]:
+    def gradients_of(batch: dict[str, tf.Tensor], state: Any,
+                     drawn: tf.Tensor) -> tuple[list, tf.Tensor, tf.Tensor, Any]:
         """Forward and backward on this replica's rows: gradients of the mean loss over its
         tokens (times the loss scale under float16), that loss, the token count, final state.
         Under XLA the recurrences trace on the loop path: cuDNN's ops do not compile."""
         loop_only = forced_recurrence_path("loop") if cfg.jit_compile else contextlib.nullcontext()
+        project = cfg.sampled_softmax is None
         with loop_only, tf.GradientTape() as tape:
             if running_text:
-                logits, final = model.forward(batch["target_in"], state, training=True)
+                outputs, final = model.forward(batch["target_in"], state, training=True, project=project)
             else:
-                logits, final = model(batch, training=True), state
-            loss, tokens = token_loss(logits, batch["target_out"], cfg.label_smoothing)
+                outputs, final = model(batch, training=True, project=project), state
+            if project:
+                loss, tokens = token_loss(outputs, batch["target_out"], cfg.label_smoothing)
+            else:
+                loss, tokens = sampled_token_loss(outputs, batch["target_out"], *model.decoder.output_weights(),
+                                                  drawn)
             scaled = optimizer.scale_loss(loss) if loss_scaled else loss
         return tape.gradient(scaled, model.trainable_variables), loss, tokens, final
 
@@ -259,7 +307,11 @@ def make_train_step(strategy: tf.distribute.Strategy, model: keras.Model, optimi
         if running_text:
             restart = tf.cast(batch["first"], tf.float32)  # a new pass over the text: zero state
             state = tf.nest.map_structure(lambda v: tf.cast(v * (1.0 - restart), model.compute_dtype), carried)
-        gradients, loss, tokens, final = gradients_of(batch, state)
+        drawn = tf.zeros([0], tf.int32)
+        if cfg.sampled_softmax is not None:
+            step_seed = tf.stack([tf.constant(seed % 2**31, tf.int32), tf.cast(optimizer.iterations, tf.int32)])
+            drawn = log_uniform_draw(cfg.sampled_softmax, model.decoder.vocab_size, step_seed)
+        gradients, loss, tokens, final = gradients_of(batch, state, drawn)
         # Embedding gradients come as IndexedSlices, one row per token occurrence: summed into
         # dense gradients, so that the clipping norm is the gradient's true norm and every
         # replica count gives the same update.

@@ -279,7 +279,7 @@ class Trainer:
         state = TrainingState(model, optimizer, iter(self.task.training_dataset(data.train)), carried)
         manager = self._resume(strategy, state, work)
         train_step = make_train_step(strategy, model, optimizer, cfg, carried, state.losses,
-                                     (state.report_window, state.eval_window))
+                                     (state.report_window, state.eval_window), seed=self.config.seed)
         dev_loss = make_dev_loss(model, data.dev) if data.dev is not None else None
         predictor = self.task.predictor(model, data.source_tokenizer, data.target_tokenizer)
         writer = tf.summary.create_file_writer(str(self.run.logs)) if chief else tf.summary.create_noop_writer()

@@ -546,6 +546,7 @@ def test_every_count_size_and_rate_has_its_range():
         model.decoder.units model.decoder.layers train.steps train.batch_size train.batch_tokens train.bucket_width
         train.shuffle_buffer train.learning_rate train.clip_norm train.eval_every train.eval_max_sentences
         train.checkpoint_every train.keep_checkpoints train.average_last train.early_stopping train.bptt_steps
+        train.sampled_softmax
         decode.beam_size
         decode.max_length_ratio decode.batch_size decode.max_source_length data.max_source_length
         data.max_target_length data.train.limit""".split()

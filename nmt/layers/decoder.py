@@ -147,6 +147,13 @@ class Decoder(keras.layers.Layer):
             logits = matmul_last(attentional, matrix, transpose_w=True) + tf.cast(self.output_bias, attentional.dtype)
         return tf.cast(logits, tf.float32)  # softmax and loss in float32 under mixed precision
 
+    def output_weights(self) -> tuple[tf.Tensor, tf.Tensor]:
+        """The softmax's weights as rows per token, [vocab, units], and its bias [vocab]: what a
+        sampled softmax gathers a few rows of (the tied embedding matrix when embeddings are tied)."""
+        if self.output_projection is not None:
+            return tf.transpose(self.output_projection.kernel), self.output_projection.bias
+        return self.embedding.embeddings, self.output_bias
+
     def _recur_embedded(
         self, embedded: tf.Tensor, state: State, context: Context, training: bool, rnn_weights: list | None = None
     ) -> tuple[tf.Tensor, State, tf.Tensor]:
@@ -215,10 +222,14 @@ class Decoder(keras.layers.Layer):
         training: bool = False,
         lengths: tf.Tensor | None = None,
         return_state: bool = False,
+        project: bool = True,
     ) -> tuple[tf.Tensor, ...]:
         """target_in [batch, time] -> logits [batch, time, vocab], attention [batch, time, source]
         and, with ``return_state``, the state after the last token (after ``lengths[b]`` tokens of
-        row b when ``lengths`` is given: the state to continue from, e.g. after a prompt)."""
+        row b when ``lengths`` is given: the state to continue from, e.g. after a prompt).
+        ``project=False``: the vectors the softmax reads [batch, time, units] instead of logits
+        (a sampled softmax projects them onto a few tokens itself, see :meth:`output_weights`)."""
+        output = self._logits if project else (lambda attentional: attentional)
         embedded = self.embedding_dropout(self.embedding(target_in), training=training)
         if self.fast_path:
             x = embedded
@@ -233,7 +244,7 @@ class Decoder(keras.layers.Layer):
             else:
                 attended, weights = self.attention(x, context["keys"], context["memory"], context["mask"])
                 attentional = self.attentional(tf.concat([x, attended], axis=-1))
-            logits = self._logits(self.dropout(attentional, training=training))
+            logits = output(self.dropout(attentional, training=training))
             return (logits, weights, {"rnn": tuple(final_rnn)}) if return_state else (logits, weights)
 
         if return_state:
@@ -258,7 +269,7 @@ class Decoder(keras.layers.Layer):
             tf.zeros([batch, source], tf.float32),  # attention weights are softmaxed in float32
         )
         attentional, _, weights = tf.scan(body, tf.transpose(embedded, [1, 0, 2]), initializer=initial)
-        logits = self._logits(self.dropout(tf.transpose(attentional, [1, 0, 2]), training=training))
+        logits = output(self.dropout(tf.transpose(attentional, [1, 0, 2]), training=training))
         return logits, tf.transpose(weights, [1, 0, 2])
 
     def get_config(self) -> dict[str, Any]:
