@@ -28,7 +28,8 @@ import tensorflow as tf
 import yaml
 
 from nmt.checkpoints import checkpoint_prefixes, remove_partial_saves, save_weights
-from nmt.config import Config, duration_seconds
+from nmt.config import Config
+from nmt.config_fields import duration_seconds
 from nmt.distribute import from_chief, is_chief, make_strategy, worker_dir
 from nmt.errors import NmtError
 from nmt.inference import load_weights
@@ -55,6 +56,9 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int, int, dict[str, float]], None]
 
 
+OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}  # by train.optimizer
+
+
 def check_compatible(run: RunDir, config: Config) -> None:
     """A run directory keeps one model: refuse to resume it with another architecture."""
     if not run.config_file.is_file():
@@ -73,6 +77,11 @@ def check_compatible(run: RunDir, config: Config) -> None:
                     f"{run} was trained with train.{key}={before!r} (now {getattr(config.train, key)!r}); "
                     "a running-text model resumes only with the same value: choose another run_dir or restore it"
                 )
+    # The checkpoint holds the optimizer's slots (Adam's moments): another optimizer cannot resume it.
+    before = (stored.get("train") or {}).get("optimizer", "adam")
+    if built["model"] and before != config.train.optimizer:
+        raise NmtError(f"{run} was trained with train.optimizer={before!r} (now {config.train.optimizer!r}); "
+                       "a run resumes with its own optimizer: choose another run_dir or delete this one")
     for section in ("model", "tokenizer"):
         if built[section] and stored.get(section) != current[section]:
             differences = config_differences(stored.get(section) or {}, current[section], f"{section}.")
@@ -189,7 +198,7 @@ class Trainer:
             with strategy.scope():
                 model = self.task.build_model(data.source_tokenizer.vocab_size, data.target_tokenizer.vocab_size)
                 schedule = LearningRate(cfg.learning_rate, cfg.warmup_steps, cfg.decay, cfg.steps)
-                optimizer = keras.optimizers.Adam(learning_rate=schedule)
+                optimizer = OPTIMIZERS[cfg.optimizer](learning_rate=schedule)
                 if cfg.precision == "mixed_float16":
                     # float16 gradients underflow: the loss is scaled up, and steps with inf/NaN
                     # gradients are skipped while the scale adapts.

@@ -115,6 +115,17 @@ def test_interrupted_stream_run_resumes_with_the_same_carried_state(tmp_path: Pa
         np.testing.assert_allclose(x.numpy(), y.numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_plain_sgd_trains_a_language_model_and_a_run_resumes_only_with_its_optimizer(tmp_path: Path) -> None:
+    path = lm_config(tmp_path, "sgd", cycle_text(300), {"train.optimizer": "sgd", "train.learning_rate": 1.0})
+    Trainer(load_config(path)).train()
+    lm = nmt.load(tmp_path / "sgd")
+    assert lm.next_words("north east south", k=1)[0][0] == "west"
+    assert lm.evaluate([" ".join(CYCLE)] * 10).word_perplexity < 1.5
+    # SGD keeps no slots; Adam's moments would be missing from the checkpoint: a clear error instead.
+    with pytest.raises(NmtError, match=r"was trained with train.optimizer='sgd' \(now 'adam'\)"):
+        Trainer(load_config(path, ["train.optimizer=adam", "train.steps=200"])).train()
+
+
 # --- next words ---------------------------------------------------------------------------------
 
 PIECES = ["<pad>", "<spm-unk>", "<s>", "</s>", "▁pi", "zza", "▁sushi", "▁pizza", ".", "▁", "ピザ", "▁(x"]

@@ -12,7 +12,8 @@ import pytest
 import tensorflow as tf
 
 from nmt.cli import main
-from nmt.config import duration_seconds, load_config
+from nmt.config import load_config
+from nmt.config_fields import duration_seconds
 from nmt.errors import NmtError
 from nmt.train_step import LearningRate, TrainingTime
 from nmt.training import Trainer

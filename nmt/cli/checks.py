@@ -37,7 +37,7 @@ def option(name: str) -> str:
 
 def finite_float(text: str) -> float:
     """argparse type for float options: NaN and infinities are refused, naming the option."""
-    from nmt.config import check_finite
+    from nmt.config_fields import check_finite
 
     try:
         return check_finite("value", float(text))
