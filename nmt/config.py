@@ -133,7 +133,8 @@ class TrainConfig:
     label_smoothing: float = setting(0.0, within=(0, 1))
     # Sampled softmax: each training step scores the target token against this many tokens drawn
     # log-uniformly (Zipf) over the ids, which the tokenizer numbers most frequent first, instead of
-    # against the whole vocabulary. Dev scoring and decoding keep the full softmax. null: full softmax.
+    # against the whole vocabulary. Dev scoring and decoding keep the full softmax; the logged train_loss
+    # is then the sampled estimate, below the full softmax's. null: full softmax.
     sampled_softmax: int | None = setting(None, above=0)
     # Wall-clock training time, e.g. 60m, 90s, 1h30m: training stops when it is spent (or at steps,
     # whichever comes first), then scores dev as usual. The step rate is measured as training goes and

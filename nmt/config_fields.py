@@ -68,12 +68,12 @@ def duration_seconds(text: str) -> float:
 # --- reading and validation -------------------------------------------------------------------
 
 
-def type_name(tp: Any) -> str:
+def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:
         return " | ".join(repr(a) for a in typing.get_args(tp))
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(type_name(a) for a in typing.get_args(tp))
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if dataclasses.is_dataclass(tp):
         return "a mapping"
     return {type(None): "null", int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(
@@ -81,7 +81,7 @@ def type_name(tp: Any) -> str:
     )
 
 
-def convert(value: Any, tp: Any, key: str) -> Any:
+def _convert(value: Any, tp: Any, key: str) -> Any:
     """Checks ``value`` against the annotation ``tp`` and converts mappings into dataclasses."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -93,12 +93,12 @@ def convert(value: Any, tp: Any, key: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return convert(value, arg, key)
+                return _convert(value, arg, key)
             except NmtError as error:
                 errors.append(error)
-        raise errors[0] if len(errors) == 1 else NmtError(f"{key}: expected {type_name(tp)}, got {value!r}")
+        raise errors[0] if len(errors) == 1 else NmtError(f"{key}: expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
-        return check_choice(value, typing.get_args(tp), key)
+        return _check_choice(value, typing.get_args(tp), key)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise NmtError(f"{key}: expected a mapping of keys, got {value!r}")
@@ -128,7 +128,7 @@ def convert(value: Any, tp: Any, key: str) -> Any:
     raise TypeError(f"unsupported annotation {tp} for {key}")  # a bug in this module, not user input
 
 
-def check_choice(value: Any, choices: Sequence[Any], key: str) -> Any:
+def _check_choice(value: Any, choices: Sequence[Any], key: str) -> Any:
     if value not in choices:
         close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -156,7 +156,7 @@ def build_section(cls: type, values: dict[str, Any], prefix: str) -> Any:
             close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
             hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys: {', '.join(names)}"
             raise NmtError(f"unknown config key {prefix}{key}{hint}")
-    kwargs = {k: convert(v, hints[k], f"{prefix}{k}") for k, v in values.items()}
+    kwargs = {k: _convert(v, hints[k], f"{prefix}{k}") for k, v in values.items()}
     return cls(**kwargs)
 
 
@@ -180,7 +180,7 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
         raise NmtError(f"--set {assignment!r}: the value is not valid YAML: {error}") from None
 
 
-def bound_problem(value: float, rules: dict[str, Any]) -> str | None:
+def _bound_problem(value: float, rules: dict[str, Any]) -> str | None:
     """What is wrong with ``value`` by the ``setting`` rules of its field, or None."""
     why = f" ({rules['why']})" if "why" in rules else ""
     above, at_least, within = rules.get("above"), rules.get("at_least"), rules.get("within")
@@ -202,13 +202,13 @@ def check_fields(section: Any, prefix: str = "") -> None:
         if dataclasses.is_dataclass(value):
             check_fields(value, f"{key}.")
         elif value is not None and "one_of" in field.metadata:
-            check_choice(value, field.metadata["one_of"](), key)
+            _check_choice(value, field.metadata["one_of"](), key)
         elif value is not None and "parsed_by" in field.metadata:
             try:
                 field.metadata["parsed_by"](value)
             except ValueError as error:
                 raise NmtError(f"{key}: {error}") from None
         elif value is not None:
-            problem = bound_problem(value, field.metadata)
+            problem = _bound_problem(value, field.metadata)
             if problem:
                 raise NmtError(f"{key}: {problem}")

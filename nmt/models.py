@@ -85,8 +85,8 @@ class Seq2Seq(keras.Model):
         """Teacher-forced logits [batch, target_time, vocab] for a training batch (``project=False``:
         the vectors the softmax reads, [batch, target_time, units])."""
         context, state = self.encode(inputs["source"], inputs["source_length"], training=training)
-        logits, _ = self.decoder(inputs["target_in"], state, context, training=training, project=project)
-        return logits
+        outputs, _ = self.decoder(inputs["target_in"], state, context, training=training, project=project)
+        return outputs
 
     def build_weights(self) -> None:
         """Creates every weight by running a one-token batch (needed before restoring weights)."""
@@ -147,9 +147,9 @@ class LanguageModel(keras.Model):
         """ids [batch, time] from ``state`` -> logits [batch, time, vocab] (``project=False``: the
         vectors the softmax reads, [batch, time, units]) and the state after the last token (after
         ``lengths[b]`` tokens of row b when given)."""
-        logits, _, final = self.decoder(ids, state, {}, training=training, lengths=lengths, return_state=True,
-                                        project=project)
-        return logits, final
+        outputs, _, final = self.decoder(ids, state, {}, training=training, lengths=lengths, return_state=True,
+                                         project=project)
+        return outputs, final
 
     def step(self, ids: tf.Tensor, state: State, context: Context) -> tuple[tf.Tensor, State, tf.Tensor]:
         """One decoding step: logits [batch, vocab], new state, attention weights [batch, 0]."""
@@ -159,9 +159,9 @@ class LanguageModel(keras.Model):
         """Logits [batch, time, vocab] for a training batch ``{"target_in"}`` from the zero state
         (``project=False``: the vectors the softmax reads)."""
         target_in = inputs["target_in"]
-        logits, _ = self.forward(target_in, self.initial_state(tf.shape(target_in)[0]), training=training,
-                                 project=project)
-        return logits
+        outputs, _ = self.forward(target_in, self.initial_state(tf.shape(target_in)[0]), training=training,
+                                  project=project)
+        return outputs
 
     def build_weights(self) -> None:
         self({"target_in": tf.constant([[PAD_ID + 4]], tf.int32)})

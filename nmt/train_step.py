@@ -127,7 +127,7 @@ def log_uniform_draw(samples: int, vocab: int, seed: tf.Tensor) -> tf.Tensor:
     Stateless: ``seed`` (two int32s; the trainer passes the run's seed and the step) fixes it, so a
     resumed run draws what an uninterrupted one would. Drawn outside XLA, whose Philox differs.
     """
-    uniform = tf.random.stateless_uniform([samples], seed=seed)
+    uniform = tf.random.stateless_uniform([samples], seed=seed, alg="philox")  # the same on every device
     ids = tf.cast(tf.exp(uniform * tf.math.log(float(vocab) + 1.0)), tf.int32) - 1
     return tf.clip_by_value(ids, 0, vocab - 1)
 
@@ -151,7 +151,7 @@ def sampled_token_loss(features: tf.Tensor, labels: tf.Tensor, weights: tf.Tenso
     samples = tf.cast(tf.shape(drawn)[0], tf.float32)
     log_range = tf.math.log(tf.cast(tf.shape(rows)[0], tf.float32) + 1.0)
     ids = tf.cast(drawn, tf.float32)
-    log_expected_count = tf.math.log(samples * (tf.math.log(ids + 2.0) - tf.math.log(ids + 1.0)) / log_range)
+    log_expected_count = tf.math.log(samples * tf.math.log1p(1.0 / (ids + 1.0)) / log_range)  # log((id+2)/(id+1))
     target_logits = tf.reduce_sum(inputs * tf.gather(rows, targets), axis=-1) + tf.gather(offsets, targets)
     drawn_logits = (tf.matmul(inputs, tf.gather(rows, drawn), transpose_b=True) + tf.gather(offsets, drawn)
                     - log_expected_count)
@@ -309,6 +309,8 @@ def make_train_step(strategy: tf.distribute.Strategy, model: keras.Model, optimi
             state = tf.nest.map_structure(lambda v: tf.cast(v * (1.0 - restart), model.compute_dtype), carried)
         drawn = tf.zeros([0], tf.int32)
         if cfg.sampled_softmax is not None:
+            # (Under float16, a step the loss scale skips does not advance the step: the next batch
+            # draws the same ids.)
             step_seed = tf.stack([tf.constant(seed % 2**31, tf.int32), tf.cast(optimizer.iterations, tf.int32)])
             drawn = log_uniform_draw(cfg.sampled_softmax, model.decoder.vocab_size, step_seed)
         gradients, loss, tokens, final = gradients_of(batch, state, drawn)

@@ -190,6 +190,10 @@ class Trainer:
             self._copy_tokenizers(work)
         keras.utils.set_random_seed(config.seed)
         data = self.task.prepare_data(work)
+        vocab = data.target_tokenizer.vocab_size  # tokenizer.vocab_size is an upper bound (char, word models)
+        if cfg.sampled_softmax is not None and cfg.sampled_softmax >= vocab:
+            raise NmtError(f"train.sampled_softmax: {cfg.sampled_softmax} samples is not fewer than the {vocab} "
+                           "tokens of the trained vocabulary; use the full softmax (null)")
         if strategy.num_replicas_in_sync > 1:
             self._check_workers_agree(strategy, work, data)
         previous_policy = keras.mixed_precision.global_policy()

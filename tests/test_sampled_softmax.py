@@ -6,16 +6,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import nmt
-from nmt.config import load_config
+from nmt.config import TrainConfig, load_config
 from nmt.errors import NmtError
 from nmt.models import LanguageModel, Seq2Seq
 from nmt.tokenizer import PAD_ID
-from nmt.train_step import log_uniform_draw, sampled_token_loss, token_loss
+from nmt.train_step import LossWindow, log_uniform_draw, make_train_step, sampled_token_loss, token_loss
 from nmt.training import Trainer
 
 from conftest import CYCLE, cycle_text, lm_config
@@ -101,6 +102,32 @@ def test_output_weights_are_the_projection_the_logits_use(tie: bool) -> None:
     np.testing.assert_allclose(tf.einsum("btu,vu->btv", lm_features, weights) + bias, lm_logits, atol=1e-5)
 
 
+def test_each_training_step_scores_against_its_own_draw() -> None:
+    # Bahdanau attention: the decoder's step-by-step path (tf.scan), not the fused one.
+    model = Seq2Seq(12, 12, embedding_dim=8, encoder={"cell": "gru", "units": 8, "dropout": 0.0},
+                    decoder={"cell": "lstm", "units": 8, "attention": "bahdanau", "dropout": 0.0})
+    model.build_weights()
+    rng = np.random.default_rng(0)
+    batch = {"source": tf.constant(rng.integers(4, 12, [4, 6]), tf.int32), "source_length": tf.constant([6, 5, 3, 6]),
+             "target_in": tf.constant(rng.integers(4, 12, [4, 5]), tf.int32),
+             "target_out": tf.constant(rng.integers(4, 12, [4, 5]), tf.int32)}
+    optimizer = keras.optimizers.Adam(1e-2)
+    optimizer.build(model.trainable_variables)
+    step = make_train_step(tf.distribute.get_strategy(), model, optimizer, TrainConfig(sampled_softmax=5), {},
+                           LossWindow(), seed=2**31 + 9)
+    draws = []
+    for number in range(2):
+        drawn = log_uniform_draw(5, 12, tf.constant([9, number]))  # the seed modulo 2**31, the step
+        expected, _ = sampled_token_loss(model(batch, project=False), batch["target_out"],
+                                         *model.decoder.output_weights(), drawn)
+        full, _ = token_loss(model(batch), batch["target_out"])
+        loss, _, tokens, _ = step(batch)
+        assert float(tokens) == 20 and float(loss) == pytest.approx(float(expected), rel=1e-5)
+        assert float(loss) != pytest.approx(float(full), rel=1e-3)
+        draws.append(drawn.numpy())
+    assert (draws[0] != draws[1]).any()
+
+
 @pytest.mark.parametrize("jit", [False, True])
 def test_a_language_model_trained_with_sampled_softmax_learns(tmp_path: Path, jit: bool) -> None:
     extra = {"train.sampled_softmax": 4, "train.jit_compile": jit}
@@ -120,6 +147,14 @@ def test_an_interrupted_run_draws_what_an_uninterrupted_one_draws(tmp_path: Path
     a, b = nmt.load(tmp_path / "straight", weights="latest"), nmt.load(tmp_path / "halves", weights="latest")
     for x, y in zip(a.model.weights, b.model.weights, strict=True):
         np.testing.assert_allclose(x.numpy(), y.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_samples_must_be_fewer_than_the_trained_vocabulary(tmp_path: Path) -> None:
+    # tokenizer.vocab_size is an upper bound: 20 asked, 12 ids trained on this text.
+    config = load_config(lm_config(tmp_path, "small", cycle_text(30), {"train.sampled_softmax": 15}))
+    with pytest.raises(NmtError, match="train.sampled_softmax: 15 samples is not fewer than the 12 tokens of the "
+                                       "trained vocabulary"):
+        Trainer(config).train()
 
 
 @pytest.mark.parametrize(

@@ -244,8 +244,8 @@ class Decoder(keras.layers.Layer):
             else:
                 attended, weights = self.attention(x, context["keys"], context["memory"], context["mask"])
                 attentional = self.attentional(tf.concat([x, attended], axis=-1))
-            logits = output(self.dropout(attentional, training=training))
-            return (logits, weights, {"rnn": tuple(final_rnn)}) if return_state else (logits, weights)
+            outputs = output(self.dropout(attentional, training=training))
+            return (outputs, weights, {"rnn": tuple(final_rnn)}) if return_state else (outputs, weights)
 
         if return_state:
             # Not needed so far: only language models carry state, and they take the fast path.
@@ -269,8 +269,8 @@ class Decoder(keras.layers.Layer):
             tf.zeros([batch, source], tf.float32),  # attention weights are softmaxed in float32
         )
         attentional, _, weights = tf.scan(body, tf.transpose(embedded, [1, 0, 2]), initializer=initial)
-        logits = output(self.dropout(tf.transpose(attentional, [1, 0, 2]), training=training))
-        return logits, tf.transpose(weights, [1, 0, 2])
+        outputs = output(self.dropout(tf.transpose(attentional, [1, 0, 2]), training=training))
+        return outputs, tf.transpose(weights, [1, 0, 2])
 
     def get_config(self) -> dict[str, Any]:
         return {
