@@ -64,6 +64,8 @@ def ours_overrides(steps: int) -> list[str]:
         "model.encoder.embedding_dropout=0.0", "model.decoder.embedding_dropout=0.0",
         "train.label_smoothing=0.0", f"train.steps={steps}", f"train.eval_every={steps}",
         f"train.checkpoint_every={steps}", "train.early_stopping=null",
+        # The recipe's time budget, XLA and averaging are levers of its own (issue 15), not the peer's.
+        "train.time_budget=null", "train.jit_compile=false", "train.average_last=null",
     ]
 
 
