@@ -91,7 +91,12 @@ def token_loss(logits: tf.Tensor, labels: tf.Tensor, label_smoothing: float = 0.
     vocab = tf.shape(logits)[-1]
     nll = _cross_entropy(tf.reshape(tf.cast(logits, tf.float32), [-1, vocab]), tf.reshape(labels, [-1]),
                          label_smoothing)
-    mask = tf.cast(tf.not_equal(tf.reshape(labels, [-1]), PAD_ID), tf.float32)
+    return _mean_over_tokens(nll, tf.reshape(labels, [-1]))
+
+
+def _mean_over_tokens(nll: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """The mean of ``nll`` [n] over the non-padding ``targets`` [n], and their count."""
+    mask = tf.cast(tf.not_equal(targets, PAD_ID), tf.float32)
     tokens = tf.reduce_sum(mask)
     return tf.reduce_sum(nll * mask) / tf.maximum(tokens, 1.0), tokens
 
@@ -157,9 +162,7 @@ def sampled_token_loss(features: tf.Tensor, labels: tf.Tensor, weights: tf.Tenso
                     - log_expected_count)
     drawn_logits = tf.where(tf.equal(targets[:, None], drawn[None, :]), tf.float32.min, drawn_logits)
     nll = tf.reduce_logsumexp(tf.concat([target_logits[:, None], drawn_logits], axis=1), axis=1) - target_logits
-    mask = tf.cast(tf.not_equal(targets, PAD_ID), tf.float32)
-    tokens = tf.reduce_sum(mask)
-    return tf.reduce_sum(nll * mask) / tf.maximum(tokens, 1.0), tokens
+    return _mean_over_tokens(nll, targets)
 
 
 BATCH_SPEC = {
