@@ -64,8 +64,8 @@ class LanguageModelRunner:
 
     Example (after ``nmt train --config configs/lm-en.yaml``):
     >>> lm = nmt.load("runs/lm-en")                          # doctest: +SKIP
-    >>> lm.next_words("I love eating", k=3)                  # doctest: +SKIP
-    [('pizza', 0.08), ('sushi', 0.05), ('apples', 0.03)]
+    >>> lm.next_words("She went to the", k=3)                # doctest: +SKIP
+    [('hospital', 0.13), ('station', 0.114), ('party', 0.038)]
     """
 
     task = LANGUAGE_MODEL
