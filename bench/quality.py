@@ -20,6 +20,13 @@ training minutes, and prints the table.
     python bench/quality.py --venv PEER_VENV --minutes 20 --budgets 10 20 --points 4
     python bench/quality.py --venv PEER_VENV --quick          # 6 minutes, BLEU at 3 and 6
     python bench/quality.py --work DIR --evaluate-only        # score the runs of an earlier --work DIR
+    python bench/quality.py --venv PEER_VENV --ours-recipe    # ours: configs/small-parallel-enja.yaml as shipped
+
+--ours-recipe trains our shipped recipe instead of the peer's shape (issue 15: what a user of each
+toolkit gets from the same CPU time): its own vocabulary, model, schedule, XLA and label smoothing,
+with its time budget set to --minutes, so the learning rate reaches its floor as the run ends. Its
+periodic dev evaluation counts against its time, as it does for a user; its final evaluation and
+checkpoint averaging, which follow the budget, are not scored (only checkpoints are).
 """
 
 from __future__ import annotations
@@ -44,9 +51,23 @@ from throughput import DATA, ONE_CORE, PEER, QUIET, ROOT, build_peer_vocabularie
 ONE_THREAD = {**ONE_CORE, **QUIET}
 
 
-def start_ours(work: Path, save_steps: int, core: int) -> subprocess.Popen:
-    command = ["taskset", "-c", str(core), *ours_command(
-        10**7, work / "ours", [f"train.checkpoint_every={save_steps}", "train.keep_checkpoints=100000"])]
+def recipe_command(minutes: float, run_dir: Path, extra: list[str]) -> list[str]:
+    """`nmt train` of configs/small-parallel-enja.yaml as shipped, on DATA, for `minutes` of training."""
+    command = [sys.executable, "-m", "nmt.cli", "train", "--config", "small-parallel-enja.yaml",
+               "--run-dir", str(run_dir), "--budget", f"{minutes:g}m"]
+    for item in [f"data.train.source_path={DATA / 'train.en'}", f"data.train.target_path={DATA / 'train.ja'}",
+                 f"data.dev.source_path={DATA / 'dev.en'}", f"data.dev.target_path={DATA / 'dev.ja'}", *extra]:
+        command += ["--set", item]
+    return command
+
+
+def start_ours(work: Path, save_steps: int, core: int, recipe_minutes: float | None) -> subprocess.Popen:
+    checkpointing = [f"train.checkpoint_every={save_steps}", "train.keep_checkpoints=100000"]
+    if recipe_minutes is None:
+        training = ours_command(10**7, work / "ours", checkpointing)
+    else:
+        training = recipe_command(recipe_minutes, work / "ours", checkpointing)
+    command = ["taskset", "-c", str(core), *training]
     log = open(work / "ours.log", "w", encoding="utf-8")  # noqa: SIM115 - the training process writes it for its whole life
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **ONE_THREAD},
                             start_new_session=True)
@@ -67,18 +88,19 @@ def start_peer(work: Path, save_steps: int, core: int, venv: Path) -> subprocess
                             start_new_session=True)
 
 
-def train_both(work: Path, minutes: float, save_steps: int, venv: Path) -> None:
+def train_both(work: Path, minutes: float, save_steps: int, venv: Path, ours_recipe: bool) -> None:
     if (work / "ours").exists() or (work / "peer").exists():
         sys.exit(f"{work} already holds runs (they would resume, and their times would be wrong): "
                  "use a new --work folder, or --evaluate-only to score these")
     build_peer_vocabularies(work, venv)
     processes, starts = {}, {}
     try:
-        for name, start in (("ours", lambda: start_ours(work, save_steps, 0)),
+        for name, start in (("ours", lambda: start_ours(work, save_steps, 0, minutes if ours_recipe else None)),
                             ("peer", lambda: start_peer(work, save_steps, 1, venv))):
             starts[name] = time.time()
             processes[name] = start()
-        (work / "starts.json").write_text(json.dumps({**starts, "minutes": minutes}), encoding="utf-8")
+        (work / "starts.json").write_text(json.dumps({**starts, "minutes": minutes, "ours_recipe": ours_recipe}),
+                                          encoding="utf-8")
         deadline = min(starts.values()) + minutes * 60 + 30  # a little past the budget: the last checkpoint may land
         while time.time() < deadline:
             for name, process in processes.items():
@@ -197,20 +219,22 @@ def at_budget(curve: list[dict], minutes: float) -> dict | None:
     return within[-1] if within else None
 
 
-def plot(curves: dict, budgets: list[float], path: Path) -> None:
+def plot(curves: dict, budgets: list[float], path: Path, ours_recipe: bool) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(7, 4.2))
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    for name, label in (("ours", "nmt"), ("peer", "OpenNMT-tf 2.32")):
+    ours_label = "nmt, small-parallel-enja.yaml" if ours_recipe else "nmt"
+    for name, label in (("ours", ours_label), ("peer", "OpenNMT-tf 2.32")):
         axes.plot([p["minutes"] for p in curves[name]], [p["bleu"] for p in curves[name]], marker="o", label=label)
     for budget in budgets:
         axes.axvline(budget, color="grey", linestyle=":", linewidth=1)
     axes.set_xlabel("training time, minutes (one CPU core each, side by side)")
     axes.set_ylabel("dev BLEU (beam 5, --tokenize none)")
-    axes.set_title("small_parallel_enja en→ja, same 8.9M-parameter model")
+    axes.set_title("small_parallel_enja en→ja, " + ("each toolkit's recipe" if ours_recipe
+                                                       else "same 8.9M-parameter model"))
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
@@ -230,12 +254,16 @@ def main() -> None:
     parser.add_argument("--venv", default=str(PEER / "onmt-venv"), help="the peer's virtualenv")
     parser.add_argument("--work", default=None, help="folder for both runs (default: a new one under /tmp)")
     parser.add_argument("--evaluate-only", action="store_true", help="score the runs already in --work")
+    parser.add_argument("--ours-recipe", action="store_true",
+                        help="ours trains configs/small-parallel-enja.yaml as shipped, not the peer's shape")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality.json"))
     args = parser.parse_args()
     if args.quick:
         args.minutes, args.budgets, args.points, args.save_steps = 6, [3, 6], 6, 50
         if args.out == parser.get_default("out"):
             args.out = str(ROOT / "bench" / "results" / "quality-quick.json")
+    if args.ours_recipe and args.out == parser.get_default("out"):
+        args.out = str(ROOT / "bench" / "results" / "quality-recipe.json")  # quality.json keeps the same-shape run
     venv = Path(args.venv)
     if not (venv / "bin" / "onmt-main").is_file():
         sys.exit(f"the peer's virtualenv is missing: {venv} (see bench/peer/README.md)")
@@ -245,7 +273,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     print(f"work folder: {work}", flush=True)
     if not args.evaluate_only:
-        train_both(work, args.minutes, args.save_steps, venv)
+        train_both(work, args.minutes, args.save_steps, venv, args.ours_recipe)
+    ours_recipe = json.loads((work / "starts.json").read_text(encoding="utf-8")).get("ours_recipe", False)
     result = evaluate(work, args.minutes, args.budgets, args.points, venv)
     rows = []
     for budget in args.budgets:
@@ -253,10 +282,11 @@ def main() -> None:
         rows.append({"minutes": budget, "ours": ours, "peer": peer})
     summary = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                "command": " ".join(sys.argv), "setup": "both at once, one core each (taskset), one TF thread each",
+               "ours": "configs/small-parallel-enja.yaml" if ours_recipe else "the peer's shape",
                "budgets": rows, **result}
     out = Path(args.out)
     png = out.with_suffix(".png")
-    plot(result["curves"], args.budgets, png)
+    plot(result["curves"], args.budgets, png, ours_recipe)
     print("\n| training time | nmt BLEU (step) | OpenNMT-tf BLEU (step) | nmt - peer |\n| ---: | ---: | ---: | ---: |")
     for row in rows:
         ours, peer = row["ours"], row["peer"]
