@@ -46,19 +46,27 @@ from pathlib import Path
 import sacrebleu
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import DATA, ONE_CORE, PEER, QUIET, ROOT, build_peer_vocabularies, ours_command, peer_config  # noqa: E402
+from throughput import (  # noqa: E402
+    DATA,
+    ONE_CORE,
+    PEER,
+    QUIET,
+    ROOT,
+    build_peer_vocabularies,
+    ours_command,
+    peer_config,
+    train_command,
+)
 
 ONE_THREAD = {**ONE_CORE, **QUIET}
 
 
 def recipe_command(minutes: float, run_dir: Path, extra: list[str]) -> list[str]:
     """`nmt train` of configs/small-parallel-enja.yaml as shipped, on DATA, for `minutes` of training."""
-    command = [sys.executable, "-m", "nmt.cli", "train", "--config", "small-parallel-enja.yaml",
-               "--run-dir", str(run_dir), "--budget", f"{minutes:g}m"]
-    for item in [f"data.train.source_path={DATA / 'train.en'}", f"data.train.target_path={DATA / 'train.ja'}",
-                 f"data.dev.source_path={DATA / 'dev.en'}", f"data.dev.target_path={DATA / 'dev.ja'}", *extra]:
-        command += ["--set", item]
-    return command
+    return train_command(run_dir, [
+        f"data.train.source_path={DATA / 'train.en'}", f"data.train.target_path={DATA / 'train.ja'}",
+        f"data.dev.source_path={DATA / 'dev.en'}", f"data.dev.target_path={DATA / 'dev.ja'}",
+        f"train.time_budget={minutes:g}m", *extra])
 
 
 def start_ours(work: Path, save_steps: int, core: int, recipe_minutes: float | None) -> subprocess.Popen:

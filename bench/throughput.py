@@ -97,12 +97,17 @@ ONE_CORE = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_N
 QUIET = {"TF_CPP_MIN_LOG_LEVEL": "1", "PYTHONWARNINGS": "ignore"}
 
 
-def ours_command(steps: int, run_dir: Path, extra: list[str]) -> list[str]:
+def train_command(run_dir: Path, items: list[str]) -> list[str]:
+    """`nmt train` of configs/small-parallel-enja.yaml into run_dir with these `--set` items."""
     command = [sys.executable, "-m", "nmt.cli", "train", "--config", "small-parallel-enja.yaml",
                "--run-dir", str(run_dir)]
-    for item in ours_overrides(steps) + extra:
+    for item in items:
         command += ["--set", item]
     return command
+
+
+def ours_command(steps: int, run_dir: Path, extra: list[str]) -> list[str]:
+    return train_command(run_dir, ours_overrides(steps) + extra)
 
 
 def ours_rates(run_dir: Path, stderr: str) -> tuple[list[float], float]:
