@@ -12,6 +12,7 @@ winner in the recipe's ``decode:`` section (or the run's config.yaml).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -62,15 +63,17 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter, not the table
     from nmt.evaluation import bleu_tokenize, score
     from nmt.inference import load
+    from nmt.translator import Translator
 
+    loaded = load(args.run, weights=args.weights, task="translation")  # weights read once
+    sources, references, dev_name = dev_set(loaded.config, args.src, args.ref)
+    tokenize = args.tokenize or bleu_tokenize(loaded.config.data)
     rows = []
     for alpha in args.alphas:
-        # A fresh load per alpha: the translator traces its search once per beam size, with the
-        # config's penalty baked in.
-        translator = load(args.run, weights=args.weights, task="translation")
-        translator.config.decode.length_penalty = alpha
-        sources, references, dev_name = dev_set(translator.config, args.src, args.ref)
-        tokenize = args.tokenize or bleu_tokenize(translator.config.data)
+        # A translator per alpha over the same model: each traces its search with its config's penalty.
+        config = dataclasses.replace(loaded.config, decode=dataclasses.replace(loaded.config.decode,
+                                                                                length_penalty=alpha))
+        translator = Translator(loaded.model, loaded.source_tokenizer, loaded.target_tokenizer, config)
         for beam in args.beams:
             start = time.perf_counter()
             hypotheses = [hyps[0].text for hyps in translator.translate(sources, beam_size=beam)]
