@@ -12,7 +12,6 @@ winner in the recipe's ``decode:`` section (or the run's config.yaml).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -61,19 +60,21 @@ def main() -> None:
         parser.error("beam sizes must be at least 1 and alphas at least 0")
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter, not the table
-    from nmt.evaluation import bleu_tokenize, score
+    from nmt.evaluation import bleu_metric, bleu_tokenize, score
     from nmt.inference import load
-    from nmt.translator import Translator
 
     loaded = load(args.run, weights=args.weights, task="translation")  # weights read once
     sources, references, dev_name = dev_set(loaded.config, args.src, args.ref)
     tokenize = args.tokenize or bleu_tokenize(loaded.config.data)
+    # Lengths in BLEU's own tokens (MeCab words for Japanese, which has no spaces to split on).
+    split = bleu_metric(tokenize).tokenizer
+
+    def mean_tokens(lines: list[str]) -> float:
+        return round(sum(len(split(line).split()) for line in lines) / len(lines), 2)
+
     rows = []
     for alpha in args.alphas:
-        # A translator per alpha over the same model: each traces its search with its config's penalty.
-        config = dataclasses.replace(loaded.config, decode=dataclasses.replace(loaded.config.decode,
-                                                                                length_penalty=alpha))
-        translator = Translator(loaded.model, loaded.source_tokenizer, loaded.target_tokenizer, config)
+        translator = loaded.with_decode(length_penalty=alpha)  # the same model; a search traced per alpha
         for beam in args.beams:
             start = time.perf_counter()
             hypotheses = [hyps[0].text for hyps in translator.translate(sources, beam_size=beam)]
@@ -81,20 +82,20 @@ def main() -> None:
             scores = score(hypotheses, references, tokenize)
             rows.append({"beam_size": beam, "length_penalty": alpha, "bleu": round(scores.bleu, 2),
                          "chrf": round(scores.chrf, 2), "seconds": round(seconds, 1),
-                         "mean_output_words": round(sum(len(h.split()) for h in hypotheses) / len(hypotheses), 2)})
+                         "mean_output_tokens": mean_tokens(hypotheses)})
             print(f"beam {beam:>2}  alpha {alpha:<4g}  BLEU {scores.bleu:6.2f}  chrF {scores.chrf:6.2f}  "
                   f"({seconds:.0f} s)", flush=True)
 
     best = max(rows, key=lambda r: r["bleu"])
-    print(f"\n{'beam':>4} {'alpha':>5} {'BLEU':>6} {'chrF':>6} {'words/line':>10}")
+    print(f"\n{'beam':>4} {'alpha':>5} {'BLEU':>6} {'chrF':>6} {'tokens/line':>11}")
     for r in rows:
         mark = "  <- best" if r is best else ""
         print(f"{r['beam_size']:>4} {r['length_penalty']:>5g} {r['bleu']:>6.2f} {r['chrf']:>6.2f} "
-              f"{r['mean_output_words']:>10.2f}{mark}")
-    reference_words = round(sum(len(line.split()) for line in references) / len(references), 2)
-    print(f"references: {reference_words} words/line, {len(references)} lines; tokenize {tokenize}")
+              f"{r['mean_output_tokens']:>11.2f}{mark}")
+    reference_tokens = mean_tokens(references)
+    print(f"references: {reference_tokens} tokens/line, {len(references)} lines; tokenize {tokenize}")
     result = {"run": str(Path(args.run).resolve()), "weights": args.weights, "dev": dev_name,
-              "tokenize": tokenize, "reference_words_per_line": reference_words, "rows": rows, "best": best,
+              "tokenize": tokenize, "reference_tokens_per_line": reference_tokens, "rows": rows, "best": best,
               "machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d %H:%M")}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

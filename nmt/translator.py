@@ -59,6 +59,16 @@ class Translator:
         self._functions: dict[tuple[int, bool], Callable] = {}
         self._gradient_function: Callable | None = None
 
+    def with_decode(self, **settings: object) -> Translator:
+        """A translator over the same model and tokenizers with some ``decode`` settings changed
+        (``length_penalty=1.4``): decode settings are chosen after training. Each traces its own search.
+
+        >>> translator.with_decode(length_penalty=1.4).translate("Good morning.")  # doctest: +SKIP
+        """
+        decode = dataclasses.replace(self.config.decode, **settings)
+        return Translator(self.model, self.source_tokenizer, self.target_tokenizer,
+                          dataclasses.replace(self.config, decode=decode))
+
     def search(
         self, ids: tf.Tensor, lengths: tf.Tensor, beam_size: int, with_attention: bool = False
     ) -> decoding.DecodeResult:

@@ -121,6 +121,33 @@ def test_bad_arguments(tiny_run: Path, tmp_path: Path, capsys) -> None:
     assert code == 2 and "needs --run and --src" in err
 
 
+def test_length_penalty_option_is_the_apis_with_decode(tiny_run: Path, tmp_path: Path, capsys) -> None:
+    import nmt
+
+    lines = ["Good morning.", "I like cats very much.", "Where is the station?"]
+    source = tmp_path / "in.en"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def cli_scores(alpha: str) -> list[tuple[str, float]]:
+        code, out, _ = run_main(["translate", "--run", str(tiny_run), "-i", str(source), "--beam", "3",
+                                 "--nbest", "3", "--length-penalty", alpha], capsys)
+        assert code == 0
+        return [(row.split(" ||| ")[1], float(row.split(" ||| ")[2])) for row in out.splitlines()]
+
+    translator = nmt.load(tiny_run)
+    shipped = translator.config.decode.length_penalty
+    penalised = translator.with_decode(length_penalty=2.0)
+    api = [(h.text, round(h.score, 4)) for hyps in penalised.translate(lines, beam_size=3, nbest=3) for h in hyps]
+    assert cli_scores("2") == api
+    assert translator.config.decode.length_penalty == shipped and penalised.model is translator.model
+    # With no penalty a score is the plain log-probability: further from 0 than the same text's penalised score.
+    plain = dict(cli_scores("0"))
+    shared = [(text, score) for text, score in api if text in plain]
+    # (equal only for a one-token output, whose penalty is 1).
+    assert shared and all(abs(score) <= abs(plain[text]) for text, score in shared)
+    assert any(abs(score) < abs(plain[text]) for text, score in shared)
+
+
 def test_unwritable_output_is_a_clear_error(tiny_run: Path, tmp_path: Path, capsys) -> None:
     source = tmp_path / "in.en"
     source.write_text("hello\n", encoding="utf-8")
@@ -159,6 +186,9 @@ def test_help_teaches(capsys) -> None:
         (["next-word", "x", "-k", "101"], "-k must be an integer between 1 and 100, got 101"),
         (["inspect", "x", "-k", "0"], "-k must be at least 1, got 0"),
         (["export", "--out", "e", "--version", "0"], "--version must be a positive integer, got 0"),
+        (["translate", "--length-penalty", "-1"], "--length-penalty must be at least 0, got -1"),
+        (["evaluate", "--hyp", "h", "--ref", "r", "--length-penalty", "1"],
+         "--hyp scores a finished translation: --beam and --length-penalty apply when translating --src"),
     ],
 )
 def test_option_checks_use_the_shared_rules_and_name_the_option(argv: list[str], message: str, tmp_path: Path,

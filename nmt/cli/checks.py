@@ -74,6 +74,9 @@ def check_arguments(args: argparse.Namespace) -> None:
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise NmtError(f"{option(name)} must be at least 1, got {value}")
+    alpha = getattr(args, "length_penalty", None)
+    if alpha is not None and alpha < 0:
+        raise NmtError(f"--length-penalty must be at least 0, got {alpha:g}")
     verb_check = _VERB_CHECKS.get(args.verb)
     if verb_check is not None:
         verb_check(args)
@@ -91,11 +94,14 @@ def _check_translate(args: argparse.Namespace) -> None:
 
 def _check_evaluate(args: argparse.Namespace) -> None:
     if args.text:
-        if not args.run or args.src or args.ref or args.hyp or args.tokenize or args.beam:
+        if not args.run or args.src or args.ref or args.hyp or args.tokenize or args.beam \
+                or args.length_penalty is not None:
             raise NmtError("--text (language-model perplexity) needs --run and none of "
-                           "--src/--ref/--hyp/--tokenize/--beam")
+                           "--src/--ref/--hyp/--tokenize/--beam/--length-penalty")
     elif not args.ref:
         raise NmtError("evaluate needs --ref (a translation test set) or --text (a language model's held-out text)")
+    elif args.hyp and (args.beam or args.length_penalty is not None):
+        raise NmtError("--hyp scores a finished translation: --beam and --length-penalty apply when translating --src")
     elif not args.hyp and not (args.run and args.src):
         raise NmtError("evaluate needs --run and --src (to translate), or --hyp (a finished translation)")
 

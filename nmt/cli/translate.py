@@ -8,6 +8,7 @@ import logging
 import time
 from pathlib import Path
 
+from nmt.cli.checks import finite_float
 from nmt.cli.output import progress_bar, read_input_lines, write_lines
 from nmt.cli.startup import load_predictor, weights_option
 from nmt.errors import NmtError
@@ -18,6 +19,10 @@ log = logging.getLogger("nmt.cli")
 def _decoding_options(parser: argparse.ArgumentParser, run_required: bool = True) -> None:
     parser.add_argument("--run", required=run_required, help="run directory written by `nmt train`")
     parser.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy; default: the config's)")
+    parser.add_argument("--length-penalty", type=finite_float, default=None, metavar="ALPHA",
+                        help="GNMT length penalty of the beam search: scores are divided by ((5 + length) / 6) ** "
+                        "ALPHA, so larger values favour longer outputs; 0 turns it off (default: the config's "
+                        "decode.length_penalty; choose it on dev with bench/decode_sweep.py)")
     parser.add_argument("--batch-size", type=int, default=None, help="sentences per batch (default: the config's)")
     weights_option(parser)
 
@@ -37,7 +42,8 @@ def _add_translate(subparsers) -> None:
         "the old file as it was); an output that is the input file is refused.",
         epilog="examples:\n  nmt translate --run runs/en-ja -i in.en -o out.ja --beam 5\n"
         "  echo 'Good morning.' | nmt translate --run runs/en-ja\n"
-        "  nmt translate --run runs/en-ja -i in.en --beam 5 --nbest 3   # 'line ||| text ||| score'",
+        "  nmt translate --run runs/en-ja -i in.en --beam 5 --nbest 3   # 'line ||| text ||| score'\n"
+        "  nmt translate --run runs/en-ja -i in.en --beam 5 --length-penalty 1.4   # longer outputs",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _decoding_options(translate)
@@ -95,8 +101,15 @@ def _translate_lines(translator, args: argparse.Namespace, lines: list[str], wit
     return results, seconds
 
 
+def _load_translator(args: argparse.Namespace):
+    translator = load_predictor(args)
+    if args.length_penalty is not None:
+        translator = translator.with_decode(length_penalty=args.length_penalty)
+    return translator
+
+
 def run_translate(args: argparse.Namespace) -> int:
-    translator = load_predictor(args)  # a bad run directory fails before stdin is read
+    translator = _load_translator(args)  # a bad run directory fails before stdin is read
     lines = read_input_lines(args.input)
     if args.attention and len(lines) != 1:
         raise NmtError(f"--attention {args.attention} draws one sentence, but the input has {len(lines)} lines; "
@@ -144,7 +157,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         hypotheses = _same_length(read_input_lines(args.hyp), references, args.hyp, args.ref)
         config = read_run_config(Path(args.run)) if args.run else None
     else:
-        translator = load_predictor(args)
+        translator = _load_translator(args)
         sources = _same_length(read_input_lines(args.src), references, args.src, args.ref)
         hypotheses = [hyps[0].text for hyps in _translate_lines(translator, args, sources)[0]]
         config = translator.config
