@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from nmt import decoding
 from nmt.config import Config
+from nmt.config_fields import check_fields
 from nmt.errors import NmtError
 from nmt.models import Seq2Seq
 from nmt.pipeline import pad_batch
@@ -66,6 +67,7 @@ class Translator:
         >>> translator.with_decode(length_penalty=1.4).translate("Good morning.")  # doctest: +SKIP
         """
         decode = dataclasses.replace(self.config.decode, **settings)
+        check_fields(decode, "decode.")  # the config's rules: a negative length_penalty is an error here too
         return Translator(self.model, self.source_tokenizer, self.target_tokenizer,
                           dataclasses.replace(self.config, decode=decode))
 

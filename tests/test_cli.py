@@ -12,6 +12,7 @@ import pytest
 import sacrebleu
 
 from nmt.cli import main
+from nmt.errors import NmtError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -140,6 +141,8 @@ def test_length_penalty_option_is_the_apis_with_decode(tiny_run: Path, tmp_path:
     api = [(h.text, round(h.score, 4)) for hyps in penalised.translate(lines, beam_size=3, nbest=3) for h in hyps]
     assert cli_scores("2") == api
     assert translator.config.decode.length_penalty == shipped and penalised.model is translator.model
+    with pytest.raises(NmtError, match=r"decode\.length_penalty: must not be negative, got -0\.5"):
+        translator.with_decode(length_penalty=-0.5)
     # With no penalty a score is the plain log-probability: further from 0 than the same text's penalised score.
     plain = dict(cli_scores("0"))
     shared = [(text, score) for text, score in api if text in plain]
@@ -186,7 +189,7 @@ def test_help_teaches(capsys) -> None:
         (["next-word", "x", "-k", "101"], "-k must be an integer between 1 and 100, got 101"),
         (["inspect", "x", "-k", "0"], "-k must be at least 1, got 0"),
         (["export", "--out", "e", "--version", "0"], "--version must be a positive integer, got 0"),
-        (["translate", "--length-penalty", "-1"], "--length-penalty must be at least 0, got -1"),
+        (["translate", "--length-penalty", "-1"], "--length-penalty must not be negative, got -1.0"),
         (["evaluate", "--hyp", "h", "--ref", "r", "--length-penalty", "1"],
          "--hyp scores a finished translation: --beam and --length-penalty apply when translating --src"),
     ],

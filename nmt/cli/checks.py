@@ -74,9 +74,14 @@ def check_arguments(args: argparse.Namespace) -> None:
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise NmtError(f"{option(name)} must be at least 1, got {value}")
-    alpha = getattr(args, "length_penalty", None)
-    if alpha is not None and alpha < 0:
-        raise NmtError(f"--length-penalty must be at least 0, got {alpha:g}")
+    if getattr(args, "length_penalty", None) is not None:
+        from nmt.config import DecodeConfig
+        from nmt.config_fields import check_fields
+
+        try:  # decode.length_penalty's own rule
+            check_fields(DecodeConfig(length_penalty=args.length_penalty))
+        except NmtError as error:
+            raise NmtError(f"--length-penalty{str(error).removeprefix('length_penalty:')}") from None
     verb_check = _VERB_CHECKS.get(args.verb)
     if verb_check is not None:
         verb_check(args)
