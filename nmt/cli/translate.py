@@ -43,7 +43,7 @@ def _add_translate(subparsers) -> None:
         epilog="examples:\n  nmt translate --run runs/en-ja -i in.en -o out.ja --beam 5\n"
         "  echo 'Good morning.' | nmt translate --run runs/en-ja\n"
         "  nmt translate --run runs/en-ja -i in.en --beam 5 --nbest 3   # 'line ||| text ||| score'\n"
-        "  nmt translate --run runs/en-ja -i in.en --beam 5 --length-penalty 1.4   # longer outputs",
+        "  nmt translate --run runs/en-ja -i in.en --beam 5 --length-penalty 1.4   # higher: longer outputs",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _decoding_options(translate)
