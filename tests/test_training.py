@@ -59,7 +59,9 @@ def task_config(tmp_path: Path, run_dir: Path, steps: int, extra: dict | None = 
 
 def test_tiny_model_learns_to_reverse_sequences(tmp_path: Path) -> None:
     run_dir = tmp_path / "reverse"
-    Trainer(load_config(task_config(tmp_path, run_dir, steps=300))).train()
+    # 400 steps: 0.99 exact on unseen sequences here; 300 gave 0.88 on 2026-12-03 in a fresh environment
+    # (the same at the commit before, which had passed: the margin at 0.9 was too thin).
+    Trainer(load_config(task_config(tmp_path, run_dir, steps=400))).train()
     source, target = write_reverse_task(tmp_path, 100, seed=99)  # unseen sequences
     sources = source.read_text(encoding="utf-8").splitlines()
     targets = target.read_text(encoding="utf-8").splitlines()
