@@ -56,14 +56,21 @@ def main() -> None:
                         help="length-penalty alphas (GNMT; 0 = none), e.g. 0,0.6,1.0")
     parser.add_argument("--out", default=str(RESULTS), help="JSON file to write")
     args = parser.parse_args()
-    if any(b < 1 for b in args.beams) or any(a < 0 for a in args.alphas):
-        parser.error("beam sizes must be at least 1 and alphas at least 0")
+    if any(b < 1 for b in args.beams):
+        parser.error("beam sizes must be at least 1")
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter, not the table
+    from nmt.errors import NmtError
     from nmt.evaluation import bleu_metric, bleu_tokenize, score
     from nmt.inference import load
 
     loaded = load(args.run, weights=args.weights, task="translation")  # weights read once
+    # One translator per alpha over the same model, made before any translating: a bad alpha fails
+    # here, by decode.length_penalty's own rule.
+    try:
+        translators = {alpha: loaded.with_decode(length_penalty=alpha) for alpha in args.alphas}
+    except NmtError as error:
+        parser.error(f"--alphas: {error}")
     sources, references, dev_name = dev_set(loaded.config, args.src, args.ref)
     tokenize = args.tokenize or bleu_tokenize(loaded.config.data)
     # Lengths in BLEU's own tokens (MeCab words for Japanese, which has no spaces to split on).
@@ -73,8 +80,7 @@ def main() -> None:
         return round(sum(len(split(line).split()) for line in lines) / len(lines), 2)
 
     rows = []
-    for alpha in args.alphas:
-        translator = loaded.with_decode(length_penalty=alpha)  # the same model; a search traced per alpha
+    for alpha, translator in translators.items():
         for beam in args.beams:
             start = time.perf_counter()
             hypotheses = [hyps[0].text for hyps in translator.translate(sources, beam_size=beam)]
