@@ -51,6 +51,9 @@ class DataSourceConfig:
     source_field: str = "translation.en"  # hf: dotted path to the source string in a record
     target_field: str = "translation.ja"  # hf
     limit: int | None = setting(None, above=0)  # read at most this many examples (None: all)
+    # Training data only: drop an example whose pair came before, compared exactly or normalised (NFKC,
+    # lower-cased, without punctuation and spaces: the form nmt data check compares in); counted in the log.
+    dedup: Literal["none", "exact", "normalized"] = "none"
 
 
 @dataclasses.dataclass
@@ -244,6 +247,8 @@ def _resolve_paths(config: Config, base: Path) -> None:
 
 def _check_combinations(config: Config) -> None:
     """The rules that need more than one field."""
+    if config.data.dev is not None and config.data.dev.dedup != "none":
+        raise NmtError("data.dev.dedup: only the training data is deduplicated; every dev example is scored")
     for split in ("train", "dev"):
         source = getattr(config.data, split)
         if source is not None and source.format == "text" and config.task == "translation":

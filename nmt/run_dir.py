@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nmt.errors import NmtError
-from nmt.io import is_disk_full
+from nmt.io import atomic_write_text, is_disk_full
 
 if TYPE_CHECKING:
     from nmt.config import Config
@@ -31,6 +31,7 @@ class RunDir:
         config.yaml    the resolved config       spm/           SentencePiece models
         checkpoints/   latest states (resume)    best/          weights chosen on dev
         cache/         tokenized corpora         metrics.jsonl  one line per evaluation
+        data_checks.json   the dev set's overlap with the training data, counted before the first step
         logs/          TensorBoard               .lock          held by the one trainer at work here
         averaged/      the mean of the last checkpoints (nmt average, train.average_last)
     """
@@ -50,6 +51,7 @@ class RunDir:
     averaged_weights = property(lambda self: self.path / "averaged" / "model.weights.h5")
     cache = property(lambda self: self.path / "cache")
     metrics = property(lambda self: self.path / "metrics.jsonl")
+    data_checks = property(lambda self: self.path / "data_checks.json")  # what nmt train found in its data
     logs = property(lambda self: self.path / "logs")
     lock = property(lambda self: self.path / ".lock")
     curves = property(lambda self: self.path / "curves.png")  # nmt report's default picture
@@ -67,6 +69,18 @@ class RunDir:
         from nmt.run_config import save_config
 
         save_config(config, self.config_file)
+
+    def save_data_checks(self, record: dict[str, Any]) -> None:
+        atomic_write_text(self.data_checks, json.dumps(record, indent=1) + "\n")
+
+    def read_data_checks(self) -> dict[str, Any] | None:
+        """What :meth:`save_data_checks` wrote; None for a run trained before it was counted (or without dev)."""
+        try:
+            return json.loads(self.data_checks.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise NmtError(f"{self.data_checks}: not JSON ({error})") from None
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         """One JSON line in metrics.jsonl, whole or (disk full) not at all."""

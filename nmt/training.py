@@ -190,6 +190,8 @@ class Trainer:
             self._copy_tokenizers(work)
         keras.utils.set_random_seed(config.seed)
         data = self.task.prepare_data(work)
+        if chief and data.dev_overlap is not None:
+            self.run.save_data_checks({"dev_overlap": data.dev_overlap.to_dict()})
         vocab = data.target_tokenizer.vocab_size  # tokenizer.vocab_size is an upper bound (char, word models)
         if cfg.sampled_softmax is not None and cfg.sampled_softmax >= vocab:
             raise NmtError(f"train.sampled_softmax: {cfg.sampled_softmax} samples is not fewer than the {vocab} "

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nmt.cli import average, export, inspect, lm, report, serve, train, translate
+from nmt.cli import average, data, export, inspect, lm, report, serve, train, translate
 from nmt.cli.checks import check_arguments
 from nmt.cli.startup import import_tensorflow, keep_stderr_line, setup_logging
 from nmt.errors import NmtError
@@ -17,6 +17,8 @@ __all__ = ["build_parser", "import_tensorflow", "keep_stderr_line", "main"]
 
 EPILOG = """\
 examples:
+  nmt data check --config en-ja.yaml                  dev/train overlap, duplicates, bad lines
+  nmt data split corpus.tsv.gz --dev 2000 --out data/mine   train/dev that share no sentence
   nmt train --config en-ja.yaml                       train (run again to resume)
   nmt train --config en-ja.yaml --budget 60m          the best model an hour buys
   nmt train --config en-ja.yaml --set train.steps=200 --set run_dir=runs/try
@@ -42,13 +44,14 @@ _QUIET_HELP = "show warnings and errors only, not progress (training steps, timi
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nmt",
-        description="Recurrent translation and language models on TensorFlow: train, average, translate, "
+        description="Recurrent translation and language models on TensorFlow: data, train, average, translate, "
         "evaluate, next-word, generate, inspect, report, export, serve.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-q", "--quiet", action="store_true", help=_QUIET_HELP)
     verbs = parser.add_subparsers(dest="verb", metavar="COMMAND", required=True)
+    data.add_parser(verbs)  # data check, data split
     train.add_parser(verbs)
     average.add_parser(verbs)
     translate.add_parsers(verbs)  # translate, evaluate

@@ -22,7 +22,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="plot a run's training curves to a PNG (no TensorBoard needed)",
         description="Reads the run's TensorBoard logs (train loss every 20 steps) and metrics.jsonl (each dev "
         "evaluation) and draws the train and dev loss, and dev BLEU and chrF (a language model: dev word "
-        "perplexity) against the step. Prints the evaluations as a table (with the gradient norm before "
+        "perplexity) against the step. Prints how many dev examples the training data holds too (counted by nmt "
+        "train before its first step), then the evaluations as a table (with the gradient norm before "
         "clipping and the fraction of clipped steps since the previous evaluation), then each layer's gradient "
         "norm. The full logs are in RUN/logs: `tensorboard --logdir RUN/logs`.",
         epilog="example: nmt report --run runs/en-ja            # writes runs/en-ja/curves.png",
@@ -67,6 +68,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else RunDir(run_dir).curves
     metrics = read_metrics(run_dir)
     save_curves(out, run_dir)
+    checks = RunDir(run_dir).read_data_checks()
+    if checks and "dev_overlap" in checks:
+        from nmt.corpus_checks import Overlap
+
+        print(Overlap(**checks["dev_overlap"]).summary("dev") + "\n")
     print("\n".join(table(metrics)))
     layers = layer_table(metrics)
     if layers:

@@ -22,7 +22,8 @@ import keras
 import tensorflow as tf
 
 from nmt.config import Config
-from nmt.data import CorpusStream
+from nmt.corpus_checks import Overlap, count_overlap
+from nmt.data import CorpusStream, configured_stream
 from nmt.errors import NmtError
 from nmt.pipeline import EncodedCorpus, TokenCache, build_token_cache
 from nmt.run_dir import RunDir
@@ -63,6 +64,7 @@ class PreparedData:
     dev_texts: list[str]
     dev_targets: list[str]
     dev: EncodedCorpus | None  # the dev set encoded for a loss, where the task scores one
+    dev_overlap: Overlap | None = None  # dev examples the training data holds too (prepare_data counts them)
 
 
 class Task(abc.ABC):
@@ -91,8 +93,8 @@ class Task(abc.ABC):
         source_path, target_path = self.tokenizer_files(run_dir)
         return Tokenizer.load(source_path), Tokenizer.load(target_path)
 
-    @abc.abstractmethod
-    def training_stream(self) -> CorpusStream: ...
+    def training_stream(self) -> CorpusStream:
+        return configured_stream(self.config)
 
     @abc.abstractmethod
     def train_tokenizers(self, stream: CorpusStream, options: dict[str, Any]) -> tuple[Tokenizer, Tokenizer]: ...
@@ -152,10 +154,19 @@ class Task(abc.ABC):
         stream = self.training_stream()
         source, target = self._tokenizers(run_dir, stream)
         train = self._token_cache(run_dir, stream, source, target)
-        dev_texts, dev_targets, dev = ([], [], None)
+        dev_texts, dev_targets, dev, overlap = ([], [], None, None)
         if self.config.data.dev is not None:
             dev_texts, dev_targets, dev = self.read_dev(source, target)
-        return PreparedData(source, target, train, dev_texts, dev_targets, dev)
+            overlap = self._dev_overlap(stream, dev_texts, dev_targets)
+        return PreparedData(source, target, train, dev_texts, dev_targets, dev, overlap)
+
+    def _dev_overlap(self, stream: CorpusStream, dev_texts: list[str], dev_targets: list[str]) -> Overlap:
+        """One more pass over the training stream (nothing of it kept), before the first step: a dev
+        set that shares sentences with the training data scores a model too kindly."""
+        held_out = list(zip(dev_texts, dev_targets)) if dev_targets else [(text, None) for text in dev_texts]
+        overlap = count_overlap(stream, held_out)
+        (log.warning if overlap.any else log.info)("%s", overlap.summary("dev"))
+        return overlap
 
     def dev_data(self, source: Tokenizer, target: Tokenizer) -> PreparedData:
         """The dev set alone, without the training data: for scoring a trained run's weights."""
@@ -218,8 +229,10 @@ class Task(abc.ABC):
                     log.info("  %s %s tokenized", f"{done[0]:,}", self.units)
 
             train = build_token_cache(cache_path, stream, self.cache_encoder(source, target), progress)
-            log.info("train: %s %s read from %s (%d empty dropped)", f"{done[0]:,}", self.units, self._train_path,
-                     stream.dropped_empty)
+            dedup = self.config.data.train.dedup
+            duplicates = "" if dedup == "none" else f", {stream.dropped_duplicates:,} duplicates ({dedup})"
+            log.info("train: %s %s read from %s (%d empty%s dropped)", f"{done[0]:,}", self.units, self._train_path,
+                     stream.dropped_empty, duplicates)
         log.info("%s", self.describe_training_data(train))
         if not len(train):
             if not train.dropped_too_long:

@@ -56,9 +56,6 @@ class LanguageModelTask(Task):
     def tokenizer_files(self, run_dir: RunDir) -> tuple[Path, Path]:
         return run_dir.spm / "shared.model", run_dir.spm / "shared.model"
 
-    def training_stream(self) -> CorpusStream:
-        return CorpusStream(self.config.data.train, with_target=False, keep_empty=self.carries_state)
-
     def train_tokenizers(self, stream: CorpusStream, options: dict[str, Any]) -> tuple[Tokenizer, Tokenizer]:
         tokenizer = Tokenizer.train((s for s, _ in stream if s), **options)
         return tokenizer, tokenizer

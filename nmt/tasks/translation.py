@@ -43,9 +43,6 @@ class TranslationTask(Task):
             return run_dir.spm / "shared.model", run_dir.spm / "shared.model"
         return run_dir.spm / "source.model", run_dir.spm / "target.model"
 
-    def training_stream(self) -> CorpusStream:
-        return CorpusStream(self.config.data.train, with_target=True)
-
     def train_tokenizers(self, stream: CorpusStream, options: dict[str, Any]) -> tuple[Tokenizer, Tokenizer]:
         if self.config.tokenizer.shared:
             both = Tokenizer.train((text for pair in stream for text in pair), **options)
