@@ -102,7 +102,8 @@ def test_inspect_prints_a_row_per_token_and_plots(cycle_run: Path, tiny_run: Pat
 def test_report_draws_the_curves_and_prints_the_evaluations(tiny_run: Path, tmp_path: Path, capsys) -> None:
     code, out, err = run_main(["report", "--run", str(tiny_run), "-o", str(tmp_path / "curves.png")], capsys)
     assert code == 0, err
-    evaluations, layers = out.split("\n\n")
+    overlap, evaluations, layers = out.split("\n\n")
+    assert overlap == "dev: none of its 50 sources, targets or pairs appears in the training data"
     header, *rows = evaluations.splitlines()
     assert header.split() == ["step", "train_loss", "dev_loss", "dev_bleu", "dev_chrf", "gradient_norm",
                               "clipped_fraction"]
