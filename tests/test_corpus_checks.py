@@ -21,6 +21,7 @@ from nmt.errors import NmtError
 from nmt.tokenizer import Tokenizer
 
 from conftest import ROOT, write_config
+from test_data import tsv_bytes, write_bytes
 
 EN_JA = ROOT / "data" / "en-ja"
 
@@ -32,13 +33,7 @@ def run_main(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, 
 
 
 def tsv(path: Path, rows: list[tuple[str, ...]], gz: bool = False) -> Path:
-    data = "".join("\t".join(row) + "\n" for row in rows).encode("utf-8")
-    if gz:
-        with gzip.open(path, "wb") as handle:
-            handle.write(data)
-    else:
-        path.write_bytes(data)
-    return path
+    return write_bytes(path, tsv_bytes(rows), gz=gz)
 
 
 def stream(path: Path, **kwargs) -> CorpusStream:
