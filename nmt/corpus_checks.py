@@ -87,7 +87,7 @@ class Overlap:
         counts = [(count, what) for count, what in parts if count]
         said = [f"{count:,} of {total} {what} ({_share(count, self.examples)})" for count, what in counts]
         listed = said[0] if len(said) == 1 else ", ".join(said[:-1]) + " and " + said[-1]
-        verb = "appears" if counts == [(1, counts[0][1])] else "appear"
+        verb = "appears" if len(counts) == 1 and counts[0][0] == 1 else "appear"
         return (f"{name}: {listed} also {verb} in {against}: {name} scores will overstate quality "
                 f"({CLEAN_SPLIT_HINT})")
 
