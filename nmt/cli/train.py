@@ -33,7 +33,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     train = subparsers.add_parser(
         "train",
         help="train a model from an experiment file (resumes if its run directory has checkpoints)",
-        description="Reads the corpus, trains SentencePiece, trains the model, keeps the best weights on dev "
+        description="Reads the corpus, trains SentencePiece, counts the dev examples that the training data "
+        "holds too (logged, and kept in RUN/data_checks.json: nmt data check says more), trains the model, "
+        "keeps the best weights on dev "
         "BLEU (a language model: dev loss) and prints the final dev scores. Everything goes into the config's "
         "run_dir; running the same command again resumes from the latest checkpoint.\n\n"
         "Training lasts train.steps, or with --budget (train.time_budget) at most that long: the step rate is "
