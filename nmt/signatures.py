@@ -96,6 +96,13 @@ def check_generation(max_tokens: Any, temperature: Any, top_k: Any, top_p: Any, 
         raise ValueError(f"seed must be an integer between 0 and 2**31 - 1, got {seed!r}")
 
 
+def _in_row(row: int, check: Any, *values: Any) -> None:
+    try:
+        check(*values)
+    except ValueError as error:
+        raise ValueError(f"row {row}: {error}") from None
+
+
 @dataclasses.dataclass(frozen=True)
 class SignatureRole:
     """What one exported signature does: its search (``beam_size``; 1 is greedy) and whether it
@@ -159,6 +166,17 @@ class ServingRecord:
         what = "attention maps are" if attention else "translation is"
         raise ValueError(f"{what} exported for beam {' or '.join(map(str, offered)) or 'none'}, not {beam_size}; "
                          "export the run again with another decode.beam_size for it")
+
+    def check_request(self, inputs: dict[str, Any]) -> None:
+        """The settings of one request's rows, by the rules the API and the CLI apply (ValueError
+        naming the row and the setting), whichever API the request came through."""
+        if K in inputs:
+            for row, k in enumerate(inputs[K].reshape(-1).tolist()):
+                _in_row(row, check_k, k, self.max_k)
+        if MAX_TOKENS in inputs:
+            settings = zip(*(inputs[name].reshape(-1).tolist() for name in GENERATE_INPUTS[1:]))
+            for row, values in enumerate(settings):
+                _in_row(row, check_generation, *values)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

@@ -116,10 +116,10 @@ def test_lone_surrogates_are_a_400(served, path: str, body: bytes) -> None:
     ("/v1/models/lm:predict", {"signature_name": "generate", "instances": [
         {"text": "north", "max_tokens": 3, "temperature": 1e39, "top_k": 0, "top_p": 1.0, "seed": 0}]},
      "input temperature: numbers outside the float32 range"),
-    # NaN is a float's value in TF Serving's JSON: it reaches the graph, which refuses it itself.
+    # NaN is a float's value in TF Serving's JSON; the export's settings rule refuses it before the graph.
     ("/v1/models/lm:predict", b'{"signature_name": "generate", "inputs": {"text": ["north"], "max_tokens": [3], '
      b'"temperature": [NaN], "top_k": [0], "top_p": [1.0], "seed": [0]}}',
-     "invalid argument: temperature must be a finite number"),
+     "row 0: temperature must be a finite number, got nan"),
     ("/v1/models/lm:predict", {"signature_name": "next_words", "inputs": {"text": ["north"], "k": [2**31]}},
      "input k: integers out of the int32 range"),
     ("/v1/models/en-ja:predict", {"signature_name": "translate_ids", "inputs": {"ids": [[5, 2**31]], "lengths": [2]}},

@@ -35,7 +35,7 @@ def test_health_and_model_status(server: str) -> None:
                                                 "translate_attention", "inspect"}
     # TF Serving's shape: the SignatureDef protos as JSON.
     assert signatures["translate"]["inputs"]["text"]["dtype"] == "DT_STRING"
-    assert signatures["translate"]["inputs"]["text"]["tensorShape"]["dim"] == [{"size": "-1"}]
+    assert signatures["translate"]["inputs"]["text"]["tensor_shape"]["dim"] == [{"size": "-1", "name": ""}]
     assert set(signatures["translate"]["outputs"]) == {"translations", "scores"}
 
 

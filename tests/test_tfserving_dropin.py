@@ -138,7 +138,7 @@ def test_a_version_folder_with_leading_zeros_is_its_integer(served) -> None:
     code, body = call(f"{base}/v1/models/half_plus_three/versions/123/metadata")
     defs = body["metadata"]["signature_def"]["signature_def"]
     assert code == 200 and body["model_spec"]["version"] == "123"
-    assert {k: v["methodName"] for k, v in defs.items()} == {
+    assert {k: v["method_name"] for k, v in defs.items()} == {
         "serving_default": "tensorflow/serving/predict", "tensorflow/serving/classify": "tensorflow/serving/classify",
         "tensorflow/serving/regress": "tensorflow/serving/regress"}
 
@@ -287,7 +287,7 @@ def test_grpc_metadata_and_model_status(served) -> None:
     (lambda r: r.inputs["x"].CopyFrom(tf.make_tensor_proto(["a"])), grpc.StatusCode.INVALID_ARGUMENT,
      "input x: expects float32 but string is provided"),
     (lambda r: r.inputs["z"].CopyFrom(tf.make_tensor_proto([1.0])), grpc.StatusCode.INVALID_ARGUMENT,
-     "unknown: z"),
+     "Sent extra: {z}"),
     (lambda r: r.output_filter.append("w"), grpc.StatusCode.INVALID_ARGUMENT, "output tensor alias not found"),
 ])
 def test_grpc_errors_are_tf_servings_status_codes(served, change, code: grpc.StatusCode, message: str) -> None:

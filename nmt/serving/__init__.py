@@ -15,6 +15,7 @@ Modules, one concern each:
 
 - :mod:`~nmt.serving.config`: ``models.config``, the versions to serve, batching and monitoring
   files, :class:`Limits`
+- :mod:`~nmt.serving.saved_model`: a SavedModel in a session, as TF Serving loads it, and its warm-up replay
 - :mod:`~nmt.serving.registry`: loaded model versions (:class:`Servable`), :class:`ModelRegistry`
   (version policies and labels, polling, status)
 - :mod:`~nmt.serving.batching`: :class:`Batcher`, concurrent calls merged into model calls

@@ -6,10 +6,13 @@ and monitoring files, and the server's request limits. No TensorFlow import: the
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
 from nmt.errors import NmtError
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -115,14 +118,24 @@ def map_path(base_path: str, config_folder: Path, mounts: dict[str, str] | None)
     return base
 
 
+MAX_VERSION = 2**63 - 1  # TF Serving's versions are int64
+_ignored_folders: set[Path] = set()  # logged once each
+
+
 def version_folders(base_path: Path) -> dict[int, Path]:
     """The version folders under a base path, by version: TF Serving reads a folder's name as an
-    integer, so ``00000123`` is version 123 (when two names read the same, the first in name order)."""
+    int64, so ``00000123`` is version 123 (when two names read the same, the first in name order)
+    and ``99999999999999999999`` is no version at all."""
     if not base_path.is_dir():
         return {}
     found: dict[int, Path] = {}
     for folder in sorted(base_path.iterdir()):
         if folder.is_dir() and folder.name.isascii() and folder.name.isdigit():
+            if int(folder.name) > MAX_VERSION:
+                if folder not in _ignored_folders:
+                    _ignored_folders.add(folder)
+                    log.warning("ignoring %s: a version number past int64", folder)
+                continue
             found.setdefault(int(folder.name), folder)
     return found
 

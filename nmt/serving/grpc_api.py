@@ -108,7 +108,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
         servable = _resolve(self.registry, request.model_spec)
         signature = request.model_spec.signature_name or signatures.SERVING_DEFAULT
-        servable.function(signature)
+        servable.check_signature(signature)
         try:
             arrays = {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}
         except (TypeError, ValueError) as error:
@@ -186,7 +186,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         _spec_of(servable, "", response.model_spec)
         signature_map = get_model_metadata_pb2.SignatureDefMap()
-        for key, value in servable.signature_def_map.items():
+        for key, value in servable.signatures.items():
             signature_map.signature_def[key].CopyFrom(value)
         response.metadata[SIGNATURE_DEF].Pack(signature_map)
         return response

@@ -7,6 +7,7 @@ state as TF Serving's GetModelStatus does."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import threading
@@ -19,10 +20,12 @@ import numpy as np
 from starlette.requests import Request
 
 from nmt import signatures
+from nmt.errors import NmtError
 from nmt.serving import examples
 from nmt.serving.batching import Arrays, Batcher
-from nmt.serving.config import Limits, ModelEntry, versions_to_serve
+from nmt.serving.config import Limits, ModelEntry, version_folders, versions_to_serve
 from nmt.serving.http_guard import RequestError
+from nmt.serving.saved_model import SessionModel, replay_warmup
 from nmt.signatures import ServingRecord
 
 log = logging.getLogger(__name__)
@@ -36,22 +39,19 @@ def read_record(path: Path) -> ServingRecord | None:
 
 
 class Servable:
-    """One version of one SavedModel (TF2, or TF1 graph and signatures): its signatures, their
-    input specs, method names and batchers."""
+    """One version of one SavedModel, loaded session-style as TF Serving loads it (see
+    :mod:`nmt.serving.saved_model`): its signatures, their input specs, method names and batchers."""
 
     def __init__(self, name: str, version: int, path: Path, limits: Limits) -> None:
-        import tensorflow as tf
-        import tensorflow_text  # noqa: F401 - registers the SentencePiece ops nmt's graphs use
-
         self.name, self.version, self.path = name, version, path
-        self.loaded = tf.saved_model.load(str(path))
-        self.signatures = dict(self.loaded.signatures)
+        self.model = SessionModel(path)
+        self.signatures = self.model.signature_defs  # the protos: gRPC's metadata call answers them
+        self.signature_defs = _signature_defs(self.signatures)  # and as JSON, for REST's
         self.record = read_record(path)
-        self.signature_def_map = signature_def_map(path)  # the protos, for gRPC's metadata call
-        self.signature_defs = _signature_defs(self.signature_def_map)  # and as JSON, for REST's
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-{version}")
         self.limits = limits
         self.batchers: dict[str, Batcher] = {}
+        self.warmup_requests = replay_warmup(self.model, self._examples_now)
 
     @property
     def task(self) -> str | None:
@@ -59,40 +59,41 @@ class Servable:
         return self.record.task if self.record is not None else None
 
     def input_specs(self, signature: str) -> dict[str, Any]:
-        return self.function(signature).structured_input_signature[1]
+        self.check_signature(signature)
+        return self.model.input_specs(signature)
 
     def method(self, signature: str) -> str:
         """The signature's method name (tensorflow/serving/predict, classify or regress)."""
-        self.function(signature)
-        return self.signature_defs.get(signature, {}).get("methodName", examples.PREDICT_METHOD)
+        self.check_signature(signature)
+        return self.model.method(signature) or examples.PREDICT_METHOD
 
-    def function(self, signature: str) -> Any:
+    def check_signature(self, signature: str) -> None:
         if signature not in self.signatures:
             raise RequestError(
                 f"Serving signature name: \"{signature}\" not found in signature def; available: "
                 f"{', '.join(sorted(self.signatures))}"
             )
-        return self.signatures[signature]
 
-    def _runner(self, signature: str) -> Callable[[Arrays], Arrays]:
-        import tensorflow as tf
-
-        function = self.function(signature)
-        specs = self.input_specs(signature)
-
-        def run(inputs: Arrays) -> Arrays:
-            outputs = function(**{k: tf.constant(v, dtype=specs[k].dtype) for k, v in inputs.items()})
-            return {k: v.numpy() for k, v in outputs.items()}
-
-        return run
+    def batcher(self, signature: str) -> Batcher:
+        if signature not in self.batchers:
+            # nmt's own signatures have a contract (ranks, one batch size); a foreign model's
+            # shapes are its graph's to judge, and what cannot be batched runs alone.
+            self.batchers[signature] = Batcher(functools.partial(self.model.run, signature), self.executor, self.limits,
+                                               pad_ids=self.record is not None)
+        return self.batchers[signature]
 
     async def predict(self, signature: str, inputs: Arrays) -> Arrays:
         """The signature's outputs for ``inputs`` (checked against its inputs), batched with
         concurrent calls of the same signature."""
-        check_inputs(inputs, self.input_specs(signature), signature)
-        if signature not in self.batchers:
-            self.batchers[signature] = Batcher(self._runner(signature), self.executor, self.limits)
-        outputs = await self.batchers[signature](inputs)
+        specs = self.input_specs(signature)
+        check_inputs(inputs, specs, signature)
+        if self.record is not None:
+            check_contract(inputs, specs, signature)
+            try:
+                self.record.check_request(inputs)
+            except ValueError as error:
+                raise RequestError(str(error)) from None
+        outputs = await self.batcher(signature)(inputs)
         if self.record is None:
             return outputs
         # An nmt export's answer has its own shape, whatever it was batched with.
@@ -104,13 +105,22 @@ class Servable:
             outputs = {**outputs, signatures.IDS: outputs[signatures.IDS][:, :longest]}
         return outputs
 
-    async def _examples_call(self, signature: str, method: str, serialized: list[bytes]) -> Arrays:
+    def _check_examples_signature(self, signature: str, method: str) -> None:
+        """TF Serving's rule: the method name, and one input keyed "inputs". Its declared dtype is
+        not checked (half_plus_three declares float for the serialized Examples it parses)."""
         examples.check_method(signature, self.method(signature), method)
-        specs = self.input_specs(signature)
-        if list(specs) != [examples.EXAMPLES_INPUT] or specs[examples.EXAMPLES_INPUT].dtype.name != "string":
-            raise RequestError(f"signature {signature!r} must take one string input "
-                               f"{examples.EXAMPLES_INPUT!r} (serialized Examples)")
-        return await self.predict(signature, {examples.EXAMPLES_INPUT: np.array(serialized, dtype=object)})
+        if list(self.input_specs(signature)) != [examples.EXAMPLES_INPUT]:
+            raise RequestError(f"signature {signature!r} must take one input {examples.EXAMPLES_INPUT!r} "
+                               "(serialized Examples)")
+
+    def _examples_now(self, signature: str, method: str, serialized: list[bytes]) -> Arrays:
+        """An examples call run at once, outside the batcher (the warm-up replay's)."""
+        self._check_examples_signature(signature, method)
+        return self.model.run(signature, {examples.EXAMPLES_INPUT: np.array(serialized, dtype=object)})
+
+    async def _examples_call(self, signature: str, method: str, serialized: list[bytes]) -> Arrays:
+        self._check_examples_signature(signature, method)
+        return await self.batcher(signature)({examples.EXAMPLES_INPUT: np.array(serialized, dtype=object)})
 
     async def classify(self, signature: str, serialized: list[bytes]) -> list[list[tuple[str, float]]]:
         outputs = await self._examples_call(signature, examples.CLASSIFY_METHOD, serialized)
@@ -120,15 +130,14 @@ class Servable:
         outputs = await self._examples_call(signature, examples.REGRESS_METHOD, serialized)
         return examples.regressions(outputs, len(serialized))
 
-
 def check_inputs(inputs: Arrays, specs: dict[str, Any], signature: str) -> None:
-    """The inputs a signature takes, by name, and of its types (a gRPC request's tensors come
-    typed; TF Serving refuses a mismatch rather than casting)."""
+    """The inputs a signature takes, by name (TF Serving's message), and of its types (a gRPC
+    request's tensors come typed; TF Serving refuses a mismatch rather than casting)."""
     if set(inputs) != set(specs):
-        missing, extra = sorted(set(specs) - set(inputs)), sorted(set(inputs) - set(specs))
-        raise RequestError(f"signature {signature!r} takes the inputs {', '.join(sorted(specs))}"
-                           + (f"; missing: {', '.join(missing)}" if missing else "")
-                           + (f"; unknown: {', '.join(extra)}" if extra else ""))
+        extra, missing = sorted(set(inputs) - set(specs)), sorted(set(specs) - set(inputs))
+        raise RequestError(f"input size does not match signature: {len(inputs)}!={len(specs)} "
+                           f"len({{{','.join(sorted(inputs))}}}) != len({{{','.join(sorted(specs))}}}). "
+                           f"Sent extra: {{{','.join(extra)}}}. Missing but required: {{{','.join(missing)}}}.")
     for name, array in inputs.items():
         wanted = specs[name].dtype
         is_string = wanted.name == "string"
@@ -137,22 +146,28 @@ def check_inputs(inputs: Arrays, specs: dict[str, Any], signature: str) -> None:
             raise RequestError(f"input {name}: expects {wanted.name} but {given} is provided")
 
 
+def check_contract(inputs: Arrays, specs: dict[str, Any], signature: str) -> None:
+    """What an nmt export's signatures take beyond their dtypes: each input of its declared rank,
+    all of one batch size (a foreign model's shapes are left to its graph, as TF Serving leaves them)."""
+    for name, array in inputs.items():
+        rank = specs[name].shape.rank
+        if rank is not None and array.ndim != rank:
+            raise RequestError(f"input {name}: expected a tensor of rank {rank}, got rank {array.ndim}")
+    sizes = {name: len(array) for name, array in inputs.items() if array.ndim}
+    if len(set(sizes.values())) > 1:
+        raise RequestError(f"signature {signature!r}: inputs have different batch sizes "
+                           f"({', '.join(f'{name}: {n}' for name, n in sorted(sizes.items()))})")
+    if 0 in sizes.values():
+        raise RequestError("inputs are empty: nothing to predict")
+
+
 def _signature_defs(defs: Any) -> dict[str, Any]:
-    """The SignatureDefs as TF Serving's REST metadata call returns them (protobuf JSON)."""
+    """The SignatureDefs as TF Serving's REST metadata call writes them: protobuf JSON with the
+    protos' own field names, fields at their defaults included."""
     from google.protobuf import json_format
 
-    return {key: json_format.MessageToDict(defs[key]) for key in sorted(defs)}
-
-
-def signature_def_map(path: Path) -> dict[str, Any]:
-    """The serving meta graph's SignatureDefs by key (the graph tagged "serve", else the first),
-    internal ones (``__saved_model_init_op``) left out."""
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    saved = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
-    graphs = list(saved.meta_graphs)
-    graph = next((g for g in graphs if "serve" in g.meta_info_def.tags), graphs[0])
-    return {key: value for key, value in graph.signature_def.items() if not key.startswith("__")}
+    return {key: json_format.MessageToDict(defs[key], preserving_proto_field_name=True,
+                                           always_print_fields_with_no_presence=True) for key in sorted(defs)}
 
 
 @dataclasses.dataclass
@@ -165,6 +180,15 @@ class VersionStatus:
     def as_json(self, version: int) -> dict[str, Any]:
         code = "UNKNOWN" if self.error else "OK"
         return {"version": str(version), "state": "END", "status": {"error_code": code, "error_message": self.error}}
+
+
+def missing_versions(entry: ModelEntry) -> str:
+    """Why a model's policy selects no version: what it asked for and what is there."""
+    found = sorted(version_folders(entry.base_path))
+    there = f"found: {', '.join(map(str, found))}" if found else "none found"
+    if entry.policy == "specific":
+        return f"version(s) {', '.join(map(str, entry.versions))} not found under {entry.base_path} ({there})"
+    return f"no version found under {entry.base_path}"
 
 
 def folder_fingerprint(path: Path) -> tuple:
@@ -206,6 +230,7 @@ class ModelRegistry:
             self.models = {name: versions for name, versions in self.models.items() if name in self.entries}
             self.failures = {name: why for name, why in self.failures.items() if name in self.entries}
             self._sync()
+            self.check_labels()
 
     def sync(self) -> None:
         """Loads the version folders each policy now selects, then drops the ones it no longer does."""
@@ -236,6 +261,10 @@ class ModelRegistry:
                 continue
             ended.pop(version, None)
             log.info("model %s version %s loaded from %s", entry.name, version, path)
+        if len(loaded) < len(wanted):
+            # A wanted version failed: the versions served so far stay (TF Serving unloads the
+            # old only once the new is AVAILABLE), and only the failure shows in the status.
+            loaded = {**{v: s for v, s in served.items() if v not in loaded}, **loaded}
         for version in set(served) - set(loaded):
             log.info("model %s version %s unloaded", entry.name, version)
             ended[version] = VersionStatus()
@@ -244,9 +273,18 @@ class ModelRegistry:
             {n: v for n, v in self.models.items() if n != entry.name}
         self.ended = {**self.ended, entry.name: ended}
         failed = [f"version {v}: {s.error}" for v, s in sorted(ended.items()) if s.error]
-        why = f"no version found under {entry.base_path}" if not wanted else "; ".join(failed)
+        why = missing_versions(entry) if not wanted else "; ".join(failed)
         failures = {n: w for n, w in self.failures.items() if n != entry.name}
         self.failures = {**failures, entry.name: why} if why else failures
+
+    def check_labels(self) -> None:
+        """TF Serving's rule: a version label names a version that is being served."""
+        for entry in self.entries.values():
+            served = self.models.get(entry.name, {})
+            for label, version in sorted(entry.labels.items()):
+                if version not in served:
+                    raise NmtError(f"Request to assign label {label!r} to version {version} of model {entry.name}, "
+                                   "which is not currently available for inference")
 
     def latest(self) -> Iterator[Servable]:
         """The newest version of each model, in the config's order."""

@@ -175,7 +175,7 @@ async def translate(call: Translate) -> dict[str, Any]:
     beam = request.beam if request.beam is not None else record.beam_size
     with bad_request():
         signature = record.translation_signature(beam, request.attention)
-    servable.function(signature)  # an export from before this signature: a clear 400
+    servable.check_signature(signature)  # an export from before this signature: a clear 400
     out = await servable.predict(signature, {signatures.TEXT: call.texts})
     answer = {"model": servable.name, "version": servable.version, "beam": beam,
               "translations": to_json(out["translations"]), "scores": out["scores"].tolist()}
@@ -200,7 +200,7 @@ async def inspect(call: Inspect) -> dict[str, Any]:
     change from the previous piece; a language model adds its likeliest next pieces, and with
     ``"gradients": true`` how strongly its likeliest next piece depends on each piece read."""
     servable = call.servable
-    servable.function(signatures.INSPECT)  # an export from before `inspect`: a clear 400
+    servable.check_signature(signatures.INSPECT)  # an export from before `inspect`: a clear 400
     if call.request.gradients:
         check_gradients(servable)
     asked = [servable.predict(signatures.INSPECT, {signatures.TEXT: call.texts})]

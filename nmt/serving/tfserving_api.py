@@ -54,7 +54,6 @@ def metadata(servable: Any) -> dict[str, Any]:
         "model_spec": {"name": servable.name, "signature_name": "", "version": str(servable.version)},
         "metadata": {"signature_def": {
             "signature_def": servable.signature_defs,
-            "@type": "type.googleapis.com/tensorflow.serving.SignatureDefMap",
         }},
     }
 
