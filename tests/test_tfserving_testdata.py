@@ -233,3 +233,34 @@ def test_a_broken_new_version_leaves_the_old_one_serving(tmp_path: Path) -> None
     shutil.copytree(base / "1", base / "4")
     registry.sync()
     assert list(registry.models["m"]) == [4]
+
+
+def test_warmup_requests_are_replayed_on_load_and_a_bad_one_fails_it(tmp_path: Path) -> None:
+    """assets.extra/tf_serving_warmup_requests, as TF Serving writes and reads it (PredictionLogs)."""
+    from tensorflow_serving.apis import prediction_log_pb2, regression_pb2
+
+    from nmt.serving.config import Limits
+    from nmt.serving.registry import Servable
+    from nmt.serving.saved_model import WARMUP_FILE
+
+    version = tmp_path / "1"
+    shutil.copytree(TESTDATA / "saved_model_half_plus_two_cpu" / "00000123", version)
+    predict = predict_pb2.PredictRequest()
+    predict.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([1.0, 2.0], np.float32)))
+    regress = regression_pb2.RegressionRequest()
+    regress.model_spec.signature_name = "regress_x_to_y"
+    regress.input.example_list.examples.add().features.feature["x"].float_list.value.append(1.0)
+    (version / WARMUP_FILE).parent.mkdir()
+    with tf.io.TFRecordWriter(str(version / WARMUP_FILE)) as writer:
+        writer.write(prediction_log_pb2.PredictionLog(
+            predict_log=prediction_log_pb2.PredictLog(request=predict)).SerializeToString())
+        writer.write(prediction_log_pb2.PredictionLog(
+            regress_log=prediction_log_pb2.RegressLog(request=regress)).SerializeToString())
+    assert Servable("m", 1, version, Limits()).warmup_requests == 2
+    bad = predict_pb2.PredictRequest()
+    bad.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([1], np.int32)))
+    with tf.io.TFRecordWriter(str(version / WARMUP_FILE)) as writer:
+        writer.write(prediction_log_pb2.PredictionLog(
+            predict_log=prediction_log_pb2.PredictLog(request=bad)).SerializeToString())
+    with pytest.raises(ValueError, match=r"warm-up record 1 \(predict_log\) failed: InvalidArgumentError"):
+        Servable("m", 1, version, Limits())
