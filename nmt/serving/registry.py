@@ -46,7 +46,7 @@ class Servable:
         self.name, self.version, self.path = name, version, path
         self.model = SessionModel(path)
         self.signatures = self.model.signature_defs  # the protos: gRPC's metadata call answers them
-        self.signature_defs = _signature_defs(self.signatures)  # and as JSON, for REST's
+        self.signatures_json = _signatures_json(self.signatures)  # and as JSON, for REST's
         self.record = read_record(path)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-{version}")
         self.limits = limits
@@ -161,7 +161,7 @@ def check_contract(inputs: Arrays, specs: dict[str, Any], signature: str) -> Non
         raise RequestError("inputs are empty: nothing to predict")
 
 
-def _signature_defs(defs: Any) -> dict[str, Any]:
+def _signatures_json(defs: Any) -> dict[str, Any]:
     """The SignatureDefs as TF Serving's REST metadata call writes them: protobuf JSON with the
     protos' own field names, fields at their defaults included."""
     from google.protobuf import json_format

@@ -26,10 +26,6 @@ MAX_WARMUP_RECORDS = 1000  # TF Serving's limit on one warm-up file
 Arrays = dict[str, np.ndarray]
 
 
-class SignatureNotFound(KeyError):
-    """A signature the model does not have (the message names those it has)."""
-
-
 class SessionModel:
     """One SavedModel in its own graph and session: its SignatureDefs (internal ones such as
     ``__saved_model_init_op`` left out), their inputs as TensorSpecs, and :meth:`run`."""
@@ -56,25 +52,19 @@ class SessionModel:
         self._callables: dict[str, tuple[list[str], list[str], Any]] = {}
         self._lock = threading.Lock()
 
-    def signature(self, key: str) -> Any:
-        if key not in self.signature_defs:
-            raise SignatureNotFound(key)
-        return self.signature_defs[key]
-
     def input_specs(self, key: str) -> dict[str, Any]:
         """The signature's inputs by name, as declared (dtype and shape, possibly of unknown rank)."""
-        self.signature(key)
         return self._specs[key]
 
     def method(self, key: str) -> str:
-        return self.signature(key).method_name
+        return self.signature_defs[key].method_name
 
     def _callable(self, key: str) -> tuple[list[str], list[str], Any]:
         with self._lock:
             if key not in self._callables:
                 from tensorflow.core.protobuf import config_pb2
 
-                signature = self.signature(key)
+                signature = self.signature_defs[key]
                 inputs, outputs = sorted(signature.inputs), sorted(signature.outputs)
                 options = config_pb2.CallableOptions(feed=[signature.inputs[n].name for n in inputs],
                                                      fetch=[signature.outputs[n].name for n in outputs])
@@ -90,9 +80,6 @@ class SessionModel:
         names, outputs, call = self._callable(key)
         values = call(*[inputs[name] for name in names])
         return {name: np.asarray(value) for name, value in zip(outputs, values)}
-
-    def close(self) -> None:
-        self.session.close()
 
 
 def replay_warmup(model: SessionModel, run_examples: Any) -> int:

@@ -53,7 +53,7 @@ def metadata(servable: Any) -> dict[str, Any]:
     return {
         "model_spec": {"name": servable.name, "signature_name": "", "version": str(servable.version)},
         "metadata": {"signature_def": {
-            "signature_def": servable.signature_defs,
+            "signature_def": servable.signatures_json,
         }},
     }
 
