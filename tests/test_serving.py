@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,7 +15,7 @@ import pytest
 
 import nmt
 
-from conftest import CYCLE, call, free_ports
+from conftest import CYCLE, call
 
 
 def test_health_and_model_status(server: str) -> None:
@@ -25,7 +23,7 @@ def test_health_and_model_status(server: str) -> None:
     assert code == 200 and body["models"] == {"en-ja": [1], "lm": [1]} and "broken" in body["failed"]
     assert body["tasks"] == {"en-ja": "translation", "lm": "lm"}
     code, body = call(f"{server}/v1/models/lm")
-    assert code == 200
+    assert code == 200, body
     assert body == {"model_version_status": [{"version": "1", "state": "AVAILABLE",
                                               "status": {"error_code": "OK", "error_message": ""}}]}
     assert call(f"{server}/v1/models/lm/versions/1")[1] == body
@@ -42,7 +40,7 @@ def test_health_and_model_status(server: str) -> None:
 def test_predict_in_both_formats_matches_the_package(server: str, cycle_run: Path, tiny_run: Path) -> None:
     lm = nmt.load(cycle_run)
     code, body = call(f"{server}/v1/models/lm:predict", {"instances": ["north east", "up"]})
-    assert code == 200
+    assert code == 200, body
     expected = lm.next_words(["north east", "up"], k=5)
     words = [row["words"][: len(e)] for row, e in zip(body["predictions"], expected)]
     assert words == [[w for w, _ in e] for e in expected]
@@ -56,7 +54,7 @@ def test_predict_in_both_formats_matches_the_package(server: str, cycle_run: Pat
     assert code == 200 and body["predictions"][0]["words"] == ["left"]
     translator = nmt.load(tiny_run)
     code, body = call(f"{server}/v1/models/en-ja:predict", {"instances": ["Good morning.", "Thank you."]})
-    assert code == 200
+    assert code == 200, body
     hypotheses = [h[0] for h in translator.translate(["Good morning.", "Thank you."])]
     assert [p["translations"] for p in body["predictions"]] == [h.text for h in hypotheses]
     np.testing.assert_allclose([p["scores"] for p in body["predictions"]], [h.score for h in hypotheses], rtol=1e-4)
@@ -135,25 +133,14 @@ def test_gradients_over_http_equal_the_package(server: str, cycle_run: Path) -> 
 
 
 def serve_in_thread(models_config: Path):
-    """An `nmt serve` app on a free port in this process; returns (base URL, stop)."""
-    import uvicorn
+    """`nmt serve`'s server on a free port of 127.0.0.1, started in this process as the CLI starts it
+    (nmt.serving.start); returns (base URL, stop)."""
+    import functools
 
-    from nmt.serving import Limits, ModelRegistry, create_app, read_model_config
+    from nmt.serving import ServerSettings, read_model_config, start
 
-    registry = ModelRegistry(read_model_config(models_config), Limits())
-    port = free_ports()[0]
-    server = uvicorn.Server(uvicorn.Config(create_app(registry), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-    def stop() -> None:
-        server.should_exit = True
-        thread.join(timeout=30)
-
-    return f"http://127.0.0.1:{port}", stop
+    server = start(ServerSettings(functools.partial(read_model_config, models_config), rest_port=0))
+    return f"http://127.0.0.1:{server.ports['rest']}", server.stop
 
 
 def test_an_export_from_before_gradients_still_serves(cycle_run: Path, tmp_path: Path, monkeypatch) -> None:
@@ -271,9 +258,6 @@ def test_a_foreign_savedmodel_is_served_by_the_tf_serving_api(tmp_path: Path) ->
     """A SavedModel that nmt did not export (no assets.extra/nmt.json): TF Serving's API serves it,
     the task endpoints say it is not theirs."""
     import tensorflow as tf
-    import uvicorn
-
-    from nmt.serving import Limits, ModelRegistry, create_app, read_model_config
 
     class Double(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
@@ -284,16 +268,8 @@ def test_a_foreign_savedmodel_is_served_by_the_tf_serving_api(tmp_path: Path) ->
     tf.saved_model.save(module, str(tmp_path / "double" / "1"), signatures={"serving_default": module.double})
     (tmp_path / "models.config").write_text('model_config_list { config { name: "double" base_path: "double" } }',
                                             encoding="utf-8")
-    registry = ModelRegistry(read_model_config(tmp_path / "models.config"), Limits())
-    port = free_ports()[0]
-    server = uvicorn.Server(uvicorn.Config(create_app(registry), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
+    base, stop = serve_in_thread(tmp_path / "models.config")
     try:
-        deadline = time.monotonic() + 60
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        base = f"http://127.0.0.1:{port}"
         assert call(f"{base}/v1/models/double:predict", {"instances": [1.0, 2.5]}) == (200, {"predictions": [2.0, 5.0]})
         assert call(f"{base}/v1/models/double:predict", {"inputs": {"x": [3.0]}}) == (200, {"outputs": [6.0]})
         code, body = call(f"{base}/v1/models/double/versions/1/metadata")
@@ -306,14 +282,13 @@ def test_a_foreign_savedmodel_is_served_by_the_tf_serving_api(tmp_path: Path) ->
         code, body = call(f"{base}/v1/inspect", {"text": "a"})
         assert code == 400 and "\"inspect\" not found in signature def" in body["error"]
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+        stop()
 
 
 def test_the_package_and_the_options_load_neither_tensorflow_nor_fastapi() -> None:
     # The CLI checks `nmt serve`'s arguments before the seconds-long imports.
-    code = ("import sys, nmt.serving, nmt.serving.options\n"
-            "from nmt.serving import Limits, add_serve_arguments, read_model_config, run_serve\n"
+    code = ("import sys, nmt.serving, nmt.cli.serve, nmt.cli.model_server\n"
+            "from nmt.serving import Limits, ServerSettings, read_model_config\n"
             "print(sorted({'tensorflow', 'fastapi', 'uvicorn'} & set(sys.modules)))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.strip() == "[]", done.stderr

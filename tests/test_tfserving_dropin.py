@@ -45,7 +45,7 @@ POLL_S = 1
 def start_model_server(args: list[str], rest_port: int, cwd: Path | None = None) -> tuple[subprocess.Popen, str]:
     """A real `nmt-model-server` process; returns it and its REST base URL once it answers."""
     log = open(Path(cwd or ".") / f"server-{rest_port}.log", "w+", encoding="utf-8")  # noqa: SIM115 - closed by stop
-    process = subprocess.Popen([sys.executable, "-m", "nmt.serving.model_server", "--host", "127.0.0.1", *args],
+    process = subprocess.Popen([sys.executable, "-m", "nmt.cli.model_server", "--host", "127.0.0.1", *args],
                                stderr=log, stdout=log, text=True, cwd=cwd)
     process.log = log  # type: ignore[attr-defined]
 
@@ -470,7 +470,7 @@ def test_docker_composes_flags_run_as_nmt_model_server(tmp_path: Path) -> None:
     (["--model_config_file=missing.config", "--rest_api_port=1"], "model config not found: missing.config"),
 ])
 def test_bad_flags_are_one_line_errors(tmp_path: Path, args: list[str], message: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "nmt.serving.model_server", *args], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "nmt.cli.model_server", *args], capture_output=True, text=True,
                           timeout=300, cwd=tmp_path)
     assert done.returncode == 2 and message in done.stderr, done.stderr
 
@@ -482,7 +482,7 @@ def test_a_grpc_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = subprocess.run([sys.executable, "-m", "nmt.serving.model_server", "--host=127.0.0.1", f"--port={port}",
+        done = subprocess.run([sys.executable, "-m", "nmt.cli.model_server", "--host=127.0.0.1", f"--port={port}",
                                "--model_base_path=nothing-yet"], capture_output=True, text=True, timeout=300,
                               cwd=tmp_path)
     assert done.returncode == 2, done.stderr

@@ -21,17 +21,21 @@ Modules, one concern each:
 - :mod:`~nmt.serving.batching`: :class:`Batcher`, concurrent calls merged into model calls
 - :mod:`~nmt.serving.rest_codec`: TF Serving's JSON request and response formats
 - :mod:`~nmt.serving.examples`: ``tf.train.Example`` requests of classify and regress, and their results
+- :mod:`~nmt.serving.errors`: :class:`RequestError`, graph errors, the HTTP status <-> gRPC code table
+- :mod:`~nmt.serving.calls`: :class:`Calls`, the one call path of every API: resolve, signature,
+  limits, deadline, batch, metrics, typed errors
 - :mod:`~nmt.serving.tfserving_api`: the ``/v1/models/...`` router
 - :mod:`~nmt.serving.grpc_api`: ``PredictionService`` and ``ModelService`` over gRPC
 - :mod:`~nmt.serving.metrics`: request counts and latencies under TF Serving's metric names
 - :mod:`~nmt.serving.task_api`: the ``/v1/translate``, ``/v1/next-word``, ``/v1/generate``,
   ``/v1/inspect`` router and its request models
 - :mod:`~nmt.serving.http_guard`: the HTTP edge (body limits and parsing, Host/Origin, CORS, timeouts)
-- :mod:`~nmt.serving.app`: :func:`create_app`, :func:`serve`
-- :mod:`~nmt.serving.options`: ``nmt serve``'s command-line options
-- :mod:`~nmt.serving.model_server`: ``nmt-model-server``, ``tensorflow_model_server``'s flags
+- :mod:`~nmt.serving.app`: :func:`create_app`, and :func:`start` of a server's
+  :class:`~nmt.serving.config.ServerSettings` (REST and gRPC on one event loop, the pollers)
 
-Importing this package (or ``options``) loads neither TensorFlow nor FastAPI: the CLI checks its
+The command lines that build those settings are :mod:`nmt.cli.serve` (``nmt serve``) and
+:mod:`nmt.cli.model_server` (``nmt-model-server``, ``tensorflow_model_server``'s flags).
+Importing this package (or ``config``) loads neither TensorFlow nor FastAPI: the CLI checks its
 arguments first. The other names load their module on first use.
 """
 
@@ -40,21 +44,21 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from nmt.serving.config import Limits, ModelEntry, read_model_config, versions_to_serve
-from nmt.serving.options import add_serve_arguments, run_serve
+from nmt.serving.config import Access, Limits, ModelEntry, ServerSettings, read_model_config, versions_to_serve
+from nmt.serving.errors import RequestError, graph_error_summary
 
 # name -> the module that defines it, imported when the name is first used (PEP 562).
 _LAZY = {
-    "create_app": "app", "serve": "app", "run_servers": "app",
+    "create_app": "app", "start": "app", "RunningServer": "app",
+    "Calls": "calls", "Target": "calls",
     "Servable": "registry", "ModelRegistry": "registry",
-    "Batcher": "batching", "graph_error_summary": "batching",
+    "Batcher": "batching",
     "parse_predict_body": "rest_codec", "format_predictions": "rest_codec",
-    "Access": "http_guard", "AccessGuard": "http_guard", "RequestError": "http_guard",
-    "parse_json_body": "http_guard",
+    "AccessGuard": "http_guard", "parse_json_body": "http_guard",
 }
 
-__all__ = ["Limits", "ModelEntry", "read_model_config", "versions_to_serve", "add_serve_arguments", "run_serve",
-           *_LAZY]
+__all__ = ["Access", "Limits", "ModelEntry", "ServerSettings", "read_model_config", "versions_to_serve",
+           "RequestError", "graph_error_summary", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,12 +1,15 @@
 """The ``nmt serve`` application: TF Serving's REST API and the task endpoints behind the HTTP
 guard, ``/healthz``, Prometheus metrics, the demo page at ``/`` and the OpenAPI page at ``/docs``;
-and :func:`run_servers`, which serves it with uvicorn beside TF Serving's gRPC API on one event
-loop (so both share request batches) while threads poll the model folders and the model config."""
+and :func:`start`, which serves it with uvicorn beside TF Serving's gRPC API on one event loop
+(so both share request batches and one call core) while threads poll the model folders and the
+model config."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -19,8 +22,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nmt.errors import NmtError
 from nmt.serving import task_api, tfserving_api
-from nmt.serving.config import Limits, ModelEntry, Monitoring, read_model_config
-from nmt.serving.http_guard import Access, AccessGuard, RequestError, request_timeout_protocol
+from nmt.serving.calls import Calls
+from nmt.serving.config import Access, Monitoring, ServerSettings
+from nmt.serving.errors import RequestError
+from nmt.serving.http_guard import AccessGuard, request_timeout_protocol
 from nmt.serving.metrics import Metrics
 from nmt.serving.registry import ModelRegistry, registry_of
 
@@ -74,12 +79,15 @@ async def on_invalid_request(request: Request, exc: RequestValidationError) -> J
     return JSONResponse({"error": f"invalid request: {problems}"}, status_code=400)
 
 
-def create_app(registry: ModelRegistry, access: Access | None = None, metrics: Metrics | None = None,
+def create_app(served: ModelRegistry | Calls, access: Access | None = None,
                monitoring: Monitoring | None = None) -> FastAPI:
-    """The REST application; with ``monitoring`` enabled, Prometheus text at its path."""
+    """The REST application over a registry (with metrics of its own) or a server's call core
+    (metrics shared with its gRPC API); with ``monitoring`` enabled, Prometheus text at its path."""
+    calls = served if isinstance(served, Calls) else Calls(served, Metrics())
+    registry = calls.registry
     app = FastAPI(title="nmt serve", description=DESCRIPTION, version="1")
-    app.state.registry = registry  # what the routers' dependencies read (registry_of)
-    app.state.metrics = metrics or Metrics()
+    app.state.registry, app.state.calls = registry, calls  # what the routers' dependencies read
+    app.state.metrics = calls.metrics
     app.add_exception_handler(RequestError, on_request_error)
     app.add_exception_handler(RequestValidationError, on_invalid_request)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
@@ -101,7 +109,7 @@ def _poll(every_s: float, stop: threading.Event, work: Callable[[], None], what:
             try:
                 work()
             except NmtError as error:  # a config being edited: keep serving what was loaded
-                log.warning("%s: %s", what, error)
+                log.warning("%s: %s; still serving the last good one", what, error)
             except Exception:  # noqa: BLE001 - the poller must outlive one bad pass
                 log.exception("%s failed", what)
 
@@ -110,55 +118,71 @@ def _poll(every_s: float, stop: threading.Event, work: Callable[[], None], what:
     return thread
 
 
-def run_servers(registry: ModelRegistry, host: str, rest_port: int | None, grpc_port: int | None = None,
-                access: Access | None = None, monitoring: Monitoring | None = None,
-                file_system_poll_s: float = 0, config_poll: tuple[float, Callable[[], list[ModelEntry]]] | None = None,
-                config_folder: Path = Path("."), on_ready: Callable[[dict[str, int]], None] | None = None) -> None:
-    """Serves the registry over REST and/or gRPC until interrupted. ``file_system_poll_s`` > 0:
-    new version folders are loaded (and ones the policy drops unloaded) at that interval;
-    ``config_poll`` (seconds, reader): the model config is read again at that interval."""
-    import uvicorn
+class RunningServer:
+    """A server :func:`start` started: its registry, the ports it listens on (``"rest"``,
+    ``"grpc"``), :meth:`wait` (until it ends or the process is interrupted) and :meth:`stop`."""
 
-    metrics = Metrics()
-    stop = threading.Event()
-    if file_system_poll_s > 0:
-        _poll(file_system_poll_s, stop, registry.sync, "version folder polling")
-    if config_poll is not None and config_poll[0] > 0:
-        every_s, read_entries = config_poll
-        _poll(every_s, stop, lambda: registry.set_entries(read_entries()), "model config polling")
+    def __init__(self, settings: ServerSettings, registry: ModelRegistry) -> None:
+        self.settings, self.registry = settings, registry
+        self.metrics = Metrics()
+        self.calls = Calls(registry, self.metrics)
+        self.ports: dict[str, int] = {}
+        self._ready = threading.Event()
+        self._halt = threading.Event()  # stops the pollers
+        self._failure: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="nmt-server", daemon=True)
 
-    async def main() -> None:
-        tasks, ports = [], {}
-        rest = None
-        if rest_port is not None:
-            limits = registry.limits
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as error:  # noqa: BLE001 - handed to start() or wait()
+            self._failure = error
+        finally:
+            self._halt.set()
+            self._ready.set()
+
+    async def _main(self) -> None:
+        import uvicorn
+
+        settings, limits = self.settings, self.registry.limits
+        self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()
+        tasks: list[asyncio.Future] = []
+        rest = grpc_server = None
+        if settings.rest_port is not None:
+            app = create_app(self.calls, settings.access or Access(bind_host=settings.host), settings.monitoring)
             rest = uvicorn.Server(uvicorn.Config(
-                create_app(registry, access or Access(bind_host=host), metrics, monitoring), host=host, port=rest_port,
-                log_level="warning", http=request_timeout_protocol(limits.body_timeout_s),
+                app, host=settings.host, port=settings.rest_port, log_level="warning",
+                http=request_timeout_protocol(limits.body_timeout_s),
                 # Connections (and requests in progress) past the limit are answered 503.
                 limit_concurrency=limits.max_connections))
             tasks.append(asyncio.ensure_future(rest.serve()))
-            ports["rest"] = rest_port
-        grpc_server = None
-        if grpc_port is not None:
+        if settings.grpc_port is not None:
             from nmt.serving.grpc_api import create_grpc_server
 
-            grpc_server, ports["grpc"] = create_grpc_server(registry, metrics, host, grpc_port, config_folder)
+            grpc_server, self.ports["grpc"] = create_grpc_server(self.calls, settings.host, settings.grpc_port,
+                                                                 settings.config_folder)
             await grpc_server.start()
             tasks.append(asyncio.ensure_future(grpc_server.wait_for_termination()))
         if rest is not None:
             while not rest.started and not tasks[0].done():
                 await asyncio.sleep(0.02)
-            if rest.started:  # the port it got (--port 0: any free one)
-                ports["rest"] = rest.servers[0].sockets[0].getsockname()[1]
-        if on_ready is not None:
-            on_ready(ports)
+            if not rest.started:
+                with contextlib.suppress(SystemExit):  # how uvicorn says it could not bind (its log says why)
+                    tasks[0].result()
+                raise NmtError(f"cannot listen for REST on {settings.host}:{settings.rest_port}: the port is in use "
+                               "or not allowed")
+            self.ports["rest"] = rest.servers[0].sockets[0].getsockname()[1]  # port 0: the one it got
+        self._ready.set()
+        stopping = asyncio.ensure_future(self._stopping.wait())
         try:
-            # Either server ending (uvicorn on SIGINT/SIGTERM, or failing to bind) ends both.
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            # Either server ending (or failing), or stop(), ends both.
+            done, _ = await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 task.result()
         finally:
+            stopping.cancel()
             if grpc_server is not None:
                 await grpc_server.stop(grace=1)
             if rest is not None:
@@ -167,15 +191,51 @@ def run_servers(registry: ModelRegistry, host: str, rest_port: int | None, grpc_
                 if not task.done():
                     await asyncio.wait([task], timeout=5)
 
-    try:
-        asyncio.run(main())
-    finally:
-        stop.set()
+    def stop(self, timeout_s: float = 30) -> None:
+        """Ends both servers (requests in progress get a second) and the pollers."""
+        self._halt.set()
+        if self._loop is not None and self._stopping is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop ended meanwhile
+                self._loop.call_soon_threadsafe(self._stopping.set)
+        self._thread.join(timeout_s)
+
+    def wait(self) -> None:
+        """Serves until the servers end, or until SIGINT or SIGTERM (then stops them cleanly)."""
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            while self._thread.is_alive():
+                self._thread.join(0.5)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        if self._failure is not None:
+            raise self._failure
 
 
-def serve(config_path: str | Path, host: str, port: int, limits: Limits, mounts: dict[str, str] | None = None,
-          access: Access | None = None, grpc_port: int | None = None) -> None:
-    """Serves the models of a TF Serving ``models.config`` on host:port (and gRPC on ``grpc_port``):
-    those that load; the others are reported by /healthz and the status calls."""
-    registry = ModelRegistry(read_model_config(config_path, mounts), limits)
-    run_servers(registry, host, port, grpc_port, access)
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def start(settings: ServerSettings) -> RunningServer:
+    """Loads the models of ``settings`` (those that fail are reported, the others served) and
+    serves them over REST and/or gRPC on one event loop in a background thread, with the pollers
+    of new version folders and of the model config. Returns once both listen (their ports in
+    ``.ports``); an NmtError if a port cannot be bound."""
+    registry = ModelRegistry(settings.read_entries(), settings.limits)
+    server = RunningServer(settings, registry)
+    if settings.file_system_poll_s > 0:
+        _poll(settings.file_system_poll_s, server._halt, registry.sync, "version folder polling")
+    if settings.config_poll_s > 0:
+        _poll(settings.config_poll_s, server._halt, lambda: registry.set_entries(settings.read_entries()),
+              "model config polling")
+    server._thread.start()
+    server._ready.wait()
+    if server._failure is not None:
+        server.stop()
+        raise server._failure
+    return server

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
 
 import numpy as np
 
 from nmt.serving.config import Limits
-from nmt.serving.http_guard import RequestError
+from nmt.serving.errors import RequestError, graph_error
 
 log = logging.getLogger(__name__)
 
 Arrays = dict[str, np.ndarray]
-T = TypeVar("T")
 Pending = tuple[Arrays, asyncio.Future]
 
 
@@ -52,8 +50,7 @@ class Batcher:
         try:
             return self.run(inputs)
         except tf.errors.OpError as error:
-            status = GRAPH_ERROR_STATUS.get(type(error).__name__, 500)
-            raise RequestError(graph_error_summary(error.message), status) from None
+            raise graph_error(error) from None
 
     async def __call__(self, inputs: Arrays) -> Arrays:
         rows = batch_rows(inputs)
@@ -168,12 +165,6 @@ class Batcher:
         return np.pad(array, [(0, 0), (0, width - array.shape[1])])
 
 
-# TensorFlow's error classes that are the request's fault -> HTTP status (TF Serving passes the
-# graph's status code through; the REST side maps it so).
-GRAPH_ERROR_STATUS = {"InvalidArgumentError": 400, "FailedPreconditionError": 400, "OutOfRangeError": 400,
-                      "NotFoundError": 404, "ResourceExhaustedError": 413, "DeadlineExceededError": 504}
-
-
 def batch_rows(inputs: Arrays) -> int | None:
     """The rows of a call that can join a batch: its inputs all at least 1-d with one batch size
     of at least one row; None for any other call (no inputs, a scalar, sizes that disagree)."""
@@ -181,26 +172,6 @@ def batch_rows(inputs: Arrays) -> int | None:
         return None
     sizes = {len(a) for a in inputs.values()}
     return sizes.pop() if len(sizes) == 1 and 0 not in sizes else None
-
-
-async def within_deadline(awaitable: Awaitable[T], seconds: float) -> T:
-    """``awaitable``'s result, or a RequestError 504 once ``seconds`` have passed (TF Serving's
-    ``--rest_api_timeout_in_ms``; gRPC answers it as DEADLINE_EXCEEDED). A model call already
-    running finishes in its thread; its answer is dropped."""
-    try:
-        return await asyncio.wait_for(awaitable, seconds)
-    except TimeoutError:
-        raise RequestError(f"Deadline Exceeded: the request took over {seconds * 1000:g} ms", 504) from None
-
-
-def graph_error_summary(message: str) -> str:
-    """The line of a TensorFlow error that says what is wrong (an assertion's message), not its
-    "Graph execution error:" heading or node trace."""
-    lines = [line.strip() for line in message.splitlines()]
-    useful = [line for line in lines if line and not line.startswith(("Graph execution error", "Detected at node",
-                                                                      "<stack traces", "[[{{node", "File \""))]
-    chosen = next((line for line in useful if "assertion failed" in line), useful[0] if useful else message)
-    return chosen[:300]
 
 
 def _rows(inputs: Arrays) -> int:

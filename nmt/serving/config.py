@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,34 @@ class Monitoring:
 
     enabled: bool = False
     path: str = "/monitoring/prometheus/metrics"
+
+
+@dataclasses.dataclass
+class Access:
+    """Who may call: the Host names accepted (against DNS rebinding) and the browser origins other
+    than the server's own that may (CORS); requests without an Origin header are not browsers' and
+    are not restricted."""
+
+    bind_host: str = "127.0.0.1"
+    allowed_hosts: tuple[str, ...] = ()  # "*": any
+    cors_origins: tuple[str, ...] = ()  # "*": any
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerSettings:
+    """What a server is made of, as both command lines (``nmt serve``, ``nmt-model-server``)
+    build it from their flags; :func:`nmt.serving.app.start` runs it."""
+
+    read_entries: Callable[[], list[ModelEntry]]  # the model config: read at start, and again by config polling
+    limits: Limits = dataclasses.field(default_factory=Limits)
+    host: str = "127.0.0.1"
+    rest_port: int | None = 8501  # None: no REST API; 0: any free port
+    grpc_port: int | None = None  # None: no gRPC API; 0: any free port
+    access: Access | None = None  # None: Access(bind_host=host)
+    monitoring: Monitoring | None = None  # Prometheus metrics on the REST port
+    file_system_poll_s: float = 0  # > 0: new version folders are looked for at this interval
+    config_poll_s: float = 0  # > 0: read_entries is called again at this interval
+    config_folder: Path = Path(".")  # where a reload request's relative base paths are
 
 
 def upstream_messages() -> dict[str, type]:

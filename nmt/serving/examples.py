@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from nmt.serving.http_guard import RequestError
+from nmt.serving.errors import RequestError
 from nmt.serving.rest_codec import is_b64, string_bytes
 
 # Method names and the tensor keys of their signatures (tensorflow/python/saved_model/signature_constants.py).

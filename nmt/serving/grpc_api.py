@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import time
+import math
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
+from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -30,25 +31,26 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from nmt import signatures
 from nmt.errors import NmtError
 from nmt.serving import examples
-from nmt.serving.batching import within_deadline
+from nmt.serving.calls import Calls, Tally, Target
 from nmt.serving.config import entries_of
-from nmt.serving.http_guard import RequestError
-from nmt.serving.metrics import Metrics, code_name
-from nmt.serving.registry import ModelRegistry, Servable
-from nmt.serving.rest_codec import check_request_size
+from nmt.serving.errors import RequestError
+from nmt.serving.registry import Servable
 
 log = logging.getLogger(__name__)
 SIGNATURE_DEF = "signature_def"  # the one metadata field TF Serving answers
+# The dtypes a request's tensor may hold: data, not handles (DT_RESOURCE, DT_VARIANT) or quantized types.
+ARRAY_DTYPES = frozenset(getattr(types_pb2, name) for name in (
+    "DT_FLOAT", "DT_DOUBLE", "DT_HALF", "DT_BFLOAT16", "DT_INT8", "DT_INT16", "DT_INT32", "DT_INT64", "DT_UINT8",
+    "DT_UINT16", "DT_UINT32", "DT_UINT64", "DT_BOOL", "DT_STRING", "DT_COMPLEX64", "DT_COMPLEX128"))
 
 
-def _resolve(registry: ModelRegistry, spec: Any) -> Servable:
+def target_of(spec: Any) -> Target:
+    """A request's ModelSpec as the call core's Target."""
     choice = spec.WhichOneof("version_choice")
-    version = spec.version.value if choice == "version" else None
-    label = spec.version_label if choice == "version_label" else None
-    return registry.resolve(spec.name, version, label)
+    return Target(spec.name, spec.version.value if choice == "version" else None,
+                  spec.version_label if choice == "version_label" else None, spec.signature_name)
 
 
 def _spec_of(servable: Servable, signature: str, target: Any) -> None:
@@ -57,64 +59,73 @@ def _spec_of(servable: Servable, signature: str, target: Any) -> None:
     target.signature_name = signature
 
 
-def _rpc(api: str, count_examples: bool = False) -> Callable:
-    """A servicer method's errors as gRPC status codes (RequestError's HTTP status mapped), and its
-    request counted and timed under TF Serving's metric names."""
+def _model_name(request: Any) -> str:
+    spec = getattr(request, "model_spec", None)
+    if spec is None and getattr(request, "tasks", None):
+        spec = request.tasks[0].model_spec
+    return spec.name if spec is not None else ""
+
+
+def _rpc(api: str) -> Callable:
+    """A servicer method run through the call core's metrics (TF Serving's names, entry point
+    GRPC), its failures answered with the gRPC code of their status."""
 
     def wrap(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         @functools.wraps(method)
         async def call(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-            started, status = time.perf_counter(), 200
             try:
-                return await method(self, request, context)
+                async with self.calls.counted(api, "GRPC", _model_name(request)) as tally:
+                    return await method(self, request, tally)
             except RequestError as error:
-                status = error.status
-                await context.abort(getattr(grpc.StatusCode, code_name(status), grpc.StatusCode.UNKNOWN),
-                                    error.message)
-            except NmtError as error:
-                status = 400
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-            except (asyncio.CancelledError, grpc.aio.AbortError):
-                raise
-            except Exception as error:  # noqa: BLE001 - the client gets a status, the log the trace
-                status = 500
-                log.exception("%s failed", api)
-                await context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
-            finally:
-                spec = getattr(request, "model_spec", None)
-                if spec is not None:
-                    examples_count = _example_count(request) if count_examples and status == 200 else 0
-                    self.metrics.record(spec.name, api, "GRPC", code_name(status), time.perf_counter() - started,
-                                        examples_count)
+                await context.abort(getattr(grpc.StatusCode, error.grpc_code, grpc.StatusCode.UNKNOWN), error.message)
 
         return call
 
     return wrap
 
 
-def _example_count(request: Any) -> int:
-    """How many Examples a request's Input holds (counted, not serialized again)."""
-    kind = request.input.WhichOneof("kind")
-    return len(getattr(request.input, kind).examples) if kind else 0
+def array_of(name: str, proto: Any, max_bytes: int) -> np.ndarray:
+    """A request's TensorProto as an array, checked before anything is allocated: a dtype that
+    holds data (not a resource or variant handle), a known shape of sizes >= 0, and no more bytes
+    declared than a request may carry (TensorFlow fills a short value list up to the shape, so a
+    few bytes could otherwise ask for gigabytes)."""
+    import tensorflow as tf
+
+    dtype = tf.dtypes.as_dtype(proto.dtype) if proto.dtype in ARRAY_DTYPES else None
+    if dtype is None:
+        known = proto.dtype in types_pb2.DataType.values()
+        kind = types_pb2.DataType.Name(proto.dtype) if known else str(proto.dtype)
+        raise RequestError(f"input {name}: dtype {kind} cannot be sent as a request's tensor")
+    if proto.tensor_shape.unknown_rank:
+        raise RequestError(f"input {name}: the tensor's shape has unknown rank; send its dimensions")
+    dims = [d.size for d in proto.tensor_shape.dim]
+    if any(size < 0 for size in dims):
+        raise RequestError(f"input {name}: dimension sizes must be >= 0, got shape {dims}")
+    elements = math.prod(dims)
+    declared = elements * (dtype.size if dtype != tf.string else 1)
+    if declared > max_bytes:
+        raise RequestError(f"input {name}: shape {dims} declares {declared} bytes, over the {max_bytes} a request "
+                           "may carry")
+    if proto.tensor_content and len(proto.tensor_content) != declared:
+        raise RequestError(f"input {name}: tensor_content holds {len(proto.tensor_content)} bytes; shape {dims} of "
+                           f"{dtype.name} needs {declared}")
+    try:
+        return tf.make_ndarray(proto)
+    except (TypeError, ValueError) as error:
+        raise RequestError(f"input {name}: {error}") from None
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, registry: ModelRegistry, metrics: Metrics) -> None:
-        self.registry, self.metrics = registry, metrics
+    def __init__(self, calls: Calls) -> None:
+        self.calls = calls
 
     @_rpc("Predict")
-    async def Predict(self, request: Any, context: Any) -> Any:  # noqa: N802 - the RPC's name
+    async def Predict(self, request: Any, tally: Tally) -> Any:  # noqa: N802 - the RPC's name
         import tensorflow as tf
 
-        servable = _resolve(self.registry, request.model_spec)
-        signature = request.model_spec.signature_name or signatures.SERVING_DEFAULT
-        servable.check_signature(signature)
-        try:
-            arrays = {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}
-        except (TypeError, ValueError) as error:
-            raise RequestError(f"input tensors: {error}") from None
-        check_request_size(arrays, self.registry.limits)
-        outputs = await within_deadline(servable.predict(signature, arrays), self.registry.limits.request_timeout_s)
+        servable, signature = self.calls.resolve(target_of(request.model_spec), tally)
+        arrays = {name: array_of(name, proto, self.calls.max_message_bytes) for name, proto in request.inputs.items()}
+        outputs = await self.calls.predict(servable, signature, arrays)
         wanted = list(request.output_filter) or list(outputs)
         unknown = [name for name in wanted if name not in outputs]
         if unknown:
@@ -126,63 +137,50 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             response.outputs[name].CopyFrom(tf.make_tensor_proto(np.asarray(outputs[name])))
         return response
 
-    async def _examples_call(self, request: Any, method: str) -> tuple[Servable, str, Any]:
-        servable = _resolve(self.registry, request.model_spec)
-        signature = request.model_spec.signature_name or signatures.SERVING_DEFAULT
+    async def _examples_call(self, request: Any, method: str, tally: Tally) -> tuple[Servable, str, Any]:
+        servable, signature = self.calls.resolve(target_of(request.model_spec), tally)
         serialized = examples.examples_from_input(request.input)
-        if len(serialized) > self.registry.limits.max_request_rows:
-            raise RequestError(f"{len(serialized)} examples is over the limit of "
-                               f"{self.registry.limits.max_request_rows} per request")
-        call = servable.classify if method == examples.CLASSIFY_METHOD else servable.regress
-        return servable, signature, await within_deadline(call(signature, serialized),
-                                                          self.registry.limits.request_timeout_s)
+        return servable, signature, await self.calls.examples(servable, signature, method, serialized, tally)
 
-    @_rpc("Classify", count_examples=True)
-    async def Classify(self, request: Any, context: Any) -> Any:  # noqa: N802
-        servable, signature, results = await self._examples_call(request, examples.CLASSIFY_METHOD)
+    @_rpc("Classify")
+    async def Classify(self, request: Any, tally: Tally) -> Any:  # noqa: N802
+        servable, signature, results = await self._examples_call(request, examples.CLASSIFY_METHOD, tally)
         response = classification_pb2.ClassificationResponse()
         _spec_of(servable, signature, response.model_spec)
         _fill_classifications(response.result, results)
         return response
 
-    @_rpc("Regress", count_examples=True)
-    async def Regress(self, request: Any, context: Any) -> Any:  # noqa: N802
-        servable, signature, results = await self._examples_call(request, examples.REGRESS_METHOD)
+    @_rpc("Regress")
+    async def Regress(self, request: Any, tally: Tally) -> Any:  # noqa: N802
+        servable, signature, results = await self._examples_call(request, examples.REGRESS_METHOD, tally)
         response = regression_pb2.RegressionResponse()
         _spec_of(servable, signature, response.model_spec)
         response.result.regressions.extend(regression_pb2.Regression(value=v) for v in results)
         return response
 
-    @_rpc("MultiInference", count_examples=True)
-    async def MultiInference(self, request: Any, context: Any) -> Any:  # noqa: N802
-        if not request.tasks:
-            raise RequestError("MultiInferenceRequest has no tasks")
-        serialized = examples.examples_from_input(request.input)
+    @_rpc("MultiInference")
+    async def MultiInference(self, request: Any, tally: Tally) -> Any:  # noqa: N802
+        tasks = [(target_of(task.model_spec), task.method_name) for task in request.tasks]
+        serialized = examples.examples_from_input(request.input) if tasks else []
+        servable, results = await self.calls.multi_inference(tasks, serialized, tally)
         response = inference_pb2.MultiInferenceResponse()
-        for task in request.tasks:
-            servable = _resolve(self.registry, task.model_spec)
-            signature = task.model_spec.signature_name or signatures.SERVING_DEFAULT
+        for (_, method), (signature, values) in zip(tasks, results):
             result = response.results.add()
             _spec_of(servable, signature, result.model_spec)
-            if task.method_name == examples.CLASSIFY_METHOD:
-                _fill_classifications(result.classification_result, await within_deadline(
-                    servable.classify(signature, serialized), self.registry.limits.request_timeout_s))
-            elif task.method_name == examples.REGRESS_METHOD:
-                values = await within_deadline(servable.regress(signature, serialized),
-                                               self.registry.limits.request_timeout_s)
-                result.regression_result.regressions.extend(regression_pb2.Regression(value=v) for v in values)
+            if method == examples.CLASSIFY_METHOD:
+                _fill_classifications(result.classification_result, values)
             else:
-                raise RequestError(f"Unsupported signature method_name: {task.method_name!r} (MultiInference "
-                                   f"runs {examples.CLASSIFY_METHOD} and {examples.REGRESS_METHOD})")
+                result.regression_result.regressions.extend(regression_pb2.Regression(value=v) for v in values)
         return response
 
     @_rpc("GetModelMetadata")
-    async def GetModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def GetModelMetadata(self, request: Any, tally: Tally) -> Any:  # noqa: N802
         fields = list(request.metadata_field)
         if fields != [SIGNATURE_DEF]:
             raise RequestError(f"Metadata field(s) {', '.join(fields) or '(none)'} not supported; "
                                f"ask for {SIGNATURE_DEF!r}")
-        servable = _resolve(self.registry, request.model_spec)
+        target = target_of(request.model_spec)
+        servable = self.calls.registry.resolve(target.name, target.version, target.label)
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         _spec_of(servable, "", response.model_spec)
         signature_map = get_model_metadata_pb2.SignatureDefMap()
@@ -199,15 +197,13 @@ def _fill_classifications(target: Any, results: list[list[tuple[str, float]]]) -
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, registry: ModelRegistry, metrics: Metrics, config_folder: Path) -> None:
-        self.registry, self.metrics, self.config_folder = registry, metrics, config_folder
+    def __init__(self, calls: Calls, config_folder: Path) -> None:
+        self.calls, self.registry, self.config_folder = calls, calls.registry, config_folder
 
     @_rpc("GetModelStatus")
-    async def GetModelStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
-        spec = request.model_spec
-        choice = spec.WhichOneof("version_choice")
-        states = self.registry.status(spec.name, spec.version.value if choice == "version" else None,
-                                      spec.version_label if choice == "version_label" else None)
+    async def GetModelStatus(self, request: Any, tally: Tally) -> Any:  # noqa: N802
+        target = target_of(request.model_spec)
+        states = self.registry.status(target.name, target.version, target.label)
         response = get_model_status_pb2.GetModelStatusResponse()
         enum = get_model_status_pb2.ModelVersionStatus.State
         for state in states:
@@ -217,7 +213,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
     @_rpc("HandleReloadConfigRequest")
-    async def HandleReloadConfigRequest(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def HandleReloadConfigRequest(self, request: Any, tally: Tally) -> Any:  # noqa: N802
         """Serves the models of the request's ModelServerConfig from now on (loading in a thread)."""
         entries = entries_of(request.config, self.config_folder, None, "the reload request's config")
         await asyncio.to_thread(self.registry.set_entries, entries)
@@ -229,15 +225,13 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
 
-def create_grpc_server(registry: ModelRegistry, metrics: Metrics, host: str, port: int,
-                       config_folder: Path) -> tuple[grpc.aio.Server, int]:
+def create_grpc_server(calls: Calls, host: str, port: int, config_folder: Path) -> tuple[grpc.aio.Server, int]:
     """The gRPC server (not started) on host:port (0: any free port), and the port it got."""
-    # Requests as large as the REST body limit, or gRPC's 4 MiB default if that is larger.
-    size = max(registry.limits.max_body_bytes, 4 << 20)
+    size = calls.max_message_bytes
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", size),
                                       ("grpc.max_send_message_length", max(size, 64 << 20))])
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(registry, metrics), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(registry, metrics, config_folder), server)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(calls), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(calls, config_folder), server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = server.add_insecure_port(address)  # grpcio raises where it cannot bind (older ones return 0)

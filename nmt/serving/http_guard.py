@@ -6,7 +6,6 @@ rebinding, cross-site POSTs), CORS, the declared-size limit, and a deadline for 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import ipaddress
 import json
 import logging
@@ -17,30 +16,14 @@ import numpy as np
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect, Request
 
+from nmt.serving.config import Access
+from nmt.serving.errors import RequestError
+
 log = logging.getLogger(__name__)
 
 MAX_JSON_DEPTH = 32  # nesting of arrays and objects in a request body; the deepest input is 3
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
-
-
-class RequestError(Exception):
-    """A bad request: answered with ``{"error": message}`` and ``status``, as TF Serving does."""
-
-    def __init__(self, message: str, status: int = 400, close: bool = False) -> None:
-        super().__init__(message)
-        self.message, self.status, self.close = message, status, close
-
-
-@dataclasses.dataclass
-class Access:
-    """Who may call: the Host names accepted (against DNS rebinding) and the browser origins other
-    than the server's own that may (CORS); requests without an Origin header are not browsers' and
-    are not restricted."""
-
-    bind_host: str = "127.0.0.1"
-    allowed_hosts: tuple[str, ...] = ()  # "*": any
-    cors_origins: tuple[str, ...] = ()  # "*": any
 
 
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')

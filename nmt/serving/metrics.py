@@ -17,16 +17,6 @@ REQUEST_LATENCY = ":tensorflow:serving:request_latency"
 EXAMPLE_COUNT = ":tensorflow:serving:request_example_count_total"
 LATENCY_BUCKETS_US = tuple(10 * 1.8**i for i in range(33))
 
-# HTTP status -> the gRPC status code name TF Serving reports (and gRPC answers with).
-CODE_NAMES = {200: "OK", 400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 408: "DEADLINE_EXCEEDED",
-              413: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 501: "UNIMPLEMENTED", 503: "UNAVAILABLE",
-              504: "DEADLINE_EXCEEDED"}
-
-
-def code_name(http_status: int) -> str:
-    return CODE_NAMES.get(http_status, "UNKNOWN")
-
-
 class Metrics:
     """Thread-safe counters and histograms, rendered in the Prometheus text format (0.0.4)."""
 

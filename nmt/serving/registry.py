@@ -24,7 +24,7 @@ from nmt.errors import NmtError
 from nmt.serving import examples
 from nmt.serving.batching import Arrays, Batcher
 from nmt.serving.config import Limits, ModelEntry, version_folders, versions_to_serve
-from nmt.serving.http_guard import RequestError
+from nmt.serving.errors import RequestError
 from nmt.serving.saved_model import SessionModel, replay_warmup
 from nmt.signatures import ServingRecord
 

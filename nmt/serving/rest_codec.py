@@ -11,8 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from nmt.serving.config import Limits
-from nmt.serving.http_guard import RequestError
+from nmt.serving.errors import RequestError
 
 INT32_MAX = 2**31 - 1
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -143,20 +142,6 @@ def _row_columns(instances: Any, names: list[str]) -> dict[str, list[Any]]:
     if unknown:
         raise RequestError(f"unknown input(s) {', '.join(sorted(unknown))}; inputs: {', '.join(names)}")
     return {name: [i[name] for i in instances] for name in names}
-
-
-def check_request_size(arrays: dict[str, np.ndarray], limits: Limits) -> None:
-    """The server's limits on one request: rows, token ids per row, characters per text."""
-    rows = max((len(a) for a in arrays.values() if a.ndim), default=1)
-    if rows > limits.max_request_rows:
-        raise RequestError(f"batch of {rows} is over the limit of {limits.max_request_rows} per request")
-    for name, array in arrays.items():
-        if array.ndim == 2 and array.shape[1] > limits.max_text_chars:
-            raise RequestError(f"input {name}: {array.shape[1]} tokens is over the limit of {limits.max_text_chars}")
-        if array.dtype == object:
-            longest = max((len(s) for s in array.flat), default=0)
-            if longest > limits.max_text_chars:
-                raise RequestError(f"input {name}: a string is over the limit of {limits.max_text_chars} characters")
 
 
 def to_json(value: np.ndarray, name: str = "") -> Any:

@@ -1,10 +1,10 @@
 """The task endpoints over exported nmt models: ``/v1/translate`` (with attention maps),
 ``/v1/next-word``, ``/v1/generate`` and ``/v1/inspect`` (hidden states).
 
-Each request model carries its own limits: the server's (texts per request, characters per text,
-passed in as validation context) and the export contract's (:mod:`nmt.signatures`' checks, so a
-bad setting gets the same message as from the CLI or the Python API). The shared preamble (read
-the body, validate it, find the model) is a FastAPI dependency, :func:`task_call`."""
+Each request model carries the export contract's checks (:mod:`nmt.signatures`', so a bad setting
+gets the same message as from the CLI or the Python API). Every endpoint runs through
+:func:`run_task`: the body read and validated, the model found, then the call core's limits,
+deadline and metrics (:mod:`nmt.serving.calls`), as TF Serving's own calls are."""
 
 from __future__ import annotations
 
@@ -12,16 +12,17 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from nmt import signatures
-from nmt.serving.config import Limits
-from nmt.serving.http_guard import RequestError, read_json_body
-from nmt.serving.registry import Servable, registry_of
+from nmt.serving.calls import calls_of, check_request_size
+from nmt.serving.errors import RequestError
+from nmt.serving.http_guard import read_json_body
+from nmt.serving.registry import Servable
 from nmt.serving.rest_codec import FLOAT32_MAX, INT32_MAX, to_json
 from nmt.trace import Trace  # norms and changes, computed as `nmt inspect` does
 
@@ -39,16 +40,9 @@ class TaskRequest(BaseModel):
 
     @field_validator("text")
     @classmethod
-    def _within_limits(cls, text: str | list[str], info: ValidationInfo) -> str | list[str]:
-        limits: Limits = (info.context or {}).get("limits") or Limits()
-        texts = [text] if isinstance(text, str) else text
-        if not texts:
+    def _not_empty(cls, text: str | list[str]) -> str | list[str]:
+        if not text and isinstance(text, list):
             raise ValueError("\"text\" is empty: nothing to do")
-        if len(texts) > limits.max_request_rows:
-            raise ValueError(f"batch of {len(texts)} is over the limit of {limits.max_request_rows} per request")
-        for t in texts:
-            if len(t) > limits.max_text_chars:
-                raise ValueError(f"a text of {len(t)} characters is over the limit of {limits.max_text_chars}")
         return text
 
     @property
@@ -102,11 +96,11 @@ class GenerateRequest(TaskRequest):
 R = TypeVar("R", bound=TaskRequest)
 
 
-def validated(model: type[R], body: Any, limits: Limits) -> R:
+def validated(model: type[R], body: Any) -> R:
     """The JSON body as ``model``, or a RequestError (400): the message of a check as it is, and
     the wrong types and missing fields listed."""
     try:
-        return model.model_validate(body, context={"limits": limits})
+        return model.model_validate(body)
     except ValidationError as exc:
         checks = [str(e["ctx"]["error"]) for e in exc.errors() if e["type"] == "value_error"]
         types = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
@@ -128,48 +122,47 @@ def bad_request() -> Iterator[None]:
         raise RequestError(str(error)) from None
 
 
-# --- the preamble, as a dependency -------------------------------------------------------------
+# --- the preamble, and the call core around each endpoint's work --------------------------------
 
 
 @dataclasses.dataclass
 class TaskCall(Generic[R]):
     request: R
     servable: Servable
-
-    @property
-    def texts(self) -> np.ndarray:
-        """The request's texts as the graph's string input."""
-        return np.array([t.encode("utf-8") for t in self.request.texts], dtype=object)
+    texts: np.ndarray  # the request's texts as the graph's string input
 
 
-def task_call(model: type[R], task: str | None) -> Callable[[Request], Awaitable[TaskCall[R]]]:
-    """A dependency that reads the body (the JSON whatever its Content-Type, as for TF Serving's
-    clients), validates it into ``model`` and finds the model to ask: the named one, which must do
-    ``task``, or the first that does (``task`` None: the first language model, else any)."""
-
-    async def dependency(http: Request) -> TaskCall[R]:
-        registry = registry_of(http)
-        limits = registry.limits
-        request = validated(model, await read_json_body(http, limits.max_body_bytes, limits.body_timeout_s), limits)
+async def run_task(http: Request, api: str, model: type[R], task: str | None,
+                   work: Callable[[TaskCall[R]], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    """A task endpoint's request through the call core: the body read (the JSON whatever its
+    Content-Type, as for TF Serving's clients) and validated into ``model``, the model found (the
+    named one, which must do ``task``, or the first that does; ``task`` None: the first language
+    model, else any), the server's limits, its deadline and its metrics (API ``api``, entry
+    point REST), as for TF Serving's own calls."""
+    calls = calls_of(http)
+    async with calls.counted(api, "REST") as tally:
+        limits = calls.limits
+        request = validated(model, await read_json_body(http, limits.max_body_bytes, limits.body_timeout_s))
+        tally.model = request.model or ""
+        registry = calls.registry
         servable = registry.first(request.model) if task is None else registry.of_task(task, request.model)
-        return TaskCall(request, servable)
-
-    return dependency
-
-
-Translate = Annotated[TaskCall[TranslateRequest], Depends(task_call(TranslateRequest, signatures.TRANSLATION))]
-Inspect = Annotated[TaskCall[InspectRequest], Depends(task_call(InspectRequest, None))]
-NextWord = Annotated[TaskCall[NextWordRequest], Depends(task_call(NextWordRequest, signatures.LANGUAGE_MODEL))]
-Generate = Annotated[TaskCall[GenerateRequest], Depends(task_call(GenerateRequest, signatures.LANGUAGE_MODEL))]
+        tally.model = servable.name
+        texts = np.array([t.encode("utf-8") for t in request.texts], dtype=object)
+        check_request_size({signatures.TEXT: texts}, limits)
+        return await calls.within_deadline(work(TaskCall(request, servable, texts)))
 
 
 # --- endpoints ---------------------------------------------------------------------------------
 
 
 @router.post("/v1/translate", openapi_extra=json_body(TranslateRequest))
-async def translate(call: Translate) -> dict[str, Any]:
+async def translate(http: Request) -> dict[str, Any]:
     """Translations by beam search (the export's beam) or greedy search (beam 1), with attention
     maps if asked."""
+    return await run_task(http, "translate", TranslateRequest, signatures.TRANSLATION, translate_work)
+
+
+async def translate_work(call: TaskCall[TranslateRequest]) -> dict[str, Any]:
     request, servable = call.request, call.servable
     record = servable.record  # a translation model's: of_task found its task there
     beam = request.beam if request.beam is not None else record.beam_size
@@ -195,10 +188,14 @@ def attention_maps(out: dict[str, np.ndarray]) -> list[dict[str, Any]]:
 
 
 @router.post("/v1/inspect", openapi_extra=json_body(InspectRequest))
-async def inspect(call: Inspect) -> dict[str, Any]:
+async def inspect(http: Request) -> dict[str, Any]:
     """Per text, the pieces read and the hidden state after each: its units, L2 norm and
     change from the previous piece; a language model adds its likeliest next pieces, and with
     ``"gradients": true`` how strongly its likeliest next piece depends on each piece read."""
+    return await run_task(http, "inspect", InspectRequest, None, inspect_work)
+
+
+async def inspect_work(call: TaskCall[InspectRequest]) -> dict[str, Any]:
     servable = call.servable
     servable.check_signature(signatures.INSPECT)  # an export from before `inspect`: a clear 400
     if call.request.gradients:
@@ -252,8 +249,12 @@ def traces(out: dict[str, np.ndarray]) -> list[dict[str, Any]]:
 
 
 @router.post("/v1/next-word", openapi_extra=json_body(NextWordRequest))
-async def next_word(call: NextWord) -> dict[str, Any]:
+async def next_word(http: Request) -> dict[str, Any]:
     """The k likeliest next words after each text, with their probabilities."""
+    return await run_task(http, "next-word", NextWordRequest, signatures.LANGUAGE_MODEL, next_word_work)
+
+
+async def next_word_work(call: TaskCall[NextWordRequest]) -> dict[str, Any]:
     request, servable = call.request, call.servable
     with bad_request():
         k = signatures.check_k(request.k, servable.record.max_k)
@@ -268,8 +269,12 @@ async def next_word(call: NextWord) -> dict[str, Any]:
 
 
 @router.post("/v1/generate", openapi_extra=json_body(GenerateRequest))
-async def generate(call: Generate) -> dict[str, Any]:
+async def generate(http: Request) -> dict[str, Any]:
     """Each prompt continued by sampling (each row with its own settings and seed)."""
+    return await run_task(http, "generate", GenerateRequest, signatures.LANGUAGE_MODEL, generate_work)
+
+
+async def generate_work(call: TaskCall[GenerateRequest]) -> dict[str, Any]:
     request, servable = call.request, call.servable
     texts = call.texts
     n = len(texts)

@@ -7,22 +7,21 @@ also one nmt did not export."""
 from __future__ import annotations
 
 import json
-import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from nmt import signatures
 from nmt.serving import examples
-from nmt.serving.batching import within_deadline
-from nmt.serving.http_guard import RequestError, read_json_body
-from nmt.serving.metrics import Metrics, code_name
+from nmt.serving.calls import Calls, Target, calls_of
+from nmt.serving.errors import RequestError
+from nmt.serving.http_guard import read_json_body
 from nmt.serving.registry import ModelRegistry, registry_of
-from nmt.serving.rest_codec import check_request_size, format_predictions, parse_predict_body
+from nmt.serving.rest_codec import format_predictions, parse_predict_body
 
 router = APIRouter(tags=["TensorFlow Serving REST API"])
 Registry = Annotated[ModelRegistry, Depends(registry_of)]
+CallCore = Annotated[Calls, Depends(calls_of)]
 VERBS = {"predict": "Predict", "classify": "Classify", "regress": "Regress"}  # REST verb -> gRPC API name
 
 
@@ -72,41 +71,23 @@ async def model_status(rest: str, registry: Registry) -> Any:
 
 
 @router.post("/v1/models/{rest:path}", response_class=TFServingJSON)
-async def model_call(rest: str, request: Request, registry: Registry) -> Any:
+async def model_call(rest: str, request: Request, calls: CallCore) -> Any:
     """``:predict`` (row or columnar format), ``:classify`` and ``:regress`` (examples format)."""
     path, _, verb = rest.rpartition(":")
     if not path or verb not in VERBS:
         raise RequestError(f"unsupported method {verb!r}: expected :predict, :classify or :regress"
                            if path else "expected /v1/models/{name}[...]:predict, :classify or :regress", 404)
     name, version, label = model_path(path.split("/"))
-    metrics: Metrics = request.app.state.metrics
-    started, status, examples_count = time.perf_counter(), 200, 0
-    try:
-        servable = registry.resolve(name, version, label)
-        limits = registry.limits
+    async with calls.counted(VERBS[verb], "REST", name) as tally:
+        limits = calls.limits
         body = await read_json_body(request, limits.max_body_bytes, limits.body_timeout_s)
         signature = body.get("signature_name", "") if isinstance(body, dict) else ""
         if not isinstance(signature, str):
             raise RequestError("signature_name must be a string")
-        signature = signature or signatures.SERVING_DEFAULT
+        servable, signature = calls.resolve(Target(name, version, label, signature), tally)
         if verb == "predict":
             arrays, kind = parse_predict_body(body, servable.input_specs(signature))
-            check_request_size(arrays, limits)
-            outputs = await within_deadline(servable.predict(signature, arrays), limits.request_timeout_s)
-            return TFServingJSON(format_predictions(outputs, kind))
-        serialized = examples.examples_from_json(body)
-        examples_count = len(serialized)
-        if examples_count > limits.max_request_rows:
-            raise RequestError(f"{examples_count} examples is over the limit of {limits.max_request_rows} "
-                               "per request")
-        call = servable.classify if verb == "classify" else servable.regress
-        results = await within_deadline(call(signature, serialized), limits.request_timeout_s)
+            return TFServingJSON(format_predictions(await calls.predict(servable, signature, arrays), kind))
+        method = examples.CLASSIFY_METHOD if verb == "classify" else examples.REGRESS_METHOD
+        results = await calls.examples(servable, signature, method, examples.examples_from_json(body), tally)
         return TFServingJSON({"results": results})
-    except RequestError as error:
-        status = error.status
-        raise
-    except Exception:
-        status = 500
-        raise
-    finally:
-        metrics.record(name, VERBS[verb], "REST", code_name(status), time.perf_counter() - started, examples_count)

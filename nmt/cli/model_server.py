@@ -1,4 +1,5 @@
-"""``nmt-model-server``: ``tensorflow_model_server``'s command line over ``nmt serve``'s server.
+"""``nmt-model-server``: ``tensorflow_model_server``'s command line over ``nmt serve``'s server
+(the same :class:`~nmt.serving.config.ServerSettings` and :func:`~nmt.cli.serve.run_server`).
 
 The flags have TF Serving's names and meanings (``--port`` is gRPC, ``--rest_api_port`` REST, 0
 turns it off; ``--flag=value`` and absl's ``--flag`` / ``--noflag`` for booleans), so the command of
@@ -10,12 +11,14 @@ name a container's volume (``/serve``) when the files live elsewhere here.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
+from nmt.cli.serve import check_port, check_seconds, run_server
+from nmt.cli.startup import import_tensorflow, setup_logging
 from nmt.errors import NmtError
-from nmt.serving.config import Limits, Monitoring, map_path
-from nmt.serving.options import check_port, check_seconds
+from nmt.serving.config import Access, Limits, Monitoring, ServerSettings, map_path
 
 DEFAULTS = Limits()
 TRUE, FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no"})
@@ -103,54 +106,50 @@ def check_arguments(args: argparse.Namespace) -> dict[str, str]:
     return mounts
 
 
-def run(args: argparse.Namespace) -> int:
+def model_server_settings(args: argparse.Namespace) -> ServerSettings:
+    """The server the flags describe (checked first: NmtError for a bad one)."""
     mounts = check_arguments(args)
-    from nmt.cli import import_tensorflow
-
-    import_tensorflow()
-    import tensorflow as tf
-
-    from nmt.serving.app import run_servers
     from nmt.serving.config import read_batching_parameters, read_model_config, read_monitoring_config, single_model
-    from nmt.serving.http_guard import Access
-    from nmt.serving.options import announce
-    from nmt.serving.registry import ModelRegistry
 
     def here(path: str) -> Path:
         """A flag's path: an absolute one through --mount, as the container's volume would place it."""
         return map_path(path, Path.cwd(), mounts) if Path(path).is_absolute() else Path(path)
 
-    if args.tensorflow_intra_op_parallelism:
-        tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
-    if args.tensorflow_inter_op_parallelism:
-        tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
     limits = Limits(batching=args.enable_batching, request_timeout_s=args.rest_api_timeout_in_ms / 1000)
     if args.batching_parameters_file:
         limits = read_batching_parameters(here(args.batching_parameters_file), limits)
     monitoring = read_monitoring_config(here(args.monitoring_config_file)) if args.monitoring_config_file else None
     if args.model_config_file:
         config_file = here(args.model_config_file)
-        config_mounts = mounts or None  # none given: /serve is the config file's folder (read_model_config)
-
-        def read_entries() -> list:
-            return read_model_config(config_file, config_mounts)
-
-        entries, folder = read_entries(), config_file.parent
-        config_poll = (args.model_config_file_poll_wait_seconds, read_entries)
+        # No --mount: /serve is the config file's folder (read_model_config's default).
+        read_entries = functools.partial(read_model_config, config_file, mounts or None)
+        read_entries()  # a bad config is an error before TensorFlow loads
+        folder, config_poll_s = config_file.parent, args.model_config_file_poll_wait_seconds
     else:
-        entries, folder, config_poll = single_model(args.model_name, here(args.model_base_path)), Path.cwd(), None
-    registry = ModelRegistry(entries, limits)
-    # TF Serving accepts any Host; so does this command (nmt serve checks it against DNS rebinding).
-    access = Access(bind_host=args.host, allowed_hosts=("*",))
-    run_servers(registry, args.host, args.rest_api_port or None, args.port or None, access,
-                monitoring or Monitoring(), args.file_system_poll_wait_seconds, config_poll, folder,
-                on_ready=lambda ports: announce(registry, ports))
-    return 0
+        read_entries = functools.partial(single_model, args.model_name, here(args.model_base_path))
+        folder, config_poll_s = Path.cwd(), 0
+    return ServerSettings(
+        read_entries=read_entries, limits=limits, host=args.host, rest_port=args.rest_api_port or None,
+        grpc_port=args.port or None,
+        # TF Serving accepts any Host; so does this command (nmt serve checks it against DNS rebinding).
+        access=Access(bind_host=args.host, allowed_hosts=("*",)), monitoring=monitoring or Monitoring(),
+        file_system_poll_s=args.file_system_poll_wait_seconds, config_poll_s=config_poll_s, config_folder=folder,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = model_server_settings(args)
+    import_tensorflow()
+    import tensorflow as tf
+
+    if args.tensorflow_intra_op_parallelism:
+        tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
+    if args.tensorflow_inter_op_parallelism:
+        tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
+    return run_server(settings)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nmt.cli.startup import setup_logging
-
     args = build_parser().parse_args(argv)
     setup_logging(exclusive=argv is None)
     try:
