@@ -221,12 +221,12 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def start(settings: ServerSettings) -> RunningServer:
-    """Loads the models of ``settings`` (those that fail are reported, the others served) and
-    serves them over REST and/or gRPC on one event loop in a background thread, with the pollers
-    of new version folders and of the model config. Returns once both listen (their ports in
-    ``.ports``); an NmtError if a port cannot be bound."""
-    registry = ModelRegistry(settings.read_entries(), settings.limits)
+def start(settings: ServerSettings, registry: ModelRegistry | None = None) -> RunningServer:
+    """Loads the models of ``settings`` (those that fail are reported, the others served), or takes
+    ``registry`` as loaded, and serves them over REST and/or gRPC on one event loop in a background
+    thread, with the pollers of new version folders and of the model config. Returns once both
+    listen (their ports in ``.ports``); an NmtError if a port cannot be bound."""
+    registry = registry or ModelRegistry(settings.read_entries(), settings.limits)
     server = RunningServer(settings, registry)
     if settings.file_system_poll_s > 0:
         _poll(settings.file_system_poll_s, server._halt, registry.sync, "version folder polling")

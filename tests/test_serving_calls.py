@@ -1,0 +1,206 @@
+"""Every entry point goes through one call core (nmt/serving/calls.py): REST predict, classify and
+regress, gRPC Predict, Classify, Regress and MultiInference, and the task endpoints /v1/translate,
+/v1/next-word, /v1/generate and /v1/inspect each honour the request deadline with a deliberately
+slow model, are counted in the Prometheus metrics under their API, and refuse over-limit input
+with the same message. The server is the one the CLI starts (nmt.serving.start), on 127.0.0.1."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import (
+    classification_pb2,
+    inference_pb2,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
+)
+
+from conftest import call
+
+TESTDATA = Path(__file__).resolve().parent / "data" / "tfserving"
+SLOW_S = 1.5  # what each model call of the slow server sleeps
+TIMEOUT_MS = 300  # that server's request deadline
+MAX_ROWS = 2
+METRICS = "/monitoring/prometheus/metrics"
+
+
+def start_server(root: Path, timeout_ms: float, slow_s: float = 0):
+    """`nmt serve`'s server over the exports in ``root`` (en-ja, lm) and TF Serving's
+    half_plus_two (cpu), each model call taking ``slow_s`` longer than it does."""
+    from nmt.serving import Limits, ModelRegistry, ServerSettings, read_model_config, start
+    from nmt.serving.config import Monitoring
+    from nmt.serving.registry import Servable
+
+    def load(name: str, version: int, path: Path, limits: Limits) -> Servable:
+        servable = Servable(name, version, path, limits)
+        run = servable.model.run
+
+        def slow_run(signature: str, inputs: dict) -> dict:
+            time.sleep(slow_s)
+            return run(signature, inputs)
+
+        servable.model.run = slow_run  # the batchers, made on first use, call this
+        return servable
+
+    settings = ServerSettings(functools.partial(read_model_config, root / "models.config"),
+                              limits=Limits(max_request_rows=MAX_ROWS, request_timeout_s=timeout_ms / 1000),
+                              rest_port=0, grpc_port=0, monitoring=Monitoring(True, METRICS))
+    return start(settings, ModelRegistry(settings.read_entries(), settings.limits, load=load))
+
+
+def export_models(root: Path, tiny_run: Path, cycle_run: Path) -> Path:
+    """``root`` with exports of tiny_run (en-ja) and cycle_run (lm), TF Serving's half_plus_two
+    (cpu), and their models.config."""
+    import shutil
+
+    from nmt.export import export
+
+    export(tiny_run, root / "en-ja")
+    export(cycle_run, root / "lm")
+    shutil.copytree(TESTDATA / "saved_model_half_plus_two_cpu", root / "half_plus_two")
+    (root / "models.config").write_text("model_config_list {\n" + "".join(
+        f'  config {{ name: "{name}" base_path: "{name}" model_platform: "tensorflow" }}\n'
+        for name in ("en-ja", "lm", "half_plus_two")) + "}\n", encoding="utf-8")
+    return root
+
+
+@contextlib.contextmanager
+def serving(root: Path, timeout_ms: float, slow_s: float = 0):
+    """start_server's server, its REST base URL and a PredictionService stub; stopped after."""
+    server = start_server(root, timeout_ms, slow_s)
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.ports['grpc']}")
+    try:
+        yield server, f"http://127.0.0.1:{server.ports['rest']}", prediction_service_pb2_grpc.PredictionServiceStub(
+            channel)
+    finally:
+        channel.close()
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def models(tiny_run: Path, cycle_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_models(tmp_path_factory.mktemp("calls"), tiny_run, cycle_run)
+
+
+@pytest.fixture(scope="module")
+def slow(models: Path):
+    with serving(models, TIMEOUT_MS, SLOW_S) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def quick(models: Path):
+    with serving(models, 60_000) as server:
+        yield server
+
+
+def examples_input(target, rows: int) -> None:
+    for i in range(rows):
+        target.example_list.examples.add().features.feature["x"].float_list.value.append(float(i))
+
+
+def rest_calls(texts: list[str]) -> list[tuple[str, str, str, dict]]:
+    """(API label in the metrics, model, path, body) of each REST entry point, asked about ``texts``."""
+    numbers = [{"x": float(i)} for i in range(len(texts))]
+    return [
+        ("Predict", "lm", "/v1/models/lm:predict", {"instances": texts}),
+        ("Classify", "half_plus_two", "/v1/models/half_plus_two:classify",
+         {"signature_name": "classify_x_to_y", "examples": numbers}),
+        ("Regress", "half_plus_two", "/v1/models/half_plus_two:regress",
+         {"signature_name": "regress_x_to_y", "examples": numbers}),
+        ("translate", "en-ja", "/v1/translate", {"text": texts}),
+        ("next-word", "lm", "/v1/next-word", {"text": texts}),
+        ("generate", "lm", "/v1/generate", {"text": texts, "max_tokens": 2}),
+        ("inspect", "lm", "/v1/inspect", {"text": texts}),
+    ]
+
+
+def grpc_calls(stub, rows: int) -> list[tuple[str, object]]:
+    """(API label, a callable making the call) of each gRPC entry point, with ``rows`` rows."""
+    predict = predict_pb2.PredictRequest()
+    predict.model_spec.name = "lm"
+    predict.inputs["text"].CopyFrom(tf.make_tensor_proto(np.array([b"north east"] * rows, dtype=object)))
+    classify = classification_pb2.ClassificationRequest()
+    classify.model_spec.name, classify.model_spec.signature_name = "half_plus_two", "classify_x_to_y"
+    examples_input(classify.input, rows)
+    regress = regression_pb2.RegressionRequest()
+    regress.model_spec.name, regress.model_spec.signature_name = "half_plus_two", "regress_x_to_y"
+    examples_input(regress.input, rows)
+    multi = inference_pb2.MultiInferenceRequest()
+    for signature, method in (("regress_x_to_y", "regress"), ("classify_x_to_y", "classify")):
+        task = multi.tasks.add()
+        task.model_spec.name, task.model_spec.signature_name = "half_plus_two", signature
+        task.method_name = f"tensorflow/serving/{method}"
+    examples_input(multi.input, rows)
+    return [("Predict", lambda: stub.Predict(predict, timeout=30)),
+            ("Classify", lambda: stub.Classify(classify, timeout=30)),
+            ("Regress", lambda: stub.Regress(regress, timeout=30)),
+            ("MultiInference", lambda: stub.MultiInference(multi, timeout=30))]
+
+
+def metric_lines(base: str) -> list[str]:
+    with urllib.request.urlopen(base + METRICS, timeout=30) as response:
+        return response.read().decode().splitlines()
+
+
+def count_of(lines: list[str], model: str, api: str, entrypoint: str) -> int:
+    prefix = f':tensorflow:serving:request_latency_count{{model_name="{model}",API="{api}",entrypoint="{entrypoint}"}}'
+    return sum(int(line.split()[-1]) for line in lines if line.startswith(prefix))
+
+
+def test_every_entry_point_honours_the_deadline_and_is_counted(slow) -> None:
+    server, base, stub = slow
+    message = f"Deadline Exceeded: the request took over {TIMEOUT_MS} ms"
+    for _, _, path, body in rest_calls(["north east"]):
+        started = time.monotonic()
+        code, answer = call(base + path, body)
+        assert (code, answer) == (504, {"error": message}), path
+        assert time.monotonic() - started < SLOW_S, f"{path} answered only after the slow model call"
+    for api, make_call in grpc_calls(stub, 1):
+        with pytest.raises(grpc.RpcError) as failure:
+            make_call()
+        assert failure.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED and failure.value.details() == message, api
+    lines = metric_lines(base)
+    for api, model, _, _ in rest_calls([]):
+        assert count_of(lines, model, api, "REST") == 1, api
+    for api in ("Predict", "Classify", "Regress", "MultiInference"):
+        assert count_of(lines, "lm" if api == "Predict" else "half_plus_two", api, "GRPC") == 1, api
+    timed_out = {line.split()[0]: int(line.split()[-1]) for line in lines
+                 if line.startswith(":tensorflow:serving:request_count") and "DEADLINE_EXCEEDED" in line}
+    assert timed_out == {':tensorflow:serving:request_count{model_name="en-ja",status="DEADLINE_EXCEEDED"}': 1,
+                         ':tensorflow:serving:request_count{model_name="lm",status="DEADLINE_EXCEEDED"}': 5,
+                         ':tensorflow:serving:request_count{model_name="half_plus_two",status="DEADLINE_EXCEEDED"}': 5}
+
+
+def test_every_entry_point_refuses_over_limit_input_the_same_way(quick) -> None:
+    server, base, stub = quick
+    message = f"batch of {MAX_ROWS + 1} is over the limit of {MAX_ROWS} per request"
+    before = metric_lines(base)
+    for _, _, path, body in rest_calls(["north east"] * (MAX_ROWS + 1)):
+        assert call(base + path, body) == (400, {"error": message}), path
+    for api, make_call in grpc_calls(stub, MAX_ROWS + 1):
+        with pytest.raises(grpc.RpcError) as failure:
+            make_call()
+        assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT and failure.value.details() == message, api
+    # ... and within the limit, every entry point answers, and is counted OK.
+    for _, _, path, body in rest_calls(["north east"] * MAX_ROWS):
+        code, answer = call(base + path, body)
+        assert code == 200, (path, answer)
+    for _, make_call in grpc_calls(stub, MAX_ROWS):
+        make_call()
+    after = metric_lines(base)
+    for model, status, added in (("lm", "INVALID_ARGUMENT", 5), ("half_plus_two", "INVALID_ARGUMENT", 5),
+                                 ("en-ja", "INVALID_ARGUMENT", 1), ("lm", "OK", 5), ("half_plus_two", "OK", 5),
+                                 ("en-ja", "OK", 1)):
+        line = f':tensorflow:serving:request_count{{model_name="{model}",status="{status}"}}'
+        counts = [sum(int(x.split()[-1]) for x in lines if x.startswith(line + " ")) for lines in (before, after)]
+        assert counts[1] - counts[0] == added, (model, status)
