@@ -295,8 +295,10 @@ def _check_values(config: Config) -> None:
     _check_combinations(config)
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Reads, overrides and validates an experiment file. Raises :class:`NmtError` on any problem."""
+def load_config(path: str | Path, overrides: list[str] | None = None, run_dir: str | None = None) -> Config:
+    """Reads, overrides and validates an experiment file. Raises :class:`NmtError` on any problem.
+    ``run_dir``: the run directory as typed (``nmt train --run-dir``), validated with the rest (it
+    must not be ``train.init_from``'s run, for one)."""
     path = resolve_config_path(path)
     try:
         tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -308,6 +310,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         raise NmtError(f"{path}: expected a mapping of config keys at the top level")
     for assignment in overrides or []:
         apply_override(tree, assignment)
+    if run_dir is not None:
+        tree["run_dir"] = run_dir  # a path, taken as typed (not parsed as YAML like an override)
     model_tree = tree.get("model")
     if tree.get("task") == "lm" and isinstance(model_tree, dict) and "encoder" in model_tree:
         raise NmtError(f"{path}: model.encoder: a language model has no encoder; remove the section")

@@ -20,13 +20,15 @@ from nmt.errors import NmtError
 from nmt.inference import load
 from nmt.io import is_disk_full
 from nmt.layers.recurrent import forced_recurrence_path
-from nmt.signatures import RECORD_FILE
+from nmt.signatures import MAX_VERSION, RECORD_FILE, check_export_target
 from nmt.tasks import task_for
 
 
 def next_version(out_dir: Path) -> int:
-    versions = [int(p.name) for p in out_dir.iterdir() if p.is_dir() and p.name.isdigit()] if out_dir.is_dir() else []
-    return max(versions, default=0) + 1
+    """One more than the highest version folder TF Serving would serve there (1 if none)."""
+    versions = [int(p.name) for p in out_dir.iterdir() if p.is_dir() and p.name.isascii() and p.name.isdigit()] \
+        if out_dir.is_dir() else []
+    return max((v for v in versions if v <= MAX_VERSION), default=0) + 1
 
 
 def export(run_dir: str | Path, out_dir: str | Path, version: int | None = None, weights: str = "best") -> Path:
@@ -40,15 +42,18 @@ def export(run_dir: str | Path, out_dir: str | Path, version: int | None = None,
 
 def _export(run_dir: str | Path, out_dir: str | Path, version: int | None, weights: str) -> Path:
     """:func:`export`, on the loop path."""
-    predictor = load(run_dir, weights)
-    task = task_for(predictor.config)
     out_dir = Path(out_dir)
-    version = version if version is not None else next_version(out_dir)
-    if version < 1:
-        raise NmtError(f"--version must be a positive integer, got {version}")
+    try:
+        check_export_target(out_dir, version)
+        version = version if version is not None else next_version(out_dir)
+        check_export_target(out_dir, version)  # the next free one may be past int64 too
+    except ValueError as error:
+        raise NmtError(str(error)) from None
     final = out_dir / str(version)
     if final.exists():
         raise NmtError(f"{final} exists: TF Serving versions are immutable; choose another --version")
+    predictor = load(run_dir, weights)
+    task = task_for(predictor.config)
     staging = out_dir / f".tmp-{version}-{os.getpid()}"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -61,6 +61,7 @@ DEFAULT_TOP_K = 0  # off
 DEFAULT_TOP_P = 1.0  # off
 
 RECORD_FILE = "assets.extra/nmt.json"
+MAX_VERSION = 2**63 - 1  # TF Serving reads a version folder's name as an int64
 
 TRANSLATION = "translation"
 LANGUAGE_MODEL = "lm"
@@ -200,3 +201,16 @@ class ServingRecord:
             roles = {name: role for name, role in record.signatures.items() if name != GRADIENTS}
             return dataclasses.replace(record, signatures=roles)
         return cls.for_translation(int(data.get("beam_size", 1)), int(data.get("max_source_tokens", 0)))
+
+
+def check_export_target(out_dir: Any, version: int | None) -> None:
+    """Where a SavedModel export may go (ValueError otherwise): ``out_dir`` a folder (or not yet
+    there), for its numbered version folders, and a version TF Serving can serve: 1 to int64's largest."""
+    import pathlib
+
+    if pathlib.Path(out_dir).exists() and not pathlib.Path(out_dir).is_dir():
+        raise ValueError(f"--out {out_dir} is a file: it must be the model's folder, where each version is a "
+                         "numbered subfolder (e.g. --out serve/models/en-ja)")
+    if version is not None and not 1 <= version <= MAX_VERSION:
+        raise ValueError(f"--version must be between 1 and {MAX_VERSION} (TF Serving's versions are int64), "
+                         f"got {version}")

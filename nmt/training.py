@@ -304,7 +304,8 @@ class Trainer:
         loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         window_tokens, window_start = 0.0, time.perf_counter()
         stopped_early = cfg.early_stopping is not None and int(state.stale_evals) >= cfg.early_stopping
-        out_of_time = clock.budget is not None and bool(_chiefs(strategy, int(clock.over())))
+        # A new run trains at least one step, whatever its budget: a run without weights is no run.
+        out_of_time = step > 0 and clock.budget is not None and bool(_chiefs(strategy, int(clock.over())))
         if stopped_early:
             log.info("this run stopped early at step %d; raise train.early_stopping to train on", step)
         if out_of_time:

@@ -188,7 +188,13 @@ def test_help_teaches(capsys) -> None:
          "--seed must be an integer between 0 and 2**31 - 1, got 2147483648"),
         (["next-word", "x", "-k", "101"], "-k must be an integer between 1 and 100, got 101"),
         (["inspect", "x", "-k", "0"], "-k must be at least 1, got 0"),
-        (["export", "--out", "e", "--version", "0"], "--version must be a positive integer, got 0"),
+        (["export", "--out", "e", "--version", "0"],
+         "--version must be between 1 and 9223372036854775807 (TF Serving's versions are int64), got 0"),
+        (["export", "--out", "e", "--version", "99999999999999999999"],
+         "--version must be between 1 and 9223372036854775807 (TF Serving's versions are int64), got "
+         "99999999999999999999"),
+        (["export", "--out", str(ROOT / "pyproject.toml")], f"--out {ROOT / 'pyproject.toml'} is a file: it must be "
+         "the model's folder, where each version is a numbered subfolder (e.g. --out serve/models/en-ja)"),
         (["translate", "--length-penalty", "-1"], "--length-penalty must not be negative, got -1.0"),
         (["evaluate", "--hyp", "h", "--ref", "r", "--length-penalty", "1"],
          "--hyp scores a finished translation: --beam and --length-penalty apply when translating --src"),

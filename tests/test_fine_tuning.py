@@ -93,3 +93,18 @@ def test_nmt_train_says_a_bad_init_from_before_tensorflow_loads(tmp_path: Path) 
     assert done.returncode == 2
     assert "nmt: error: train.init_from: " in done.stderr and "missing is not a run directory" in done.stderr
     assert done.stdout.strip() == "tensorflow not imported"
+
+
+def test_init_from_naming_the_run_dir_given_on_the_command_line_changes_nothing(tmp_path: Path, capsys) -> None:
+    """`nmt train --run-dir R --set train.init_from=R` on a trained run R: refused before anything
+    is written, so R still translates and exports afterwards."""
+    from nmt.cli import main
+
+    config = task_config(tmp_path, tmp_path / "trained", steps=3)
+    Trainer(load_config(config)).train()
+    run = tmp_path / "trained"
+    stored = (run / "config.yaml").read_bytes()
+    assert main(["train", "--config", str(config), "--run-dir", str(run), "--set", f"train.init_from={run}"]) == 2
+    assert "is this run's own run_dir" in capsys.readouterr().err
+    assert (run / "config.yaml").read_bytes() == stored
+    assert nmt.load(run).translate(["abc"])  # the run loads as before

@@ -8,6 +8,10 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
+import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -264,3 +268,132 @@ def test_warmup_requests_are_replayed_on_load_and_a_bad_one_fails_it(tmp_path: P
             predict_log=prediction_log_pb2.PredictLog(request=bad)).SerializeToString())
     with pytest.raises(ValueError, match=r"warm-up record 1 \(predict_log\) failed: InvalidArgumentError"):
         Servable("m", 1, version, Limits())
+
+
+def test_version_folders_that_come_and_go_never_fail_a_request(tmp_path: Path) -> None:
+    """A REST and a gRPC client loop against `nmt-model-server --file_system_poll_wait_seconds 1`
+    while a garbage 2/, an empty 3/, a half-copied 4/ (then completed), a 5/ holding a symlink loop
+    and the whole base path disappearing and coming back pass by: zero failed requests, and the
+    status names each bad version's error."""
+    base = tmp_path / "m"
+    good = TESTDATA / "saved_model_half_plus_two_cpu" / "00000123"
+    shutil.copytree(good, base / "1")
+    grpc_port, rest_port = free_ports(2)
+    process, url = start_model_server([f"--port={grpc_port}", f"--rest_api_port={rest_port}", "--model_name=m",
+                                       f"--model_base_path={base}", "--file_system_poll_wait_seconds=1"],
+                                      rest_port, cwd=tmp_path)
+    results = {"rest": [0, 0], "grpc": [0, 0]}  # [ok, failed]
+    failures: list[str] = []
+    halt = threading.Event()
+
+    def rest_loop() -> None:
+        while not halt.is_set():
+            code, body = call(f"{url}/v1/models/m:predict", {"instances": [1.0, 2.0]})
+            ok = code == 200 and body == {"predictions": [2.5, 3.0]}
+            results["rest"][0 if ok else 1] += 1
+            if not ok:
+                failures.append(f"REST {code} {body}")
+
+    def grpc_loop() -> None:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"127.0.0.1:{grpc_port}"))
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "m"
+        request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([1.0], np.float32)))
+        while not halt.is_set():
+            try:
+                ok = tf.make_ndarray(stub.Predict(request, timeout=30).outputs["y"]).tolist() == [2.5]
+            except grpc.RpcError as error:
+                ok = False
+                failures.append(f"gRPC {error.code()} {error.details()}")
+            results["grpc"][0 if ok else 1] += 1
+
+    def states() -> dict[str, tuple[str, str]]:
+        code, body = call(f"{url}/v1/models/m")
+        return {s["version"]: (s["state"], s["status"]["error_message"]) for s in body["model_version_status"]}
+
+    def wait_for(check, what: str) -> dict:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            seen = states()
+            if check(seen):
+                return seen
+            time.sleep(0.2)
+        pytest.fail(f"status never showed {what}: {states()}")
+
+    clients = [threading.Thread(target=rest_loop), threading.Thread(target=grpc_loop)]
+    for client in clients:
+        client.start()
+    try:
+        (base / "2").mkdir()
+        (base / "2" / "saved_model.pb").write_bytes(b"garbage")
+        seen = wait_for(lambda s: s.get("2", ("", ""))[1], "version 2's error")
+        assert seen["1"][0] == "AVAILABLE" and seen["2"][0] == "END" and "saved_model.pb" in seen["2"][1]
+        shutil.rmtree(base / "2")
+        (base / "3").mkdir()
+        seen = wait_for(lambda s: s.get("3", ("", ""))[1], "version 3's error")
+        assert seen["1"][0] == "AVAILABLE" and "SavedModel" in seen["3"][1]
+        shutil.rmtree(base / "3")
+        (base / "4").mkdir()  # copied file by file: first the graph, then (a poll later) the rest
+        shutil.copy(good / "saved_model.pb", base / "4")
+        seen = wait_for(lambda s: s.get("4", ("", ""))[1], "the half-copied version 4's error")
+        assert seen["1"][0] == "AVAILABLE"
+        shutil.copytree(good / "variables", base / "4" / "variables")
+        shutil.copytree(good / "assets", base / "4" / "assets")
+        seen = wait_for(lambda s: s.get("4", ("", ""))[0] == "AVAILABLE" and s.get("1", ("", ""))[0] == "END",
+                        "version 4 served and 1 unloaded")
+        (base / "5").mkdir()
+        (base / "5" / "loop").symlink_to(base / "5" / "loop")
+        seen = wait_for(lambda s: s.get("5", ("", ""))[1], "version 5's error")
+        assert seen["4"][0] == "AVAILABLE"
+        shutil.rmtree(base / "5")
+        base.rename(tmp_path / "away")
+        time.sleep(3)  # three polls without the base path
+        assert states()["4"][0] == "AVAILABLE"
+        (tmp_path / "away").rename(base)
+        time.sleep(2)
+    finally:
+        halt.set()
+        for client in clients:
+            client.join(timeout=60)
+        log = stop(process)
+    assert failures == [], failures[:5]
+    assert results["rest"][0] > 20 and results["grpc"][0] > 20, results
+    assert f"Could not find base path {base} for servable m" in log
+
+
+def test_a_config_edited_to_garbage_or_naming_a_model_twice_keeps_the_last_good_one(tmp_path: Path) -> None:
+    """--model_config_file_poll_wait_seconds 1: a garbage config, then one naming a model twice,
+    leave the served models as they were (logged); a good edit is served. At start, the same
+    duplicate is a one-line error naming the file."""
+    shutil.copytree(TESTDATA / "saved_model_half_plus_two_cpu", tmp_path / "m")
+    shutil.copytree(TESTDATA / "saved_model_half_plus_two_cpu", tmp_path / "n")
+    config = tmp_path / "models.config"
+    one = 'config { name: "m" base_path: "m" model_platform: "tensorflow" }'
+    twice = f"model_config_list {{ {one} {one} }}"
+    config.write_text(twice, encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "nmt.cli.model_server", "--port=0", "--rest_api_port=1",
+                           f"--model_config_file={config}"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (f"nmt-model-server: error: {config}: model name(s) given twice: m")
+    config.write_text(f"model_config_list {{ {one} }}", encoding="utf-8")
+    grpc_port, rest_port = free_ports(2)
+    process, url = start_model_server([f"--port={grpc_port}", f"--rest_api_port={rest_port}",
+                                       f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=1"],
+                                      rest_port, cwd=tmp_path)
+    request = {"instances": [1.0]}
+    try:
+        for text in ("model_config_list { config { name: ", twice):
+            config.write_text(text, encoding="utf-8")
+            time.sleep(2.5)  # two polls
+            assert call(f"{url}/v1/models/m:predict", request) == (200, {"predictions": [2.5]})
+            assert call(f"{url}/v1/models/n:predict", request)[0] == 404
+        both = one + " " + one.replace('name: "m" base_path: "m"', 'name: "n" base_path: "n"')
+        config.write_text(f"model_config_list {{ {both} }}", encoding="utf-8")
+        deadline = time.monotonic() + 60
+        while call(f"{url}/v1/models/n:predict", request)[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert call(f"{url}/v1/models/n:predict", request) == (200, {"predictions": [2.5]})
+    finally:
+        log = stop(process)
+    assert "model config polling: " in log and "not a ModelServerConfig text proto" in log
+    assert "model name(s) given twice: m; still serving the last good one" in log

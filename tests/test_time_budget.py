@@ -166,3 +166,17 @@ def test_steps_end_a_budgeted_run_when_they_come_first(tmp_path: Path) -> None:
     assert all(call[2] == 30 for call in recorder.calls)
     assert recorder.calls[-1][3] == pytest.approx(LearningRate.FLOOR * PEAK, rel=1e-3)
 
+
+
+def test_a_budget_too_small_for_one_step_still_trains_one(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A new run under a budget shorter than its first step trains that step (and keeps it): a run
+    without weights would be no run. A resumed run that spent its budget trains no further."""
+    import nmt
+
+    config = task_config(tmp_path, tmp_path / "run", 10**6)
+    assert main(["train", "--config", str(config), "--budget", "0.001s"]) == 0
+    run = tmp_path / "run"
+    assert tf.train.latest_checkpoint(str(run / "checkpoints")).endswith("ckpt-1")
+    assert nmt.load(run).translate(["abc"])
+    assert main(["train", "--config", str(config), "--budget", "0.001s"]) == 0
+    assert tf.train.latest_checkpoint(str(run / "checkpoints")).endswith("ckpt-1")

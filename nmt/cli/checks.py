@@ -141,9 +141,12 @@ def _check_inspect(args: argparse.Namespace) -> None:
 
 
 def _check_export(args: argparse.Namespace) -> None:
-    if args.version is not None and args.version < 1:
-        raise NmtError(f"--version must be a positive integer, got {args.version}")
     tflite = getattr(args, "format", "savedmodel") == "tflite"
+    if not tflite:
+        try:
+            signatures.check_export_target(args.out, args.version)
+        except ValueError as error:
+            raise NmtError(str(error)) from None
     if getattr(args, "quantize", None) and not tflite:
         raise NmtError("--quantize is for --format tflite (a SavedModel keeps float32 weights)")
     if tflite and args.version is not None:

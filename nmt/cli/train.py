@@ -70,9 +70,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.set or [])
     if args.budget is not None:  # quoted: validated as the duration string it is, even "60" (no unit)
         overrides.append(f"train.time_budget={json.dumps(args.budget)}")
-    config = load_config(args.config, overrides)  # a typo fails here, before TensorFlow loads
-    if args.run_dir:
-        config.run_dir = args.run_dir  # a path, taken as typed (not parsed as YAML like --set)
+    config = load_config(args.config, overrides, args.run_dir)  # a typo fails here, before TensorFlow loads
     _check_init_from(config, args.restart)
     import_tensorflow()
     from nmt.training import Trainer

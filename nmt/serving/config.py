@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from nmt.errors import NmtError
+from nmt.signatures import MAX_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,6 @@ def map_path(base_path: str, config_folder: Path, mounts: dict[str, str] | None)
     return base
 
 
-MAX_VERSION = 2**63 - 1  # TF Serving's versions are int64
 _ignored_folders: set[Path] = set()  # logged once each
 
 

@@ -242,8 +242,16 @@ class ModelRegistry:
             self._sync_model(entry)
 
     def _sync_model(self, entry: ModelEntry) -> None:
-        wanted = versions_to_serve(entry)
         served = self.models.get(entry.name, {})
+        if served and not entry.base_path.is_dir():
+            # TF Serving's rule: a base path that is gone is an error of the poll, not an empty
+            # model; what is served stays served until the folder comes back.
+            why = f"Could not find base path {entry.base_path} for servable {entry.name}"
+            if self.failures.get(entry.name) != why:
+                log.warning("%s; still serving versions %s", why, sorted(served))
+            self.failures = {**self.failures, entry.name: why}
+            return
+        wanted = versions_to_serve(entry)
         ended = dict(self.ended.get(entry.name, {}))
         loaded = {v: s for v, s in served.items() if v in wanted and s.path == wanted[v]}
         for version, path in wanted.items():
