@@ -13,15 +13,19 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
+from nmt import signatures as sig
 from nmt.errors import NmtError
 from nmt.inference import load
 from nmt.io import is_disk_full
 from nmt.layers.recurrent import forced_recurrence_path
-from nmt.signatures import MAX_VERSION, RECORD_FILE, check_export_target
+from nmt.signatures import MAX_VERSION, RECORD_FILE, WARMUP_FILE, check_export_target
 from nmt.tasks import task_for
+from nmt.tokenizer import EOS_ID
 
 
 def next_version(out_dir: Path) -> int:
@@ -63,6 +67,7 @@ def _export(run_dir: str | Path, out_dir: str | Path, version: int | None, weigh
         record = staging / RECORD_FILE
         record.parent.mkdir(exist_ok=True)
         record.write_text(task.serving_record(predictor).to_json(), encoding="utf-8")
+        write_warmup(staging)
         os.replace(staging, final)
     except (tf.errors.ResourceExhaustedError, OSError) as error:
         # TensorFlow's writers report a full disk as ResourceExhaustedError, Python's as ENOSPC.
@@ -72,3 +77,49 @@ def _export(run_dir: str | Path, out_dir: str | Path, version: int | None, weigh
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final
+
+
+# What a warm-up request feeds each input of nmt's signatures, by name: one short row, so that a
+# server's first real request does not pay for the graph's first run (TF Serving and nmt serve
+# replay the file on load, before the version is AVAILABLE).
+WARMUP_TEXT = "Hello, world."
+FIRST_PIECE_ID = EOS_ID + 1  # the first id after the reserved ones: a piece in every vocabulary
+WARMUP_VALUES = {sig.TEXT: WARMUP_TEXT.encode(), sig.IDS: [FIRST_PIECE_ID], sig.LENGTHS: 1, "length": 1,
+                 "position": 0, sig.K: sig.DEFAULT_K, sig.MAX_TOKENS: 4, sig.TEMPERATURE: sig.DEFAULT_TEMPERATURE,
+                 sig.TOP_K: sig.DEFAULT_TOP_K, sig.TOP_P: sig.DEFAULT_TOP_P, sig.SEED: 0}
+
+
+def warmup_requests(saved_model: Path) -> list[Any]:
+    """A PredictRequest per serving signature of the SavedModel at ``saved_model`` (one row each)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+    from tensorflow_serving.apis import predict_pb2
+
+    proto = saved_model_pb2.SavedModel.FromString((saved_model / "saved_model.pb").read_bytes())
+    graph = next(g for g in proto.meta_graphs if "serve" in g.meta_info_def.tags)
+    requests = []
+    for key in sorted(graph.signature_def):
+        if key.startswith("__"):
+            continue  # TensorFlow's own (__saved_model_init_op)
+        request = predict_pb2.PredictRequest()
+        request.model_spec.signature_name = key
+        for name, info in graph.signature_def[key].inputs.items():
+            if name not in WARMUP_VALUES:
+                raise ValueError(f"signature {key}: no warm-up value for input {name!r}")
+            rank = len(info.tensor_shape.dim) if not info.tensor_shape.unknown_rank else 1
+            value = np.array(WARMUP_VALUES[name], dtype=object if info.dtype == tf.string.as_datatype_enum
+                             else tf.dtypes.as_dtype(info.dtype).as_numpy_dtype)
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(value.reshape([1] * rank)))
+        requests.append(request)
+    return requests
+
+
+def write_warmup(saved_model: Path) -> None:
+    """``assets.extra/tf_serving_warmup_requests``: TF Serving's warm-up file (PredictionLogs)."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    path = saved_model / WARMUP_FILE
+    path.parent.mkdir(exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for request in warmup_requests(saved_model):
+            writer.write(prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)).SerializeToString())

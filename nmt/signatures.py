@@ -61,6 +61,7 @@ DEFAULT_TOP_K = 0  # off
 DEFAULT_TOP_P = 1.0  # off
 
 RECORD_FILE = "assets.extra/nmt.json"
+WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"  # TF Serving replays it on load
 MAX_VERSION = 2**63 - 1  # TF Serving reads a version folder's name as an int64
 
 TRANSLATION = "translation"

@@ -342,3 +342,27 @@ def test_a_full_disk_ends_in_one_error_line_and_no_version_folder(tiny_run: Path
         assert f"nmt: error: no space left on device while writing {out / '1'}" in done.stderr
         assert "Traceback" not in done.stderr
         assert list(out.iterdir()) == []  # neither the version nor its hidden staging folder
+
+
+@pytest.mark.parametrize("task, signatures_", [
+    ("translation", ["inspect", "serving_default", "translate", "translate_attention", "translate_greedy",
+                     "translate_ids"]),
+    ("lm", ["generate", "gradients", "inspect", "next_words", "next_words_ids", "serving_default"]),
+])
+def test_the_export_carries_a_warmup_request_per_signature(exported: dict, task: str, signatures_: list[str]) -> None:
+    """assets.extra/tf_serving_warmup_requests: one PredictLog per signature, each of which the
+    model answers, replayed on load (nmt serve's Servable as TF Serving's loader)."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from nmt.serving.config import Limits
+    from nmt.serving.registry import Servable
+    from nmt.signatures import WARMUP_FILE
+
+    path = exported[task] / WARMUP_FILE
+    logs = [prediction_log_pb2.PredictionLog.FromString(r)
+            for r in tf.data.TFRecordDataset(str(path)).as_numpy_iterator()]
+    assert [log.predict_log.request.model_spec.signature_name for log in logs] == signatures_
+    inputs = [proto for log in logs for proto in log.predict_log.request.inputs.values()]
+    assert all(tf.make_ndarray(proto).shape[0] == 1 for proto in inputs)
+    assert Servable(task, 1, exported[task], Limits()).warmup_requests == len(signatures_)

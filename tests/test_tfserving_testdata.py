@@ -245,7 +245,7 @@ def test_warmup_requests_are_replayed_on_load_and_a_bad_one_fails_it(tmp_path: P
 
     from nmt.serving.config import Limits
     from nmt.serving.registry import Servable
-    from nmt.serving.saved_model import WARMUP_FILE
+    from nmt.signatures import WARMUP_FILE
 
     version = tmp_path / "1"
     shutil.copytree(TESTDATA / "saved_model_half_plus_two_cpu" / "00000123", version)

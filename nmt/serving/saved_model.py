@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from nmt.signatures import WARMUP_FILE
+
 log = logging.getLogger(__name__)
 
 SERVE_TAG = "serve"
-WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # TF Serving's limit on one warm-up file
 Arrays = dict[str, np.ndarray]
 
