@@ -1,7 +1,8 @@
-"""SavedModels that TF Serving serves and nmt did not export, built here with TensorFlow itself:
-a TF1 graph with predict, classify and regress signatures (TF Serving's half_plus_three example),
-a TF2 module with several named inputs and outputs of many dtypes, and one that takes and returns
-binary strings."""
+"""SavedModels that TF Serving serves and nmt did not export, built here with TensorFlow itself
+where TF Serving's own test models (tests/data/tfserving) have no such thing: a TF1 linear graph
+whose coefficients a test chooses, with predict, classify and regress signatures on one model; a
+TF2 module with several named inputs and outputs of many dtypes; one that takes and returns binary
+strings; one as slow as asked."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import tensorflow as tf
 v1 = tf.compat.v1
 
 
-def half_plus_three(path: Path, a: float = 0.5, b: float = 3.0) -> Path:
-    """TF Serving's REST example model, as a TF1 session SavedModel: y = a*x + b. Signatures:
+def linear(path: Path, a: float = 0.5, b: float = 3.0) -> Path:
+    """A TF1 session SavedModel shaped like TF Serving's half_plus_three, y = a*x + b, with the
+    classify signature that one lacks and coefficients of the test's choosing. Signatures:
     serving_default (predict: x -> y), tensorflow/serving/regress (Examples with feature x -> y)
     and tensorflow/serving/classify (Examples -> classes ["low", "high"], scores [-y, y])."""
     graph = tf.Graph()

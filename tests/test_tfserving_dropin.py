@@ -1,6 +1,7 @@
 """`nmt-model-server` and `nmt serve --grpc-port` as a drop-in TensorFlow Serving: SavedModels nmt did
-not write (a TF1 graph with predict, classify and regress signatures, a TF2 module of many dtypes,
-binary strings), both APIs against real servers with real clients (HTTP and TF Serving's own gRPC
+not write (TF Serving's own half_plus_two and half_plus_three from tests/data/tfserving, and built
+here where those have no such thing: a TF1 linear graph with a classify signature, a TF2 module of
+many dtypes, binary strings), both APIs against real servers with real clients (HTTP and TF Serving's own gRPC
 stubs), TF Serving's documented REST answers, version folders appearing while clients call,
 version labels, a model config reloaded, and the metrics read by a Prometheus parser."""
 
@@ -39,6 +40,7 @@ from tensorflow_serving.apis import (
 from conftest import call, free_ports, wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
+TESTDATA = ROOT / "tests" / "data" / "tfserving"  # TF Serving's own test models
 POLL_S = 1
 
 
@@ -72,17 +74,20 @@ def example(**features: float) -> tf.train.Example:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):
-    """nmt-model-server over TF Serving's half_plus_three (version folder 00000123), a TF2 model of
-    many dtypes, a binary-string model with a version label; gRPC and REST, batching and
-    monitoring files, version folders polled every second."""
+    """nmt-model-server over TF Serving's own half_plus_three (tests/data/tfserving, version folder
+    00000123), a linear model with a classify signature, a "switch" model whose version 1 is TF
+    Serving's half_plus_two, a TF2 model of many dtypes, a binary-string model with a version label;
+    gRPC and REST, batching and monitoring files, version folders polled every second."""
     root = tmp_path_factory.mktemp("dropin")
-    saved_models.half_plus_three(root / "half_plus_three" / "00000123")
-    saved_models.half_plus_three(root / "switch" / "1")
+    shutil.copytree(TESTDATA / "saved_model_half_plus_three", root / "half_plus_three")
+    saved_models.linear(root / "linear" / "1")
+    shutil.copytree(TESTDATA / "saved_model_half_plus_two_cpu" / "00000123", root / "switch" / "1")
     saved_models.mixed(root / "mixed" / "1")
     saved_models.binary(root / "binary" / "7")
     shutil.copytree(root / "binary" / "7", root / "binary" / "8")
     (root / "models.config").write_text("""model_config_list {
   config { name: "half_plus_three" base_path: "half_plus_three" model_platform: "tensorflow" }
+  config { name: "linear" base_path: "linear" }
   config { name: "switch" base_path: "switch" }
   config { name: "mixed" base_path: "mixed" }
   config {
@@ -139,13 +144,12 @@ def test_a_version_folder_with_leading_zeros_is_its_integer(served) -> None:
     defs = body["metadata"]["signature_def"]["signature_def"]
     assert code == 200 and body["model_spec"]["version"] == "123"
     assert {k: v["method_name"] for k, v in defs.items()} == {
-        "serving_default": "tensorflow/serving/predict", "tensorflow/serving/classify": "tensorflow/serving/classify",
-        "tensorflow/serving/regress": "tensorflow/serving/regress"}
+        "serving_default": "tensorflow/serving/predict", "tensorflow/serving/regress": "tensorflow/serving/regress"}
 
 
 def test_classify_and_regress_with_context(served) -> None:
     base = served["base"]
-    code, body = call(f"{base}/v1/models/half_plus_three:classify", {
+    code, body = call(f"{base}/v1/models/linear:classify", {
         "signature_name": "tensorflow/serving/classify", "examples": [{"x": 1.0}, {"x": -8.0}]})
     assert code == 200 and body == {"results": [[["low", -3.5], ["high", 3.5]], [["low", 1.0], ["high", -1.0]]]}
     # The context's features go with every example.
@@ -153,7 +157,7 @@ def test_classify_and_regress_with_context(served) -> None:
         "signature_name": "tensorflow/serving/regress", "context": {"x": 4.0}, "examples": [{}, {}]})
     assert (code, body) == (200, {"results": [5.0, 5.0]})
     # A signature of another method is refused, as TF Serving refuses it.
-    code, body = call(f"{base}/v1/models/half_plus_three:classify", {
+    code, body = call(f"{base}/v1/models/linear:classify", {
         "signature_name": "tensorflow/serving/regress", "examples": [{"x": 1.0}]})
     assert code == 400 and "Expected classify signature method_name to be tensorflow/serving/classify" in body["error"]
     code, body = call(f"{base}/v1/models/half_plus_three:regress", {"examples": [{"x": 1.0}]})
@@ -238,7 +242,7 @@ def test_grpc_predict_classify_regress_and_multi_inference(served) -> None:
     assert tf.make_ndarray(outputs["upper"]).tolist() == [b"AB"]
 
     classify = classification_pb2.ClassificationRequest()
-    classify.model_spec.name, classify.model_spec.signature_name = "half_plus_three", "tensorflow/serving/classify"
+    classify.model_spec.name, classify.model_spec.signature_name = "linear", "tensorflow/serving/classify"
     classify.input.example_list.examples.extend([example(x=2.0), example(x=-6.0)])
     result = stub.Classify(classify, 30).result
     assert [[(c.label, c.score) for c in row.classes] for row in result.classifications] == [
@@ -254,7 +258,7 @@ def test_grpc_predict_classify_regress_and_multi_inference(served) -> None:
     multi.input.example_list.examples.append(example(x=4.0))
     for method in ("classify", "regress"):
         task = multi.tasks.add(method_name=f"tensorflow/serving/{method}")
-        task.model_spec.name, task.model_spec.signature_name = "half_plus_three", f"tensorflow/serving/{method}"
+        task.model_spec.name, task.model_spec.signature_name = "linear", f"tensorflow/serving/{method}"
     results = stub.MultiInference(multi, 30).results
     assert [c.score for c in results[0].classification_result.classifications[0].classes] == [-5.0, 5.0]
     assert results[1].regression_result.regressions[0].value == 5.0
@@ -267,7 +271,8 @@ def test_grpc_metadata_and_model_status(served) -> None:
     signature_map = get_model_metadata_pb2.SignatureDefMap()
     assert response.metadata["signature_def"].Unpack(signature_map)
     assert signature_map.signature_def["serving_default"].inputs["x"].dtype == tf.float32.as_datatype_enum
-    assert signature_map.signature_def["tensorflow/serving/classify"].method_name == "tensorflow/serving/classify"
+    assert signature_map.signature_def["tensorflow/serving/regress"].method_name == "tensorflow/serving/regress"
+    assert sorted(signature_map.signature_def) == ["serving_default", "tensorflow/serving/regress"]
 
     status = get_model_status_pb2.GetModelStatusRequest()
     status.model_spec.name = "binary"
@@ -302,7 +307,7 @@ def test_grpc_errors_are_tf_servings_status_codes(served, change, code: grpc.Sta
 
 def test_grpc_reload_config_serves_the_new_model_set(served) -> None:
     root, base = served["root"], served["base"]
-    saved_models.half_plus_three(root / "reloaded" / "3", a=2.0, b=0.0)
+    saved_models.linear(root / "reloaded" / "3", a=2.0, b=0.0)
     original = (root / "models.config").read_text(encoding="utf-8")
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
@@ -354,11 +359,12 @@ def test_a_new_version_is_served_without_a_restart_or_a_failed_request(served) -
         client.start()
     try:
         time.sleep(1)
-        # A new version is written aside and renamed into place, as `nmt export` writes one.
-        saved_models.half_plus_three(root / "switch" / ".v2-partial", a=1.0, b=10.0)
+        # A new version is written aside and renamed into place, as `nmt export` writes one: TF
+        # Serving's half_plus_three after its half_plus_two.
+        shutil.copytree(TESTDATA / "saved_model_half_plus_three" / "00000123", root / "switch" / ".v2-partial")
         os.rename(root / "switch" / ".v2-partial", root / "switch" / "2")
         dropped = time.monotonic()
-        while 11.0 not in seen and time.monotonic() - dropped < 120:
+        while 3.5 not in seen and time.monotonic() - dropped < 120:
             time.sleep(0.1)
         switched_after = time.monotonic() - dropped
         time.sleep(1)
@@ -367,7 +373,7 @@ def test_a_new_version_is_served_without_a_restart_or_a_failed_request(served) -
         for client in clients:
             client.join(timeout=60)
     assert failures == []
-    assert 11.0 in seen and 3.5 in seen, (seen, switched_after)
+    assert seen == {2.5, 3.5}, (seen, switched_after)
     # The policy serves the newest version only: the old one is unloaded once the new one answers.
     status = call(f"{base}/v1/models/switch")[1]["model_version_status"]
     assert [(s["version"], s["state"]) for s in status] == [("2", "AVAILABLE"), ("1", "END")]
@@ -411,10 +417,10 @@ def test_a_server_with_no_model_yet_serves_and_picks_up_models_and_configs(tmp_p
         code, body = call(f"{base}/v1/models/later")
         assert code == 404 and "no version found under" in body["error"]
         assert "later" in call(f"{base}/healthz")[1]["failed"]
-        saved_models.half_plus_three(tmp_path / "later" / ".tmp", a=3.0, b=0.0)
+        saved_models.linear(tmp_path / "later" / ".tmp", a=3.0, b=0.0)
         os.rename(tmp_path / "later" / ".tmp", tmp_path / "later" / "5")
         wait_for(lambda: call(f"{base}/v1/models/later:predict", {"instances": [1.0]}) == (200, {"predictions": [3.0]}))
-        saved_models.half_plus_three(tmp_path / "second" / "1")
+        saved_models.linear(tmp_path / "second" / "1")
         config.write_text('model_config_list { config { name: "later" base_path: "later" } '
                           'config { name: "second" base_path: "second" } }', encoding="utf-8")
         wait_for(lambda: call(f"{base}/v1/models/second:predict", {"instances": [1.0]})[0] == 200)
@@ -437,8 +443,8 @@ def test_docker_composes_flags_run_as_nmt_model_server(tmp_path: Path) -> None:
     ones), with serve/ mounted at /serve as its volume does."""
     serve = tmp_path / "serve"
     shutil.copytree(ROOT / "serve", serve, ignore=shutil.ignore_patterns("models"))
-    for name in ("en-ja", "lm-en"):  # any SavedModel stands in for the exports
-        saved_models.half_plus_three(serve / "models" / name / "1")
+    for name in ("en-ja", "lm-en"):  # any SavedModel stands in for the exports: TF Serving's half_plus_two
+        shutil.copytree(TESTDATA / "saved_model_half_plus_two_cpu" / "00000123", serve / "models" / name / "1")
     command = yaml.safe_load((ROOT / "serve" / "docker-compose.yml").read_text(encoding="utf-8"))[
         "services"]["tensorflow-serving"]["command"]
     grpc_port, rest_port = free_ports(2)
@@ -448,7 +454,7 @@ def test_docker_composes_flags_run_as_nmt_model_server(tmp_path: Path) -> None:
     assert flags != command and len(flags) == len(command)
     process, base = start_model_server(["--mount", f"/serve={serve}", *flags], rest_port, cwd=tmp_path)
     try:
-        assert call(f"{base}/v1/models/lm-en:predict", {"instances": [2.0]}) == (200, {"predictions": [4.0]})
+        assert call(f"{base}/v1/models/lm-en:predict", {"instances": [2.0]}) == (200, {"predictions": [3.0]})
         with urllib.request.urlopen(f"{base}/monitoring/prometheus/metrics", timeout=30) as response:
             assert ":tensorflow:serving:request_count" in response.read().decode()
         channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
@@ -527,7 +533,7 @@ def test_a_version_that_fails_to_load_is_reported_and_retried_once_its_files_cha
     registry.sync()
     assert attempts == [3]  # unchanged files are not loaded again at every poll
     shutil.rmtree(broken)
-    saved_models.half_plus_three(broken)  # the copy completes
+    shutil.copytree(TESTDATA / "saved_model_half_plus_two_cpu" / "00000123", broken)  # the copy completes
     registry.sync()
     assert attempts == [3, 3] and registry.resolve("m").version == 3 and "m" not in registry.failures
     assert registry.status("m")[0]["state"] == "AVAILABLE"

@@ -397,3 +397,26 @@ def test_a_config_edited_to_garbage_or_naming_a_model_twice_keeps_the_last_good_
         log = stop(process)
     assert "model config polling: " in log and "not a ModelServerConfig text proto" in log
     assert "model name(s) given twice: m; still serving the last good one" in log
+
+
+def test_a_missing_specific_version_or_label_target_is_named(tmp_path: Path) -> None:
+    """`specific { versions: 42 }` with 1 and 5 on disk names 42 and what exists; a version label
+    for a version that is not served is refused with TF Serving's message."""
+    from nmt.errors import NmtError
+    from nmt.serving.config import Limits, ModelEntry
+    from nmt.serving.errors import RequestError
+    from nmt.serving.registry import ModelRegistry
+
+    base = tmp_path / "m"
+    for version in (1, 5):
+        shutil.copytree(TESTDATA / "saved_model_half_plus_two_cpu" / "00000123", base / str(version))
+    registry = ModelRegistry([ModelEntry("m", base, "specific", [42])], Limits())
+    assert registry.failures["m"] == f"version(s) 42 not found under {base} (found: 1, 5)"
+    with pytest.raises(RequestError) as failure:
+        registry.resolve("m")
+    assert failure.value.status == 404 and "version(s) 42 not found" in failure.value.message
+    with pytest.raises(NmtError, match=r"^Request to assign label 'stable' to version 42 of model m, which is not "
+                                       r"currently available for inference$"):
+        ModelRegistry([ModelEntry("m", base, "all", [], {"stable": 42})], Limits())
+    assert ModelRegistry([ModelEntry("m", base, "all", [], {"stable": 5})], Limits()).resolve(
+        "m", label="stable").version == 5
