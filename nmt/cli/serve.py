@@ -14,7 +14,7 @@ from pathlib import Path
 
 from nmt.cli.startup import import_tensorflow
 from nmt.errors import NmtError
-from nmt.serving.config import Access, Limits, Monitoring, ServerSettings
+from nmt.serving.config import Access, Limits, Monitoring, ServerSettings, read_model_config
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -153,8 +153,6 @@ def announce(registry, ports: dict[str, int]) -> None:
 def serve_settings(args: argparse.Namespace) -> ServerSettings:
     """The server `nmt serve`'s options describe (checked first: NmtError for a bad one)."""
     mounts = check_serve_arguments(args)
-    from nmt.serving.config import read_model_config
-
     limits = Limits(
         max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, batching=not args.no_batching,
         max_request_rows=args.max_request_rows, max_body_bytes=args.max_body_bytes,

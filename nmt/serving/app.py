@@ -134,6 +134,20 @@ class RunningServer:
         self._stopping: asyncio.Event | None = None
         self._thread = threading.Thread(target=self._run, name="nmt-server", daemon=True)
 
+    def launch(self) -> None:
+        """Starts the pollers and the servers' thread; returns once both listen (or raises)."""
+        settings, registry = self.settings, self.registry
+        if settings.file_system_poll_s > 0:
+            _poll(settings.file_system_poll_s, self._halt, registry.sync, "version folder polling")
+        if settings.config_poll_s > 0:
+            _poll(settings.config_poll_s, self._halt, lambda: registry.set_entries(settings.read_entries()),
+                  "model config polling")
+        self._thread.start()
+        self._ready.wait()
+        if self._failure is not None:
+            self.stop()
+            raise self._failure
+
     def _run(self) -> None:
         try:
             asyncio.run(self._main())
@@ -226,16 +240,6 @@ def start(settings: ServerSettings, registry: ModelRegistry | None = None) -> Ru
     ``registry`` as loaded, and serves them over REST and/or gRPC on one event loop in a background
     thread, with the pollers of new version folders and of the model config. Returns once both
     listen (their ports in ``.ports``); an NmtError if a port cannot be bound."""
-    registry = registry or ModelRegistry(settings.read_entries(), settings.limits)
-    server = RunningServer(settings, registry)
-    if settings.file_system_poll_s > 0:
-        _poll(settings.file_system_poll_s, server._halt, registry.sync, "version folder polling")
-    if settings.config_poll_s > 0:
-        _poll(settings.config_poll_s, server._halt, lambda: registry.set_entries(settings.read_entries()),
-              "model config polling")
-    server._thread.start()
-    server._ready.wait()
-    if server._failure is not None:
-        server.stop()
-        raise server._failure
+    server = RunningServer(settings, registry or ModelRegistry(settings.read_entries(), settings.limits))
+    server.launch()
     return server
