@@ -311,6 +311,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None, run_dir: s
     for assignment in overrides or []:
         apply_override(tree, assignment)
     if run_dir is not None:
+        if not run_dir.strip():
+            raise NmtError("--run-dir is empty: give the run directory to write")
         tree["run_dir"] = run_dir  # a path, taken as typed (not parsed as YAML like an override)
     model_tree = tree.get("model")
     if tree.get("task") == "lm" and isinstance(model_tree, dict) and "encoder" in model_tree:

@@ -84,9 +84,9 @@ def _export(run_dir: str | Path, out_dir: str | Path, version: int | None, weigh
 # replay the file on load, before the version is AVAILABLE).
 WARMUP_TEXT = "Hello, world."
 FIRST_PIECE_ID = EOS_ID + 1  # the first id after the reserved ones: a piece in every vocabulary
-WARMUP_VALUES = {sig.TEXT: WARMUP_TEXT.encode(), sig.IDS: [FIRST_PIECE_ID], sig.LENGTHS: 1, "length": 1,
-                 "position": 0, sig.K: sig.DEFAULT_K, sig.MAX_TOKENS: 4, sig.TEMPERATURE: sig.DEFAULT_TEMPERATURE,
-                 sig.TOP_K: sig.DEFAULT_TOP_K, sig.TOP_P: sig.DEFAULT_TOP_P, sig.SEED: 0}
+WARMUP_VALUES = {sig.TEXT: WARMUP_TEXT.encode(), sig.IDS: [FIRST_PIECE_ID], sig.LENGTHS: 1, sig.K: sig.DEFAULT_K,
+                 sig.MAX_TOKENS: 4, sig.TEMPERATURE: sig.DEFAULT_TEMPERATURE, sig.TOP_K: sig.DEFAULT_TOP_K,
+                 sig.TOP_P: sig.DEFAULT_TOP_P, sig.SEED: 0}
 
 
 def warmup_requests(saved_model: Path) -> list[Any]:
@@ -104,7 +104,7 @@ def warmup_requests(saved_model: Path) -> list[Any]:
         request.model_spec.signature_name = key
         for name, info in graph.signature_def[key].inputs.items():
             if name not in WARMUP_VALUES:
-                raise ValueError(f"signature {key}: no warm-up value for input {name!r}")
+                raise NmtError(f"signature {key}: no warm-up value for input {name!r} (nmt.export.WARMUP_VALUES)")
             rank = len(info.tensor_shape.dim) if not info.tensor_shape.unknown_rank else 1
             value = np.array(WARMUP_VALUES[name], dtype=object if info.dtype == tf.string.as_datatype_enum
                              else tf.dtypes.as_dtype(info.dtype).as_numpy_dtype)

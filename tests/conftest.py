@@ -138,10 +138,11 @@ def wait_until_serving(process: subprocess.Popen, port: int, stderr_text) -> str
         try:
             if call(f"{base}/healthz")[0] == 200:
                 return base
-        except OSError:
-            time.sleep(0.5)
+        except (OSError, ValueError):  # not listening yet, or an answer that is not JSON (not ours)
+            pass
+        time.sleep(0.2)  # whatever the answer was: no busy loop
     process.kill()
-    pytest.fail("nmt serve did not answer within 300 s")
+    pytest.fail(f"nmt serve did not answer within 300 s: {stderr_text()[-3000:]}")
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 where TF Serving's own test models (tests/data/tfserving) have no such thing: a TF1 linear graph
 whose coefficients a test chooses, with predict, classify and regress signatures on one model; a
 TF2 module with several named inputs and outputs of many dtypes; one that takes and returns binary
-strings; one as slow as asked."""
+strings; one that answers when the test lets it."""
 
 from __future__ import annotations
 
@@ -82,15 +82,18 @@ def binary(path: Path) -> Path:
     return path
 
 
-class _Slow(tf.Module):
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="spins")])
-    def call(self, spins):
-        (count,) = tf.while_loop(lambda i: i < tf.reduce_max(spins), lambda i: (i + 1,), (tf.constant(0),))
-        return {"spun": tf.fill(tf.shape(spins), count)}
+class _Gated(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="gate")])
+    def call(self, gate):
+        # Loops until a file matches the first row's path: the test opens the gate when it chooses.
+        (polls,) = tf.while_loop(lambda i: tf.equal(tf.size(tf.io.matching_files(gate[0])), 0),
+                                 lambda i: (i + 1,), (tf.constant(0),))
+        return {"polls": tf.fill(tf.shape(gate), polls)}
 
 
-def slow(path: Path) -> Path:
-    """Counts to max(spins) one loop step at a time: as slow as asked (10**6 spins: seconds)."""
-    module = _Slow()
+def gated(path: Path) -> Path:
+    """A model whose call returns once a file matching its ``gate`` input exists: as slow as the
+    test wants, whatever the machine's speed (``polls``: how often it looked)."""
+    module = _Gated()
     tf.saved_model.save(module, str(path), signatures={"serving_default": module.call})
     return path

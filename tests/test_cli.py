@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import sacrebleu
 
+import nmt
 from nmt.cli import main
 from nmt.errors import NmtError
 
@@ -60,7 +61,8 @@ def test_translate_stdin_to_stdout_through_the_console_script(tiny_run: Path) ->
         input=b"Good morning.\n\nThank you.\n", capture_output=True, env=env, timeout=300,
     )
     assert result.returncode == 0, result.stderr.decode()
-    assert len(result.stdout.decode("utf-8").split("\n")) == 4  # 3 lines + final newline
+    greedy = [h[0].text for h in nmt.load(tiny_run).translate(["Good morning.", "Thank you."], beam_size=1)]
+    assert result.stdout.decode("utf-8") == f"{greedy[0]}\n\n{greedy[1]}\n"  # an empty line stays empty
 
 
 def test_evaluate_matches_sacrebleu(tmp_path: Path, capsys) -> None:
@@ -212,10 +214,11 @@ def test_defaults_come_from_the_signatures(capsys) -> None:
     from nmt.cli import build_parser
 
     args = build_parser().parse_args(["generate", "--run", "r"])
-    assert (args.max_tokens, args.temperature, args.top_k, args.top_p) == (
+    # The values written out (a changed default must change this test), and their one source.
+    assert (args.max_tokens, args.temperature, args.top_k, args.top_p) == (100, 1.0, 0, 1.0) == (
         signatures.DEFAULT_MAX_TOKENS, signatures.DEFAULT_TEMPERATURE, signatures.DEFAULT_TOP_K,
         signatures.DEFAULT_TOP_P)
-    assert build_parser().parse_args(["next-word", "--run", "r"]).k == signatures.DEFAULT_K
+    assert build_parser().parse_args(["next-word", "--run", "r"]).k == 5 == signatures.DEFAULT_K
     with pytest.raises(SystemExit):
         main(["inspect", "--help"])
     assert f"(default {signatures.INSPECT_K})" in " ".join(capsys.readouterr().out.split())  # help wraps lines

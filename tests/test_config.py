@@ -559,6 +559,19 @@ def test_every_count_size_and_rate_has_its_range():
     assert all(rules[key]["above"] == 0 for key in positive)
     assert all(rules[key]["at_least"] == 0 for key in not_negative)
     assert all(rules[key]["within"] == (0, 1) for key in fractions)
+    assert dict(rules["tokenizer.input_sentence_size"]) == {
+        "above": 100, "why": "SentencePiece samples more than 100 sentences"}
+
+
+def test_a_bounded_keys_messages_written_out():
+    """The validator's own words for a few keys, spelled out here (the parametrized tests below
+    build theirs from the rules, which the test above pins)."""
+    tiny = CONFIG_DIR / "en-ja-tiny.yaml"
+    assert error_of(tiny, ["train.steps=0"]).endswith("train.steps: must be positive, got 0")
+    assert error_of(tiny, ["train.warmup_steps=-1"]).endswith("train.warmup_steps: must not be negative, got -1")
+    assert error_of(tiny, ["model.encoder.dropout=1.0"]).endswith("model.encoder.dropout: must be in [0, 1), got 1.0")
+    assert error_of(tiny, ["tokenizer.input_sentence_size=100"]).endswith(
+        "tokenizer.input_sentence_size: must be more than 100 (SentencePiece samples more than 100 sentences), got 100")
 
 
 @pytest.mark.parametrize("key", FLOAT_KEYS)

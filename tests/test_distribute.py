@@ -4,6 +4,7 @@ two logical CPU devices, mixed precision and XLA: each equal to (or as good as) 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import nmt
 from nmt.config import load_config
 from nmt.errors import NmtError
 from nmt.training import Trainer
@@ -102,8 +104,11 @@ def test_mixed_precision_and_xla_train(setup, tmp_path: Path, precision: str, ji
     assert tf.keras.mixed_precision.global_policy().name == "float32"  # restored for whatever runs next
     got = weights(run_dir)
     assert all(v.dtype == np.float32 and np.isfinite(v).all() for v in got.values())  # float32 master weights
-    logs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert np.isfinite(logs[0]["train_loss"]) and logs[0]["train_loss"] < 3.0  # ln(20) = 3.0 at the start
+    losses = [r["train_loss"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+              if "train_loss" in r]
+    # An untrained model's loss is about ln(vocabulary); only learning brings it well below.
+    chance = math.log(nmt.load(run_dir).target_tokenizer.vocab_size)
+    assert all(np.isfinite(losses)) and losses[-1] < chance - 0.5, (losses, chance)
 
 
 def test_distribution_config_errors(setup, tmp_path: Path, monkeypatch) -> None:

@@ -73,7 +73,9 @@ def test_another_architecture_is_an_error_naming_the_keys(tmp_path: Path) -> Non
         Trainer(changed).train()
     assert not (tmp_path / "wider" / "checkpoints").exists()  # refused before anything was trained
     # Dropout shapes no weight: it may differ.
-    assert init_source(load_config(in_domain(tmp_path, "drop", 5, extra={"model.encoder.dropout": 0.3}))) is not None
+    source = init_source(load_config(in_domain(tmp_path, "drop", 5, extra={"model.encoder.dropout": 0.3})))
+    assert (source.run_dir, source.model.decoder.units, source.tokenizer.vocab_size) == (
+        str(tmp_path / "general"), 48, 20)  # the source run's own config
     with pytest.raises(NmtError, match=r"train\.init_from: .*missing is not a run directory"):
         init_source(load_config(in_domain(tmp_path, "none", 5, extra={"train.init_from": str(tmp_path / "missing")})))
     with pytest.raises(NmtError, match=r"train\.init_from: .* is this run's own run_dir"):

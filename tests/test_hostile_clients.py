@@ -178,3 +178,40 @@ def test_grpc_next_words_k_is_checked_as_rest_checks_it(quick, k: int) -> None:
     rest_code, rest_body = call(f"{base}/v1/next-word", {"text": "north", "k": k})
     assert error.code() == INVALID and "k must be" in error.details()
     assert rest_code == 400 and "k must be" in rest_body["error"]
+
+
+def test_examples_are_counted_before_they_are_built(quick) -> None:
+    """Each example gets a copy of the context: rows are limited before any is built, and the copies
+    must fit in what a request may carry (REST and gRPC)."""
+    server, base, stub = quick
+    body = {"signature_name": "regress_x_to_y", "context": {"x": 1.0}, "examples": [{}] * 100_000}
+    code, answer = call(f"{base}/v1/models/half_plus_two:regress", body)
+    assert (code, answer) == (400, {"error": f"batch of 100000 is over the limit of {MAX_ROWS} per request"})
+    request = regression_pb2.RegressionRequest()
+    request.model_spec.name, request.model_spec.signature_name = "half_plus_two", "regress_x_to_y"
+    listed = request.input.example_list_with_context
+    listed.context.features.feature["pad"].bytes_list.value.append(b"\0" * (5 << 19))  # 2.5 MiB
+    listed.examples.add()
+    listed.examples.add()
+    error = refused(lambda: stub.Regress(request, timeout=30))
+    assert error.code() == INVALID and "copied into each of 2 examples comes to" in error.details()
+
+
+def test_a_request_s_tensors_share_one_byte_budget_and_names_come_first(quick) -> None:
+    server, base, stub = quick
+    # Inputs the signature does not take are refused before any is turned into an array.
+    extra = {f"z{i}": tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[1.0],
+                                             tensor_shape=tensor_shape_pb2.TensorShapeProto(
+                                                 dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=1 << 20)]))
+             for i in range(50)}
+    error = refused(lambda: stub.Predict(predict_request("half_plus_two", x=tf.make_tensor_proto(
+        np.array([1.0], np.float32)), **extra), timeout=30))
+    assert error.code() == INVALID and error.details().startswith("input size does not match signature: 51!=1")
+    # Strings count their bytes, the last one repeated out to the shape.
+    padded = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[b"a" * 1000],
+                                    tensor_shape=tensor_shape_pb2.TensorShapeProto(
+                                        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=3000)]))
+    k = tensor_pb2.TensorProto(dtype=types_pb2.DT_INT32, int_val=[5], tensor_shape=tensor_shape_pb2.TensorShapeProto(
+        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=400_000)]))
+    error = refused(lambda: stub.Predict(predict_request("lm", "next_words", text=padded, k=k), timeout=30))
+    assert error.code() == INVALID and "left after its other inputs" in error.details(), error.details()

@@ -158,7 +158,6 @@ def test_second_trainer_on_a_run_directory_is_refused_until_the_first_dies(tmp_p
 def test_diverging_loss_stops_with_error_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
     run = tmp_path / "reverse"
     Trainer(load_config(task_config(tmp_path, run, steps=10))).train()
-    best = (run / "best" / "model.weights.h5").read_bytes()
     # Resumed with an absurd learning rate: the weights blow up within a step or two.
     diverging = load_config(task_config(tmp_path, run, steps=40, extra={"train.learning_rate": 1e30,
                                                                          "train.checkpoint_every": 1,
@@ -179,9 +178,8 @@ def test_diverging_loss_stops_with_error_and_keeps_last_good_checkpoint(tmp_path
                 assert np.isfinite(reader.get_tensor(name)).all(), (number, name)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert all(math.isfinite(r["train_loss"]) for r in records)
-    if (run / "best" / "model.weights.h5").read_bytes() != best:  # replaced only by finite weights
-        weights = nmt.load(run).model.weights
-        assert all(np.isfinite(w.numpy()).all() for w in weights)
+    # best/ is the weights from before, or finite ones that replaced them: either way, finite.
+    assert all(np.isfinite(w.numpy()).all() for w in nmt.load(run).model.weights)
 
 
 def metrics_at(run: Path, step: int) -> dict:

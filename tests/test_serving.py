@@ -62,7 +62,7 @@ def test_predict_in_both_formats_matches_the_package(server: str, cycle_run: Pat
 
 def test_friendly_endpoints(server: str, cycle_run: Path, tiny_run: Path) -> None:
     code, body = call(f"{server}/v1/next-word", {"text": "north east south", "k": 3})
-    assert code == 200 and body["next_words"][0][0]["word"] == "west" and len(body["next_words"][0]) <= 3
+    assert code == 200 and body["next_words"][0][0]["word"] == "west" and len(body["next_words"][0]) == 3
     request = {"text": ["north", "up down"], "max_tokens": 9, "temperature": 0.7, "seed": 11}
     code, first = call(f"{server}/v1/generate", request)
     assert code == 200 and call(f"{server}/v1/generate", request)[1] == first
@@ -235,10 +235,9 @@ def test_fifty_concurrent_requests_all_get_their_own_answer(server: str) -> None
         answers = list(pool.map(ask, prompts))
     for prompt, word, count in answers:
         assert word == CYCLE[len(prompt.split())]
-        assert count <= 1 + len(prompt) % 3  # each its own k, whatever it was batched with
+        assert count == 1 + len(prompt) % 3  # each its own k, whatever it was batched with (8 words: enough)
     after = batching_stats(server, "lm/1/next_words")
-    assert after["rows"] - before["rows"] == 50
-    assert after["batches"] - before["batches"] < 50  # requests really were merged into batches
+    assert after["rows"] - before["rows"] == 50  # (that calls merge: test_serving_calls, deterministically)
 
 
 def test_concurrent_generate_with_different_settings(server: str, cycle_run: Path) -> None:

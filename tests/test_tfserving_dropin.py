@@ -7,6 +7,7 @@ version labels, a model config reloaded, and the metrics read by a Prometheus pa
 
 from __future__ import annotations
 
+import ast
 import base64
 import json
 import os
@@ -508,8 +509,10 @@ def test_the_readmes_grpc_snippet_runs_as_written(server) -> None:
     done = subprocess.run([sys.executable, "-c", snippet.replace("localhost:8500", f"localhost:{port}")],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    printed = done.stdout.strip().splitlines()[-1]
-    assert printed.startswith("[b'") or printed.startswith('[b"'), printed
+    printed = ast.literal_eval(done.stdout.strip().splitlines()[-1])  # numpy prints [b'...'] for bytes
+    code, rest = call(f"{server}/v1/models/en-ja:predict", {"signature_name": "translate",
+                                                            "instances": ["Good morning."]})
+    assert code == 200 and [t.decode("utf-8") for t in printed] == [rest["predictions"][0]["translations"]]
 
 
 def test_a_version_that_fails_to_load_is_reported_and_retried_once_its_files_change(tmp_path: Path) -> None:
@@ -540,22 +543,26 @@ def test_a_version_that_fails_to_load_is_reported_and_retried_once_its_files_cha
 
 
 def test_a_request_over_the_timeout_is_deadline_exceeded_on_both_apis(tmp_path: Path) -> None:
-    saved_models.slow(tmp_path / "slow" / "1")
+    """A model call that waits on a gate the test holds shut: 504 over REST and DEADLINE_EXCEEDED
+    over gRPC after the 3 s allowed, however fast or slow the machine; an open gate answers."""
+    saved_models.gated(tmp_path / "gated" / "1")
+    (tmp_path / "open").touch()
+    shut = tmp_path / "shut"  # created only once the timeouts were seen
     grpc_port, rest_port = free_ports(2)
     process, base = start_model_server(
-        [f"--port={grpc_port}", f"--rest_api_port={rest_port}", "--model_name=slow",
-         f"--model_base_path={tmp_path / 'slow'}", "--rest_api_timeout_in_ms=1000"], rest_port, cwd=tmp_path)
+        [f"--port={grpc_port}", f"--rest_api_port={rest_port}", "--model_name=gated",
+         f"--model_base_path={tmp_path / 'gated'}", "--rest_api_timeout_in_ms=3000"], rest_port, cwd=tmp_path)
     try:
-        call(f"{base}/v1/models/slow:predict", {"instances": [10]})  # the first call's set-up may take a while
-        assert call(f"{base}/v1/models/slow:predict", {"instances": [10]}) == (200, {"predictions": [10]})
-        # A million loop steps: 2 to 11 s here, over the 1 s allowed (the model call runs on, its answer dropped).
-        code, body = call(f"{base}/v1/models/slow:predict", {"instances": [10**6]})
-        assert code == 504 and body["error"].startswith("Deadline Exceeded: the request took over 1000 ms")
+        assert call(f"{base}/v1/models/gated:predict", {"instances": [str(tmp_path / "open")]}) == (
+            200, {"predictions": [0]})
+        code, body = call(f"{base}/v1/models/gated:predict", {"instances": [str(shut)]})
+        assert code == 504 and body["error"].startswith("Deadline Exceeded: the request took over 3000 ms")
         request = predict_pb2.PredictRequest()
-        request.model_spec.name = "slow"
-        request.inputs["spins"].CopyFrom(tf.make_tensor_proto([10**6], dtype=tf.int32))
+        request.model_spec.name = "gated"
+        request.inputs["gate"].CopyFrom(tf.make_tensor_proto([str(shut).encode()]))
         with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel, pytest.raises(grpc.RpcError) as raised:
             prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, 60)
         assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     finally:
+        shut.touch()  # the calls still running finish (their answers are dropped)
         stop(process)

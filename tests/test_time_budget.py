@@ -47,6 +47,11 @@ class Recorder:
     def __call__(self, step: int, total: int, values: dict[str, float]) -> None:
         self.calls.append((time.perf_counter(), step, total, values["lr"]))
 
+    def slowest_window(self) -> float:
+        """The longest wall time between two reports (20 steps, and an evaluation or checkpoint)."""
+        times = [call[0] for call in self.calls]
+        return max(b - a for a, b in zip(times, times[1:]))
+
 
 def test_durations_are_read_and_checked(tmp_path: Path) -> None:
     assert [duration_seconds(t) for t in ("60m", "90s", "1h30m", "2.5h", "1m0.5s")] == [3600, 90, 5400, 9000, 60.5]
@@ -109,7 +114,8 @@ def test_budget_stops_training_in_time_with_the_learning_rate_at_its_floor(tmp_p
     # one evaluation and the checkpoint, which holds the time spent with them.
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     evaluation = next(r for r in records if r.get("step") == last_step)
-    assert budget <= evaluation["train_seconds"] <= budget + 2.0
+    # Past the budget by less than this run's own slowest 20 steps (however loaded the machine).
+    assert budget <= evaluation["train_seconds"] <= budget + recorder.slowest_window()
     assert evaluation["train_seconds"] <= seconds_in(final)
     assert records[-1].get("final")  # the best weights scored on dev afterwards, as without a budget
     # The decay was laid over the budget: the rate started near its peak and ended at its floor.
@@ -128,18 +134,20 @@ def test_interrupted_budgeted_run_resumes_with_the_time_left(tmp_path: Path, cap
                                                              ) -> None:
     budget = 20.0
     config = budget_config(tmp_path, "resumed", "20s", dev=False)
-    started = time.perf_counter()
+    checkpoints = tmp_path / "resumed" / "checkpoints"
 
     def kill_halfway(step: int, total: int, values: dict[str, float]) -> None:
-        if time.perf_counter() - started > 0.5 * budget:
+        # On the run's own clock: once a checkpoint says half the budget is spent (not a wall
+        # time, which set-up on a loaded machine could use up before any checkpoint exists).
+        latest = tf.train.latest_checkpoint(checkpoints)
+        if latest is not None and seconds_in(latest) >= 0.5 * budget:
             raise Killed  # as a kill would, after the checkpoints saved so far (every 10 steps)
 
     with pytest.raises(Killed):
         Trainer(load_config(config), progress=kill_halfway).train()
-    checkpoints = tmp_path / "resumed" / "checkpoints"
     interrupted = tf.train.latest_checkpoint(checkpoints)
     spent_before = seconds_in(interrupted)
-    assert 0 < spent_before < budget
+    assert 0.5 * budget <= spent_before < budget
     recorder = Recorder()
     caplog.set_level(logging.INFO, logger="nmt.training")
     Trainer(load_config(config), progress=recorder).train()
@@ -150,10 +158,10 @@ def test_interrupted_budgeted_run_resumes_with_the_time_left(tmp_path: Path, cap
     final = tf.train.latest_checkpoint(checkpoints)
     assert int(final.rsplit("-", 1)[1]) > int(interrupted.rsplit("-", 1)[1])  # resumed and trained on
     spent = seconds_in(final)
-    assert budget <= spent <= budget + 2.0  # the last step and the checkpoint past the budget
-    # This session trained for the time left only: had the time before been forgotten, it would
-    # have trained for the whole budget again.
-    assert this_session < budget - spent_before + 2.0
+    assert budget <= spent <= budget + recorder.slowest_window()  # the last steps and the checkpoint past it
+    # This session trained for the time left only (about budget - spent_before); had the time before
+    # been forgotten, it would have trained for the whole budget again. The bound lies halfway.
+    assert this_session < budget - 0.5 * spent_before
     assert recorder.calls[-1][3] == pytest.approx(LearningRate.FLOOR * PEAK, rel=0.02)
 
 

@@ -163,40 +163,38 @@ class RunningServer:
         settings, limits = self.settings, self.registry.limits
         self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()
         tasks: list[asyncio.Future] = []
-        rest = grpc_server = None
-        if settings.rest_port is not None:
-            app = create_app(self.calls, settings.access or Access(bind_host=settings.host), settings.monitoring)
-            rest = uvicorn.Server(uvicorn.Config(
-                app, host=settings.host, port=settings.rest_port, log_level="warning",
-                http=request_timeout_protocol(limits.body_timeout_s),
-                # Connections (and requests in progress) past the limit are answered 503.
-                limit_concurrency=limits.max_connections))
-            tasks.append(asyncio.ensure_future(rest.serve()))
-        if settings.grpc_port is not None:
-            from nmt.serving.grpc_api import create_grpc_server
-
-            grpc_server, self.ports["grpc"] = create_grpc_server(self.calls, settings.host, settings.grpc_port,
-                                                                 settings.config_folder)
-            await grpc_server.start()
-            tasks.append(asyncio.ensure_future(grpc_server.wait_for_termination()))
-        if rest is not None:
-            while not rest.started and not tasks[0].done():
-                await asyncio.sleep(0.02)
-            if not rest.started:
-                with contextlib.suppress(SystemExit):  # how uvicorn says it could not bind (its log says why)
-                    tasks[0].result()
-                raise NmtError(f"cannot listen for REST on {settings.host}:{settings.rest_port}: the port is in use "
-                               "or not allowed")
-            self.ports["rest"] = rest.servers[0].sockets[0].getsockname()[1]  # port 0: the one it got
-        self._ready.set()
-        stopping = asyncio.ensure_future(self._stopping.wait())
+        rest = grpc_server = stopping = None
         try:
+            if settings.rest_port is not None:
+                app = create_app(self.calls, settings.access or Access(bind_host=settings.host), settings.monitoring)
+                rest = uvicorn.Server(uvicorn.Config(
+                    app, host=settings.host, port=settings.rest_port, log_level="warning",
+                    http=request_timeout_protocol(limits.body_timeout_s),
+                    # Connections (and requests in progress) past the limit are answered 503.
+                    limit_concurrency=limits.max_connections))
+                tasks.append(asyncio.ensure_future(_serve_rest(rest, f"{settings.host}:{settings.rest_port}")))
+            if settings.grpc_port is not None:
+                from nmt.serving.grpc_api import create_grpc_server
+
+                grpc_server, self.ports["grpc"] = create_grpc_server(self.calls, settings.host, settings.grpc_port,
+                                                                     settings.config_folder)
+                await grpc_server.start()
+                tasks.append(asyncio.ensure_future(grpc_server.wait_for_termination()))
+            if rest is not None:
+                while not rest.started and not tasks[0].done():
+                    await asyncio.sleep(0.02)
+                if not rest.started:
+                    tasks[0].result()  # _serve_rest's NmtError
+                self.ports["rest"] = rest.servers[0].sockets[0].getsockname()[1]  # port 0: the one it got
+            self._ready.set()
+            stopping = asyncio.ensure_future(self._stopping.wait())
             # Either server ending (or failing), or stop(), ends both.
             done, _ = await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 task.result()
         finally:
-            stopping.cancel()
+            if stopping is not None:
+                stopping.cancel()
             if grpc_server is not None:
                 await grpc_server.stop(grace=1)
             if rest is not None:
@@ -206,7 +204,8 @@ class RunningServer:
                     await asyncio.wait([task], timeout=5)
 
     def stop(self, timeout_s: float = 30) -> None:
-        """Ends both servers (requests in progress get a second) and the pollers."""
+        """Ends both servers (requests in progress get up to a second over gRPC, five over REST)
+        and the pollers."""
         self._halt.set()
         if self._loop is not None and self._stopping is not None and not self._loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop ended meanwhile
@@ -229,6 +228,15 @@ class RunningServer:
                 signal.signal(signal.SIGTERM, previous)
         if self._failure is not None:
             raise self._failure
+
+
+async def _serve_rest(rest: Any, address: str) -> None:
+    """uvicorn's serve(), with its way of saying it could not bind (sys.exit, its log says why)
+    turned into an NmtError."""
+    try:
+        await rest.serve()
+    except SystemExit:
+        raise NmtError(f"cannot listen for REST on {address}: the port is in use or not allowed") from None
 
 
 def _interrupt(signum: int, frame: Any) -> None:

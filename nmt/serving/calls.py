@@ -50,17 +50,12 @@ class Tally:
     examples: int = 0
 
 
-def check_rows(rows: int, limits: Limits) -> None:
-    if rows > limits.max_request_rows:
-        raise RequestError(f"batch of {rows} is over the limit of {limits.max_request_rows} per request")
-
-
-def check_request_size(arrays: dict[str, np.ndarray], limits: Limits) -> None:
-    """The server's limits on one request, whatever its API: rows, token ids per row, characters
-    per text."""
-    check_rows(max((len(a) for a in arrays.values() if a.ndim), default=1), limits)
+def check_request_size(arrays: dict[str, np.ndarray], limits: Limits, token_ids: bool = False) -> None:
+    """The server's limits on one request, whatever its API: rows, token ids per row (``token_ids``:
+    an nmt export's integer inputs), characters per text (bytes for a tensor's strings)."""
+    limits.check_rows(max((len(a) for a in arrays.values() if a.ndim), default=1))
     for name, array in arrays.items():
-        if array.ndim == 2 and array.dtype != object and array.shape[1] > limits.max_text_chars:
+        if token_ids and array.ndim == 2 and array.dtype.kind in "iu" and array.shape[1] > limits.max_text_chars:
             raise RequestError(f"input {name}: {array.shape[1]} tokens is over the limit of {limits.max_text_chars}")
         if array.dtype == object:
             longest = max((len(s) for s in array.flat), default=0)
@@ -81,8 +76,7 @@ class Calls:
 
     @property
     def max_message_bytes(self) -> int:
-        """The largest gRPC request: as large as a REST body, or gRPC's 4 MiB default if larger."""
-        return max(self.limits.max_body_bytes, 4 << 20)
+        return self.limits.max_message_bytes
 
     @contextlib.asynccontextmanager
     async def counted(self, api: str, entrypoint: str, model: str = "") -> AsyncIterator[Tally]:
@@ -126,13 +120,13 @@ class Calls:
         return servable, signature
 
     async def predict(self, servable: Servable, signature: str, arrays: Arrays) -> Arrays:
-        check_request_size(arrays, self.limits)
+        check_request_size(arrays, self.limits, token_ids=servable.record is not None)
         return await self.within_deadline(servable.predict(signature, arrays))
 
     async def examples(self, servable: Servable, signature: str, method: str, serialized: list[bytes],
                        tally: Tally) -> Any:
         """Classify (per example: (label, score) pairs) or Regress (per example: a value)."""
-        check_rows(len(serialized), self.limits)
+        self.limits.check_rows(len(serialized))
         tally.examples = len(serialized)
         call = servable.classify if method == examples.CLASSIFY_METHOD else servable.regress
         return await self.within_deadline(call(signature, serialized))
@@ -159,7 +153,7 @@ class Calls:
         first = tasks[0][0]
         servable = self.registry.resolve(first.name, first.version, first.label)
         tally.model = servable.name
-        check_rows(len(serialized), self.limits)
+        self.limits.check_rows(len(serialized))
         tally.examples = len(serialized)
         for target, _ in tasks:
             servable.check_signature(target.signature or signatures.SERVING_DEFAULT)

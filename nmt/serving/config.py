@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,18 @@ class Limits:
     body_timeout_s: float = 20.0  # a request's headers, and then its body, must arrive within this
     max_connections: int = 100  # open connections (and requests in progress); past it: 503
     request_timeout_s: float = 30.0  # a REST request's model work; past it: 504 (TF Serving's rest_api_timeout_in_ms)
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The largest gRPC request: as large as a REST body, or gRPC's 4 MiB default if larger."""
+        return max(self.max_body_bytes, 4 << 20)
+
+    def check_rows(self, rows: int) -> None:
+        """The row limit of one request, whatever its API (one message everywhere)."""
+        if rows > self.max_request_rows:
+            from nmt.serving.errors import RequestError
+
+            raise RequestError(f"batch of {rows} is over the limit of {self.max_request_rows} per request")
 
 
 @dataclasses.dataclass
@@ -226,10 +239,13 @@ def upstream_messages() -> dict[str, type]:
             for name in ("BatchingParameters", "MonitoringConfig")}
 
 
+BATCHING_FIELDS_USED = frozenset({"max_batch_size", "batch_timeout_micros"})
+
+
 def read_batching_parameters(path: str | Path, limits: Limits) -> Limits:
     """``limits`` with the batch size and wait of a TF Serving BatchingParameters file (the other
-    fields are TF Serving's thread and queue settings, which this server's one-call-at-a-time
-    batcher has no use for)."""
+    fields set TF Serving's own scheduler: threads, queues, allowed batch sizes, padding, splitting,
+    which this server's one-call-at-a-time batcher has no use for; each set is logged as ignored)."""
     path = Path(path)
     message = read_text_proto(path, upstream_messages()["BatchingParameters"](), "batching parameters file")
     changes: dict[str, Any] = {"batching": True}
@@ -241,6 +257,14 @@ def read_batching_parameters(path: str | Path, limits: Limits) -> Limits:
         if message.batch_timeout_micros.value < 0:
             raise NmtError(f"{path}: batch_timeout_micros must be >= 0, got {message.batch_timeout_micros.value}")
         changes["max_wait_ms"] = message.batch_timeout_micros.value / 1000
+    # The rest is said once per field, where the file sets it (a proto3 bool set to false leaves no
+    # trace in the message: the file's text is read for the names).
+    text = re.sub(r"#[^\n]*", "", path.read_text(encoding="utf-8"))
+    for field in message.DESCRIPTOR.fields:
+        if field.name not in BATCHING_FIELDS_USED and re.search(rf"\b{field.name}\s*[:{{]", text):
+            log.warning("%s: %s is ignored (a setting of TF Serving's own batch scheduler; this server runs one "
+                        "model call at a time per version, batches up to max_batch_size rows and pads nothing)",
+                        path, field.name)
     return dataclasses.replace(limits, **changes)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from nmt.serving.config import Limits
 from nmt.serving.errors import RequestError
 from nmt.serving.rest_codec import is_b64, string_bytes
 
@@ -67,14 +68,16 @@ def _example(features: Any, where: str) -> Any:
         feature={name: _feature(value, name) for name, value in features.items()}))
 
 
-def examples_from_json(body: Any) -> list[bytes]:
+def examples_from_json(body: Any, limits: Limits) -> list[bytes]:
     """A REST :classify / :regress body -> serialized Examples, the context's features in each
-    (TF Serving prepends the serialized context to every example; parsing merges them alike)."""
+    (TF Serving prepends the serialized context to every example; parsing merges them alike).
+    The row limit is checked before anything is serialized, and the copies of the context too."""
     if not isinstance(body, dict) or "examples" not in body:
         raise RequestError("JSON object must have \"examples\": a list of objects of features")
     examples = body["examples"]
     if not isinstance(examples, list) or not examples:
         raise RequestError("\"examples\" must be a non-empty list of objects of features")
+    limits.check_rows(len(examples))
     unknown = set(body) - {"examples", "context", "signature_name"}
     if unknown:
         raise RequestError(f"unknown key(s) {', '.join(sorted(unknown))}; expected signature_name, context, examples")
@@ -86,17 +89,29 @@ def examples_from_json(body: Any) -> list[bytes]:
             if shared:
                 raise RequestError(f"example {i}: feature(s) {', '.join(sorted(shared))} also in \"context\"; "
                                    "a feature is in one or the other")
+    check_context_copies(len(prefix), len(examples), limits)
     return [prefix + _example(e, f"example {i}").SerializeToString() for i, e in enumerate(examples)]
 
 
-def examples_from_input(message: Any) -> list[bytes]:
-    """A gRPC ``tensorflow.serving.Input`` -> serialized Examples (context prepended likewise)."""
+def check_context_copies(context_bytes: int, rows: int, limits: Limits) -> None:
+    """Each example gets its own copy of the context: those copies, too, within what a request may carry."""
+    if context_bytes * rows > limits.max_message_bytes:
+        raise RequestError(f"the context ({context_bytes} bytes) copied into each of {rows} examples comes to "
+                           f"{context_bytes * rows} bytes, over the {limits.max_message_bytes} a request may carry")
+
+
+def examples_from_input(message: Any, limits: Limits) -> list[bytes]:
+    """A gRPC ``tensorflow.serving.Input`` -> serialized Examples (context prepended likewise),
+    the row limit checked before anything is serialized."""
     kind = message.WhichOneof("kind")
     if kind == "example_list":
+        limits.check_rows(len(message.example_list.examples))
         serialized = [e.SerializeToString() for e in message.example_list.examples]
     elif kind == "example_list_with_context":
         listed = message.example_list_with_context
+        limits.check_rows(len(listed.examples))
         prefix = listed.context.SerializeToString()
+        check_context_copies(len(prefix), len(listed.examples), limits)
         serialized = [prefix + e.SerializeToString() for e in listed.examples]
     else:
         serialized = []

@@ -36,7 +36,7 @@ from nmt.serving import examples
 from nmt.serving.calls import Calls, Tally, Target
 from nmt.serving.config import entries_of
 from nmt.serving.errors import RequestError
-from nmt.serving.registry import Servable
+from nmt.serving.registry import Servable, check_input_names
 
 log = logging.getLogger(__name__)
 SIGNATURE_DEF = "signature_def"  # the one metadata field TF Serving answers
@@ -84,11 +84,32 @@ def _rpc(api: str) -> Callable:
     return wrap
 
 
-def array_of(name: str, proto: Any, max_bytes: int) -> np.ndarray:
-    """A request's TensorProto as an array, checked before anything is allocated: a dtype that
-    holds data (not a resource or variant handle), a known shape of sizes >= 0, and no more bytes
-    declared than a request may carry (TensorFlow fills a short value list up to the shape, so a
-    few bytes could otherwise ask for gigabytes)."""
+def declared_bytes(proto: Any, dtype: Any, elements: int) -> int:
+    """What a TensorProto becomes once TensorFlow fills its short value list out to its shape:
+    numbers at their size; strings at their own bytes, the last repeated, plus a pointer each."""
+    if proto.dtype != types_pb2.DT_STRING:
+        return elements * dtype.size
+    values = proto.string_val
+    padding = max(elements - len(values), 0) * (len(values[-1]) if values else 0)
+    return sum(len(v) for v in values) + padding + 8 * elements
+
+
+def arrays_of(inputs: Any, specs: dict[str, Any], signature: str, max_bytes: int) -> dict[str, np.ndarray]:
+    """A Predict request's input tensors as arrays: their names checked against the signature
+    first, then each tensor (:func:`array_of`) within one byte budget for them all."""
+    check_input_names(set(inputs), specs, signature)
+    arrays, budget = {}, max_bytes
+    for name, proto in inputs.items():
+        arrays[name], used = array_of(name, proto, budget, max_bytes)
+        budget -= used
+    return arrays
+
+
+def array_of(name: str, proto: Any, budget: int, max_bytes: int) -> tuple[np.ndarray, int]:
+    """A request's TensorProto as an array and the bytes it declares, checked before anything is
+    allocated: a dtype that holds data (not a resource or variant handle), a known shape of sizes
+    >= 0, and no more bytes declared than the request has left of what it may carry (TensorFlow
+    fills a short value list up to the shape, so a few bytes could otherwise ask for gigabytes)."""
     import tensorflow as tf
 
     dtype = tf.dtypes.as_dtype(proto.dtype) if proto.dtype in ARRAY_DTYPES else None
@@ -102,15 +123,15 @@ def array_of(name: str, proto: Any, max_bytes: int) -> np.ndarray:
     if any(size < 0 for size in dims):
         raise RequestError(f"input {name}: dimension sizes must be >= 0, got shape {dims}")
     elements = math.prod(dims)
-    declared = elements * (dtype.size if dtype != tf.string else 1)
-    if declared > max_bytes:
+    declared = declared_bytes(proto, dtype, elements)
+    if declared > budget:
         raise RequestError(f"input {name}: shape {dims} declares {declared} bytes, over the {max_bytes} a request "
-                           "may carry")
-    if proto.tensor_content and len(proto.tensor_content) != declared:
+                           "may carry" + ("" if budget == max_bytes else f" ({budget} left after its other inputs)"))
+    if proto.tensor_content and len(proto.tensor_content) != elements * dtype.size:
         raise RequestError(f"input {name}: tensor_content holds {len(proto.tensor_content)} bytes; shape {dims} of "
-                           f"{dtype.name} needs {declared}")
+                           f"{dtype.name} needs {elements * dtype.size}")
     try:
-        return tf.make_ndarray(proto)
+        return tf.make_ndarray(proto), declared
     except (TypeError, ValueError) as error:
         raise RequestError(f"input {name}: {error}") from None
 
@@ -124,7 +145,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         import tensorflow as tf
 
         servable, signature = self.calls.resolve(target_of(request.model_spec), tally)
-        arrays = {name: array_of(name, proto, self.calls.max_message_bytes) for name, proto in request.inputs.items()}
+        arrays = arrays_of(request.inputs, servable.input_specs(signature), signature, self.calls.max_message_bytes)
         outputs = await self.calls.predict(servable, signature, arrays)
         wanted = list(request.output_filter) or list(outputs)
         unknown = [name for name in wanted if name not in outputs]
@@ -139,7 +160,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     async def _examples_call(self, request: Any, method: str, tally: Tally) -> tuple[Servable, str, Any]:
         servable, signature = self.calls.resolve(target_of(request.model_spec), tally)
-        serialized = examples.examples_from_input(request.input)
+        serialized = examples.examples_from_input(request.input, self.calls.limits)
         return servable, signature, await self.calls.examples(servable, signature, method, serialized, tally)
 
     @_rpc("Classify")
@@ -161,7 +182,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     @_rpc("MultiInference")
     async def MultiInference(self, request: Any, tally: Tally) -> Any:  # noqa: N802
         tasks = [(target_of(task.model_spec), task.method_name) for task in request.tasks]
-        serialized = examples.examples_from_input(request.input) if tasks else []
+        serialized = examples.examples_from_input(request.input, self.calls.limits) if tasks else []
         servable, results = await self.calls.multi_inference(tasks, serialized, tally)
         response = inference_pb2.MultiInferenceResponse()
         for (_, method), (signature, values) in zip(tasks, results):
@@ -228,7 +249,9 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 def create_grpc_server(calls: Calls, host: str, port: int, config_folder: Path) -> tuple[grpc.aio.Server, int]:
     """The gRPC server (not started) on host:port (0: any free port), and the port it got."""
     size = calls.max_message_bytes
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", size),
+    # Calls past --max-connections at once are answered RESOURCE_EXHAUSTED, as REST answers 503.
+    server = grpc.aio.server(maximum_concurrent_rpcs=calls.limits.max_connections,
+                             options=[("grpc.max_receive_message_length", size),
                                       ("grpc.max_send_message_length", max(size, 64 << 20))])
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(calls), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(calls, config_folder), server)

@@ -130,14 +130,19 @@ class Servable:
         outputs = await self._examples_call(signature, examples.REGRESS_METHOD, serialized)
         return examples.regressions(outputs, len(serialized))
 
-def check_inputs(inputs: Arrays, specs: dict[str, Any], signature: str) -> None:
-    """The inputs a signature takes, by name (TF Serving's message), and of its types (a gRPC
-    request's tensors come typed; TF Serving refuses a mismatch rather than casting)."""
-    if set(inputs) != set(specs):
-        extra, missing = sorted(set(inputs) - set(specs)), sorted(set(specs) - set(inputs))
-        raise RequestError(f"input size does not match signature: {len(inputs)}!={len(specs)} "
-                           f"len({{{','.join(sorted(inputs))}}}) != len({{{','.join(sorted(specs))}}}). "
+def check_input_names(names: set[str], specs: dict[str, Any], signature: str) -> None:
+    """The inputs a signature takes, by name (TF Serving's message)."""
+    if names != set(specs):
+        extra, missing = sorted(names - set(specs)), sorted(set(specs) - names)
+        raise RequestError(f"input size does not match signature: {len(names)}!={len(specs)} "
+                           f"len({{{','.join(sorted(names))}}}) != len({{{','.join(sorted(specs))}}}). "
                            f"Sent extra: {{{','.join(extra)}}}. Missing but required: {{{','.join(missing)}}}.")
+
+
+def check_inputs(inputs: Arrays, specs: dict[str, Any], signature: str) -> None:
+    """The inputs a signature takes, by name, and of its types (a gRPC request's tensors come
+    typed; TF Serving refuses a mismatch rather than casting)."""
+    check_input_names(set(inputs), specs, signature)
     for name, array in inputs.items():
         wanted = specs[name].dtype
         is_string = wanted.name == "string"

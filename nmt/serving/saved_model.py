@@ -18,12 +18,15 @@ from typing import Any
 
 import numpy as np
 
+from nmt.serving.config import Limits
 from nmt.signatures import WARMUP_FILE
 
 log = logging.getLogger(__name__)
 
 SERVE_TAG = "serve"
 MAX_WARMUP_RECORDS = 1000  # TF Serving's limit on one warm-up file
+# The model's own warm-up file is not a client's request: no row limit, 1 GiB per record.
+WARMUP_LIMITS = Limits(max_request_rows=1 << 30, max_body_bytes=1 << 30)
 Arrays = dict[str, np.ndarray]
 
 
@@ -111,10 +114,10 @@ def replay_warmup(model: SessionModel, run_examples: Any) -> int:
                 request = getattr(entry, kind).request
                 method = examples.CLASSIFY_METHOD if kind == "classify_log" else examples.REGRESS_METHOD
                 run_examples(request.model_spec.signature_name or "serving_default", method,
-                             examples.examples_from_input(request.input))
+                             examples.examples_from_input(request.input, WARMUP_LIMITS))
             elif kind == "multi_inference_log":
                 request = entry.multi_inference_log.request
-                serialized = examples.examples_from_input(request.input)
+                serialized = examples.examples_from_input(request.input, WARMUP_LIMITS)
                 for task in request.tasks:
                     run_examples(task.model_spec.signature_name or "serving_default", task.method_name, serialized)
             else:

@@ -147,8 +147,8 @@ async def run_task(http: Request, api: str, model: type[R], task: str | None,
         registry = calls.registry
         servable = registry.first(request.model) if task is None else registry.of_task(task, request.model)
         tally.model = servable.name
+        check_request_size({signatures.TEXT: np.array(request.texts, dtype=object)}, limits)  # in characters
         texts = np.array([t.encode("utf-8") for t in request.texts], dtype=object)
-        check_request_size({signatures.TEXT: texts}, limits)
         return await calls.within_deadline(work(TaskCall(request, servable, texts)))
 
 

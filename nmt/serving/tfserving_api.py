@@ -89,5 +89,5 @@ async def model_call(rest: str, request: Request, calls: CallCore) -> Any:
             arrays, kind = parse_predict_body(body, servable.input_specs(signature))
             return TFServingJSON(format_predictions(await calls.predict(servable, signature, arrays), kind))
         method = examples.CLASSIFY_METHOD if verb == "classify" else examples.REGRESS_METHOD
-        results = await calls.examples(servable, signature, method, examples.examples_from_json(body), tally)
+        results = await calls.examples(servable, signature, method, examples.examples_from_json(body, limits), tally)
         return TFServingJSON({"results": results})
