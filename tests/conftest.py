@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -125,6 +126,17 @@ class ServerURL(str):
         url = super().__new__(cls, base)
         url.grpc_address = grpc_address
         return url
+
+
+def wait_until(condition: Callable[[], object], timeout_s: float = 60, every_s: float = 0.05) -> bool:
+    """Polls ``condition`` every ``every_s`` until it is true (True) or ``timeout_s`` passes (then
+    one last look). Tests wait on a condition this way, never on a fixed sleep."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(every_s)
+    return bool(condition())
 
 
 def wait_until_serving(process: subprocess.Popen, port: int, stderr_text) -> str:

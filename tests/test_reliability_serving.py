@@ -19,7 +19,7 @@ import pytest
 
 import nmt
 
-from conftest import call, free_ports, wait_until_serving
+from conftest import call, free_ports, wait_until, wait_until_serving
 
 TIMEOUT_S = 2.0  # --body-timeout-s of the server below
 GIVE_UP_S = 6 * TIMEOUT_S  # how long a trickling test client waits for the server to close
@@ -68,16 +68,6 @@ def raw_call(port: int, method: str, path: str, body: bytes | None = None,
         return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
     finally:
         connection.close()
-
-
-def until(condition, timeout_s: float = 30) -> bool:
-    """Polls ``condition`` until it holds (True) or ``timeout_s`` passes (False)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def assert_error(code: int, body: dict | bytes, status: int, message: str) -> None:
@@ -251,11 +241,11 @@ def test_connections_past_the_limit_get_503_and_the_server_recovers(served) -> N
     idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(MAX_CONNECTIONS)]
     try:
         # The server counts a connection once it has accepted it: wait for that, bounded.
-        assert until(lambda: raw_call(port, "GET", "/healthz")[0] == 503), "never 503 with the connections full"
+        assert wait_until(lambda: raw_call(port, "GET", "/healthz")[0] == 503), "never 503 with the connections full"
     finally:
         for s in idle:
             s.close()
-    assert until(lambda: call(f"{base}/healthz")[0] == 200), "never recovered once the connections closed"
+    assert wait_until(lambda: call(f"{base}/healthz")[0] == 200), "never recovered once the connections closed"
 
 
 def test_vanished_clients_log_one_line_each_and_no_traceback(served) -> None:
@@ -270,7 +260,7 @@ def test_vanished_clients_log_one_line_each_and_no_traceback(served) -> None:
         added = log.read_text(encoding="utf-8")[len(before):]
         return [line for line in added.splitlines() if "disconnected after 4 bytes of the request body" in line]
 
-    until(lambda: len(disconnect_lines()) >= 10)  # each is logged once the server sees the client gone
+    wait_until(lambda: len(disconnect_lines()) >= 10)  # each is logged once the server sees the client gone
     assert call(f"{base}/healthz")[0] == 200
     added = log.read_text(encoding="utf-8")[len(before):]
     assert "Traceback" not in added and "Exception in ASGI application" not in added

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import call
-from test_serving_calls import TESTDATA, export_models, wait_until
+from conftest import call, wait_until
+from test_serving_calls import TESTDATA, export_models
 
 
 def gated_registry(settings, gate: threading.Event):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from tensorflow_serving.apis import (
 
 import nmt
 
-from conftest import call
+from conftest import call, wait_until
 
 TESTDATA = Path(__file__).resolve().parent / "data" / "tfserving"
 TIMEOUT_MS = 300  # the gated server's request deadline
@@ -209,15 +208,6 @@ def test_every_entry_point_refuses_over_limit_input_the_same_way(quick) -> None:
         line = f':tensorflow:serving:request_count{{model_name="{model}",status="{status}"}}'
         counts = [sum(int(x.split()[-1]) for x in lines if x.startswith(line + " ")) for lines in (before, after)]
         assert counts[1] - counts[0] == added, (model, status)
-
-
-def wait_until(condition, timeout_s: float = 60) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_calls_that_arrive_while_the_model_is_busy_share_one_batch(models: Path, cycle_run: Path) -> None:

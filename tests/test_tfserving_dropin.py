@@ -38,7 +38,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from conftest import call, free_ports, wait_until_serving
+from conftest import call, free_ports, wait_until, wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTDATA = ROOT / "tests" / "data" / "tfserving"  # TF Serving's own test models
@@ -420,23 +420,17 @@ def test_a_server_with_no_model_yet_serves_and_picks_up_models_and_configs(tmp_p
         assert "later" in call(f"{base}/healthz")[1]["failed"]
         saved_models.linear(tmp_path / "later" / ".tmp", a=3.0, b=0.0)
         os.rename(tmp_path / "later" / ".tmp", tmp_path / "later" / "5")
-        wait_for(lambda: call(f"{base}/v1/models/later:predict", {"instances": [1.0]}) == (200, {"predictions": [3.0]}))
+        later = f"{base}/v1/models/later:predict"
+        assert wait_until(lambda: call(later, {"instances": [1.0]}) == (200, {"predictions": [3.0]}),
+                          timeout_s=120, every_s=0.2)
         saved_models.linear(tmp_path / "second" / "1")
         config.write_text('model_config_list { config { name: "later" base_path: "later" } '
                           'config { name: "second" base_path: "second" } }', encoding="utf-8")
-        wait_for(lambda: call(f"{base}/v1/models/second:predict", {"instances": [1.0]})[0] == 200)
+        assert wait_until(lambda: call(f"{base}/v1/models/second:predict", {"instances": [1.0]})[0] == 200,
+                          timeout_s=120, every_s=0.2)
     finally:
         log = stop(process)
     assert "model later version 5 loaded" in log
-
-
-def wait_for(condition, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"not within {timeout_s} s")
 
 
 def test_docker_composes_flags_run_as_nmt_model_server(tmp_path: Path) -> None:
