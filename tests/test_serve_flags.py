@@ -204,3 +204,29 @@ def test_batching_fields_that_are_ignored_are_said_once_each(tmp_path: Path, cap
         any("pad_variable_length_inputs" in m for m in ignored), ignored
     assert all(str(path) in m for m in ignored)
 
+
+
+def test_a_reload_request_maps_base_paths_as_mount_says(models: Path, tmp_path: Path) -> None:
+    """`nmt serve --mount /models=DIR`: the config file's /models/... base paths and those of a gRPC
+    HandleReloadConfigRequest are both found in DIR."""
+    import grpc
+    from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
+
+    from nmt.serving import start
+
+    config = tmp_path / "models.config"
+    config.write_text('model_config_list { config { name: "lm" base_path: "/models/lm" '
+                      'model_platform: "tensorflow" } }\n', encoding="utf-8")
+    server = start(settings_of("--config", str(config), "--mount", f"/models={models}", "--grpc-port", "0"))
+    try:
+        base = f"http://127.0.0.1:{server.ports['rest']}"
+        assert call(f"{base}/v1/models/lm")[0] == 200
+        request = model_management_pb2.ReloadConfigRequest()
+        entry = request.config.model_config_list.config.add()
+        entry.name, entry.base_path, entry.model_platform = "half", "/models/half_plus_two", "tensorflow"
+        with grpc.insecure_channel(f"127.0.0.1:{server.ports['grpc']}") as channel:
+            answer = model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(request, timeout=120)
+        assert answer.status.error_code == 0, answer.status.error_message
+        assert call(f"{base}/v1/models/half:predict", {"instances": [1.0]}) == (200, {"predictions": [2.5]})
+    finally:
+        server.stop()

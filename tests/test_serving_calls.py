@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -131,8 +132,9 @@ def rest_calls(texts: list[str]) -> list[tuple[str, str, str, dict]]:
     ]
 
 
-def grpc_calls(stub, rows: int) -> list[tuple[str, object]]:
-    """(API label, a callable making the call) of each gRPC entry point, with ``rows`` rows."""
+def grpc_calls(stub, rows: int, timeout_s: float = 30) -> list[tuple[str, object]]:
+    """(API label, a callable making the call) of each gRPC entry point, with ``rows`` rows and the
+    client deadline ``timeout_s``."""
     predict = predict_pb2.PredictRequest()
     predict.model_spec.name = "lm"
     predict.inputs["text"].CopyFrom(tf.make_tensor_proto(np.array([b"north east"] * rows, dtype=object)))
@@ -148,10 +150,10 @@ def grpc_calls(stub, rows: int) -> list[tuple[str, object]]:
         task.model_spec.name, task.model_spec.signature_name = "half_plus_two", signature
         task.method_name = f"tensorflow/serving/{method}"
     examples_input(multi.input, rows)
-    return [("Predict", lambda: stub.Predict(predict, timeout=30)),
-            ("Classify", lambda: stub.Classify(classify, timeout=30)),
-            ("Regress", lambda: stub.Regress(regress, timeout=30)),
-            ("MultiInference", lambda: stub.MultiInference(multi, timeout=30))]
+    return [("Predict", lambda: stub.Predict(predict, timeout=timeout_s)),
+            ("Classify", lambda: stub.Classify(classify, timeout=timeout_s)),
+            ("Regress", lambda: stub.Regress(regress, timeout=timeout_s)),
+            ("MultiInference", lambda: stub.MultiInference(multi, timeout=timeout_s))]
 
 
 def metric_lines(base: str) -> list[str]:
@@ -165,24 +167,49 @@ def count_of(lines: list[str], model: str, api: str, entrypoint: str) -> int:
 
 
 def test_every_entry_point_honours_the_deadline_and_is_counted(slow) -> None:
+    """REST and the task endpoints end at the request timeout; gRPC at the client's own deadline
+    (1 s here), as TF Serving does: its --rest_api_timeout_in_ms is for REST only."""
     server, base, stub = slow
     message = f"Deadline Exceeded: the request took over {TIMEOUT_MS} ms"
     for _, _, path, body in rest_calls(["north east"]):
         assert call(base + path, body) == (504, {"error": message}), path
-    for api, make_call in grpc_calls(stub, 1):
+    for api, make_call in grpc_calls(stub, 1, timeout_s=1.0):
+        started = time.monotonic()
         with pytest.raises(grpc.RpcError) as failure:
             make_call()
-        assert failure.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED and failure.value.details() == message, api
+        assert failure.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, api
+        assert failure.value.details() != message and time.monotonic() - started >= 0.95, api  # not at 300 ms
+
+    def grpc_counted() -> bool:
+        lines = metric_lines(base)
+        return all(count_of(lines, "lm" if api == "Predict" else "half_plus_two", api, "GRPC") == 1
+                   for api in ("Predict", "Classify", "Regress", "MultiInference"))
+
+    assert wait_until(grpc_counted, timeout_s=30)  # a call the client gave up on is counted once the server ends it
     lines = metric_lines(base)
     for api, model, _, _ in rest_calls([]):
         assert count_of(lines, model, api, "REST") == 1, api
-    for api in ("Predict", "Classify", "Regress", "MultiInference"):
-        assert count_of(lines, "lm" if api == "Predict" else "half_plus_two", api, "GRPC") == 1, api
     timed_out = {line.split()[0]: int(line.split()[-1]) for line in lines
                  if line.startswith(":tensorflow:serving:request_count") and "DEADLINE_EXCEEDED" in line}
     assert timed_out == {':tensorflow:serving:request_count{model_name="en-ja",status="DEADLINE_EXCEEDED"}': 1,
                          ':tensorflow:serving:request_count{model_name="lm",status="DEADLINE_EXCEEDED"}': 5,
                          ':tensorflow:serving:request_count{model_name="half_plus_two",status="DEADLINE_EXCEEDED"}': 5}
+
+
+def test_a_grpc_call_outlives_the_rest_timeout_within_its_own_deadline(models: Path) -> None:
+    """The model held for longer than the REST timeout: REST answers 504, a gRPC Predict with a 60 s
+    deadline waits and gets its answer once the model is let go."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    gate = threading.Event()
+    with serving(models, TIMEOUT_MS, gate) as (server, base, stub), ThreadPoolExecutor(max_workers=1) as pool:
+        (_, predict), = [c for c in grpc_calls(stub, 1, timeout_s=60) if c[0] == "Predict"]
+        answer = pool.submit(predict)
+        assert call(base + "/v1/models/lm:predict", {"instances": ["north east"]})[0] == 504
+        assert not answer.done()
+        gate.set()
+        outputs = answer.result(timeout=60).outputs
+        assert tf.make_ndarray(outputs["words"]).shape == (1, 5)
 
 
 def test_every_entry_point_refuses_over_limit_input_the_same_way(quick) -> None:
@@ -231,3 +258,53 @@ def test_calls_that_arrive_while_the_model_is_busy_share_one_batch(models: Path,
         expected = [words[0][0] for words in nmt.load(cycle_run).next_words(prompts, k=1)]
         assert [body["next_words"][0][0]["word"] for _, body in answers] == expected
         assert batchers()["next_words"].stats == {"batches": 2, "rows": len(prompts)}
+
+
+def test_names_of_no_listed_model_add_no_metric_series(quick) -> None:
+    """Requests for models the config does not list are counted under model_name="" (NOT_FOUND), so
+    a client cannot grow the metrics without bound by inventing names."""
+    server, base, stub = quick
+    before = metric_lines(base)
+    for i in range(20):
+        assert call(f"{base}/v1/models/invented-{i}:predict", {"instances": [1.0]})[0] == 404
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = f"made-up-{i}"
+        request.inputs["x"].CopyFrom(tf.make_tensor_proto([1.0]))
+        with pytest.raises(grpc.RpcError) as failure:
+            stub.Predict(request, timeout=30)
+        assert failure.value.code() == grpc.StatusCode.NOT_FOUND
+    lines = metric_lines(base)
+    assert not any("invented-" in line or "made-up-" in line for line in lines)
+    unnamed = ':tensorflow:serving:request_count{model_name="",status="NOT_FOUND"}'
+    count = {line.split()[0]: int(line.split()[-1]) for line in lines if line.startswith(unnamed)}
+    already = {line.split()[0]: int(line.split()[-1]) for line in before if line.startswith(unnamed)}
+    assert count[unnamed] - already.get(unnamed, 0) == 40
+
+
+@pytest.mark.parametrize("error, status, code", [
+    (tf.errors.InvalidArgumentError, 400, "INVALID_ARGUMENT"),
+    (tf.errors.FailedPreconditionError, 400, "FAILED_PRECONDITION"),
+    (tf.errors.OutOfRangeError, 400, "OUT_OF_RANGE"),
+    (tf.errors.NotFoundError, 404, "NOT_FOUND"),
+    (tf.errors.InternalError, 500, "INTERNAL"),
+])
+def test_a_graph_error_keeps_its_own_grpc_code(error, status, code: str) -> None:
+    """REST answers a graph error with its HTTP status; gRPC and the metrics keep TensorFlow's own
+    code (FAILED_PRECONDITION is not INVALID_ARGUMENT, though both are a 400)."""
+    import asyncio
+
+    from nmt.serving import Limits, ModelRegistry
+    from nmt.serving.calls import Calls
+    from nmt.serving.errors import RequestError, graph_error
+    from nmt.serving.metrics import Metrics
+
+    calls = Calls(ModelRegistry([], Limits()), Metrics())
+
+    async def failing_call() -> None:
+        async with calls.counted("Predict", "GRPC", "m"):
+            raise graph_error(error(None, None, "Graph execution error:\n\nthe model says no"))
+
+    with pytest.raises(RequestError) as raised:
+        asyncio.run(failing_call())
+    assert (raised.value.status, raised.value.grpc_code, raised.value.message) == (status, code, "the model says no")
+    assert f':tensorflow:serving:request_count{{model_name="",status="{code}"}} 1' in calls.metrics.render()

@@ -537,8 +537,9 @@ def test_a_version_that_fails_to_load_is_reported_and_retried_once_its_files_cha
 
 
 def test_a_request_over_the_timeout_is_deadline_exceeded_on_both_apis(tmp_path: Path) -> None:
-    """A model call that waits on a gate the test holds shut: 504 over REST and DEADLINE_EXCEEDED
-    over gRPC after the 3 s allowed, however fast or slow the machine; an open gate answers."""
+    """A model call that waits on a gate the test holds shut: 504 over REST after the 3 s allowed,
+    however fast or slow the machine; over gRPC DEADLINE_EXCEEDED at the client's own deadline (5 s,
+    not the REST timeout); an open gate answers."""
     saved_models.gated(tmp_path / "gated" / "1")
     (tmp_path / "open").touch()
     shut = tmp_path / "shut"  # created only once the timeouts were seen
@@ -554,9 +555,11 @@ def test_a_request_over_the_timeout_is_deadline_exceeded_on_both_apis(tmp_path: 
         request = predict_pb2.PredictRequest()
         request.model_spec.name = "gated"
         request.inputs["gate"].CopyFrom(tf.make_tensor_proto([str(shut).encode()]))
+        started = time.monotonic()
         with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel, pytest.raises(grpc.RpcError) as raised:
-            prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, 60)
+            prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, 5)
         assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert time.monotonic() - started >= 4.9  # the client's deadline, not the REST timeout
     finally:
         shut.touch()  # the calls still running finish (their answers are dropped)
         stop(process)

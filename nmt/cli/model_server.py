@@ -51,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     flag("--port", type=int, default=8500, help="gRPC port (default 8500; 0: no gRPC)")
     flag("--rest_api_port", type=int, default=0, help="REST port (default 0: no REST API, as in TF Serving)")
     flag("--rest_api_timeout_in_ms", type=int, default=int(DEFAULTS.request_timeout_s * 1000),
-         help="a request's model work may take this long (default 30000); past it REST answers 504 and gRPC "
-         "DEADLINE_EXCEEDED")
+         help="a REST request's model work may take this long (default 30000); past it REST answers 504 "
+         "(gRPC calls end at their client's own deadline, as in TF Serving)")
     flag("--model_name", default="default", help="the model's name, with --model_base_path (default 'default')")
     flag("--model_base_path", help="the folder of one model's numbered version folders (instead of "
          "--model_config_file)")

@@ -67,8 +67,9 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
                        help="serve Prometheus metrics (TF Serving's names: request counts and latency) at PATH on the "
                        "REST port, e.g. /monitoring/prometheus/metrics")
     serve.add_argument("--request-timeout-ms", type=float, default=DEFAULTS.request_timeout_s * 1000,
-                       help="a request's model work may take this long; past it the answer is 504 (gRPC: "
-                       f"DEADLINE_EXCEEDED) (default {DEFAULTS.request_timeout_s * 1000:g})")
+                       help="a REST or task-endpoint request's model work may take this long; past it the answer "
+                       "is 504 (a gRPC call ends at its client's own deadline, DEADLINE_EXCEEDED) "
+                       f"(default {DEFAULTS.request_timeout_s * 1000:g})")
     serve.add_argument("--max-batch-size", type=int, default=DEFAULTS.max_batch_size,
                        help=f"rows per model call (default {DEFAULTS.max_batch_size})")
     serve.add_argument("--max-wait-ms", type=float, default=DEFAULTS.max_wait_ms, help="how long a request waits "
@@ -166,7 +167,7 @@ def serve_settings(args: argparse.Namespace) -> ServerSettings:
         access=Access(bind_host=args.host, allowed_hosts=tuple(args.allowed_host), cors_origins=tuple(args.cors)),
         monitoring=Monitoring(True, args.metrics_path) if args.metrics_path else None,
         file_system_poll_s=args.poll_seconds, config_poll_s=args.config_poll_seconds,
-        config_folder=Path(args.config).parent,
+        config_folder=Path(args.config).parent, mounts=mounts,
     )
 
 

@@ -177,7 +177,7 @@ class RunningServer:
                 from nmt.serving.grpc_api import create_grpc_server
 
                 grpc_server, self.ports["grpc"] = create_grpc_server(self.calls, settings.host, settings.grpc_port,
-                                                                     settings.config_folder)
+                                                                     settings.config_folder, settings.mounts)
                 await grpc_server.start()
                 tasks.append(asyncio.ensure_future(grpc_server.wait_for_termination()))
             if rest is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import logging
 import time
@@ -28,6 +29,36 @@ from nmt.serving.registry import ModelRegistry, Servable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientDeadline:
+    """A gRPC client's deadline: ``seconds`` it gave the call (as left on arrival), ending at
+    ``at`` (time.monotonic()); ``seconds`` None: it gave none."""
+
+    seconds: float | None
+    at: float | None
+
+    @classmethod
+    def from_now(cls, seconds: float | None) -> ClientDeadline:
+        return cls(None, None) if seconds is None else cls(round(seconds, 3), time.monotonic() + seconds)
+
+    # gRPC's own timer cancels the call at the deadline; ours reads another clock, a hair apart.
+    SLACK_S = 0.05
+
+    def passed(self) -> bool:
+        """Whether the deadline has come (within :attr:`SLACK_S`)."""
+        return self.at is not None and time.monotonic() >= self.at - self.SLACK_S
+
+    def left(self) -> float | None:
+        """The seconds to wait for the model: up to :attr:`SLACK_S` before the deadline, so that
+        the server answers DEADLINE_EXCEEDED itself rather than being cancelled mid-call."""
+        return None if self.at is None else max(self.at - self.SLACK_S - time.monotonic(), 0.0)
+
+
+# The deadline of the call being served, where its entry point has its own (gRPC: the client's);
+# unset, the REST timeout applies (TF Serving's --rest_api_timeout_in_ms, for REST only).
+CALL_DEADLINE: contextvars.ContextVar[ClientDeadline | None] = contextvars.ContextVar("call_deadline", default=None)
 CLIENT_CLOSED = 499  # the client went away before its answer (nginx's status; gRPC's CANCELLED)
 
 
@@ -82,31 +113,37 @@ class Calls:
     async def counted(self, api: str, entrypoint: str, model: str = "") -> AsyncIterator[Tally]:
         """Times and counts the call made inside (TF Serving's metric names: by model, API and
         entry point, with its status code); any failure leaves as a RequestError."""
-        started, tally, status = time.perf_counter(), Tally(model), 200
+        started, tally, code = time.perf_counter(), Tally(model), grpc_code(200)
         try:
             yield tally
         except asyncio.CancelledError:
-            status = CLIENT_CLOSED
+            deadline = CALL_DEADLINE.get()
+            # gRPC cancels a call whose client deadline passed: that is a deadline, not a client gone.
+            code = grpc_code(504 if deadline is not None and deadline.passed() else CLIENT_CLOSED)
             raise
         except Exception as error:
             failure = as_request_error(error)
-            status = failure.status
+            code = failure.grpc_code
             if failure is error:
                 raise
-            if status == 500:
+            if failure.status == 500:
                 log.error("%s %s failed", entrypoint, api, exc_info=error)  # the client gets its type only
             raise failure from None
         finally:
-            self.metrics.record(tally.model, api, entrypoint, grpc_code(status), time.perf_counter() - started,
-                                tally.examples if status == 200 else 0)
+            # A name the config does not list is counted under "": clients cannot add series at will.
+            model_label = tally.model if tally.model in self.registry.entries else ""
+            self.metrics.record(model_label, api, entrypoint, code, time.perf_counter() - started,
+                                tally.examples if code == "OK" else 0)
 
     async def within_deadline(self, awaitable: Awaitable[T]) -> T:
-        """``awaitable``'s result, or a RequestError 504 once the request timeout has passed (TF
-        Serving's ``--rest_api_timeout_in_ms``; gRPC answers it as DEADLINE_EXCEEDED). A model
-        call already running finishes in its thread; its answer is dropped."""
-        seconds = self.limits.request_timeout_s
+        """``awaitable``'s result, or a RequestError 504 once the call's time is up: the request
+        timeout over REST and the task endpoints (TF Serving's ``--rest_api_timeout_in_ms``), the
+        client's own deadline over gRPC (answered as DEADLINE_EXCEEDED). A model call already
+        running finishes in its thread; its answer is dropped."""
+        deadline = CALL_DEADLINE.get()
+        seconds = self.limits.request_timeout_s if deadline is None else deadline.seconds
         try:
-            return await asyncio.wait_for(awaitable, seconds)
+            return await asyncio.wait_for(awaitable, seconds if deadline is None else deadline.left())
         except TimeoutError:
             raise RequestError(f"Deadline Exceeded: the request took over {seconds * 1000:g} ms", 504) from None
 

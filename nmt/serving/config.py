@@ -200,6 +200,7 @@ class ServerSettings:
     file_system_poll_s: float = 0  # > 0: new version folders are looked for at this interval
     config_poll_s: float = 0  # > 0: read_entries is called again at this interval
     config_folder: Path = Path(".")  # where a reload request's relative base paths are
+    mounts: dict[str, str] | None = None  # a reload request's base paths mapped as the config file's (--mount)
 
 
 def upstream_messages() -> dict[str, type]:

@@ -10,24 +10,26 @@ from nmt.errors import NmtError
 GRPC_CODES = {200: "OK", 400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 408: "DEADLINE_EXCEEDED",
               413: "RESOURCE_EXHAUSTED", 499: "CANCELLED", 500: "INTERNAL", 501: "UNIMPLEMENTED", 503: "UNAVAILABLE",
               504: "DEADLINE_EXCEEDED"}
-# A TensorFlow OpError's class -> the HTTP status of the request it failed (the rest: 500).
+# A TensorFlow OpError's class -> the HTTP status of the request it failed (the rest: 500) and, where
+# the table above would not say it, its own gRPC code (TF Serving passes the graph's code through).
 GRAPH_ERROR_STATUS = {"InvalidArgumentError": 400, "FailedPreconditionError": 400, "OutOfRangeError": 400,
                       "NotFoundError": 404, "ResourceExhaustedError": 413, "DeadlineExceededError": 504,
                       "UnimplementedError": 501}
+GRAPH_ERROR_CODES = {"FailedPreconditionError": "FAILED_PRECONDITION", "OutOfRangeError": "OUT_OF_RANGE"}
 
 
 class RequestError(Exception):
     """A request that failed: answered with ``{"error": message}`` and ``status`` over REST, and
-    with the matching gRPC code over gRPC, as TF Serving does. ``close``: the connection cannot
-    carry another request (its body was not read)."""
+    with the matching gRPC code over gRPC (``code``, where the status alone does not say it), as TF
+    Serving does. ``close``: the connection cannot carry another request (its body was not read)."""
 
-    def __init__(self, message: str, status: int = 400, close: bool = False) -> None:
+    def __init__(self, message: str, status: int = 400, close: bool = False, code: str | None = None) -> None:
         super().__init__(message)
-        self.message, self.status, self.close = message, status, close
+        self.message, self.status, self.close, self.code = message, status, close, code
 
     @property
     def grpc_code(self) -> str:
-        return grpc_code(self.status)
+        return self.code or grpc_code(self.status)
 
 
 def grpc_code(http_status: int) -> str:
@@ -46,8 +48,9 @@ def as_request_error(error: Exception) -> RequestError:
 
 def graph_error(error: Exception) -> RequestError:
     """A TensorFlow OpError as the client's answer: its status by kind, its useful line."""
-    return RequestError(graph_error_summary(getattr(error, "message", str(error))),
-                        GRAPH_ERROR_STATUS.get(type(error).__name__, 500))
+    kind = type(error).__name__
+    return RequestError(graph_error_summary(getattr(error, "message", str(error))), GRAPH_ERROR_STATUS.get(kind, 500),
+                        code=GRAPH_ERROR_CODES.get(kind))
 
 
 def graph_error_summary(message: str) -> str:

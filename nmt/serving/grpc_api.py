@@ -33,7 +33,7 @@ from tensorflow_serving.apis import (
 
 from nmt.errors import NmtError
 from nmt.serving import examples
-from nmt.serving.calls import Calls, Tally, Target
+from nmt.serving.calls import CALL_DEADLINE, Calls, ClientDeadline, Tally, Target
 from nmt.serving.config import entries_of
 from nmt.serving.errors import RequestError
 from nmt.serving.registry import Servable, check_input_names
@@ -68,11 +68,13 @@ def _model_name(request: Any) -> str:
 
 def _rpc(api: str) -> Callable:
     """A servicer method run through the call core's metrics (TF Serving's names, entry point
-    GRPC), its failures answered with the gRPC code of their status."""
+    GRPC) within the client's deadline (not the REST timeout: TF Serving applies that to REST
+    only), its failures answered with the gRPC code of their status."""
 
     def wrap(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         @functools.wraps(method)
         async def call(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            CALL_DEADLINE.set(ClientDeadline.from_now(context.time_remaining()))  # this RPC's task alone
             try:
                 async with self.calls.counted(api, "GRPC", _model_name(request)) as tally:
                     return await method(self, request, tally)
@@ -218,8 +220,8 @@ def _fill_classifications(target: Any, results: list[list[tuple[str, float]]]) -
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, calls: Calls, config_folder: Path) -> None:
-        self.calls, self.registry, self.config_folder = calls, calls.registry, config_folder
+    def __init__(self, calls: Calls, config_folder: Path, mounts: dict[str, str] | None = None) -> None:
+        self.calls, self.registry, self.config_folder, self.mounts = calls, calls.registry, config_folder, mounts
 
     @_rpc("GetModelStatus")
     async def GetModelStatus(self, request: Any, tally: Tally) -> Any:  # noqa: N802
@@ -236,7 +238,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     @_rpc("HandleReloadConfigRequest")
     async def HandleReloadConfigRequest(self, request: Any, tally: Tally) -> Any:  # noqa: N802
         """Serves the models of the request's ModelServerConfig from now on (loading in a thread)."""
-        entries = entries_of(request.config, self.config_folder, None, "the reload request's config")
+        entries = entries_of(request.config, self.config_folder, self.mounts, "the reload request's config")
         await asyncio.to_thread(self.registry.set_entries, entries)
         response = model_management_pb2.ReloadConfigResponse()
         failed = {name: why for name, why in self.registry.failures.items() if name not in self.registry.models}
@@ -246,7 +248,8 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
 
-def create_grpc_server(calls: Calls, host: str, port: int, config_folder: Path) -> tuple[grpc.aio.Server, int]:
+def create_grpc_server(calls: Calls, host: str, port: int, config_folder: Path,
+                       mounts: dict[str, str] | None = None) -> tuple[grpc.aio.Server, int]:
     """The gRPC server (not started) on host:port (0: any free port), and the port it got."""
     size = calls.max_message_bytes
     # Calls past --max-connections at once are answered RESOURCE_EXHAUSTED, as REST answers 503.
@@ -254,7 +257,7 @@ def create_grpc_server(calls: Calls, host: str, port: int, config_folder: Path) 
                              options=[("grpc.max_receive_message_length", size),
                                       ("grpc.max_send_message_length", max(size, 64 << 20))])
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(calls), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(calls, config_folder), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(calls, config_folder, mounts), server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = server.add_insecure_port(address)  # grpcio raises where it cannot bind (older ones return 0)
