@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from nmt.errors import NmtError
+from nmt.serving.errors import RequestError
 from nmt.signatures import MAX_VERSION
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,6 @@ class Limits:
     def check_rows(self, rows: int) -> None:
         """The row limit of one request, whatever its API (one message everywhere)."""
         if rows > self.max_request_rows:
-            from nmt.serving.errors import RequestError
-
             raise RequestError(f"batch of {rows} is over the limit of {self.max_request_rows} per request")
 
 
