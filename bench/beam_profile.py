@@ -53,8 +53,8 @@ import tensorflow as tf  # noqa: E402
 
 from nmt import decoding  # noqa: E402
 from nmt.config import load_config  # noqa: E402
+from nmt.constants import BOS_ID, EOS_ID, LOG_ZERO  # noqa: E402
 from nmt.tasks import task_for  # noqa: E402
-from nmt.tokenizer import BOS_ID, EOS_ID  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "beam_profile.json"
 BATCH, BEAM, SOURCE_TOKENS = 32, 5, 12
@@ -64,7 +64,7 @@ def _reference_beam_search(step_fn, state, context, max_lengths, beam_size, alph
     """nmt.decoding.beam_search before this change (commit 102392a), verbatim but for names: the
     baseline. It carries ids [rows, t] and attention [rows, t, source] and regathers them by the
     parent pointers at every step."""
-    k, neg = beam_size, decoding.LOG_ZERO
+    k, neg = beam_size, LOG_ZERO
     batch = tf.shape(max_lengths)[0]
     state = decoding.tile_batch(state, k)
     context = decoding.tile_batch(context, k)
@@ -134,7 +134,7 @@ class _WholeVocabularyBeam(decoding._Beam):
         vocab = tf.shape(log_probs)[1]
         if self.stop_early:
             settled = decoding._settled(finished, lengths, scores, self.max_lengths, self.k, self.alpha)
-            only_eos = tf.where(tf.equal(tf.range(vocab), EOS_ID)[None, :], log_probs, decoding.LOG_ZERO)
+            only_eos = tf.where(tf.equal(tf.range(vocab), EOS_ID)[None, :], log_probs, LOG_ZERO)
             log_probs = tf.where(settled[:, None], only_eos, log_probs)
         log_probs = decoding._forced_eos(log_probs, tf.logical_or(finished, t + 1 >= self.max_lengths))
         total = scores[:, None] + log_probs

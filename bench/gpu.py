@@ -165,9 +165,9 @@ def paths_agree(run_dir: Path, data: Path) -> dict[str, float]:
     import tensorflow as tf
 
     import nmt
+    from nmt.constants import BOS_ID
     from nmt.layers.recurrent import forced_recurrence_path
     from nmt.pipeline import pad_batch
-    from nmt.tokenizer import BOS_ID
 
     translator = nmt.load(run_dir, "latest")
     lines = (data / "dev.en").read_text(encoding="utf-8").splitlines()[:32]

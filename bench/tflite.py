@@ -31,9 +31,9 @@ K = 5
 
 def dev_prompts(run: Path, count: int, seed: int) -> list[str]:
     from nmt.data import read_corpus
-    from nmt.run_config import read_run_config
+    from nmt.run_dir import RunDir
 
-    config = read_run_config(run)
+    config = RunDir(run).read_config()
     if config.data.dev is None:
         raise SystemExit(f"{run} has no dev data (data.dev) to take prompts from")
     lines = [line.split() for line in read_corpus(config.data.dev, with_target=False).sources]

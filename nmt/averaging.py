@@ -26,8 +26,8 @@ import numpy as np
 from nmt.checkpoints import checkpoint_prefixes, checkpoint_problem, save_weights
 from nmt.errors import NmtError
 from nmt.inference import load, load_weights, read_checkpoint
-from nmt.io import atomic_path
-from nmt.run_dir import RunDir, writing
+from nmt.io import atomic_path, writing
+from nmt.run_dir import RunDir
 from nmt.tasks import task_for
 from nmt.train_step import make_dev_loss
 

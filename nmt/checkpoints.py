@@ -1,5 +1,5 @@
-"""Finding the checkpoint to resume from, or to load, from the files themselves; writing a
-weights file (best/, averaged/) whole or not at all.
+"""Finding the checkpoint to resume from, or to load, from the files themselves (and repairing
+TensorFlow's state file to match); writing a weights file (best/, averaged/) whole or not at all.
 
 TensorFlow's ``checkpoint`` state file names the latest checkpoint, but it can be garbage (a
 killed writer, a careless edit) and a ``ckpt-N.data-*`` file can be truncated or overwritten while
@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from nmt.errors import NmtError
-from nmt.io import atomic_path
-from nmt.run_dir import writing
+from nmt.io import atomic_path, writing
 
 log = logging.getLogger(__name__)
 
@@ -97,3 +96,57 @@ def save_weights(model: Any, path: Path) -> None:
         raise NmtError(f"no space left on device while writing {path} (it needs about {needed / 2**20:.1f} MiB)")
     with writing(path), atomic_path(path, suffix=".weights.h5") as tmp:  # Keras wants the suffix
         model.save_weights(tmp)
+
+
+def _state_file_latest(directory: Path) -> str | None:
+    """The checkpoint that TensorFlow's state file names (a bare name), or None if it names none."""
+    import tensorflow as tf
+
+    try:
+        state = tf.train.get_checkpoint_state(str(directory))
+    except Exception:  # noqa: BLE001 - an unreadable state file is what is being repaired
+        return None
+    return Path(state.model_checkpoint_path).name if state and state.model_checkpoint_path else None
+
+
+def resume_point(directory: Path, chief: bool) -> Path | None:
+    """The checkpoint to resume from: the newest one in ``directory`` that reads back whole, found
+    from the files (TensorFlow's ``checkpoint`` state file can be garbage, a checkpoint's data
+    damaged). The chief removes half-written saves and rewrites a state file that names another
+    checkpoint, so that the CheckpointManager keeps and deletes the right ones. None: no checkpoint
+    at all; NmtError: there are checkpoints but none is intact (never start over silently)."""
+    import tensorflow as tf
+
+    if chief:
+        for partial in remove_partial_saves(directory):
+            log.warning("removed %s, left by a checkpoint save that did not finish", partial)
+    prefixes = checkpoint_prefixes(directory)
+    if not prefixes:
+        return None
+    latest = newest_intact(directory)
+    if latest is None:
+        problems = "; ".join(f"{prefix}: {checkpoint_problem(prefix)}" for prefix in prefixes)
+        raise NmtError(f"no intact checkpoint to resume from in {directory} ({problems}); restore the files from a "
+                       "backup, or run nmt train --restart to start over (deletes the checkpoints, best and "
+                       "averaged weights and metrics)")
+    named = _state_file_latest(directory)
+    if chief and named != latest.name:
+        number = int(latest.name.split("-")[1])
+        kept = [p for p in reversed(prefixes) if int(p.name.split("-")[1]) <= number]  # oldest first
+        times = [p.with_name(p.name + ".index").stat().st_mtime for p in kept]
+        tf_logger = tf.get_logger()
+        level = tf_logger.level
+        tf_logger.setLevel(logging.ERROR)  # update_checkpoint_state's deprecation notice
+        try:
+            with writing(directory / "checkpoint"):
+                tf.compat.v1.train.update_checkpoint_state(
+                    str(directory), latest.name, all_model_checkpoint_paths=[p.name for p in kept],
+                    all_model_checkpoint_timestamps=times,
+                    # The manager deletes (keep-N) only checkpoints newer than this.
+                    last_preserved_timestamp=min(times) - 1.0,
+                )
+        finally:
+            tf_logger.setLevel(level)
+        log.warning("%s named %s; resuming from %s, the newest intact checkpoint (state file rewritten)",
+                directory / "checkpoint", named or "no readable checkpoint", latest)
+    return latest

@@ -16,8 +16,8 @@ from typing import Any, Literal
 import yaml
 
 from nmt.config_fields import apply_override, build_section, check_fields, duration_seconds, setting
+from nmt.constants import MIN_VOCAB_SIZE
 from nmt.errors import NmtError
-from nmt.tokenizer import MIN_VOCAB_SIZE
 
 # Shipped experiment files live here; `--config en-ja.yaml` finds them by name.
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"

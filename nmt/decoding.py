@@ -28,14 +28,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from nmt.tokenizer import BOS_ID, EOS_ID
+from nmt.constants import BOS_ID, EOS_ID, LOG_ZERO
 
-if TYPE_CHECKING:  # nmt.samplers imports LOG_ZERO from here
+if TYPE_CHECKING:
     from nmt.samplers import Sampler
 
 StepFn = Callable[[tf.Tensor, Any, Any], tuple[tf.Tensor, Any, tf.Tensor]]
-# A log-probability low enough to never be chosen, finite so that sums never turn into NaN.
-LOG_ZERO = -1e9
 
 
 class DecodeResult(NamedTuple):

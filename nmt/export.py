@@ -19,13 +19,13 @@ import numpy as np
 import tensorflow as tf
 
 from nmt import signatures as sig
+from nmt.constants import EOS_ID
 from nmt.errors import NmtError
 from nmt.inference import load
 from nmt.io import is_disk_full
 from nmt.layers.recurrent import forced_recurrence_path
 from nmt.signatures import MAX_VERSION, RECORD_FILE, WARMUP_FILE, check_export_target
 from nmt.tasks import task_for
-from nmt.tokenizer import EOS_ID
 
 
 def next_version(out_dir: Path) -> int:

@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+"""Atomic file writes: a reader sees the old file or the new one, never half of one; an appended
+line is whole or absent; a full disk is an error that names the file."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+
+from nmt.errors import NmtError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -79,3 +82,36 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_writer(path, "wb") as handle:
         handle.write(data)
+
+
+@contextlib.contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """A full disk while writing ``path`` becomes a one-line NmtError naming it (TensorFlow and
+    Keras report it as an OpError or RuntimeError with a stack listing); the writer is expected to
+    leave what was on disk before as it was."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except (tf.errors.OpError, OSError, RuntimeError) as error:
+        if is_disk_full(error):
+            raise NmtError(f"no space left on device while writing {path}") from None
+        raise
+
+
+def append_line(path: Path, line: str) -> None:
+    """Appends one line to ``path``, all of it or (disk full) none of it."""
+    data = (line.rstrip("\n") + "\n").encode("utf-8")
+    with writing(path):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            start = os.fstat(fd).st_size
+            try:
+                written = 0
+                while written < len(data):
+                    written += os.write(fd, data[written:])
+            except OSError:
+                os.ftruncate(fd, start)  # never half a record
+                raise
+        finally:
+            os.close(fd)

@@ -1,6 +1,6 @@
 """A trained language model as a Python object: next whole words, generation, hidden states and
 perplexity. The ``*_ids`` methods are the graph pieces the export traces into the SavedModel; the
-text <-> ids rules are :mod:`nmt.tasks.text`'s."""
+text <-> ids rules are :mod:`nmt.text_policy`'s."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from nmt import decoding
 from nmt.config import Config
+from nmt.constants import BOS_ID, EOS_ID, PAD_ID
 from nmt.errors import NmtError
 from nmt.models import LanguageModel
 from nmt.next_word import NextWords, next_word_search
@@ -30,8 +31,8 @@ from nmt.signatures import (
     check_generation,
     check_k,
 )
-from nmt.tasks.text import ids_to_text, prompt_ids, text_length
-from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from nmt.text_policy import ids_to_text, prompt_ids, text_length
+from nmt.tokenizer import Tokenizer
 from nmt.trace import Gradients, Trace
 
 PROMPT_SPEC = [tf.TensorSpec([None, None], tf.int32, name="ids"), tf.TensorSpec([None], tf.int32, name="length")]

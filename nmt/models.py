@@ -11,9 +11,9 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from nmt.constants import PAD_ID
 from nmt.layers import Decoder, Encoder
 from nmt.layers.decoder import Context, State
-from nmt.tokenizer import PAD_ID
 
 
 def model_variables(model: keras.Model) -> dict[str, Any]:

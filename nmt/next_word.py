@@ -8,8 +8,8 @@ from typing import Any, NamedTuple
 
 import tensorflow as tf
 
-from nmt.decoding import LOG_ZERO, StepFn, tile_batch
-from nmt.tokenizer import EOS_ID
+from nmt.constants import EOS_ID, LOG_ZERO, NUM_SPECIAL, WORD_START
+from nmt.decoding import StepFn, tile_batch
 
 
 class NextWords(NamedTuple):
@@ -19,14 +19,11 @@ class NextWords(NamedTuple):
     probabilities: tf.Tensor
 
 
-WORD_START = "▁"  # SentencePiece's word-boundary marker, "▁"
-
-
 def _piece_kinds(pieces: tf.Tensor, whole_pieces: bool) -> tuple[tf.Tensor, ...]:
     """[vocab] flags of :func:`next_word_search`'s pieces: special (reserved), bare "▁", first (can
     start a word), inner (can continue one), boundary (ends a word: whatever cannot continue it)."""
     vocab = tf.shape(pieces)[0]
-    special = tf.range(vocab) < 4  # pad, unk, bos, eos
+    special = tf.range(vocab) < NUM_SPECIAL
     bare = tf.equal(pieces, WORD_START)
     first = tf.strings.regex_full_match(pieces, WORD_START + r"[\pL\pN].*") | bare
     inner = tf.strings.regex_full_match(pieces, r"([\pL\pN\pM]|['’]\pL).*") & ~special

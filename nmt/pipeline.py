@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from nmt.constants import BOS_ID, EOS_ID, PAD_ID
+from nmt.tokenizer import Tokenizer
 
 
 @dataclasses.dataclass

@@ -1,6 +1,6 @@
 """The run directory: its layout (:class:`RunDir`, the one place that names its files) and its
 safety rules: one trainer at a time (an advisory lock), starting over only when asked, writes
-that a full disk cannot leave half-done, and the checkpoint to resume from."""
+that a full disk cannot leave half-done, and the checks on resuming a run or starting from one."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nmt.errors import NmtError
-from nmt.io import atomic_write_text, is_disk_full
+from nmt.io import append_line, atomic_write_text
+from nmt.run_config import check_compatible, check_same_architecture, read_config_file, read_config_tree, save_config
 
 if TYPE_CHECKING:
     from nmt.config import Config
@@ -61,14 +62,39 @@ class RunDir:
                                       self.logs, self.metrics))
 
     def read_config(self) -> Config:
-        from nmt.run_config import read_run_config
-
-        return read_run_config(self.path)
+        """The config stored with the run (no TensorFlow needed: the CLI checks a run before loading it)."""
+        if not self.config_file.is_file():
+            raise NmtError(f"{self} is not a run directory: {self.config_file.name} is missing "
+                           "(train one with `nmt train`)")
+        return read_config_file(self.config_file)
 
     def save_config(self, config: Config) -> None:
-        from nmt.run_config import save_config
-
         save_config(config, self.config_file)
+
+    def check_resumable(self, config: Config, carries_state: bool) -> None:
+        """Refuses to go on training this run with ``config`` where what is built (the tokenizers,
+        the checkpoints) would not fit it; a run with no stored config yet takes any."""
+        if not self.config_file.is_file():
+            return
+        check_compatible(str(self), read_config_tree(self.config_file), config, tokenizer_built=self.spm.is_dir(),
+                         model_built=self.checkpoints.is_dir(), carries_state=carries_state)
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """The dev evaluations (``metrics.jsonl``), one per step, later lines winning (a resumed run
+        re-evaluates steps it had done before the interruption); the final evaluation is not among them."""
+        if not self.metrics.is_file():
+            raise NmtError(f"{self}: no metrics.jsonl yet (it is written at each dev evaluation of `nmt train`)")
+        by_step: dict[int, dict[str, Any]] = {}
+        for number, line in enumerate(self.metrics.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise NmtError(f"{self.metrics}:{number}: not JSON ({error.msg})") from None
+            if "step" in record and not record.get("final"):
+                by_step[int(record["step"])] = record
+        return [by_step[s] for s in sorted(by_step)]
 
     def save_data_checks(self, record: dict[str, Any]) -> None:
         atomic_write_text(self.data_checks, json.dumps(record, indent=1) + "\n")
@@ -125,89 +151,16 @@ def start_over(run_dir: Path) -> None:
         logger.warning("--restart: removed %s from %s; training starts at step 0", ", ".join(removed), run_dir)
 
 
-@contextlib.contextmanager
-def writing(path: Path) -> Iterator[None]:
-    """A full disk while writing ``path`` becomes a one-line NmtError (the writers below leave
-    what was on disk before as it was)."""
-    import tensorflow as tf
-
-    try:
-        yield
-    except (tf.errors.OpError, OSError, RuntimeError) as error:
-        if is_disk_full(error):
-            raise NmtError(f"no space left on device while writing {path}") from None
-        raise
-
-
-def append_line(path: Path, line: str) -> None:
-    """Appends one line to ``path``, all of it or (disk full) none of it."""
-    data = (line.rstrip("\n") + "\n").encode("utf-8")
-    with writing(path):
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            start = os.fstat(fd).st_size
-            try:
-                written = 0
-                while written < len(data):
-                    written += os.write(fd, data[written:])
-            except OSError:
-                os.ftruncate(fd, start)  # never half a record
-                raise
-        finally:
-            os.close(fd)
-
-
-def _state_file_latest(directory: Path) -> str | None:
-    """The checkpoint that TensorFlow's state file names (a bare name), or None if it names none."""
-    import tensorflow as tf
-
-    try:
-        state = tf.train.get_checkpoint_state(str(directory))
-    except Exception:  # noqa: BLE001 - an unreadable state file is what is being repaired
+def init_source(config: Config) -> Config | None:
+    """The config of the run that ``train.init_from`` names (None when it names none), checked: it
+    must be a trained run of the same task, model and tokenizer settings (dropout may differ); a
+    difference is an NmtError naming every differing key. Needs no TensorFlow."""
+    source = config.train.init_from
+    if source is None:
         return None
-    return Path(state.model_checkpoint_path).name if state and state.model_checkpoint_path else None
-
-
-def resume_point(directory: Path, chief: bool) -> Path | None:
-    """The checkpoint to resume from: the newest one in ``directory`` that reads back whole, found
-    from the files (TensorFlow's ``checkpoint`` state file can be garbage, a checkpoint's data
-    damaged). The chief removes half-written saves and rewrites a state file that names another
-    checkpoint, so that the CheckpointManager keeps and deletes the right ones. None: no checkpoint
-    at all; NmtError: there are checkpoints but none is intact (never start over silently)."""
-    import tensorflow as tf
-
-    from nmt.checkpoints import checkpoint_prefixes, checkpoint_problem, newest_intact, remove_partial_saves
-
-    if chief:
-        for partial in remove_partial_saves(directory):
-            logger.warning("removed %s, left by a checkpoint save that did not finish", partial)
-    prefixes = checkpoint_prefixes(directory)
-    if not prefixes:
-        return None
-    latest = newest_intact(directory)
-    if latest is None:
-        problems = "; ".join(f"{prefix}: {checkpoint_problem(prefix)}" for prefix in prefixes)
-        raise NmtError(f"no intact checkpoint to resume from in {directory} ({problems}); restore the files from a "
-                       "backup, or run nmt train --restart to start over (deletes the checkpoints, best and "
-                       "averaged weights and metrics)")
-    named = _state_file_latest(directory)
-    if chief and named != latest.name:
-        number = int(latest.name.split("-")[1])
-        kept = [p for p in reversed(prefixes) if int(p.name.split("-")[1]) <= number]  # oldest first
-        times = [p.with_name(p.name + ".index").stat().st_mtime for p in kept]
-        tf_logger = tf.get_logger()
-        level = tf_logger.level
-        tf_logger.setLevel(logging.ERROR)  # update_checkpoint_state's deprecation notice
-        try:
-            with writing(directory / "checkpoint"):
-                tf.compat.v1.train.update_checkpoint_state(
-                    str(directory), latest.name, all_model_checkpoint_paths=[p.name for p in kept],
-                    all_model_checkpoint_timestamps=times,
-                    # The manager deletes (keep-N) only checkpoints newer than this.
-                    last_preserved_timestamp=min(times) - 1.0,
-                )
-        finally:
-            tf_logger.setLevel(level)
-        logger.warning("%s named %s; resuming from %s, the newest intact checkpoint (state file rewritten)",
-                       directory / "checkpoint", named or "no readable checkpoint", latest)
-    return latest
+    try:
+        stored = RunDir(Path(source).expanduser()).read_config()
+        check_same_architecture(source, stored, config)
+    except NmtError as error:
+        raise NmtError(f"train.init_from: {error}") from None
+    return stored

@@ -7,7 +7,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from nmt.decoding import LOG_ZERO
+from nmt.constants import LOG_ZERO
 
 
 class Sampler:

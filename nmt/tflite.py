@@ -21,7 +21,7 @@ static element shape, and its string ops, regex and joins, exist only as Flex op
 
 Tokenization: the run's SentencePiece model is copied beside the model (``tokenizer.model``); the app
 tokenizes with the SentencePiece library of its platform, the reference decoder with the Python one, by
-the rules of :mod:`nmt.tasks.text` (surrounding whitespace dropped, a prompt over the run's limit an error).
+the rules of :mod:`nmt.text_policy` (surrounding whitespace dropped, a prompt over the run's limit an error).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from nmt.constants import LOG_ZERO, NUM_SPECIAL, WORD_START
 from nmt.errors import NmtError
 
 VARIANTS = ("float32", "float16", "int8")  # --quantize; "all" writes the three
@@ -44,9 +45,6 @@ OUTPUTS = ("candidate_ids", "candidate_log_probs")  # candidate_search's, in the
 SIGNATURE = "serving_default"  # the converter's name for the one signature
 TOKENIZER = "tokenizer.model"
 README = "README.md"
-WORD_START = "▁"
-LOG_ZERO = -1e9  # nmt.decoding.LOG_ZERO (not imported: the decoder needs no TensorFlow)
-NUM_SPECIAL = 4  # ids 0..3: pad, unk, bos, eos (nmt.tokenizer)
 
 
 def model_file(variant: str) -> str:
@@ -148,7 +146,7 @@ class TfliteNextWords:
 
     def next_words(self, texts: str | Sequence[str], k: int = 5) -> Any:
         from nmt.signatures import check_k
-        from nmt.tasks.text import prompt_ids
+        from nmt.text_policy import prompt_ids
 
         if isinstance(texts, str):
             return self.next_words([texts], k)[0]

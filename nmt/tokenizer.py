@@ -15,12 +15,9 @@ from pathlib import Path
 
 import sentencepiece as spm
 
+from nmt.constants import BOS_ID, EOS_ID, MIN_VOCAB_SIZE, PAD_ID, UNK_ID, UNK_PIECE
 from nmt.errors import NmtError
 from nmt.io import atomic_write_bytes
-
-PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
-UNK_PIECE = "<spm-unk>"
-MIN_VOCAB_SIZE = 8  # the 4 reserved ids and a few pieces
 
 log = logging.getLogger(__name__)
 

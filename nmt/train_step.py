@@ -15,9 +15,9 @@ import numpy as np
 import tensorflow as tf
 
 from nmt.config import TrainConfig
+from nmt.constants import PAD_ID
 from nmt.layers.recurrent import forced_recurrence_path
 from nmt.pipeline import EncodedCorpus, make_dataset
-from nmt.tokenizer import PAD_ID
 
 # train_loss in metrics.jsonl is the mean of the last this many step losses (kept in the checkpoint).
 TRAIN_LOSS_WINDOW = 100

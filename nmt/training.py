@@ -25,18 +25,16 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-import yaml
 
-from nmt.checkpoints import checkpoint_prefixes, remove_partial_saves, save_weights
+from nmt.checkpoints import checkpoint_prefixes, remove_partial_saves, resume_point, save_weights
 from nmt.config import Config
 from nmt.config_fields import duration_seconds
 from nmt.distribute import from_chief, is_chief, make_strategy, worker_dir
 from nmt.errors import NmtError
 from nmt.inference import load_weights
-from nmt.io import atomic_write_bytes
+from nmt.io import atomic_write_bytes, writing
 from nmt.models import model_variables
-from nmt.run_config import config_differences, init_source
-from nmt.run_dir import RunDir, hold_run_dir, resume_point, start_over, writing
+from nmt.run_dir import RunDir, hold_run_dir, init_source, start_over
 from nmt.tasks import PreparedData, Task, task_for
 from nmt.train_step import (
     TRAIN_LOSS_WINDOW,
@@ -57,36 +55,6 @@ Progress = Callable[[int, int, dict[str, float]], None]
 
 
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}  # by train.optimizer
-
-
-def check_compatible(run: RunDir, config: Config) -> None:
-    """A run directory keeps one model: refuse to resume it with another architecture."""
-    if not run.config_file.is_file():
-        return
-    stored = yaml.safe_load(run.config_file.read_text(encoding="utf-8")) or {}
-    current = config.to_dict()
-    # Only what has been built binds: tokenizers once trained, the model once checkpointed.
-    built = {"tokenizer": run.spm.is_dir(), "model": run.checkpoints.is_dir()}
-    if built["model"] and task_for(config).carries_state:
-        # The carried TBPTT state is [batch_size, units] and the data iterator's position is
-        # counted in windows: both are in the checkpoint.
-        for key in ("bptt_steps", "batch_size"):
-            before = (stored.get("train") or {}).get(key)
-            if before != getattr(config.train, key):
-                raise NmtError(
-                    f"{run} was trained with train.{key}={before!r} (now {getattr(config.train, key)!r}); "
-                    "a running-text model resumes only with the same value: choose another run_dir or restore it"
-                )
-    # The checkpoint holds the optimizer's slots (Adam's moments): another optimizer cannot resume it.
-    before = (stored.get("train") or {}).get("optimizer", "adam")
-    if built["model"] and before != config.train.optimizer:
-        raise NmtError(f"{run} was trained with train.optimizer={before!r} (now {config.train.optimizer!r}); "
-                       "a run resumes with its own optimizer: choose another run_dir or delete this one")
-    for section in ("model", "tokenizer"):
-        if built[section] and stored.get(section) != current[section]:
-            differences = config_differences(stored.get(section) or {}, current[section], f"{section}.")
-            raise NmtError(f"{run} holds a model trained with another {section} config "
-                           f"({'; '.join(differences)}); choose another run_dir or delete this one")
 
 
 @dataclasses.dataclass
@@ -180,7 +148,7 @@ class Trainer:
     def _train_holding(self, strategy: tf.distribute.Strategy, work: RunDir) -> Any:
         config, cfg = self.config, self.config.train
         chief = is_chief(strategy)
-        check_compatible(self.run, config)
+        self.run.check_resumable(config, task_for(config).carries_state)
         # train.init_from binds when a run starts; a run with checkpoints resumes from its own.
         starting_from = not checkpoint_prefixes(self.run.checkpoints) and init_source(config) is not None
         work.path.mkdir(parents=True, exist_ok=True)

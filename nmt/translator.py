@@ -1,7 +1,7 @@
 """A trained translation model as a Python object: batched greedy or beam search over text.
 
 The search over ids (:meth:`Translator.search`) is the one the export traces into the SavedModel;
-the text <-> ids rules are :mod:`nmt.tasks.text`'s.
+the text <-> ids rules are :mod:`nmt.text_policy`'s.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ import tensorflow as tf
 from nmt import decoding
 from nmt.config import Config
 from nmt.config_fields import check_fields
+from nmt.constants import BOS_ID
 from nmt.errors import NmtError
 from nmt.models import Seq2Seq
 from nmt.pipeline import pad_batch
 from nmt.signatures import TRANSLATION
-from nmt.tasks.text import source_ids, text_length
-from nmt.tokenizer import BOS_ID, Tokenizer
+from nmt.text_policy import source_ids, text_length
+from nmt.tokenizer import Tokenizer
 from nmt.trace import Gradients, Trace
 
 IDS_SPEC = [tf.TensorSpec([None, None], tf.int32, name="source"), tf.TensorSpec([None], tf.int32, name="source_length")]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -181,25 +180,6 @@ def _heatmap(path: str | Path, values: np.ndarray, source: Sequence[str], target
 # --- training curves ---------------------------------------------------------------------------
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The dev evaluations of a run (``metrics.jsonl``), one per step, later lines winning (a
-    resumed run re-evaluates steps it had done before the interruption)."""
-    path = RunDir(run_dir).metrics
-    if not path.is_file():
-        raise NmtError(f"{run_dir}: no metrics.jsonl yet (it is written at each dev evaluation of `nmt train`)")
-    by_step: dict[int, dict[str, Any]] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise NmtError(f"{path}:{number}: not JSON ({error.msg})") from None
-        if "step" in record and not record.get("final"):
-            by_step[int(record["step"])] = record
-    return [by_step[s] for s in sorted(by_step)]
-
-
 def read_scalar(run_dir: Path, tag: str = "train/loss") -> tuple[np.ndarray, np.ndarray]:
     """(steps, values) of one scalar of the run's TensorBoard logs (``train/...`` every 20 steps),
     later files winning where a resumed run logged a step again."""
@@ -223,7 +203,7 @@ def save_curves(path: str | Path, run_dir: str | Path) -> Path:
     """Loss (train and dev) and dev quality (BLEU and chrF, or word perplexity for a language
     model) against the training step."""
     run_dir = Path(run_dir)
-    metrics = read_metrics(run_dir)
+    metrics = RunDir(run_dir).read_metrics()
     steps, loss = read_scalar(run_dir, "train/loss")
     if not metrics and not len(steps):
         raise NmtError(f"{run_dir}: nothing to plot yet (no evaluation in metrics.jsonl, no train/loss in logs/)")

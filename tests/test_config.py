@@ -18,9 +18,9 @@ from nmt.config import (
     load_config,
     resolve_config_path,
 )
+from nmt.constants import MIN_VOCAB_SIZE
 from nmt.errors import NmtError
 from nmt.run_config import save_config
-from nmt.tokenizer import MIN_VOCAB_SIZE
 
 REPO_DATA = (CONFIG_DIR.parent / "data" / "en-ja").resolve()
 

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from nmt.config import DataSourceConfig
+from nmt.constants import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from nmt.data import Corpus, read_corpus, read_hf, read_lines, read_parallel, read_text, read_tsv
 from nmt.errors import NmtError
-from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
+from nmt.tokenizer import Tokenizer
 
 ROWS = [
     ("Hello.", "こんにちは。", "CC-BY 1"),

@@ -11,8 +11,8 @@ import pytest
 import tensorflow as tf
 
 from nmt import decoding
+from nmt.constants import BOS_ID, EOS_ID, LOG_ZERO
 from nmt.models import Seq2Seq
-from nmt.tokenizer import BOS_ID, EOS_ID
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from beam_profile import _WholeVocabularyBeam  # noqa: E402  (the beam step before per-row candidates)
@@ -387,7 +387,7 @@ def test_a_beam_step_chooses_what_the_whole_vocabulary_ranking_chooses(vocab: in
         logits[::7] = np.round(logits[::7])
         log_probs = tf.nn.log_softmax(tf.constant(logits, tf.float32))
         scores = -rng.uniform(0, 40, batch * k).astype(np.float32)
-        scores[rng.random(batch * k) < 0.2] = decoding.LOG_ZERO
+        scores[rng.random(batch * k) < 0.2] = LOG_ZERO
         finished = tf.constant(rng.random(batch * k) < 0.4)
         lengths = tf.constant(rng.integers(1, 9, batch * k), tf.int32)
         max_lengths = tf.constant(rng.integers(2, 12, batch), tf.int32)

@@ -155,7 +155,7 @@ def test_in_graph_tokenizers_stay_distinct_after_reload(tiny_run: Path, tmp_path
 
     from nmt.run_dir import RunDir
     from nmt.tasks import task_for
-    from nmt.tasks.text import InGraphTokenizer
+    from nmt.text_policy import InGraphTokenizer
     from nmt.tokenizer import Tokenizer
 
     run = RunDir(tiny_run)

@@ -12,8 +12,7 @@ import tensorflow as tf
 import nmt
 from nmt.config import load_config
 from nmt.errors import NmtError
-from nmt.run_config import init_source
-from nmt.run_dir import RunDir
+from nmt.run_dir import RunDir, init_source
 from nmt.tasks import task_for
 from nmt.train_step import token_loss
 from nmt.training import Trainer

@@ -14,10 +14,10 @@ import pytest
 import tensorflow as tf
 
 import nmt
+from nmt.constants import BOS_ID
 from nmt.errors import NmtError
 from nmt.language_model import LanguageModelRunner
 from nmt.models import LanguageModel, Seq2Seq
-from nmt.tokenizer import BOS_ID
 from nmt.translator import Translator
 
 from test_visualize import png_size, run_main

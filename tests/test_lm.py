@@ -12,6 +12,7 @@ import tensorflow as tf
 import nmt
 from nmt.cli import main
 from nmt.config import config_from_dict, load_config
+from nmt.constants import EOS_ID
 from nmt.errors import NmtError
 from nmt.language_model import LanguageModelRunner
 from nmt.models import LanguageModel
@@ -19,7 +20,7 @@ from nmt.next_word import next_word_search
 from nmt.perplexity import Perplexity
 from nmt.pipeline import EncodedCorpus, make_stream_dataset, token_stream
 from nmt.samplers import Sampler
-from nmt.tokenizer import EOS_ID, Tokenizer
+from nmt.tokenizer import Tokenizer
 from nmt.training import Trainer
 
 from conftest import CYCLE, cycle_text, lm_config

@@ -13,9 +13,9 @@ import tensorflow as tf
 
 import nmt
 from nmt.config import TrainConfig, load_config
+from nmt.constants import PAD_ID
 from nmt.errors import NmtError
 from nmt.models import LanguageModel, Seq2Seq
-from nmt.tokenizer import PAD_ID
 from nmt.train_step import LossWindow, log_uniform_draw, make_train_step, sampled_token_loss, token_loss
 from nmt.training import Trainer
 

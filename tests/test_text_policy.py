@@ -1,4 +1,4 @@
-"""The text <-> ids rules of nmt.tasks.text: the Python form (nmt.load) and the in-graph form
+"""The text <-> ids rules of nmt.text_policy: the Python form (nmt.load) and the in-graph form
 (SavedModel, TF Serving) give the same answers on the same inputs."""
 
 from __future__ import annotations
@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from nmt import text_policy as text
+from nmt.constants import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from nmt.errors import NmtError
-from nmt.tasks import text
-from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
+from nmt.tokenizer import Tokenizer
 
 CORPUS = ["the cat sat on the mat", "a dog ran in the park", "where is the station", "good morning to you"] * 30
 TEXTS = ["the cat sat", "", "   ", "Zyxqv ☃ blorfs", "  the dog  ", "the " * 40, "猫 the"]

@@ -139,7 +139,8 @@ def test_a_failed_write_leaves_no_half_file_and_keeps_the_previous_export(cycle_
 
 
 def test_words_from_candidates_sums_the_segmentations_of_a_word() -> None:
-    from nmt.tflite import LOG_ZERO, words_from_candidates
+    from nmt.constants import LOG_ZERO
+    from nmt.tflite import words_from_candidates
 
     pieces = ["<pad>", "<unk>", "<s>", "</s>", "▁ca", "t", "▁cat", "▁dog"]
     ids = np.array([[[6, 0], [4, 5], [7, 0], [4, 0]]])  # "cat", "cat" (two pieces), "dog", no candidate

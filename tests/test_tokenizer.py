@@ -7,8 +7,9 @@ import random
 import numpy as np
 import pytest
 
+from nmt.constants import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from nmt.errors import NmtError
-from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
+from nmt.tokenizer import Tokenizer
 
 _JA_SUBJECTS = ["私は", "彼は", "彼女は", "猫が", "犬が", "先生が", "学生は"]
 _JA_OBJECTS = ["本を", "水を", "りんごを", "手紙を", "音楽を", "映画を"]

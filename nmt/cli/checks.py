@@ -86,9 +86,10 @@ def check_arguments(args: argparse.Namespace) -> None:
     if verb_check is not None:
         verb_check(args)
     if getattr(args, "run", None) and args.verb != "report":
-        from nmt.run_config import check_task, read_run_config
+        from nmt.run_config import check_task
+        from nmt.run_dir import RunDir
 
-        check_task(args.run, read_run_config(Path(args.run)), required_task(args))
+        check_task(args.run, RunDir(Path(args.run)).read_config(), required_task(args))
     _check_files(args)
 
 
@@ -154,9 +155,9 @@ def _check_export(args: argparse.Namespace) -> None:
     if tflite and Path(args.out).is_file():
         raise NmtError(f"--out {args.out} is a file; give a folder for the TFLite files")
     if tflite:
-        from nmt.run_config import read_run_config
+        from nmt.run_dir import RunDir
 
-        task = read_run_config(Path(args.run)).task
+        task = RunDir(Path(args.run)).read_config().task
         if task != signatures.LANGUAGE_MODEL:
             raise NmtError(f"--format tflite is for language models: {args.run} is a "
                            f"{signatures.TASK_DESCRIPTIONS.get(task, task)}; export it without --format "

@@ -62,11 +62,11 @@ def layer_table(metrics: list[dict]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nmt.visualize import read_metrics, save_curves
+    from nmt.visualize import save_curves
 
     run_dir = Path(args.run)  # present: checked before
     out = Path(args.output) if args.output else RunDir(run_dir).curves
-    metrics = read_metrics(run_dir)
+    metrics = RunDir(run_dir).read_metrics()
     save_curves(out, run_dir)
     checks = RunDir(run_dir).read_data_checks()
     if checks and "dev_overlap" in checks:

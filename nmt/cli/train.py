@@ -91,8 +91,7 @@ def _check_init_from(config: Config, restart: bool) -> None:
     TensorFlow loads; a run that resumes from its own checkpoints does not read it (the source may
     be gone by then), as the trainer does not."""
     from nmt.checkpoints import checkpoint_prefixes
-    from nmt.run_config import init_source
-    from nmt.run_dir import RunDir
+    from nmt.run_dir import RunDir, init_source
 
     if config.train.init_from is None:
         return

@@ -150,12 +150,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.text:
         return _evaluate_language_model(args)
     from nmt.evaluation import bleu_tokenize, score
-    from nmt.run_config import read_run_config
+    from nmt.run_dir import RunDir
 
     references = read_input_lines(args.ref)
     if args.hyp:
         hypotheses = _same_length(read_input_lines(args.hyp), references, args.hyp, args.ref)
-        config = read_run_config(Path(args.run)) if args.run else None
+        config = RunDir(Path(args.run)).read_config() if args.run else None
     else:
         translator = _load_translator(args)
         sources = _same_length(read_input_lines(args.src), references, args.src, args.ref)

@@ -21,7 +21,7 @@ from nmt.pipeline import EncodedCorpus, TokenCache, encode_texts, make_dataset, 
 from nmt.run_dir import RunDir
 from nmt.samplers import Sampler
 from nmt.tasks.base import Encoder, PreparedData, Task, log, spread
-from nmt.tasks.text import (
+from nmt.text_policy import (
     IDS_SPEC,
     LENGTHS_SPEC,
     TEXT_SPEC,

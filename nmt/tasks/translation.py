@@ -18,7 +18,7 @@ from nmt.models import Seq2Seq
 from nmt.pipeline import EncodedCorpus, TokenCache, encode_corpus, make_dataset
 from nmt.run_dir import RunDir
 from nmt.tasks.base import Encoder, PreparedData, Task, log, spread
-from nmt.tasks.text import (
+from nmt.text_policy import (
     IDS_SPEC,
     LENGTHS_SPEC,
     TEXT_SPEC,

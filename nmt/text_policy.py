@@ -19,8 +19,9 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from nmt import signatures as sig
+from nmt.constants import EOS_ID
 from nmt.errors import NmtError
-from nmt.tokenizer import EOS_ID, Tokenizer
+from nmt.tokenizer import Tokenizer
 
 # The exported signatures' shared inputs: every one has a batch dimension (TF Serving's row format).
 TEXT_SPEC = tf.TensorSpec([None], tf.string, name=sig.TEXT)

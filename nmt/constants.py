@@ -1,0 +1,16 @@
+"""The names every layer shares: reserved ids, the word-boundary marker, the "never" log-probability.
+
+TensorFlow-free and import-free, so that the tokenizer, the data pipeline, the graph code and the
+TFLite reference decoder (which runs without TensorFlow) read one definition.
+"""
+
+# Reserved ids, the same in every vocabulary (the tokenizer trains SentencePiece with them).
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+NUM_SPECIAL = 4  # ids below this are reserved: no piece spells them
+UNK_PIECE = "<spm-unk>"
+MIN_VOCAB_SIZE = 8  # the reserved ids and a few pieces
+
+WORD_START = "▁"  # SentencePiece's word-boundary marker (U+2581)
+
+# A log-probability low enough to never be chosen, finite so that sums never turn into NaN.
+LOG_ZERO = -1e9
