@@ -19,12 +19,12 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from nmt.checkpoints import checkpoint_prefixes, checkpoint_problem, save_weights
 from nmt.errors import NmtError
+from nmt.evaluator import Evaluator
 from nmt.inference import load, load_weights, read_checkpoint
 from nmt.io import atomic_path, writing
 from nmt.run_dir import RunDir
@@ -103,14 +103,12 @@ def average_checkpoints(run_dir: str | Path, last: int) -> Averaged:
     data = task.dev_data(*task.load_tokenizers(run))
     dev_loss = make_dev_loss(model, data.dev) if data.dev is not None else None
 
-    def dev_scores() -> dict[str, Any]:
-        return task.dev_scores(predictor, data, dev_loss, config.train.eval_max_sentences)
-
-    averaged = dev_scores()  # the model holds the averaged weights
+    evaluator = Evaluator(task, run, config.train)
+    averaged = evaluator.scores(predictor, data, dev_loss)  # the model holds the averaged weights
     load_weights(model, run, "best")
-    best = dev_scores()
-    (averaged_quality, averaged_described), (best_quality, best_described) = task.quality(averaged), task.quality(best)
-    chosen = averaged_quality > best_quality
+    best = evaluator.scores(predictor, data, dev_loss)
+    averaged_described, best_described = evaluator.describe(averaged), evaluator.describe(best)
+    chosen = evaluator.better(averaged, than=best)
     if chosen:
         with writing(run.best_weights), atomic_path(run.best_weights, suffix=".weights.h5") as tmp:
             shutil.copyfile(run.averaged_weights, tmp)

@@ -1,5 +1,5 @@
 """Training: the run's task prepares data and builds the model; this module trains it, resumably,
-with dev evaluation, best-model selection and early stopping, into one run directory
+with dev evaluation (:class:`nmt.evaluator.Evaluator`: best-model selection, early stopping), into one run directory
 (:class:`nmt.run_dir.RunDir`), for ``train.steps`` or a time budget (``train.time_budget``), from
 scratch or from another run's weights (``train.init_from``).
 
@@ -12,11 +12,9 @@ with a one-line NmtError and leave the files as they were before. Progress is lo
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import logging
 import math
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,26 +24,19 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nmt.checkpoints import checkpoint_prefixes, remove_partial_saves, resume_point, save_weights
+from nmt.checkpoints import checkpoint_prefixes, resume_point
 from nmt.config import Config
 from nmt.config_fields import duration_seconds
 from nmt.distribute import from_chief, is_chief, make_strategy, worker_dir
 from nmt.errors import NmtError
+from nmt.evaluator import Evaluator
 from nmt.inference import load_weights
-from nmt.io import atomic_write_bytes, writing
-from nmt.models import model_variables
+from nmt.io import atomic_write_bytes
 from nmt.run_dir import RunDir, hold_run_dir, init_source, start_over
+from nmt.schedule import LearningRate, TrainingTime
 from nmt.tasks import PreparedData, Task, task_for
-from nmt.train_step import (
-    TRAIN_LOSS_WINDOW,
-    GradientWindow,
-    LearningRate,
-    LossWindow,
-    TrainingTime,
-    gradient_groups,
-    make_dev_loss,
-    make_train_step,
-)
+from nmt.train_step import make_dev_loss, make_train_step
+from nmt.training_state import TrainingState, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -55,61 +46,6 @@ Progress = Callable[[int, int, dict[str, float]], None]
 
 
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}  # by train.optimizer
-
-
-@dataclasses.dataclass
-class TrainingState:
-    """Everything a checkpoint holds: model, optimizer, the data iterator's position, the dev
-    record (best score, evaluations without improvement), the carried TBPTT state, the recent
-    losses and the gradient statistics since the last report and evaluation, and the seconds
-    spent training (what a time budget counts), so a resumed run continues exactly."""
-
-    model: keras.Model
-    optimizer: keras.optimizers.Optimizer
-    iterator: Any
-    carried: Any
-    best_score: tf.Variable = dataclasses.field(
-        default_factory=lambda: tf.Variable(-1e9, trainable=False, dtype=tf.float32))
-    stale_evals: tf.Variable = dataclasses.field(
-        default_factory=lambda: tf.Variable(0, trainable=False, dtype=tf.int64))
-    losses: LossWindow = dataclasses.field(default_factory=LossWindow)
-    seconds: tf.Variable = dataclasses.field(
-        default_factory=lambda: tf.Variable(0.0, trainable=False, dtype=tf.float64))
-    # The model's layer groups (names for the per-layer gradient norms), and the gradient
-    # statistics since the last 20-step report and since the last evaluation.
-    gradient_groups: list[str] = dataclasses.field(init=False)
-    report_window: GradientWindow = dataclasses.field(init=False)
-    eval_window: GradientWindow = dataclasses.field(init=False)
-
-    def __post_init__(self) -> None:
-        self.gradient_groups = list(gradient_groups(self.model.trainable_variables))
-        self.report_window = GradientWindow(len(self.gradient_groups))
-        self.eval_window = GradientWindow(len(self.gradient_groups))
-
-    def objects(self) -> dict[str, Any]:
-        """"best_bleu" names the dev score in checkpoints written before language models;
-        "train_losses", "gradient_stats" and "training_seconds" are missing from checkpoints written
-        before they existed."""
-        return dict(
-            model=model_variables(self.model), optimizer=self.optimizer, data=self.iterator,
-            best_bleu=self.best_score, stale_evals=self.stale_evals,
-            carried_state={f"state_{i}": v for i, v in enumerate(tf.nest.flatten(self.carried))},
-            train_losses=self.losses.trackables(),
-            gradient_stats={"report": self.report_window.trackables(), "eval": self.eval_window.trackables()},
-            training_seconds=self.seconds,
-        )
-
-    @property
-    def step(self) -> int:
-        """The optimizer's step count (a distributed variable under a strategy: read as a tensor)."""
-        return int(tf.convert_to_tensor(self.optimizer.iterations.value))
-
-    def restore(self, prefix: Any) -> None:
-        stored = {name.split("/")[0] for name in tf.train.load_checkpoint(str(prefix)).get_variable_to_shape_map()}
-        # A checkpoint of an earlier version: its missing windows start empty.
-        optional = ("train_losses", "gradient_stats", "training_seconds")
-        restoring = {k: v for k, v in self.objects().items() if k not in optional or k in stored}
-        tf.train.Checkpoint(**restoring).restore(str(prefix)).assert_existing_objects_matched()
 
 
 def _weights_finite(model: keras.Model) -> bool:
@@ -129,6 +65,7 @@ class Trainer:
         self.restart = restart
         self.progress = progress
         self.task: Task = task_for(config)
+        self.evaluator = Evaluator(self.task, self.run, config.train)
 
     def train(self) -> Any:
         """Trains to ``train.steps`` or the end of ``train.time_budget``, whichever comes first (or
@@ -226,8 +163,7 @@ class Trainer:
         chief = is_chief(strategy)
         save_dir = self.run.checkpoints if chief else work.path / "checkpoints-scratch"
         latest = resume_point(self.run.checkpoints, chief)  # before the manager reads the state file
-        manager = tf.train.CheckpointManager(tf.train.Checkpoint(**state.objects()), save_dir,
-                                             max_to_keep=self.config.train.keep_checkpoints)
+        manager = state.manager(save_dir, self.config.train.keep_checkpoints)
         if latest:
             state.restore(latest)
             log.info("resumed from %s at step %d", latest, state.step)
@@ -271,7 +207,7 @@ class Trainer:
         total = int(schedule.horizon.numpy())  # the last step, as far as it is known
         loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         window_tokens, window_start = 0.0, time.perf_counter()
-        stopped_early = cfg.early_stopping is not None and int(state.stale_evals) >= cfg.early_stopping
+        stopped_early = self.evaluator.stops_early(state)
         # A new run trains at least one step, whatever its budget: a run without weights is no run.
         out_of_time = step > 0 and clock.budget is not None and bool(_chiefs(strategy, int(clock.over())))
         if stopped_early:
@@ -303,15 +239,15 @@ class Trainer:
             if step % cfg.eval_every == 0 or last:
                 # Dev scores once, by the chief; the others wait for its verdict on early stopping.
                 if chief:
-                    stopped_early = self._evaluation_point(step, predictor, data, dev_loss, state, writer,
-                                                           clock.spent())
+                    stopped_early = self.evaluator.evaluation_point(step, predictor, data, dev_loss, state, writer,
+                                                                    clock.spent())
                 if strategy.num_replicas_in_sync > 1:
                     stopped_early = bool(from_chief(strategy, int(stopped_early)))
                 state.eval_window.reset()  # on every worker: the checkpoint holds it
                 window_tokens, window_start = 0.0, time.perf_counter()  # evaluation is not training time
             if saving or stopped_early:
                 state.seconds.assign(clock.spent())
-                self._save_checkpoint(manager, step, chief)
+                save_checkpoint(manager, step, keep_files=chief)
             if stopped_early:
                 log.info("early stopping at step %d: no dev improvement in %d evaluations", step, cfg.early_stopping)
             if clock.budget is not None and not last:
@@ -348,17 +284,6 @@ class Trainer:
                 for group, value in gradients["layer_gradient_norms"].items():
                     tf.summary.scalar(f"gradients/{group}", value)
 
-    def _save_checkpoint(self, manager: tf.train.CheckpointManager, step: int, chief: bool) -> None:
-        save_dir = Path(manager.directory)
-        try:
-            with writing(save_dir / f"ckpt-{step}"):
-                manager.save(checkpoint_number=step)
-        except NmtError:
-            remove_partial_saves(save_dir)  # give the space back; the earlier checkpoints are whole
-            raise
-        if not chief:
-            shutil.rmtree(save_dir, ignore_errors=True)
-
     def _diverged(self, step: int, loss: float, norm: float, manager: tf.train.CheckpointManager) -> NmtError:
         cfg = self.config.train
         kept = manager.latest_checkpoint
@@ -369,38 +294,6 @@ class Trainer:
             f"(now {cfg.clip_norm:g}), or add train.warmup_steps, then run nmt train again"
             + (" to resume from it" if kept else "")
         )
-
-    def _evaluation_point(self, step: int, predictor: Any, data: PreparedData, dev_loss: Callable[[], float] | None,
-                          state: TrainingState, writer: Any, seconds: float) -> bool:
-        """Scores dev, records it (with the ``seconds`` spent training so far), keeps the best
-        weights; True when early stopping ends training."""
-        cfg = self.config.train
-        result = self.task.dev_scores(predictor, data, dev_loss, cfg.eval_max_sentences)
-        record = {"step": step, "time": time.time(), "train_seconds": round(seconds, 3),
-                  "train_loss": state.losses.mean(TRAIN_LOSS_WINDOW),
-                  **state.eval_window.summary(state.gradient_groups), **result}
-        self.run.append_metrics(record)
-        with writer.as_default(step=step):
-            for key in ("dev_loss", "dev_bleu", "dev_chrf", "dev_word_perplexity", "dev_bits_per_character"):
-                if key in result:
-                    tf.summary.scalar(f"dev/{key[4:]}", result[key])
-        shown = ", ".join(f"{k} {v:.3f}" for k, v in record.items()
-                          if k not in ("step", "time", "train_seconds", "gradient_norm_max", "layer_gradient_norms"))
-        log.info("\nstep %d: %s", step, shown)
-        if "dev_loss" not in result:
-            # Without a dev set the latest weights are the best we know of; the dev record
-            # (best_score, stale_evals) is left alone so that a later run with a dev set starts clean.
-            save_weights(state.model, self.run.best_weights)
-            return False
-        quality, described = self.task.quality(result)
-        if quality > float(state.best_score):
-            state.best_score.assign(quality)
-            state.stale_evals.assign(0)
-            save_weights(state.model, self.run.best_weights)
-            log.info("new best model (%s) saved to %s", described, self.run.best_weights)
-            return False
-        state.stale_evals.assign_add(1)
-        return cfg.early_stopping is not None and int(state.stale_evals) >= cfg.early_stopping
 
     def _average_last(self) -> None:
         """train.average_last: the last N checkpoints averaged (fewer, with a warning, when the run
@@ -423,9 +316,7 @@ class Trainer:
             return None
         if data is None:
             data = self.task.prepare_data(self.run)
-        record, scores = self.task.final_scores(load(self.run_dir), data)
-        self.run.append_metrics(record)
-        return scores
+        return self.evaluator.final(load(self.run_dir), data)
 
 
 def _chiefs(strategy: tf.distribute.Strategy, value: int) -> int:

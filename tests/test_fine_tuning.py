@@ -12,9 +12,9 @@ import tensorflow as tf
 import nmt
 from nmt.config import load_config
 from nmt.errors import NmtError
+from nmt.losses import token_loss
 from nmt.run_dir import RunDir, init_source
 from nmt.tasks import task_for
-from nmt.train_step import token_loss
 from nmt.training import Trainer
 
 from test_training import task_config, write_reverse_task

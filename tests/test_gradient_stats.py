@@ -15,11 +15,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import nmt.training
+import nmt.training_state
 from nmt.cli import main
 from nmt.config import TrainConfig, load_config
+from nmt.losses import token_loss
 from nmt.models import Seq2Seq
-from nmt.train_step import GradientWindow, LossWindow, gradient_groups, make_train_step, token_loss
+from nmt.train_stats import GradientWindow, LossWindow, gradient_groups
+from nmt.train_step import make_train_step
 from nmt.training import Trainer
 from nmt.visualize import read_scalar
 
@@ -132,12 +134,12 @@ def test_a_resumed_run_reports_the_gradient_statistics_of_an_uninterrupted_one(t
 
 def test_checkpoint_without_the_gradient_windows_still_resumes(tmp_path: Path, monkeypatch) -> None:
     run = tmp_path / "old"
-    objects = nmt.training.TrainingState.objects
+    objects = nmt.training_state.TrainingState.objects
 
     def before_the_windows(self):  # the checkpoint layout of earlier versions
         return {k: v for k, v in objects(self).items() if k != "gradient_stats"}
 
-    monkeypatch.setattr(nmt.training.TrainingState, "objects", before_the_windows)
+    monkeypatch.setattr(nmt.training_state.TrainingState, "objects", before_the_windows)
     Trainer(load_config(task_config(tmp_path, run, steps=10))).train()
     names = tf.train.load_checkpoint(str(run / "checkpoints" / "ckpt-10")).get_variable_to_shape_map()
     assert not any(n.startswith("gradient_stats/") for n in names)

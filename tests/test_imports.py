@@ -131,6 +131,7 @@ def test_the_checks_detect_what_they_are_for() -> None:
 def test_the_lowest_floors_import_without_tensorflow(floor: int) -> None:
     """What the CLI checks before TensorFlow loads (configs, corpora, run directories) must not load it."""
     modules = sorted(name for name, level in FLOORS.items() if level == floor)
-    code = f"import sys\nimport {', '.join(modules)}\nprint(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))"
+    code = (f"import sys\nimport {', '.join(modules)}\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert result.stdout.strip() == "[]", result.stdout

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import nmt.training
+import nmt.training_state
 from nmt.checkpoints import checkpoint_prefixes, newest_intact
 from nmt.config import load_config
 from nmt.errors import NmtError
@@ -199,12 +199,12 @@ def test_resumed_run_writes_the_same_train_loss_as_an_uninterrupted_one(tmp_path
 
 def test_checkpoint_without_the_loss_window_still_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = tmp_path / "old"
-    objects = nmt.training.TrainingState.objects
+    objects = nmt.training_state.TrainingState.objects
 
     def before_the_window(self):  # the checkpoint layout of earlier versions
         return {k: v for k, v in objects(self).items() if k != "train_losses"}
 
-    monkeypatch.setattr(nmt.training.TrainingState, "objects", before_the_window)
+    monkeypatch.setattr(nmt.training_state.TrainingState, "objects", before_the_window)
     Trainer(load_config(task_config(tmp_path, run, steps=10))).train()
     names = tf.train.load_checkpoint(str(run / "checkpoints" / "ckpt-10")).get_variable_to_shape_map()
     assert not any(n.startswith("train_losses/") for n in names)

@@ -15,8 +15,10 @@ import nmt
 from nmt.config import TrainConfig, load_config
 from nmt.constants import PAD_ID
 from nmt.errors import NmtError
+from nmt.losses import log_uniform_draw, sampled_token_loss, token_loss
 from nmt.models import LanguageModel, Seq2Seq
-from nmt.train_step import LossWindow, log_uniform_draw, make_train_step, sampled_token_loss, token_loss
+from nmt.train_stats import LossWindow
+from nmt.train_step import make_train_step
 from nmt.training import Trainer
 
 from conftest import CYCLE, cycle_text, lm_config

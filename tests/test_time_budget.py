@@ -15,7 +15,7 @@ from nmt.cli import main
 from nmt.config import load_config
 from nmt.config_fields import duration_seconds
 from nmt.errors import NmtError
-from nmt.train_step import LearningRate, TrainingTime
+from nmt.schedule import LearningRate, TrainingTime
 from nmt.training import Trainer
 
 from test_training import task_config, write_reverse_task

@@ -12,7 +12,8 @@ import tensorflow as tf
 import nmt
 from nmt.config import load_config
 from nmt.errors import NmtError
-from nmt.train_step import LearningRate, token_loss
+from nmt.losses import token_loss
+from nmt.schedule import LearningRate
 from nmt.training import Trainer
 
 from conftest import write_config

@@ -123,6 +123,9 @@ class Task(abc.ABC):
 
     # --- evaluation and model selection --------------------------------------------------------
 
+    # The dev record's fields that TensorBoard plots (as dev/<name without "dev_">).
+    dev_scalars: tuple[str, ...] = ("dev_loss",)
+
     @abc.abstractmethod
     def dev_scores(self, predictor: Any, data: PreparedData, dev_loss: Callable[[], float] | None,
                    limit: int | None) -> dict[str, Any]:

@@ -100,6 +100,8 @@ class LanguageModelTask(Task):
 
     # --- evaluation ----------------------------------------------------------------------------
 
+    dev_scalars = ("dev_loss", "dev_word_perplexity", "dev_bits_per_character")
+
     def dev_scores(self, predictor: LanguageModelRunner, data: PreparedData, dev_loss: Callable[[], float] | None,
                    limit: int | None) -> dict[str, Any]:
         if not data.dev_texts:

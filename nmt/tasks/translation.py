@@ -93,6 +93,8 @@ class TranslationTask(Task):
 
     # --- evaluation ----------------------------------------------------------------------------
 
+    dev_scalars = ("dev_loss", "dev_bleu", "dev_chrf")
+
     def dev_scores(self, predictor: Translator, data: PreparedData, dev_loss: Callable[[], float] | None,
                    limit: int | None) -> dict[str, Any]:
         if data.dev is None or not len(data.dev):
