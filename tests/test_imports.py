@@ -55,7 +55,8 @@ def graph() -> dict[str, set[str]]:
 
 
 def read_floors(readme: str) -> dict[str, int]:
-    """``{"nmt.constants": 1, ..., "nmt.cli": 9, "nmt": 9}`` from the README's ``floor N`` lines."""
+    """``{"nmt.constants": 1, ..., "nmt.cli": 9, "nmt": 9}`` from the README's ``floor N`` lines (a floor
+    may take more than one line)."""
     floors = {}
     for line in readme.splitlines():
         match = re.match(r"floor (\d+) +(.+?)  +(\S.*)$", line)
