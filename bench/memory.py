@@ -58,7 +58,7 @@ def profile(run_dir: Path, texts: list[str]) -> np.ndarray:
 
     lm = nmt.load(run_dir)
     # The start symbol is not a character; the pieces are (with SentencePiece's leading "▁").
-    found = [np.asarray(g.norms, dtype=np.float64)[1:] for g in lm.gradients(texts)]
+    found = [np.asarray(g.norms, dtype=np.float64)[1:] for g in lm.inspect.gradients(texts)]
     rows = np.full([len(found), max(map(len, found))], np.nan)  # column d-1: distance d
     for row, norms in zip(rows, found):
         row[: len(norms)] = norms[::-1] / max(float(np.nanmax(norms)), 1e-30)

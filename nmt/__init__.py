@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 def load(run_dir, weights: str = "best", task: str | None = None):
     """Loads a trained run directory: a :class:`nmt.translator.Translator`, or for a language model
-    a :class:`nmt.language_model.LanguageModelRunner` (see :func:`nmt.inference.load`)."""
+    a :class:`nmt.language_model.LanguageModelPredictor` (see :func:`nmt.inference.load`)."""
     from nmt.inference import load as _load
 
     return _load(run_dir, weights, task)

@@ -1,5 +1,5 @@
 """A trained run directory as a Python object: ``nmt.load(run_dir)`` gives its task's predictor, a
-:class:`nmt.translator.Translator` or a :class:`nmt.language_model.LanguageModelRunner`.
+:class:`nmt.translator.Translator` or a :class:`nmt.language_model.LanguageModelPredictor`.
 
 The CLI, the export, the server and the dev evaluation during training are layers over these.
 """
@@ -30,7 +30,7 @@ def load(run_dir: str | Path, weights: str = "best", task: str | None = None) ->
     kept checkpoint, ``ckpt-N`` (as in ``run_dir/checkpoints``).
 
     The run's task builds the model and wraps it: a translation run gives a Translator, a language
-    model a LanguageModelRunner; ``task`` ("translation" or "lm"), when given, makes any other kind
+    model a LanguageModelPredictor; ``task`` ("translation" or "lm"), when given, makes any other kind
     an error.
     """
     run = RunDir(Path(run_dir))

@@ -67,6 +67,18 @@ MAX_VERSION = 2**63 - 1  # TF Serving reads a version folder's name as an int64
 TRANSLATION = "translation"
 LANGUAGE_MODEL = "lm"
 TASK_DESCRIPTIONS = {TRANSLATION: "translation model", LANGUAGE_MODEL: "language model"}
+# What `nmt export --format` can write for each task: a SavedModel always; the phone file only holds the
+# next-word search, which only a language model has.
+SAVEDMODEL, TFLITE = "savedmodel", "tflite"
+EXPORT_FORMATS = {TRANSLATION: (SAVEDMODEL,), LANGUAGE_MODEL: (SAVEDMODEL, TFLITE)}
+
+
+def check_export_format(task: str, export_format: str, run: str) -> None:
+    """ValueError unless ``run`` (a run of ``task``) can be exported as ``export_format``."""
+    formats = EXPORT_FORMATS.get(task, (SAVEDMODEL,))
+    if export_format not in formats:
+        raise ValueError(f"--format {export_format} is not an export of {run}, a "
+                         f"{TASK_DESCRIPTIONS.get(task, task)}: it exports as {' or '.join(formats)}")
 
 
 def check_k(k: Any, max_k: int, name: str = "k") -> int:

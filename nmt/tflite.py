@@ -116,7 +116,7 @@ class TfliteRecord:
 
 class TfliteNextWords:
     """An export of ``nmt export --format tflite`` run by ``tf.lite.Interpreter``: next whole words
-    as :meth:`nmt.language_model.LanguageModelRunner.next_words` gives them (a list of
+    as :meth:`nmt.language_model.LanguageModelPredictor.next_words` gives them (a list of
     ``(word, probability)`` per text; one text in, one list out).
 
     >>> lm = TfliteNextWords("exports/lm-en-tflite")                          # doctest: +SKIP
@@ -176,7 +176,7 @@ def piece_kinds(lm: Any) -> tuple[np.ndarray, ...]:
 def candidate_search(lm: Any, ids: Any, lengths: Any, beam_size: int, kinds: tuple[np.ndarray, ...]) -> dict[str, Any]:
     """:func:`nmt.next_word.word_candidates` after the prompt, in ops that TFLite has as builtins:
     the prompt read in a ``tf.while_loop`` of ``step``s carrying the state only (the sequence-level
-    reader of :meth:`LanguageModelRunner.prime` keeps TensorArrays), the search's steps unrolled."""
+    reader of :meth:`LanguageModelPredictor.prime` keeps TensorArrays), the search's steps unrolled."""
     import tensorflow as tf
 
     from nmt.next_word import word_candidates
@@ -185,7 +185,7 @@ def candidate_search(lm: Any, ids: Any, lengths: Any, beam_size: int, kinds: tup
     whole_pieces = lm.config.tokenizer.model_type == "word"
     batch = tf.shape(ids)[0]
 
-    # The prompt: state before its last token, and that token (as LanguageModelRunner.prime).
+    # The prompt: state before its last token, and that token (as LanguageModelPredictor.prime).
     sequence = tf.concat([tf.fill([batch, 1], lm.start_id), ids], axis=1)
     last = tf.gather(sequence, lengths, batch_dims=1)
 
@@ -263,10 +263,10 @@ def export_tflite(run_dir: str | Path, out_dir: str | Path, quantize: str = "flo
 
     variants = variants_for(quantize)
     predictor = load(run_dir, weights)
-    if predictor.task != sig.LANGUAGE_MODEL:
-        raise NmtError(f"--format tflite is for language models: {run_dir} is a "
-                       f"{sig.TASK_DESCRIPTIONS.get(predictor.task, predictor.task)}; export it as a SavedModel "
-                       "(the default --format savedmodel)")
+    try:
+        sig.check_export_format(predictor.task, sig.TFLITE, str(run_dir))
+    except ValueError as error:
+        raise NmtError(str(error)) from None
     lm = predictor
     max_k = min(sig.MAX_EXPORTED_K, lm.max_k)
     beam_size = lm.beam_size_for(max_k)

@@ -33,8 +33,8 @@ class LossWindow:
         self.count.assign_add(1)
 
     def mean(self, last: int = TRAIN_LOSS_WINDOW) -> float:
-        """The mean of the last ``last`` losses, oldest first (the order of the plain list it
-        replaced, so the same sum)."""
+        """The mean of the last ``last`` losses, summed oldest first: in the order they came, so the
+        float sum does not depend on where the ring buffer's slot stands."""
         seen = int(self.count)
         kept = min(seen, TRAIN_LOSS_WINDOW, last)
         if not kept:

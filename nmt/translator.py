@@ -16,17 +16,15 @@ import tensorflow as tf
 from nmt import decoding
 from nmt.config import Config
 from nmt.config_fields import check_fields
-from nmt.constants import BOS_ID
 from nmt.errors import NmtError
+from nmt.inspection import TranslationInspection
 from nmt.models import Seq2Seq
 from nmt.pipeline import pad_batch
 from nmt.signatures import TRANSLATION
 from nmt.text_policy import source_ids, text_length
 from nmt.tokenizer import Tokenizer
-from nmt.trace import Gradients, Trace
 
 IDS_SPEC = [tf.TensorSpec([None, None], tf.int32, name="source"), tf.TensorSpec([None], tf.int32, name="source_length")]
-GRADIENTS_SPEC = [tf.TensorSpec([None], tf.int32, name="source"), tf.TensorSpec([None], tf.int32, name="target")]
 
 
 @dataclasses.dataclass
@@ -59,7 +57,9 @@ class Translator:
         self.config = config
         self.truncated = 0  # inputs cut to decode.max_source_length by the last translate()
         self._functions: dict[tuple[int, bool], Callable] = {}
-        self._gradient_function: Callable | None = None
+        # Hidden states and gradients (nmt inspect): translator.inspect.hidden_states("Good morning.")
+        self.inspect = TranslationInspection(model, source_tokenizer, target_tokenizer,
+                                             config.decode.max_source_length, self._greedy_ids)
 
     def with_decode(self, **settings: object) -> Translator:
         """A translator over the same model and tokenizers with some ``decode`` settings changed
@@ -93,79 +93,10 @@ class Translator:
                                                autograph=False, input_signature=IDS_SPEC)
         return self._functions[key]
 
-    def encoder_states(self, ids: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
-        """The encoder's output after each source token [batch, time, units x directions] (the
-        forward and backward halves of a bidirectional encoder side by side): what attention reads."""
-        memory, _ = self.model.encoder(ids, lengths, training=False)
-        return memory
-
-    @overload
-    def trace(self, text: str, k: int | None = None) -> Trace: ...
-    @overload
-    def trace(self, text: Sequence[str], k: int | None = None) -> list[Trace]: ...
-
-    def trace(self, text: str | Sequence[str], k: int | None = None) -> Trace | list[Trace]:
-        """The encoder's state after each piece of ``text`` (cut to decode.max_source_length)."""
-        if k is not None:
-            raise NmtError("-k is for language models: a translation run shows its encoder's states")
-        if not isinstance(text, str):
-            return [self.trace(t) for t in text]
-        ids = source_ids(self.source_tokenizer, [text], self.config.decode.max_source_length)[0][0]
-        if not ids:
-            raise NmtError("nothing to inspect: the text is empty")
-        states = self.encoder_states(tf.constant([ids], tf.int32), tf.constant([len(ids)], tf.int32))
-        return Trace([self.source_tokenizer.id_to_piece(i) for i in ids], states.numpy()[0], [],
-                     "translation encoder: its output after each source piece (what attention reads)")
-
-    def gradient_norms(self, source: tf.Tensor, target: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """One sentence's source ids [source] and output ids [target] (ending in EOS) -> the norm of
-        the gradient of each output piece's log-probability (teacher-forced on ``target``) with
-        respect to each source piece's embedding [target, source], and those log-probabilities.
-
-        The sentence is read once per output piece, as a batch, each row differentiating its own
-        piece; the encoder's embedding table is read by the lookup alone, so its gradient holds one
-        row per looked-up position, in order (``IndexedSlices``): the per-position gradients."""
-        rows, width = tf.shape(target)[0], tf.shape(source)[0]
-        target_in = tf.concat([[BOS_ID], target[:-1]], axis=0)
-        batch = {"source": tf.tile(source[None, :], [rows, 1]), "source_length": tf.fill([rows], width),
-                 "target_in": tf.tile(target_in[None, :], [rows, 1])}
-        table = self.model.encoder.embedding.embeddings
-        with tf.GradientTape() as tape:
-            log_probs = tf.nn.log_softmax(tf.cast(self.model(batch), tf.float32))  # [rows, target, vocab]
-            steps = tf.range(rows)
-            picked = tf.gather_nd(log_probs, tf.stack([steps, steps, target], axis=1))  # row t: piece t
-            total = tf.reduce_sum(picked)
-        gradient = tape.gradient(total, table)
-        if not isinstance(gradient, tf.IndexedSlices):  # the table is read by something else too
-            raise NmtError("the source embedding table is not read by its lookup alone: no per-token gradients")
-        per_position = tf.reshape(tf.cast(gradient.values, tf.float32), [rows, width, -1])
-        return tf.norm(per_position, axis=-1), picked
-
-    @overload
-    def gradients(self, text: str) -> Gradients: ...
-    @overload
-    def gradients(self, text: Sequence[str]) -> list[Gradients]: ...
-
-    def gradients(self, text: str | Sequence[str]) -> Gradients | list[Gradients]:
-        """For each output piece of the greedy translation of ``text`` (with its final ``</s>``), the
-        L2 norm of the gradient of its log-probability with respect to each source piece's
-        embedding: a matrix [target, source], the gradient counterpart of the attention map (which
-        source pieces each output piece still depends on, through attention and the recurrence)."""
-        if not isinstance(text, str):
-            return [self.gradients(t) for t in text]
-        ids = source_ids(self.source_tokenizer, [text], self.config.decode.max_source_length)[0][0]
-        if not ids:
-            raise NmtError("nothing to inspect: the text is empty")
+    def _greedy_ids(self, ids: list[int]) -> np.ndarray:
+        """One sentence's greedy translation as ids, with its final EOS (what the gradients follow)."""
         result = self.translate_batch_ids([ids], 1)
-        target = result.ids.numpy()[0, 0, : int(result.lengths.numpy()[0, 0])]
-        if self._gradient_function is None:
-            self._gradient_function = tf.function(self.gradient_norms, autograph=False, input_signature=GRADIENTS_SPEC)
-        norms, picked = self._gradient_function(tf.constant(ids, tf.int32), tf.constant(target, tf.int32))
-        piece = self.target_tokenizer.id_to_piece
-        return Gradients([self.source_tokenizer.id_to_piece(i) for i in ids], norms.numpy().astype(np.float64),
-                         picked.numpy().astype(np.float64),
-                         "translation: gradient of each output piece's log-probability (greedy output, teacher-forced) "
-                         "with respect to each source piece's embedding", target_tokens=[piece(int(i)) for i in target])
+        return result.ids.numpy()[0, 0, : int(result.lengths.numpy()[0, 0])]
 
     def prepare(self, beam_size: int | None = None) -> None:
         """Traces the search for ``beam_size`` (default: the config's) now rather than on the first

@@ -1,4 +1,4 @@
-"""Pictures of what a model does, as PNG files: attention heatmaps, hidden-state traces, gradient
+"""Pictures of what a model does, as PNG files: attention heatmaps, hidden states, gradient
 norms and training curves. matplotlib's object API with the Agg canvas (no display, no global pyplot state).
 
 Japanese (and other CJK) pieces need a CJK font: the first installed one of :data:`CJK_FONTS` is
@@ -23,7 +23,7 @@ from nmt.io import atomic_write_bytes
 from nmt.run_dir import RunDir
 
 if TYPE_CHECKING:
-    from nmt.trace import Gradients, Trace
+    from nmt.inspection import Gradients, HiddenStates
 
 CJK_FONTS = (
     "IPAexGothic", "IPAGothic", "Noto Sans CJK JP", "Noto Sans JP", "Source Han Sans JP", "TakaoGothic",
@@ -103,23 +103,23 @@ def save_attention(
     return _heatmap(path, weights, source_tokens, target_tokens, title, "output", "viridis", 1.0, "attention weight")
 
 
-def save_trace(path: str | Path, trace: Trace, title: str = "") -> Path:
+def save_hidden_states(path: str | Path, states: HiddenStates, title: str = "") -> Path:
     """The hidden state after each token: a heatmap of its units (a row per token) beside the
     state's norm and its change from the previous token."""
-    states, tokens = np.asarray(trace.states, dtype=np.float32), trace.tokens
+    values, tokens = np.asarray(states.states, dtype=np.float32), states.tokens
     with _style([*tokens, title]):
         figure = _figure(11.0, 1.6 + 0.32 * len(tokens))
         grid = figure.add_gridspec(1, 2, width_ratios=[4, 1], wspace=0.05)
         heat = figure.add_subplot(grid[0])
-        limit = float(np.abs(states).max()) or 1.0
-        image = heat.imshow(states, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
+        limit = float(np.abs(values).max()) or 1.0
+        image = heat.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
         heat.set_yticks(range(len(tokens)), [_visible(t) for t in tokens])
-        heat.set_xlabel(f"unit (of {states.shape[1]})")
+        heat.set_xlabel(f"unit (of {values.shape[1]})")
         figure.colorbar(image, ax=heat, location="bottom", fraction=0.05, pad=0.22, label="activation")
         bars = figure.add_subplot(grid[1], sharey=heat)
         rows = np.arange(len(tokens))
-        bars.barh(rows - 0.2, trace.norms, height=0.4, label="norm")
-        bars.barh(rows + 0.2, trace.changes, height=0.4, label="change")
+        bars.barh(rows - 0.2, states.norms, height=0.4, label="norm")
+        bars.barh(rows + 0.2, states.changes, height=0.4, label="change")
         bars.tick_params(labelleft=False)
         bars.legend(loc="lower right", fontsize=7)
         bars.set_xlabel("L2")
@@ -129,7 +129,7 @@ def save_trace(path: str | Path, trace: Trace, title: str = "") -> Path:
 
 
 def save_gradients(path: str | Path, gradients: Gradients, title: str = "") -> Path:
-    """Gradient norms (:class:`nmt.trace.Gradients`): a language model's as a bar per token read
+    """Gradient norms (:class:`nmt.inspection.Gradients`): a language model's as a bar per token read
     (labelled with its distance back from the predicted position), a translation's as a heatmap,
     output pieces down and source pieces across, like its attention map."""
     if gradients.target_tokens:

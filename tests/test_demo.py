@@ -74,7 +74,7 @@ def test_typing_shows_next_words_and_the_hidden_state_and_a_click_appends(page, 
     first_suggestion_is(page, "south")
     words = page.eval_on_selector_all("#suggestions .suggestion", "buttons => buttons.map(b => b.dataset.word)")
     assert words == [w for w, _ in lm.next_words(["north east"], k=8)[0]]
-    trace = lm.trace("north east")
+    trace = lm.inspect.hidden_states("north east")
     page.wait_for_function(f"document.querySelectorAll('#trace-table tbody tr').length === {len(trace.tokens)}")
     pieces = page.eval_on_selector_all("#trace-table tbody tr td:nth-child(2)",
                                        "cells => cells.map(c => c.textContent)")
@@ -114,7 +114,7 @@ def test_the_gradient_norms_follow_the_text_beside_the_hidden_state(page, cycle_
     for text in ("north east", "north east south west up"):
         page.fill("#prompt", "")
         page.locator("#prompt").press_sequentially(text, delay=10)
-        expected = lm.gradients(text)
+        expected = lm.inspect.gradients(text)
         page.wait_for_function(
             "([n, target]) => document.querySelectorAll('#trace-table td.gradient').length === n && "
             "document.querySelector('#gradient-target')?.textContent === target",

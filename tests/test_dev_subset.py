@@ -8,24 +8,25 @@ from types import SimpleNamespace
 
 from nmt.config import load_config
 from nmt.tasks import PreparedData, task_for
-from nmt.tasks.base import spread
+from nmt.tasks.base import evenly_spaced
 
 from conftest import lm_config
 from test_training import task_config
 
 
-def test_spread_takes_every_nth_item_over_the_whole_set() -> None:
-    assert spread(10, 3) == [0, 3, 6]
-    assert spread(10, None) == list(range(10)) and spread(5, 5) == list(range(5)) and spread(4, 9) == list(range(4))
-    picked = spread(789, 400)  # the former data/en-ja dev set's size: 789 does not divide by 400
+def test_evenly_spaced_takes_every_nth_item_over_the_whole_set() -> None:
+    assert evenly_spaced(10, 3) == [0, 3, 6]
+    assert evenly_spaced(10, None) == list(range(10)) and evenly_spaced(5, 5) == list(range(5))
+    assert evenly_spaced(4, 9) == list(range(4))
+    picked = evenly_spaced(789, 400)  # the former data/en-ja dev set's size: 789 does not divide by 400
     assert len(picked) == len(set(picked)) == 400 and picked == sorted(picked)
     assert picked[0] == 0 and picked[-1] >= 789 - 789 // 400 - 1  # reaches the end, not only the easy start
     gaps = {b - a for a, b in zip(picked, picked[1:])}
     assert gaps <= {1, 2}  # evenly: 789/400 apart
     # Running text: consecutive stretches (one per evaluation stream), evenly spaced.
-    assert spread(100, 8, 2) == [0, 1, 2, 3, 50, 51, 52, 53]
+    assert evenly_spaced(100, 8, 2) == [0, 1, 2, 3, 50, 51, 52, 53]
     for count, limit, stretches in [(1000, 37, 8), (9, 8, 5), (50, 49, 8)]:
-        picked = spread(count, limit, stretches)
+        picked = evenly_spaced(count, limit, stretches)
         assert len(picked) == len(set(picked)) == limit and picked == sorted(picked) and picked[-1] < count
 
 

@@ -118,7 +118,7 @@ def test_exported_attention_and_encoder_states_equal_in_process(tiny_run: Path, 
         weights = np.array(got["attention"][row])[:n_target, :n_source]
         np.testing.assert_allclose(weights, hypothesis.attention, atol=1e-5)
         np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-5)
-        trace = translator.trace(SENTENCES[row])
+        trace = translator.inspect.hidden_states(SENTENCES[row])
         states = fresh["translation_inspect"]
         assert states["tokens"][row][: states["lengths"][row]] == trace.tokens
         np.testing.assert_allclose(np.array(states["states"][row])[: len(trace.tokens)], trace.states, atol=1e-5)
@@ -138,7 +138,7 @@ def test_exported_language_model_equals_in_process(cycle_run: Path, fresh: dict)
     assert "\n" in fresh["generate"][0]  # running text: EOS comes back as a line break
     assert fresh["tf1_next_words"]["words"] == fresh["next_words"]["words"]
     for row, prompt in enumerate(PROMPTS):
-        trace = lm.trace(prompt, k=5)
+        trace = lm.inspect.hidden_states(prompt, k=5)
         inspected = fresh["lm_inspect"]
         n = inspected["lengths"][row]
         assert inspected["tokens"][row][:n] == trace.tokens and n == len(trace.tokens)

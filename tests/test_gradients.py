@@ -16,7 +16,7 @@ import tensorflow as tf
 import nmt
 from nmt.constants import BOS_ID
 from nmt.errors import NmtError
-from nmt.language_model import LanguageModelRunner
+from nmt.language_model import LanguageModelPredictor
 from nmt.models import LanguageModel, Seq2Seq
 from nmt.translator import Translator
 
@@ -27,7 +27,7 @@ def piece_id(tokenizer, piece: str) -> int:
     return next(i for i in range(tokenizer.vocab_size) if tokenizer.id_to_piece(i) == piece)
 
 
-def lm_reference(lm: LanguageModelRunner, text: str, position: int, target: str) -> tuple[np.ndarray, float]:
+def lm_reference(lm: LanguageModelPredictor, text: str, position: int, target: str) -> tuple[np.ndarray, float]:
     """Per piece read up to ``position``: the norm of the gradient of log p(target | pieces
     0..position) through the model's whole-sequence forward pass, taken with respect to the
     embedding table: with an untied model the lookup is the table's only reader, so its gradient
@@ -42,7 +42,7 @@ def lm_reference(lm: LanguageModelRunner, text: str, position: int, target: str)
     return np.linalg.norm(gradient.values.numpy(), axis=1), float(log_p)
 
 
-def lm_log_p(lm: LanguageModelRunner, sequence: list[int], target: int) -> float:
+def lm_log_p(lm: LanguageModelPredictor, sequence: list[int], target: int) -> float:
     logits, _ = lm.model.forward(tf.constant([sequence]), lm.model.initial_state(1))
     return float(tf.nn.log_softmax(logits[0, -1])[target])
 
@@ -67,12 +67,12 @@ def test_language_model_gradients_equal_the_reference_and_finite_differences(cyc
     text = "north up west"  # each piece once; "up" after "north" is a surprise to this model
     tokens = [lm.start_id, *lm.tokenizer.encode([text])[0]]
     for position in (1, 3):
-        found = lm.gradients(text, position=position)
+        found = lm.inspect.gradients(text, position=position)
         assert found.tokens == ["</s>", "▁north", "▁up", "▁west"] and found.position == position
         if position < 3:
             assert found.target == found.tokens[position + 1]  # the text's own next piece
         else:
-            assert found.target == lm.trace(text, k=1).predictions[-1][0][0]  # the likeliest
+            assert found.target == lm.inspect.hidden_states(text, k=1).predictions[-1][0][0]  # the likeliest
         expected, log_p = lm_reference(lm, text, position, found.target)
         np.testing.assert_allclose(found.norms[: position + 1], expected, rtol=1e-4, atol=1e-9)
         np.testing.assert_allclose(found.log_probability, log_p, rtol=1e-5)
@@ -80,7 +80,7 @@ def test_language_model_gradients_equal_the_reference_and_finite_differences(cyc
         assert list(found.distances[: position + 1]) == list(range(position, -1, -1))
 
     # Finite differences on the model itself: move one token's embedding along its gradient.
-    found = lm.gradients(text, position=1)
+    found = lm.inspect.gradients(text, position=1)
     assert found.log_probability < -3 and found.norms[1] > 0.1
     table = lm.model.decoder.embedding.embeddings
     target = piece_id(lm.tokenizer, found.target)
@@ -98,16 +98,16 @@ def test_a_position_sees_only_the_pieces_read_by_then(cycle_run: Path) -> None:
     lm = nmt.load(cycle_run)
     # The cycle model predicts "south" after "north east": asking at position 2 of the longer text
     # is asking the shorter text's default question.
-    later = lm.gradients("north east south west", position=2)
-    alone = lm.gradients("north east")
+    later = lm.inspect.gradients("north east south west", position=2)
+    alone = lm.inspect.gradients("north east")
     assert later.target == alone.target == "▁south" and alone.position == 2
     np.testing.assert_allclose(later.norms[:3], alone.norms, rtol=1e-5)
     assert np.isnan(later.norms[3:]).all() and len(later.norms) == 5
-    both = lm.gradients(["north east", ""])
+    both = lm.inspect.gradients(["north east", ""])
     assert [g.target for g in both] == ["▁south", "▁north"] and both[1].tokens == ["</s>"]
     for bad in (-1, 3, True, 1.0):
         with pytest.raises(NmtError, match="position must be an integer between 0 .* and 2"):
-            lm.gradients("north east", position=bad)
+            lm.inspect.gradients("north east", position=bad)
 
 
 def test_tied_embeddings_count_only_the_lookup(cycle_run: Path) -> None:
@@ -130,17 +130,17 @@ def test_tied_embeddings_count_only_the_lookup(cycle_run: Path) -> None:
     ids = tf.constant([[lm.start_id, 4, 7, 5]])
     np.testing.assert_allclose(tied.forward(ids, tied.initial_state(1))[0],
                                untied.forward(ids, untied.initial_state(1))[0], atol=1e-5)
-    tied_runner, untied_runner = (LanguageModelRunner(m, lm.tokenizer, lm.config) for m in (tied, untied))
+    tied_lm, untied_lm = (LanguageModelPredictor(m, lm.tokenizer, lm.config) for m in (tied, untied))
     with tf.GradientTape() as tape:
         logits, _ = tied.forward(ids, tied.initial_state(1))
         log_p = tf.nn.log_softmax(logits[0, -1])[5]
     assert not isinstance(tape.gradient(log_p, tied.decoder.embedding.embeddings), tf.IndexedSlices)
     for text, position in (("north east south", None), ("up down left right", 2)):
-        found = tied_runner.gradients(text, position=position)
-        same = untied_runner.gradients(text, position=position)
+        found = tied_lm.inspect.gradients(text, position=position)
+        same = untied_lm.inspect.gradients(text, position=position)
         assert found.target == same.target
         np.testing.assert_allclose(found.norms, same.norms, rtol=1e-4, equal_nan=True)
-        expected, _ = lm_reference(untied_runner, text, found.position, found.target)
+        expected, _ = lm_reference(untied_lm, text, found.position, found.target)
         np.testing.assert_allclose(found.norms[: found.position + 1], expected, rtol=1e-4)
 
 
@@ -160,7 +160,7 @@ def random_translator(tiny_run: Path) -> Translator:
 def test_translation_gradients_are_a_target_by_source_matrix(random_translator: Translator) -> None:
     translator = random_translator
     text = "Where is the station?"
-    found = translator.gradients(text)
+    found = translator.inspect.gradients(text)
     best = translator.translate(text, beam_size=1, with_attention=True)[0]
     assert found.source_tokens == best.source_tokens and found.target_tokens[: len(best.tokens)] == best.tokens
     assert found.norms.shape == (len(found.target_tokens), len(found.source_tokens)) and len(found.target_tokens) > 5
@@ -197,9 +197,9 @@ def test_translation_gradients_are_a_target_by_source_matrix(random_translator: 
     slope = directional_derivative(table, source[index], row / np.linalg.norm(row), lambda: float(log_p(step)))
     np.testing.assert_allclose(slope, found.norms[step, index], rtol=2e-2)
     lengths = [len(ids) for ids in translator.source_tokenizer.encode(["Good morning.", text])]
-    assert [g.norms.shape[1] for g in translator.gradients(["Good morning.", text])] == lengths
+    assert [g.norms.shape[1] for g in translator.inspect.gradients(["Good morning.", text])] == lengths
     with pytest.raises(NmtError, match="nothing to inspect"):
-        translator.gradients("")
+        translator.inspect.gradients("")
 
 
 def test_inspect_gradients_prints_and_plots(cycle_run: Path, tiny_run: Path, tmp_path: Path, capsys) -> None:
@@ -207,7 +207,7 @@ def test_inspect_gradients_prints_and_plots(cycle_run: Path, tiny_run: Path, tmp
     code, out, err = run_main(["inspect", "--run", str(cycle_run), "north east south", "--gradients",
                                "--plot", str(plot)], capsys)
     assert code == 0, err
-    expected = nmt.load(cycle_run).gradients("north east south")
+    expected = nmt.load(cycle_run).inspect.gradients("north east south")
     header, columns, *rows = out.splitlines()
     assert "log p(▁west | pieces 0..3)" in header and columns.split() == ["#", "token", "back", "gradient"]
     assert [row.split()[1:3] for row in rows] == [["</s>", "3"], ["▁north", "2"], ["▁east", "1"], ["▁south", "0"]]
@@ -222,7 +222,7 @@ def test_inspect_gradients_prints_and_plots(cycle_run: Path, tiny_run: Path, tmp
     code, out, err = run_main(["inspect", "--run", str(tiny_run), "Where is the station?", "--gradients",
                                "--plot", str(matrix)], capsys)
     assert code == 0, err
-    found = nmt.load(tiny_run).gradients("Where is the station?")
+    found = nmt.load(tiny_run).inspect.gradients("Where is the station?")
     lines = out.splitlines()
     assert lines[2].split() == found.source_tokens and len(lines) == 3 + len(found.target_tokens)
     np.testing.assert_allclose([[float(v) for v in line.split()[1:]] for line in lines[3:]], found.norms, rtol=1e-3)
@@ -256,7 +256,7 @@ def test_the_exported_gradients_signature_equals_the_api(cycle_run: Path, tmp_pa
     out = {k: v.numpy() for k, v in loaded.signatures[GRADIENTS](text=tf.constant(texts)).items()}
     lm = nmt.load(cycle_run)
     for row, text in enumerate(texts):
-        expected = lm.gradients(text)
+        expected = lm.inspect.gradients(text)
         n = out["lengths"][row]
         assert [t.decode() for t in out["tokens"][row, :n]] == expected.tokens
         assert out["next_token"][row].decode() == expected.target

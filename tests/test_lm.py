@@ -14,10 +14,10 @@ from nmt.cli import main
 from nmt.config import config_from_dict, load_config
 from nmt.constants import EOS_ID
 from nmt.errors import NmtError
-from nmt.language_model import LanguageModelRunner
+from nmt.language_model import LanguageModelPredictor
 from nmt.models import LanguageModel
 from nmt.next_word import next_word_search
-from nmt.perplexity import Perplexity
+from nmt.perplexity import Perplexity, evaluate_perplexity
 from nmt.pipeline import EncodedCorpus, make_stream_dataset, token_stream
 from nmt.samplers import Sampler
 from nmt.tokenizer import Tokenizer
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_tiny_lm_learns_a_deterministic_sequence(cycle_run: Path) -> None:
     lm = nmt.load(cycle_run)
-    assert isinstance(lm, LanguageModelRunner) and lm.running_text
+    assert isinstance(lm, LanguageModelPredictor) and lm.running_text
     stream = token_stream(EncodedCorpus(np.zeros(0, np.int32), np.zeros(20, np.int32),
                                         *_flat(lm.tokenizer.encode([" ".join(CYCLE)] * 20))))
     logits, _ = lm.model.forward(tf.constant(stream[None, :-1]), lm.model.initial_state(1))
@@ -48,7 +48,7 @@ def test_tiny_lm_learns_a_deterministic_sequence(cycle_run: Path) -> None:
     # A sentence model would stop at EOS; running text writes exactly max_tokens tokens.
     # 6 words, the line break (EOS) and 1 more word: 8 tokens.
     assert lm.generate("north east", max_tokens=8, temperature=0.0) == " ".join(CYCLE) + "\nnorth"
-    assert lm.evaluate([" ".join(CYCLE)] * 10).word_perplexity < 1.2
+    assert evaluate_perplexity(lm, [" ".join(CYCLE)] * 10).word_perplexity < 1.2
 
 
 def _flat(ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -121,7 +121,7 @@ def test_plain_sgd_trains_a_language_model(tmp_path: Path) -> None:
     Trainer(load_config(path)).train()
     lm = nmt.load(tmp_path / "sgd")
     assert lm.next_words("north east south", k=1)[0][0] == "west"
-    assert lm.evaluate([" ".join(CYCLE)] * 10).word_perplexity < 1.5
+    assert evaluate_perplexity(lm, [" ".join(CYCLE)] * 10).word_perplexity < 1.5
 
 
 @pytest.mark.parametrize("first, then", [("sgd", "adam"), ("adam", "sgd")])
@@ -242,8 +242,8 @@ def test_uniform_model_perplexity_equals_the_vocabulary_size() -> None:
     model.build_weights()
     for weight in model.decoder.output_projection.weights:
         weight.assign(tf.zeros_like(weight))
-    lm = LanguageModelRunner(model, tokenizer, config)
-    result = lm.evaluate(["a cat", "the dog sat", "a"])
+    lm = LanguageModelPredictor(model, tokenizer, config)
+    result = evaluate_perplexity(lm, ["a cat", "the dog sat", "a"])
     assert result.token_perplexity == pytest.approx(tokenizer.vocab_size, rel=1e-5)
     # Per word and per character only renormalise the same log-likelihood.
     assert result.words == 2 + 3 + 1 + 3 and result.characters == 5 + 11 + 1 + 3
@@ -307,7 +307,7 @@ def test_lm_prompt_and_argument_errors(cycle_run: Path) -> None:
     with pytest.raises(NmtError, match="top_p must be in"):
         lm.generate("north", top_p=0.0)
     with pytest.raises(NmtError, match="nothing to evaluate"):
-        lm.evaluate([])
+        evaluate_perplexity(lm, [])
 
 
 def test_cli_next_word_generate_and_evaluate(cycle_run: Path, tmp_path: Path, capsys) -> None:

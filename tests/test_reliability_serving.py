@@ -176,7 +176,7 @@ def test_the_empty_text_is_answered_alone_as_batched(served, cycle_run: Path, pa
     if path == "/v1/generate":
         assert answer["text"] == lm.generate([""], max_tokens=3, temperature=1.0, seed=0)
     if path == "/v1/inspect" and "model" not in body:
-        assert answer["results"][0]["tokens"] == lm.trace("").tokens
+        assert answer["results"][0]["tokens"] == lm.inspect.hidden_states("").tokens
     if "translations" in answer:
         assert set(answer["translations"]) == {""}
     if "predictions" in answer and path.startswith("/v1/models/en-ja"):

@@ -98,7 +98,7 @@ def test_attention_maps_and_hidden_states_over_http(server: str, cycle_run: Path
 
     code, body = call(f"{server}/v1/inspect", {"text": ["north east", ""]})  # the language model by default
     assert code == 200 and body["model"] == "lm" and body["task"] == "lm" and body["units"] == 32
-    trace = nmt.load(cycle_run).trace("north east", k=5)
+    trace = nmt.load(cycle_run).inspect.hidden_states("north east", k=5)
     first = body["results"][0]
     assert first["tokens"] == trace.tokens
     np.testing.assert_allclose(first["states"], trace.states, atol=1e-4)
@@ -109,7 +109,7 @@ def test_attention_maps_and_hidden_states_over_http(server: str, cycle_run: Path
     assert first["predictions"][-1][0]["token"] == "▁south"
     assert len(body["results"][1]["tokens"]) == 1  # an empty text: the start symbol only
     code, body = call(f"{server}/v1/inspect", {"text": "Good morning.", "model": "en-ja"})
-    encoder = translator.trace("Good morning.")
+    encoder = translator.inspect.hidden_states("Good morning.")
     assert code == 200 and body["task"] == "translation" and "predictions" not in body["results"][0]
     assert body["results"][0]["tokens"] == encoder.tokens
     np.testing.assert_allclose(body["results"][0]["states"], encoder.states, atol=1e-4)
@@ -121,7 +121,7 @@ def test_gradients_over_http_equal_the_package(server: str, cycle_run: Path) -> 
     code, body = call(f"{server}/v1/inspect", {"text": texts, "gradients": True})
     assert code == 200, body
     for text, result in zip(texts, body["results"]):
-        expected = lm.gradients(text)
+        expected = lm.inspect.gradients(text)
         gradients = result["gradients"]
         assert result["tokens"] == expected.tokens and gradients["next_token"] == expected.target
         np.testing.assert_allclose(gradients["norms"], expected.norms, rtol=1e-5, atol=1e-10)

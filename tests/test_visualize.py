@@ -61,7 +61,7 @@ def test_attention_map_rejects_weights_of_the_wrong_shape(tmp_path: Path) -> Non
 
 def test_language_model_trace_matches_the_whole_sequence_forward_pass(cycle_run: Path) -> None:
     lm = nmt.load(cycle_run)
-    trace = lm.trace("north east south", k=3)
+    trace = lm.inspect.hidden_states("north east south", k=3)
     assert trace.tokens == ["</s>", "▁north", "▁east", "▁south"]  # running text: a line starts after EOS
     ids = [lm.start_id, *lm.tokenizer.encode(["north east south"])[0]]
     logits, final = lm.model.forward(tf.constant([ids]), lm.model.initial_state(1))
@@ -88,7 +88,7 @@ def test_inspect_prints_a_row_per_token_and_plots(cycle_run: Path, tiny_run: Pat
     assert png_size(plot)[1] > 100
 
     code, out, _ = run_main(["inspect", "--run", str(tiny_run), "Good morning."], capsys)
-    encoder = nmt.load(tiny_run).trace("Good morning.")
+    encoder = nmt.load(tiny_run).inspect.hidden_states("Good morning.")
     assert code == 0 and "translation encoder" in out and encoder.states.shape[1] == 64  # 2 x 32, bidirectional
     assert [line.split()[1] for line in out.splitlines()[2:]] == encoder.tokens
     code, _, err = run_main(["inspect", "--run", str(tiny_run), "Good morning.", "-k", "2"], capsys)

@@ -157,11 +157,10 @@ def _check_export(args: argparse.Namespace) -> None:
     if tflite:
         from nmt.run_dir import RunDir
 
-        task = RunDir(Path(args.run)).read_config().task
-        if task != signatures.LANGUAGE_MODEL:
-            raise NmtError(f"--format tflite is for language models: {args.run} is a "
-                           f"{signatures.TASK_DESCRIPTIONS.get(task, task)}; export it without --format "
-                           "(a SavedModel) instead")
+        try:
+            signatures.check_export_format(RunDir(Path(args.run)).read_config().task, args.format, args.run)
+        except ValueError as error:
+            raise NmtError(str(error)) from None
 
 
 def _check_report(args: argparse.Namespace) -> None:

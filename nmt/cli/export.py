@@ -41,7 +41,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="model directory; versions go into numbered subfolders")
     export.add_argument("--version", type=int, help="version number (default: one more than the highest there; "
                         "savedmodel only)")
-    export.add_argument("--format", choices=("savedmodel", "tflite"), default="savedmodel",
+    export.add_argument("--format", choices=(sig.SAVEDMODEL, sig.TFLITE), default=sig.SAVEDMODEL,
                         help="savedmodel (default): TF Serving / nmt serve; tflite: a language model for phones")
     export.add_argument("--quantize", choices=("float32", "float16", "int8", "all"),
                         help="tflite only: float32 (default), float16 weights, dynamic-range int8 weights, or all "
@@ -53,7 +53,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     import_tensorflow()
-    if args.format == "tflite":
+    if args.format == sig.TFLITE:
         from nmt.tflite import export_tflite
 
         path = export_tflite(args.run, args.out, quantize=args.quantize or "float32", weights=args.weights)

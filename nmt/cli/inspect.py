@@ -1,17 +1,21 @@
 """``nmt inspect``: the hidden state token by token, as a table (and a heatmap with --plot), or with
 --gradients how strongly a prediction still depends on each earlier token. Whatever the run holds,
-its predictor's ``trace`` and ``gradients`` say what the numbers are (their ``description``)."""
+its predictor's ``inspect`` (:mod:`nmt.inspection`) says what the numbers are (their ``description``)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import textwrap
+from typing import TYPE_CHECKING
 
 from nmt import signatures
 from nmt.cli.output import write_lines
 from nmt.cli.startup import load_predictor, weights_option
 from nmt.errors import NmtError
+
+if TYPE_CHECKING:
+    from nmt.inspection import Gradients, HiddenStates
 
 log = logging.getLogger("nmt.cli")
 
@@ -71,21 +75,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return inspect
 
 
-def table(trace) -> list[str]:
+def table(states: HiddenStates) -> list[str]:
     """A header naming what the states are, then per token: index, piece, norm, change and, for a
     language model, its likeliest next pieces with their probabilities."""
-    width = max(len(t) for t in trace.tokens)
-    lines = [f"# {trace.description}; {trace.states.shape[1]} units",
-             f"{'#':>3}  {'token':<{width}}  {'norm':>7}  {'change':>7}" + ("  next" if trace.predictions else "")]
-    for index, token in enumerate(trace.tokens):
-        row = f"{index:>3}  {token:<{width}}  {trace.norms[index]:7.3f}  {trace.changes[index]:7.3f}"
-        if trace.predictions:
-            row += "  " + "  ".join(f"{piece} {p:.3f}" for piece, p in trace.predictions[index])
+    width = max(len(t) for t in states.tokens)
+    lines = [f"# {states.description}; {states.states.shape[1]} units",
+             f"{'#':>3}  {'token':<{width}}  {'norm':>7}  {'change':>7}" + ("  next" if states.predictions else "")]
+    for index, token in enumerate(states.tokens):
+        row = f"{index:>3}  {token:<{width}}  {states.norms[index]:7.3f}  {states.changes[index]:7.3f}"
+        if states.predictions:
+            row += "  " + "  ".join(f"{piece} {p:.3f}" for piece, p in states.predictions[index])
         lines.append(row)
     return lines
 
 
-def gradient_table(gradients) -> list[str]:
+def gradient_table(gradients: Gradients) -> list[str]:
     """Language model: per token read up to the predicted position, its index, piece, distance back
     from that position and gradient norm. Translation: the matrix, a row per output piece."""
     if gradients.target_tokens:
@@ -113,23 +117,18 @@ def run(args: argparse.Namespace) -> int:
     predictor = load_predictor(args)
     if args.gradients:
         return _gradients(predictor, args)
-    trace = predictor.trace(args.text, k=args.k)  # k: None for the predictor's default
-    write_lines(args.output, table(trace))
+    states = predictor.inspect.hidden_states(args.text, k=args.k)  # k: None for the predictor's default
+    write_lines(args.output, table(states))
     if args.plot:
-        from nmt.visualize import save_trace
+        from nmt.visualize import save_hidden_states
 
-        save_trace(args.plot, trace, title=args.text.strip()[:80])
+        save_hidden_states(args.plot, states, title=args.text.strip()[:80])
         log.info("wrote %s", args.plot)
     return 0
 
 
 def _gradients(predictor, args: argparse.Namespace) -> int:
-    if predictor.task == signatures.TRANSLATION:
-        if args.position is not None:
-            raise NmtError("--position is for language models: a translation run differentiates every output piece")
-        gradients = predictor.gradients(args.text)
-    else:
-        gradients = predictor.gradients(args.text, position=args.position)
+    gradients = predictor.inspect.gradients(args.text, position=args.position)
     write_lines(args.output, gradient_table(gradients))
     if args.plot:
         from nmt.visualize import save_gradients

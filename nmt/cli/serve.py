@@ -10,28 +10,25 @@ import argparse
 import functools
 import math
 import sys
+import textwrap
 from pathlib import Path
 
 from nmt.cli.startup import import_tensorflow
 from nmt.errors import NmtError
-from nmt.serving.config import Access, Limits, Monitoring, ServerSettings, read_model_config
+from nmt.serving.config import SERVED, Access, Limits, Monitoring, ServerSettings, read_model_config
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     serve = subparsers.add_parser(
         "serve",
         help="serve exported models (or any SavedModel) with TensorFlow Serving's REST and gRPC APIs",
-        description="Loads every model of a TF Serving models.config (a ModelServerConfig text proto; absolute "
-        "base paths under /serve are found in the config file's folder, as serve/docker-compose.yml mounts it) "
-        "and answers TF Serving's REST calls: GET /v1/models/NAME[/versions/V|/labels/L][/metadata], "
-        "POST /v1/models/NAME[/versions/V|/labels/L]:predict with 'instances' or 'inputs', :classify and "
-        ":regress with 'examples'; with --grpc-port, its gRPC services too. Any SavedModel is served (TF2, or a "
-        "TF1 graph with signatures). Also POST /v1/translate, /v1/next-word, /v1/generate, /v1/inspect, "
-        "GET /healthz, the OpenAPI page at /docs and a demo page at / (next words as you type, hidden states, "
-        "attention maps). Concurrent requests are batched (up to --max-batch-size rows, waiting at most "
-        "--max-wait-ms). A model that fails to load is reported and the others are served; with --poll-seconds, "
-        "new version folders are served without a restart. For tensorflow_model_server's own flags, use "
-        "nmt-model-server.",
+        description=textwrap.fill(
+            "Loads every model of a TF Serving models.config (a ModelServerConfig text proto; absolute base paths "
+            "under /serve are found in the config file's folder, as serve/docker-compose.yml mounts it) and answers "
+            f"{SERVED} The gRPC port is --grpc-port. Concurrent requests are batched (up to --max-batch-size rows, "
+            "waiting at most --max-wait-ms). A model that fails to load is reported and the others are served; "
+            "with --poll-seconds, new version folders are served without a restart. For tensorflow_model_server's "
+            "own flags, use nmt-model-server.", 100),
         epilog="examples:\n  nmt serve --config serve/models.config --port 8501\n"
         "  nmt serve --config serve/models.config --grpc-port 8500 --poll-seconds 1 --metrics-path /metrics\n"
         "  curl -d '{\"instances\": [\"I love eating\"]}' localhost:8501/v1/models/lm-en:predict\n"

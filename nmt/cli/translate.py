@@ -173,11 +173,13 @@ def _same_length(lines: list[str], references: list[str], path: str, reference_p
 
 
 def _evaluate_language_model(args: argparse.Namespace) -> int:
+    from nmt.perplexity import evaluate_perplexity
+
     lm = load_predictor(args)
     lines = read_input_lines(args.text)
     bar = progress_bar(0, "scoring", unit="tok", quiet=args.quiet)
     try:
-        perplexity = lm.evaluate(lines, progress=bar.update)
+        perplexity = evaluate_perplexity(lm, lines, progress=bar.update)
     finally:
         bar.close()
     print(perplexity.summary())

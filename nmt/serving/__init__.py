@@ -1,11 +1,9 @@
 """``nmt serve``: TensorFlow Serving's REST API over exported SavedModels, on a laptop, no Docker.
 
 It reads the same ``models.config`` as ``tensorflow_model_server`` (a ``ModelServerConfig`` text
-proto: names, base paths, version policies) and answers the same REST calls with the same JSON
-(``GET /v1/models/{name}[/versions/{v}]``, ``POST .../{name}[/versions/{v}]:predict`` in the row
-``instances`` and the columnar ``inputs`` formats, errors as ``{"error": "..."}``), so a client
-written against one works against the other. It adds ``/v1/translate``, ``/v1/next-word``,
-``/v1/generate``, ``/v1/inspect``, ``/healthz``, an OpenAPI page at ``/docs`` and a demo page at ``/``.
+proto: names, base paths, version policies) and answers the same calls with the same JSON and
+status codes, so a client written against one works against the other; what it answers is listed
+once, in :data:`nmt.serving.config.SERVED` (``nmt serve --help`` and ``/docs`` print it).
 
 Concurrent requests for one signature are batched: calls wait up to ``max_wait_ms`` for others and
 run as one batch of at most ``max_batch_size`` rows, one model call at a time per model version
@@ -20,7 +18,7 @@ Modules, one concern each:
   (version policies and labels, polling, status)
 - :mod:`~nmt.serving.batching`: :class:`Batcher`, concurrent calls merged into model calls
 - :mod:`~nmt.serving.rest_codec`: TF Serving's JSON request and response formats
-- :mod:`~nmt.serving.examples`: ``tf.train.Example`` requests of classify and regress, and their results
+- :mod:`~nmt.serving.tf_examples`: ``tf.train.Example`` requests of classify and regress, and their results
 - :mod:`~nmt.serving.errors`: :class:`RequestError`, graph errors, the HTTP status <-> gRPC code table
 - :mod:`~nmt.serving.calls`: :class:`Calls`, the one call path of every API: resolve, signature,
   limits, deadline, batch, metrics, typed errors

@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from nmt.errors import NmtError
 from nmt.serving import task_api, tfserving_api
 from nmt.serving.calls import Calls
-from nmt.serving.config import Access, Monitoring, ServerSettings
+from nmt.serving.config import SERVED, Access, Monitoring, ServerSettings
 from nmt.serving.errors import RequestError
 from nmt.serving.http_guard import AccessGuard, request_timeout_protocol
 from nmt.serving.metrics import Metrics
@@ -32,9 +32,6 @@ from nmt.serving.registry import ModelRegistry, registry_of
 log = logging.getLogger(__name__)
 
 DEMO_PAGE = Path(__file__).resolve().parent.parent / "static" / "demo.html"
-DESCRIPTION = ("TensorFlow Serving's REST API (predict, classify, regress, model status and metadata) over any "
-               "SavedModel, plus /v1/translate (with attention maps), /v1/next-word, /v1/generate, /v1/inspect "
-               "(hidden states) and a demo page at /.")
 
 site = APIRouter()
 
@@ -85,7 +82,7 @@ def create_app(served: ModelRegistry | Calls, access: Access | None = None,
     (metrics shared with its gRPC API); with ``monitoring`` enabled, Prometheus text at its path."""
     calls = served if isinstance(served, Calls) else Calls(served, Metrics())
     registry = calls.registry
-    app = FastAPI(title="nmt serve", description=DESCRIPTION, version="1")
+    app = FastAPI(title="nmt serve", description=SERVED, version="1")
     app.state.registry, app.state.calls = registry, calls  # what the routers' dependencies read
     app.state.metrics = calls.metrics
     app.add_exception_handler(RequestError, on_request_error)

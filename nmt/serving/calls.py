@@ -20,7 +20,7 @@ import numpy as np
 from starlette.requests import Request
 
 from nmt import signatures
-from nmt.serving import examples
+from nmt.serving import tf_examples
 from nmt.serving.batching import Arrays
 from nmt.serving.config import Limits
 from nmt.serving.errors import RequestError, as_request_error, grpc_code
@@ -165,7 +165,7 @@ class Calls:
         """Classify (per example: (label, score) pairs) or Regress (per example: a value)."""
         self.limits.check_rows(len(serialized))
         tally.examples = len(serialized)
-        call = servable.classify if method == examples.CLASSIFY_METHOD else servable.regress
+        call = servable.classify if method == tf_examples.CLASSIFY_METHOD else servable.regress
         return await self.within_deadline(call(signature, serialized))
 
     async def multi_inference(self, tasks: list[tuple[Target, str]], serialized: list[bytes],
@@ -185,7 +185,7 @@ class Calls:
             if signature in seen:
                 raise RequestError(f"Duplicate evaluation of signature: {signature}")
             seen.add(signature)
-            if method not in (examples.CLASSIFY_METHOD, examples.REGRESS_METHOD):
+            if method not in (tf_examples.CLASSIFY_METHOD, tf_examples.REGRESS_METHOD):
                 raise RequestError(f"Unsupported signature method_name: {method}", 501)
         first = tasks[0][0]
         servable = self.registry.resolve(first.name, first.version, first.label)
@@ -199,7 +199,7 @@ class Calls:
             results = []
             for target, method in tasks:
                 signature = target.signature or signatures.SERVING_DEFAULT
-                call = servable.classify if method == examples.CLASSIFY_METHOD else servable.regress
+                call = servable.classify if method == tf_examples.CLASSIFY_METHOD else servable.regress
                 results.append((signature, await call(signature, serialized)))
             return results
 

@@ -32,7 +32,7 @@ from tensorflow_serving.apis import (
 )
 
 from nmt.errors import NmtError
-from nmt.serving import examples
+from nmt.serving import tf_examples
 from nmt.serving.calls import CALL_DEADLINE, Calls, ClientDeadline, Tally, Target
 from nmt.serving.config import entries_of
 from nmt.serving.errors import RequestError
@@ -162,12 +162,12 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     async def _examples_call(self, request: Any, method: str, tally: Tally) -> tuple[Servable, str, Any]:
         servable, signature = self.calls.resolve(target_of(request.model_spec), tally)
-        serialized = examples.examples_from_input(request.input, self.calls.limits)
+        serialized = tf_examples.examples_from_input(request.input, self.calls.limits)
         return servable, signature, await self.calls.examples(servable, signature, method, serialized, tally)
 
     @_rpc("Classify")
     async def Classify(self, request: Any, tally: Tally) -> Any:  # noqa: N802
-        servable, signature, results = await self._examples_call(request, examples.CLASSIFY_METHOD, tally)
+        servable, signature, results = await self._examples_call(request, tf_examples.CLASSIFY_METHOD, tally)
         response = classification_pb2.ClassificationResponse()
         _spec_of(servable, signature, response.model_spec)
         _fill_classifications(response.result, results)
@@ -175,7 +175,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @_rpc("Regress")
     async def Regress(self, request: Any, tally: Tally) -> Any:  # noqa: N802
-        servable, signature, results = await self._examples_call(request, examples.REGRESS_METHOD, tally)
+        servable, signature, results = await self._examples_call(request, tf_examples.REGRESS_METHOD, tally)
         response = regression_pb2.RegressionResponse()
         _spec_of(servable, signature, response.model_spec)
         response.result.regressions.extend(regression_pb2.Regression(value=v) for v in results)
@@ -184,13 +184,13 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     @_rpc("MultiInference")
     async def MultiInference(self, request: Any, tally: Tally) -> Any:  # noqa: N802
         tasks = [(target_of(task.model_spec), task.method_name) for task in request.tasks]
-        serialized = examples.examples_from_input(request.input, self.calls.limits) if tasks else []
+        serialized = tf_examples.examples_from_input(request.input, self.calls.limits) if tasks else []
         servable, results = await self.calls.multi_inference(tasks, serialized, tally)
         response = inference_pb2.MultiInferenceResponse()
         for (_, method), (signature, values) in zip(tasks, results):
             result = response.results.add()
             _spec_of(servable, signature, result.model_spec)
-            if method == examples.CLASSIFY_METHOD:
+            if method == tf_examples.CLASSIFY_METHOD:
                 _fill_classifications(result.classification_result, values)
             else:
                 result.regression_result.regressions.extend(regression_pb2.Regression(value=v) for v in values)

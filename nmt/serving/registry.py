@@ -21,7 +21,7 @@ from starlette.requests import Request
 
 from nmt import signatures
 from nmt.errors import NmtError
-from nmt.serving import examples
+from nmt.serving import tf_examples
 from nmt.serving.batching import Arrays, Batcher
 from nmt.serving.config import Limits, ModelEntry, version_folders, versions_to_serve
 from nmt.serving.errors import RequestError
@@ -65,7 +65,7 @@ class Servable:
     def method(self, signature: str) -> str:
         """The signature's method name (tensorflow/serving/predict, classify or regress)."""
         self.check_signature(signature)
-        return self.model.method(signature) or examples.PREDICT_METHOD
+        return self.model.method(signature) or tf_examples.PREDICT_METHOD
 
     def check_signature(self, signature: str) -> None:
         if signature not in self.signatures:
@@ -108,27 +108,27 @@ class Servable:
     def _check_examples_signature(self, signature: str, method: str) -> None:
         """TF Serving's rule: the method name, and one input keyed "inputs". Its declared dtype is
         not checked (half_plus_three declares float for the serialized Examples it parses)."""
-        examples.check_method(signature, self.method(signature), method)
-        if list(self.input_specs(signature)) != [examples.EXAMPLES_INPUT]:
-            raise RequestError(f"signature {signature!r} must take one input {examples.EXAMPLES_INPUT!r} "
+        tf_examples.check_method(signature, self.method(signature), method)
+        if list(self.input_specs(signature)) != [tf_examples.EXAMPLES_INPUT]:
+            raise RequestError(f"signature {signature!r} must take one input {tf_examples.EXAMPLES_INPUT!r} "
                                "(serialized Examples)")
 
     def _examples_now(self, signature: str, method: str, serialized: list[bytes]) -> Arrays:
         """An examples call run at once, outside the batcher (the warm-up replay's)."""
         self._check_examples_signature(signature, method)
-        return self.model.run(signature, {examples.EXAMPLES_INPUT: np.array(serialized, dtype=object)})
+        return self.model.run(signature, {tf_examples.EXAMPLES_INPUT: np.array(serialized, dtype=object)})
 
     async def _examples_call(self, signature: str, method: str, serialized: list[bytes]) -> Arrays:
         self._check_examples_signature(signature, method)
-        return await self.batcher(signature)({examples.EXAMPLES_INPUT: np.array(serialized, dtype=object)})
+        return await self.batcher(signature)({tf_examples.EXAMPLES_INPUT: np.array(serialized, dtype=object)})
 
     async def classify(self, signature: str, serialized: list[bytes]) -> list[list[tuple[str, float]]]:
-        outputs = await self._examples_call(signature, examples.CLASSIFY_METHOD, serialized)
-        return examples.classifications(outputs, len(serialized))
+        outputs = await self._examples_call(signature, tf_examples.CLASSIFY_METHOD, serialized)
+        return tf_examples.classifications(outputs, len(serialized))
 
     async def regress(self, signature: str, serialized: list[bytes]) -> list[float]:
-        outputs = await self._examples_call(signature, examples.REGRESS_METHOD, serialized)
-        return examples.regressions(outputs, len(serialized))
+        outputs = await self._examples_call(signature, tf_examples.REGRESS_METHOD, serialized)
+        return tf_examples.regressions(outputs, len(serialized))
 
 def check_input_names(names: set[str], specs: dict[str, Any], signature: str) -> None:
     """The inputs a signature takes, by name (TF Serving's message)."""
@@ -343,7 +343,7 @@ class ModelRegistry:
                                + (f" ({self.failures[name]})" if name in self.failures else ""), 404)
         return [states[v] for v in sorted(states, reverse=True)]
 
-    def first(self, name: str | None = None) -> Servable:
+    def named_or_default(self, name: str | None = None) -> Servable:
         """The named model, or the first language model served, or else the first model."""
         if name is not None:
             return self.resolve(name)

@@ -97,7 +97,7 @@ def replay_warmup(model: SessionModel, run_examples: Any) -> int:
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
-    from nmt.serving import examples
+    from nmt.serving import tf_examples
 
     started, count = time.perf_counter(), 0
     for count, record in enumerate(tf.data.TFRecordDataset(str(path)).as_numpy_iterator(), start=1):
@@ -112,12 +112,12 @@ def replay_warmup(model: SessionModel, run_examples: Any) -> int:
                 model.run(request.model_spec.signature_name or "serving_default", inputs)
             elif kind in ("classify_log", "regress_log"):
                 request = getattr(entry, kind).request
-                method = examples.CLASSIFY_METHOD if kind == "classify_log" else examples.REGRESS_METHOD
+                method = tf_examples.CLASSIFY_METHOD if kind == "classify_log" else tf_examples.REGRESS_METHOD
                 run_examples(request.model_spec.signature_name or "serving_default", method,
-                             examples.examples_from_input(request.input, WARMUP_LIMITS))
+                             tf_examples.examples_from_input(request.input, WARMUP_LIMITS))
             elif kind == "multi_inference_log":
                 request = entry.multi_inference_log.request
-                serialized = examples.examples_from_input(request.input, WARMUP_LIMITS)
+                serialized = tf_examples.examples_from_input(request.input, WARMUP_LIMITS)
                 for task in request.tasks:
                     run_examples(task.model_spec.signature_name or "serving_default", task.method_name, serialized)
             else:

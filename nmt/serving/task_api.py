@@ -19,12 +19,12 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from nmt import signatures
+from nmt.inspection import HiddenStates  # norms and changes, computed as `nmt inspect` does
 from nmt.serving.calls import calls_of, check_request_size
 from nmt.serving.errors import RequestError
 from nmt.serving.http_guard import read_json_body
 from nmt.serving.registry import Servable
 from nmt.serving.rest_codec import FLOAT32_MAX, INT32_MAX, to_json
-from nmt.trace import Trace  # norms and changes, computed as `nmt inspect` does
 
 router = APIRouter(tags=["Tasks"])
 
@@ -145,7 +145,7 @@ async def run_task(http: Request, api: str, model: type[R], task: str | None,
         request = validated(model, await read_json_body(http, limits.max_body_bytes, limits.body_timeout_s))
         tally.model = request.model or ""
         registry = calls.registry
-        servable = registry.first(request.model) if task is None else registry.of_task(task, request.model)
+        servable = registry.named_or_default(request.model) if task is None else registry.of_task(task, request.model)
         tally.model = servable.name
         check_request_size({signatures.TEXT: np.array(request.texts, dtype=object)}, limits)  # in characters
         texts = np.array([t.encode("utf-8") for t in request.texts], dtype=object)
@@ -204,7 +204,7 @@ async def inspect_work(call: TaskCall[InspectRequest]) -> dict[str, Any]:
     if call.request.gradients:
         asked.append(servable.predict(signatures.GRADIENTS, {signatures.TEXT: call.texts}))
     out, *gradients = await asyncio.gather(*asked)
-    results = traces(out)
+    results = hidden_states(out)
     for result, row in zip(results, gradient_rows(gradients[0]) if gradients else []):
         result["gradients"] = row
     return {"model": servable.name, "version": servable.version, "task": servable.task,
@@ -232,13 +232,13 @@ def gradient_rows(out: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     ]
 
 
-def traces(out: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+def hidden_states(out: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     """inspect's outputs -> per row its pieces, states, norms, changes (and next-piece predictions)."""
     results = []
     for row, n in enumerate(out[signatures.LENGTHS]):
-        trace = Trace(to_json(out["tokens"][row, :n]), out["states"][row, :n].astype(np.float64), [])
-        result = {"tokens": trace.tokens, "states": np.round(trace.states, 4).tolist(),
-                  "norms": np.round(trace.norms, 4).tolist(), "changes": np.round(trace.changes, 4).tolist()}
+        states = HiddenStates(to_json(out["tokens"][row, :n]), out["states"][row, :n].astype(np.float64), [])
+        result = {"tokens": states.tokens, "states": np.round(states.states, 4).tolist(),
+                  "norms": np.round(states.norms, 4).tolist(), "changes": np.round(states.changes, 4).tolist()}
         if "top_tokens" in out:
             result["predictions"] = [
                 [{"token": t, "probability": round(float(p), 4)} for t, p in zip(tokens, probabilities)]

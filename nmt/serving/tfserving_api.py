@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from nmt.serving import examples
+from nmt.serving import tf_examples
 from nmt.serving.calls import Calls, Target, calls_of
 from nmt.serving.errors import RequestError
 from nmt.serving.http_guard import read_json_body
@@ -88,6 +88,6 @@ async def model_call(rest: str, request: Request, calls: CallCore) -> Any:
         if verb == "predict":
             arrays, kind = parse_predict_body(body, servable.input_specs(signature))
             return TFServingJSON(format_predictions(await calls.predict(servable, signature, arrays), kind))
-        method = examples.CLASSIFY_METHOD if verb == "classify" else examples.REGRESS_METHOD
-        results = await calls.examples(servable, signature, method, examples.examples_from_json(body, limits), tally)
+        method = tf_examples.CLASSIFY_METHOD if verb == "classify" else tf_examples.REGRESS_METHOD
+        results = await calls.examples(servable, signature, method, tf_examples.examples_from_json(body, limits), tally)
         return TFServingJSON({"results": results})

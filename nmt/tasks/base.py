@@ -30,12 +30,12 @@ from nmt.run_dir import RunDir
 from nmt.signatures import ServingRecord
 from nmt.tokenizer import Tokenizer
 
-log = logging.getLogger("nmt.training")
+log = logging.getLogger(__name__)
 
 Encoder = Callable[[list[str], list], EncodedCorpus]
 
 
-def spread(count: int, limit: int | None, stretches: int | None = None) -> list[int]:
+def evenly_spaced(count: int, limit: int | None, stretches: int | None = None) -> list[int]:
     """Indices of ``limit`` of ``count`` items spread evenly over all of them (every index when
     ``limit`` is None or not less): ``stretches`` runs of consecutive items (for running text, which
     needs its context) with equal gaps between them, or (None) items one by one, every

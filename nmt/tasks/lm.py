@@ -14,13 +14,13 @@ import tensorflow as tf
 
 from nmt import signatures as sig
 from nmt.data import CorpusStream, read_corpus
-from nmt.language_model import LanguageModelRunner
+from nmt.language_model import LanguageModelPredictor
 from nmt.models import LanguageModel
-from nmt.perplexity import Perplexity
+from nmt.perplexity import Perplexity, evaluate_perplexity
 from nmt.pipeline import EncodedCorpus, TokenCache, encode_texts, make_dataset, make_stream_dataset, token_stream
 from nmt.run_dir import RunDir
 from nmt.samplers import Sampler
-from nmt.tasks.base import Encoder, PreparedData, Task, log, spread
+from nmt.tasks.base import Encoder, PreparedData, Task, evenly_spaced, log
 from nmt.text_policy import (
     IDS_SPEC,
     LENGTHS_SPEC,
@@ -44,7 +44,7 @@ DEV_STREAMS = 8
 
 class LanguageModelTask(Task):
     """One text per line (``train.bptt_steps`` null) or running text read in windows with the
-    state carried (TBPTT) -> :class:`nmt.language_model.LanguageModelRunner`."""
+    state carried (TBPTT) -> :class:`nmt.language_model.LanguageModelPredictor`."""
 
     name = sig.LANGUAGE_MODEL
     units = "lines"
@@ -95,37 +95,37 @@ class LanguageModelTask(Task):
         model.build_weights()
         return model
 
-    def predictor(self, model: keras.Model, source: Tokenizer, target: Tokenizer) -> LanguageModelRunner:
-        return LanguageModelRunner(model, target, self.config)
+    def predictor(self, model: keras.Model, source: Tokenizer, target: Tokenizer) -> LanguageModelPredictor:
+        return LanguageModelPredictor(model, target, self.config)
 
     # --- evaluation ----------------------------------------------------------------------------
 
     dev_scalars = ("dev_loss", "dev_word_perplexity", "dev_bits_per_character")
 
-    def dev_scores(self, predictor: LanguageModelRunner, data: PreparedData, dev_loss: Callable[[], float] | None,
+    def dev_scores(self, predictor: LanguageModelPredictor, data: PreparedData, dev_loss: Callable[[], float] | None,
                    limit: int | None) -> dict[str, Any]:
         if not data.dev_texts:
             return {}
         # 8 streams side by side: ~8x faster than the exact one-stream final evaluation, at the
         # price of 7 cuts where the text is read without its context. A subset of running text is
         # taken as 8 stretches, one per stream, so that it adds no cuts of its own.
-        picked = spread(len(data.dev_texts), limit, DEV_STREAMS if self.carries_state else None)
-        return predictor.evaluate([data.dev_texts[i] for i in picked], streams=DEV_STREAMS).dev_record()
+        picked = evenly_spaced(len(data.dev_texts), limit, DEV_STREAMS if self.carries_state else None)
+        return evaluate_perplexity(predictor, [data.dev_texts[i] for i in picked], streams=DEV_STREAMS).dev_record()
 
     def quality(self, scores: dict[str, Any]) -> tuple[float, str]:
         return -scores["dev_loss"], f"dev loss {scores['dev_loss']:.4f}"
 
-    def final_scores(self, predictor: LanguageModelRunner, data: PreparedData) -> tuple[dict[str, Any], Perplexity]:
-        perplexity = predictor.evaluate(data.dev_texts)
+    def final_scores(self, predictor: LanguageModelPredictor, data: PreparedData) -> tuple[dict[str, Any], Perplexity]:
+        perplexity = evaluate_perplexity(predictor, data.dev_texts)
         return {"final": True, **perplexity.dev_record(), "time": time.time()}, perplexity
 
     # --- export --------------------------------------------------------------------------------
 
-    def serving_record(self, predictor: LanguageModelRunner) -> sig.ServingRecord:
+    def serving_record(self, predictor: LanguageModelPredictor) -> sig.ServingRecord:
         return sig.ServingRecord.for_language_model(min(sig.MAX_EXPORTED_K, predictor.max_k),
                                                     predictor.max_prompt_tokens, predictor.running_text)
 
-    def export_archive(self, predictor: LanguageModelRunner) -> keras.export.ExportArchive:
+    def export_archive(self, predictor: LanguageModelPredictor) -> keras.export.ExportArchive:
         lm = predictor
         tokenizer = InGraphTokenizer(lm.tokenizer.model_proto, "tokenizer")
         max_k = self.serving_record(lm).max_k
@@ -159,7 +159,7 @@ class LanguageModelTask(Task):
 
         def inspect(text: tf.Tensor) -> dict[str, tf.Tensor]:
             ids, lengths = prompt_ids_in_graph(tokenizer, text, lm.max_prompt_tokens)
-            found = lm.trace_ids(ids, lengths, sig.INSPECT_K)
+            found = lm.inspect.hidden_states_ids(ids, lengths, sig.INSPECT_K)
             start = tf.fill([tf.shape(ids)[0], 1], lm.start_id)
             return {"tokens": tokenizer.pieces(tf.concat([start, ids], axis=1)), "lengths": found["lengths"],
                     "states": found["states"], "top_tokens": tokenizer.pieces(found["top_ids"]),
@@ -167,9 +167,9 @@ class LanguageModelTask(Task):
 
         def gradients(text: tf.Tensor) -> dict[str, tf.Tensor]:
             # How strongly the likeliest next piece after each text depends on each piece read:
-            # norms [batch, time] of LanguageModelRunner.gradients_ids (rows past lengths are padding).
+            # norms [batch, time] of LanguageModelInspection.gradients_ids (rows past lengths are padding).
             ids, lengths = prompt_ids_in_graph(tokenizer, text, lm.max_prompt_tokens)
-            found = lm.gradients_ids(ids, lengths)
+            found = lm.inspect.gradients_ids(ids, lengths)
             start = tf.fill([tf.shape(ids)[0], 1], lm.start_id)
             return {"tokens": tokenizer.pieces(tf.concat([start, ids], axis=1)), "lengths": found["lengths"],
                     "norms": found["norms"], "next_token": tokenizer.pieces(found["target_ids"]),

@@ -17,7 +17,7 @@ from nmt.evaluation import Scores, bleu_metric, bleu_tokenize, score
 from nmt.models import Seq2Seq
 from nmt.pipeline import EncodedCorpus, TokenCache, encode_corpus, make_dataset
 from nmt.run_dir import RunDir
-from nmt.tasks.base import Encoder, PreparedData, Task, log, spread
+from nmt.tasks.base import Encoder, PreparedData, Task, evenly_spaced, log
 from nmt.text_policy import (
     IDS_SPEC,
     LENGTHS_SPEC,
@@ -99,7 +99,7 @@ class TranslationTask(Task):
                    limit: int | None) -> dict[str, Any]:
         if data.dev is None or not len(data.dev):
             return {}
-        picked = spread(len(data.dev_texts), limit)
+        picked = evenly_spaced(len(data.dev_texts), limit)
         sources, targets = [data.dev_texts[i] for i in picked], [data.dev_targets[i] for i in picked]
         hypotheses = [h[0].text for h in predictor.translate(sources, beam_size=1)]
         scores = score(hypotheses, targets, bleu_tokenize(self.config.data))
@@ -158,7 +158,8 @@ class TranslationTask(Task):
 
         def inspect(text: tf.Tensor) -> dict[str, tf.Tensor]:
             ids, lengths = source_ids_in_graph(source, text, max_source)
-            return {"tokens": source.pieces(ids), "lengths": lengths, "states": predictor.encoder_states(ids, lengths)}
+            states = predictor.inspect.hidden_states_ids(ids, lengths)
+            return {"tokens": source.pieces(ids), "lengths": lengths, "states": states}
 
         archive = keras.export.ExportArchive()
         for tracked in (predictor.model, source, target):
