@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 from nmt.config import load_config
 from nmt.tasks import PreparedData, task_for
 from nmt.tasks.base import evenly_spaced
@@ -40,7 +42,9 @@ class Recording:
         self.asked += sources
         return [[SimpleNamespace(text=s)] for s in sources]
 
-    def evaluate(self, lines: list[str], streams: int) -> SimpleNamespace:
+    def perplexity(self, lm: Recording, lines: list[str], streams: int) -> SimpleNamespace:
+        """In place of nmt.perplexity.evaluate_perplexity."""
+        assert lm is self and streams == 8
         self.asked += lines
         return SimpleNamespace(dev_record=lambda: {"dev_loss": 1.0})
 
@@ -55,11 +59,12 @@ def test_translation_dev_scores_use_the_spread_subset(tmp_path: Path) -> None:
     assert scores["dev_sentences"] == 4 and scores["dev_chrf"] == 100.0  # each scored against its own reference
 
 
-def test_running_text_dev_scores_read_stretches(tmp_path: Path) -> None:
+def test_running_text_dev_scores_read_stretches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     task = task_for(load_config(lm_config(tmp_path, "lm", "a b c\n" * 20)))
     assert task.carries_state
     lines = [f"line {i}" for i in range(100)]
     predictor = Recording()
+    monkeypatch.setattr("nmt.tasks.lm.evaluate_perplexity", predictor.perplexity)
     task.dev_scores(predictor, PreparedData(None, None, None, lines, [], None), None, limit=16)
     # 8 stretches (one per evaluation stream) of 2 consecutive lines, 12.5 lines apart.
     starts = [0, 12, 25, 37, 50, 62, 75, 87]

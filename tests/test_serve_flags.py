@@ -41,7 +41,13 @@ def gated_registry(settings, gate: threading.Event):
 
 @pytest.fixture(scope="module")
 def models(tiny_run: Path, cycle_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export_models(tmp_path_factory.mktemp("flags"), tiny_run, cycle_run)
+    """The exports of test_serving_calls, and lm.config: the language model alone, for the tests that only
+    call it (a server loads every model of its config before it answers)."""
+    root = export_models(tmp_path_factory.mktemp("flags"), tiny_run, cycle_run)
+    (root / "lm.config").write_text(
+        'model_config_list {\n  config { name: "lm" base_path: "lm" model_platform: "tensorflow" }\n}\n',
+        encoding="utf-8")
+    return root
 
 
 def settings_of(*flags: str):
@@ -57,7 +63,7 @@ def batches_of(models: Path, *flags: str, requests: int = 5) -> dict[str, int]:
     from nmt.serving import start
 
     gate = threading.Event()
-    settings = settings_of("--config", str(models / "models.config"), *flags)
+    settings = settings_of("--config", str(models / "lm.config"), *flags)
     server = start(settings, gated_registry(settings, gate))
     base = f"http://127.0.0.1:{server.ports['rest']}"
     batchers = server.registry.models["lm"][1].batchers
@@ -88,21 +94,22 @@ def test_max_batch_size_no_batching_and_the_default(models: Path) -> None:
 
 def test_max_wait_ms_lets_a_lone_call_wait_for_company(models: Path) -> None:
     """With the model idle, a call waits --max-wait-ms for others: two calls 0.2 s apart share one
-    batch when it is 10 s, and run as two when it is 0."""
+    batch when it is 10 s, and run as two when it is 0. Batches of 2 rows: the second call fills the
+    batch, which then runs at once, so the test never waits the 10 s out."""
     from nmt.serving import start
 
     def batches(wait_ms: str) -> int:
-        settings = settings_of("--config", str(models / "models.config"), "--max-wait-ms", wait_ms)
+        settings = settings_of("--config", str(models / "lm.config"), "--max-wait-ms", wait_ms,
+                               "--max-batch-size", "2")
         server = start(settings)
         base = f"http://127.0.0.1:{server.ports['rest']}"
         try:
-            call(f"{base}/v1/next-word", {"text": "up", "k": 1})  # the signature's first call, alone
             with ThreadPoolExecutor(max_workers=2) as pool:
                 first = pool.submit(call, f"{base}/v1/next-word", {"text": "north", "k": 1})
                 time.sleep(0.2)
                 second = pool.submit(call, f"{base}/v1/next-word", {"text": "north east", "k": 1})
                 assert first.result()[0] == second.result()[0] == 200
-            return server.registry.models["lm"][1].batchers["next_words"].stats["batches"] - 1
+            return server.registry.models["lm"][1].batchers["next_words"].stats["batches"]
         finally:
             server.stop()
 
@@ -114,7 +121,7 @@ def test_request_timeout_ms_and_metrics_path(models: Path) -> None:
     from nmt.serving import start
 
     gate = threading.Event()
-    settings = settings_of("--config", str(models / "models.config"), "--request-timeout-ms", "250",
+    settings = settings_of("--config", str(models / "lm.config"), "--request-timeout-ms", "250",
                            "--metrics-path", "/my/metrics")
     server = start(settings, gated_registry(settings, gate))
     base = f"http://127.0.0.1:{server.ports['rest']}"
