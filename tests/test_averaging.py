@@ -66,6 +66,7 @@ def test_training_ends_by_averaging_its_last_checkpoints(averaged_run: Path) -> 
     assert averaging["best_now"] == ("averaged" if averaged_won(averaging) else "best")
 
 
+@pytest.mark.slow
 def test_averaged_weights_are_the_mean_of_the_checkpoints_and_translate(averaged_run: Path) -> None:
     best_before = (averaged_run / "best" / "model.weights.h5").read_bytes()
     result = average_checkpoints(averaged_run, last=2)

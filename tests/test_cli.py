@@ -54,6 +54,7 @@ def test_nbest_output_format(tiny_run: Path, tmp_path: Path, capsys) -> None:
         assert scores == sorted(scores, reverse=True)
 
 
+@pytest.mark.slow
 def test_translate_stdin_to_stdout_through_the_console_script(tiny_run: Path) -> None:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     result = subprocess.run(

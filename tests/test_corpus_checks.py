@@ -178,6 +178,7 @@ def test_data_check_reports_a_corrupt_file(tmp_path: Path, capsys) -> None:
 # --- nmt train's overlap line -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_train_logs_and_records_a_planted_leak(tmp_path: Path, capsys, caplog) -> None:
     train_rows = read_tsv(EN_JA / "train.tsv.gz", 0, 1, limit=300)
     pairs = list(zip(train_rows.sources, train_rows.targets))
@@ -209,6 +210,7 @@ def test_train_logs_and_records_a_planted_leak(tmp_path: Path, capsys, caplog) -
     assert code == 0 and out.startswith(line + "\n")
 
 
+@pytest.mark.slow
 def test_tiny_run_records_a_clean_dev(tiny_run: Path, capsys) -> None:
     recorded = json.loads((tiny_run / "data_checks.json").read_text(encoding="utf-8"))
     assert recorded == {"dev_overlap": {"examples": 50, "sources": 0, "targets": 0, "pairs": 0}}

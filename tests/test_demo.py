@@ -68,6 +68,7 @@ def first_suggestion_is(page, word: str) -> None:
     )
 
 
+@pytest.mark.slow
 def test_typing_shows_next_words_and_the_hidden_state_and_a_click_appends(page, cycle_run: Path) -> None:
     lm = nmt.load(cycle_run)
     page.locator("#prompt").press_sequentially("north east", delay=20)  # real key presses
@@ -87,6 +88,7 @@ def test_typing_shows_next_words_and_the_hidden_state_and_a_click_appends(page, 
     page.wait_for_function(f"document.querySelectorAll('#trace-table tbody tr').length === {len(trace.tokens) + 1}")
 
 
+@pytest.mark.slow
 def test_translating_shows_the_translation_and_its_attention_map(page, tiny_run: Path) -> None:
     best = nmt.load(tiny_run).translate(["Where is the station?"], with_attention=True)[0][0]
     page.fill("#source", "Where is the station?")
@@ -109,6 +111,7 @@ def test_translating_shows_the_translation_and_its_attention_map(page, tiny_run:
     assert shot.stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_the_gradient_norms_follow_the_text_beside_the_hidden_state(page, cycle_run: Path) -> None:
     lm = nmt.load(cycle_run)
     for text in ("north east", "north east south west up"):

@@ -59,6 +59,7 @@ def assert_same_weights(run_dir: Path, reference: Path) -> None:
         np.testing.assert_allclose(got[name], expected[name], rtol=1e-4, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.slow
 def test_two_workers_on_localhost_train_like_one_device(setup, tmp_path: Path) -> None:
     config, reference = setup
     run_dir = tmp_path / "cluster"
@@ -84,6 +85,7 @@ def test_two_workers_on_localhost_train_like_one_device(setup, tmp_path: Path) -
     assert_same_weights(run_dir, reference)
 
 
+@pytest.mark.slow
 def test_mirrored_on_two_logical_cpus_trains_like_one_device(setup, tmp_path: Path) -> None:
     config, reference = setup
     run_dir = tmp_path / "mirrored"
@@ -95,6 +97,7 @@ def test_mirrored_on_two_logical_cpus_trains_like_one_device(setup, tmp_path: Pa
     assert_same_weights(run_dir, reference)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision, jit", [("mixed_bfloat16", False), ("mixed_float16", False), ("float32", True)])
 def test_mixed_precision_and_xla_train(setup, tmp_path: Path, precision: str, jit: bool) -> None:
     config, reference = setup

@@ -191,6 +191,7 @@ def saved_model_ops(path: Path) -> tuple[set[str], set[str]]:
     return ops, functions
 
 
+@pytest.mark.slow
 def test_exported_graphs_use_only_core_tensorflow_and_tensorflow_text_ops(exported: dict) -> None:
     # Which ops core TensorFlow registers is asked in a process that has not loaded tensorflow-text.
     script = (
@@ -214,6 +215,7 @@ def test_exported_graphs_use_only_core_tensorflow_and_tensorflow_text_ops(export
         assert not ops & {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
 
 
+@pytest.mark.slow
 def test_the_export_is_cpu_servable_where_a_gpu_would_run_cudnn(tiny_run: Path, cycle_run: Path, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Where a GPU is present, whole sequences run on Keras' layers (cuDNN): the export must trace
@@ -233,6 +235,7 @@ def test_the_export_is_cpu_servable_where_a_gpu_would_run_cudnn(tiny_run: Path, 
         assert not [op for op in ops if "cudnn" in op.lower()]
 
 
+@pytest.mark.slow
 def test_versions_are_numbered_immutable_and_written_whole(tiny_run: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "models" / "tiny"
     assert main(["export", "--run", str(tiny_run), "--out", str(out)]) == 0
@@ -258,6 +261,7 @@ def strings_of(tensor) -> list:
     return np.vectorize(bytes.decode, otypes=[object])(tensor.numpy()).tolist()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("texts", [[""], [" "], ["", " \t "], ["Good morning.", ""], ["", "Good morning."]])
 def test_the_empty_text_translates_to_the_empty_text_alone_or_batched(loaded: dict, tiny_run: Path, texts) -> None:
     # Regression: a batch of only empty texts tokenized to [batch, 0] and failed inside the graph
@@ -331,6 +335,7 @@ def test_ids_outside_the_vocabulary_fail_cleanly_in_the_graph(loaded: dict, tiny
     assert empty["ids"].shape[0] == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kib", [200, 1500])
 def test_a_full_disk_ends_in_one_error_line_and_no_version_folder(tiny_run: Path, tmp_path: Path, kib: int) -> None:
     from faults import run_nmt, small_disk
@@ -344,6 +349,7 @@ def test_a_full_disk_ends_in_one_error_line_and_no_version_folder(tiny_run: Path
         assert list(out.iterdir()) == []  # neither the version nor its hidden staging folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task, signatures_", [
     ("translation", ["inspect", "serving_default", "translate", "translate_attention", "translate_greedy",
                      "translate_ids"]),

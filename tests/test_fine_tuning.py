@@ -34,6 +34,7 @@ def in_domain(tmp_path: Path, name: str, steps: int, extra: dict | None = None) 
         "train.init_from": str(tmp_path / "general"), **(extra or {})})
 
 
+@pytest.mark.slow
 def test_fine_tuning_starts_from_the_source_weights_and_tokenizers(tmp_path: Path) -> None:
     general = tmp_path / "general"
     Trainer(load_config(task_config(tmp_path, general, steps=60))).train()
@@ -62,6 +63,7 @@ def test_fine_tuning_starts_from_the_source_weights_and_tokenizers(tmp_path: Pat
     assert tf.train.latest_checkpoint(tuned / "checkpoints").endswith("ckpt-3")
 
 
+@pytest.mark.slow
 def test_another_architecture_is_an_error_naming_the_keys(tmp_path: Path) -> None:
     Trainer(load_config(task_config(tmp_path, tmp_path / "general", steps=10))).train()
     changed = load_config(in_domain(tmp_path, "wider", steps=5, extra={
@@ -96,6 +98,7 @@ def test_nmt_train_says_a_bad_init_from_before_tensorflow_loads(tmp_path: Path) 
     assert done.stdout.strip() == "tensorflow not imported"
 
 
+@pytest.mark.slow
 def test_init_from_naming_the_run_dir_given_on_the_command_line_changes_nothing(tmp_path: Path, capsys) -> None:
     """`nmt train --run-dir R --set train.init_from=R` on a trained run R: refused before anything
     is written, so R still translates and exports afterwards."""

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "small_parallel_enja"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (DATA / "train.en").is_file(), reason="needs ../shared/data/small_parallel_enja")
 def test_the_gpu_benchmark_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
     out = tmp_path / "gpu.json"

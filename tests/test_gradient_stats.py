@@ -44,6 +44,7 @@ def tiny_model() -> Seq2Seq:
     return model
 
 
+@pytest.mark.slow
 def test_layer_norms_are_the_pre_clipping_norms_and_add_up_to_the_global_norm() -> None:
     model = tiny_model()
     groups = gradient_groups(model.trainable_variables)
@@ -81,6 +82,7 @@ def test_layer_norms_are_the_pre_clipping_norms_and_add_up_to_the_global_norm() 
     assert window.summary(list(groups)) == {}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("clip_norm, clipped", [(1e-3, 1.0), (1e9, 0.0)])
 def test_clipped_fraction_and_norms_reach_metrics_tensorboard_and_report(tmp_path: Path, clip_norm: float,
                                                                          clipped: float, capsys) -> None:
@@ -113,6 +115,7 @@ def test_clipped_fraction_and_norms_reach_metrics_tensorboard_and_report(tmp_pat
     assert [row.split()[0] for row in rows] == GROUPS
 
 
+@pytest.mark.slow
 def test_a_resumed_run_reports_the_gradient_statistics_of_an_uninterrupted_one(tmp_path: Path) -> None:
     run = tmp_path / "run"
     config = task_config(tmp_path, run, steps=20, extra={"train.eval_every": 20, "train.clip_norm": 1.0})
@@ -132,6 +135,7 @@ def test_a_resumed_run_reports_the_gradient_statistics_of_an_uninterrupted_one(t
     np.testing.assert_allclose(resumed_layer, straight_layer, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_checkpoint_without_the_gradient_windows_still_resumes(tmp_path: Path, monkeypatch) -> None:
     run = tmp_path / "old"
     objects = nmt.training_state.TrainingState.objects
@@ -148,6 +152,7 @@ def test_checkpoint_without_the_gradient_windows_still_resumes(tmp_path: Path, m
     assert math.isfinite(records(run)[-1]["gradient_norm"]) and records(run)[-1]["step"] == 20
 
 
+@pytest.mark.slow
 def test_two_replicas_record_the_norm_of_the_summed_gradients(tmp_path: Path) -> None:
     """Mirrored on two logical CPUs (a global batch of 31 split 16 + 15): the same norms as one device."""
     config = task_config(tmp_path, tmp_path / "unused", 3, {"train.checkpoint_every": 3, "train.batch_size": 31})

@@ -202,6 +202,7 @@ def test_translation_gradients_are_a_target_by_source_matrix(random_translator: 
         translator.inspect.gradients("")
 
 
+@pytest.mark.slow
 def test_inspect_gradients_prints_and_plots(cycle_run: Path, tiny_run: Path, tmp_path: Path, capsys) -> None:
     plot = tmp_path / "g.png"
     code, out, err = run_main(["inspect", "--run", str(cycle_run), "north east south", "--gradients",
@@ -245,6 +246,7 @@ def test_inspect_gradients_prints_and_plots(cycle_run: Path, tiny_run: Path, tmp
     assert "vanishing gradient" in help_text
 
 
+@pytest.mark.slow
 def test_the_exported_gradients_signature_equals_the_api(cycle_run: Path, tmp_path: Path) -> None:
     from nmt.export import export
     from nmt.signatures import GRADIENTS, RECORD_FILE, ServingRecord

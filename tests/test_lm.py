@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # --- learning ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_tiny_lm_learns_a_deterministic_sequence(cycle_run: Path) -> None:
     lm = nmt.load(cycle_run)
     assert isinstance(lm, LanguageModelPredictor) and lm.running_text
@@ -55,6 +56,7 @@ def _flat(ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     return np.array([i for x in ids for i in x], np.int32), np.array([len(x) for x in ids], np.int32)
 
 
+@pytest.mark.slow
 def test_sentence_mode_lm_trains_and_stops_at_eos(tmp_path: Path) -> None:
     config = load_config(lm_config(tmp_path, "sentences", cycle_text(200), {"train.bptt_steps": None,
                                                                              "train.batch_size": 16}))
@@ -103,6 +105,7 @@ def test_stateful_windows_give_the_loss_of_one_long_sequence() -> None:
     np.testing.assert_allclose(total, whole, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_interrupted_stream_run_resumes_with_the_same_carried_state(tmp_path: Path) -> None:
     text = cycle_text(50)
     straight = lm_config(tmp_path, "straight", text, {"train.steps": 20, "model.decoder.dropout": 0.2})
@@ -175,6 +178,7 @@ def test_next_word_search_sums_segmentations_exactly() -> None:
     assert result.words.shape == (2, 5)
 
 
+@pytest.mark.slow
 def test_next_words_on_a_subword_model_are_whole_words(subword_run: Path) -> None:
     lm = nmt.load(subword_run)
     assert lm.config.tokenizer.model_type == "unigram"

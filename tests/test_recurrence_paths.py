@@ -68,6 +68,7 @@ def test_an_empty_batch_runs_on_both_paths(cell: str) -> None:
         assert outputs.shape == (2, 0, 4) and all(not s.numpy().any() for s in final)
 
 
+@pytest.mark.slow
 def test_a_whole_model_trains_alike_on_both_paths() -> None:
     """Bidirectional 2-layer encoder and the decoder's whole-sequence path (no input feeding):
     the same loss and gradients on a padded batch with an empty source row."""

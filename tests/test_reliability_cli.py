@@ -68,6 +68,7 @@ def translations_of(run: Path, weights: str, source: Path) -> list[str]:
     return [h[0].text for h in nmt.load(run, weights=weights).translate(lines)]
 
 
+@pytest.mark.slow
 def test_latest_falls_back_past_a_truncated_checkpoint(tiny_run: Path, tmp_path: Path, source: Path) -> None:
     run = copy_run(tiny_run, tmp_path)
     truncate(data_file(run))
@@ -78,6 +79,7 @@ def test_latest_falls_back_past_a_truncated_checkpoint(tiny_run: Path, tmp_path:
     assert result.stdout.splitlines() == translations_of(run, "ckpt-20", source)  # the intact one before it
 
 
+@pytest.mark.slow
 def test_no_best_file_falls_back_past_a_scrambled_checkpoint(tiny_run: Path, tmp_path: Path, source: Path) -> None:
     run = copy_run(tiny_run, tmp_path)
     scramble(data_file(run))
@@ -89,6 +91,7 @@ def test_no_best_file_falls_back_past_a_scrambled_checkpoint(tiny_run: Path, tmp
     assert result.stdout.splitlines() == translations_of(run, "ckpt-20", source)
 
 
+@pytest.mark.slow
 def test_a_damaged_checkpoint_asked_for_by_name_is_an_error(tiny_run: Path, tmp_path: Path, source: Path) -> None:
     run = copy_run(tiny_run, tmp_path)
     scramble(data_file(run))
@@ -97,6 +100,7 @@ def test_a_damaged_checkpoint_asked_for_by_name_is_an_error(tiny_run: Path, tmp_
     assert line.endswith("choose another with --weights (kept: ckpt-20, ckpt-40)")
 
 
+@pytest.mark.slow
 def test_no_intact_checkpoint_is_an_error_naming_the_newest(tiny_run: Path, tmp_path: Path, source: Path) -> None:
     run = copy_run(tiny_run, tmp_path)
     for data in (run / "checkpoints").glob("ckpt-*.data-*"):
@@ -106,6 +110,7 @@ def test_no_intact_checkpoint_is_an_error_naming_the_newest(tiny_run: Path, tmp_
                     f"{run / 'checkpoints' / 'ckpt-40'} (Read less bytes than requested)")
 
 
+@pytest.mark.slow
 def test_a_truncated_best_file_is_an_error_naming_it(tiny_run: Path, tmp_path: Path, source: Path) -> None:
     run = copy_run(tiny_run, tmp_path)
     truncate(run / "best" / "model.weights.h5")
@@ -114,6 +119,7 @@ def test_a_truncated_best_file_is_an_error_naming_it(tiny_run: Path, tmp_path: P
     assert line.endswith("use --weights latest, or restore the file from a copy of the run")
 
 
+@pytest.mark.slow
 def test_a_truncated_tokenizer_is_an_error_naming_it(tiny_run: Path, tmp_path: Path, source: Path) -> None:
     run = copy_run(tiny_run, tmp_path)
     truncate(run / "spm" / "target.model")
@@ -125,6 +131,7 @@ def test_a_truncated_tokenizer_is_an_error_naming_it(tiny_run: Path, tmp_path: P
 # --- 3: a full disk --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_full_disk_names_the_output_and_leaves_no_file(tiny_run: Path, tmp_path: Path) -> None:
     source = tmp_path / "many.en"
     source.write_text("Good morning.\nI like cats.\n" * 300, encoding="utf-8")
@@ -161,6 +168,7 @@ def _gzip_cut(path: Path) -> None:
     truncate(path, keep=0.5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["parallel", "utf8", "short_row", "gzip"])
 def test_data_errors_inside_sentencepiece_are_the_readers_message(tmp_path: Path, case: str) -> None:
     lines = "one two\nthree four\nfive six\n"
@@ -301,6 +309,7 @@ def test_bad_arguments_fail_before_tensorflow_is_imported(tiny_run: Path, tmp_pa
 # --- 17: no CUDA start-up noise without a GPU ---------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not NO_DRIVER, reason="an NVIDIA driver is present: its messages are not noise here")
 def test_no_cuda_noise_without_a_driver_while_real_errors_show(tmp_path: Path) -> None:
     # A real C++ error written to the descriptor while TensorFlow loads must come through the filter.

@@ -43,6 +43,7 @@ def numbers(run: Path) -> list[int]:
     return sorted(int(p.name[5:]) for p in checkpoint_prefixes(run / "checkpoints"))
 
 
+@pytest.mark.slow
 def test_garbage_state_file_resumes_from_newest_intact_checkpoint(tiny_run: Path, tmp_path: Path) -> None:
     run = copy_run(tiny_run, tmp_path)
     replace_with(run / "checkpoints" / "checkpoint", "garbage {{{\n")
@@ -56,6 +57,7 @@ def test_garbage_state_file_resumes_from_newest_intact_checkpoint(tiny_run: Path
     assert tf.train.latest_checkpoint(run / "checkpoints").endswith("ckpt-41")
 
 
+@pytest.mark.slow
 def test_damaged_newest_checkpoint_falls_back_to_the_one_before(tiny_run: Path, tmp_path: Path,
                                                                 caplog: pytest.LogCaptureFixture) -> None:
     run = copy_run(tiny_run, tmp_path)
@@ -72,6 +74,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_one_before(tiny_run: Path, 
     assert newest_intact(run / "checkpoints") == run / "checkpoints" / "ckpt-41"
 
 
+@pytest.mark.slow
 def test_no_intact_checkpoint_is_an_error_and_restart_starts_over(tiny_run: Path, tmp_path: Path) -> None:
     run = copy_run(tiny_run, tmp_path)
     truncate(run / "checkpoints" / f"ckpt-40.{DATA}")
@@ -92,6 +95,7 @@ def test_no_intact_checkpoint_is_an_error_and_restart_starts_over(tiny_run: Path
     assert [r.get("step") for r in records] == [10, None]  # the old run's records are gone; None: the final one
 
 
+@pytest.mark.slow
 def test_full_disk_during_checkpoint_save_is_one_line_error(tmp_path: Path) -> None:
     run = tmp_path / "reverse"
     config = task_config(tmp_path, run, steps=20)
@@ -106,6 +110,7 @@ def test_full_disk_during_checkpoint_save_is_one_line_error(tmp_path: Path) -> N
         assert os.listdir(disk) == []  # the half-written ckpt-10_temp was removed
 
 
+@pytest.mark.slow
 def test_full_disk_while_writing_best_weights_or_metrics(tmp_path: Path) -> None:
     run = tmp_path / "reverse"
     config = load_config(task_config(tmp_path, run, steps=10, extra={"train.eval_every": 10}))
@@ -133,6 +138,7 @@ def test_full_disk_while_writing_best_weights_or_metrics(tmp_path: Path) -> None
     assert numbers(run) == []  # the evaluation (step 10) comes before that step's checkpoint
 
 
+@pytest.mark.slow
 def test_second_trainer_on_a_run_directory_is_refused_until_the_first_dies(tmp_path: Path) -> None:
     run = tmp_path / "reverse"
     config = task_config(tmp_path, run, steps=100_000)
@@ -155,6 +161,7 @@ def test_second_trainer_on_a_run_directory_is_refused_until_the_first_dies(tmp_p
     assert f"resumed from {run / 'checkpoints' / f'ckpt-{done}'} at step {done}" in third.stderr
 
 
+@pytest.mark.slow
 def test_diverging_loss_stops_with_error_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
     run = tmp_path / "reverse"
     Trainer(load_config(task_config(tmp_path, run, steps=10))).train()
@@ -187,6 +194,7 @@ def metrics_at(run: Path, step: int) -> dict:
     return next(r for r in records if r.get("step") == step)
 
 
+@pytest.mark.slow
 def test_resumed_run_writes_the_same_train_loss_as_an_uninterrupted_one(tmp_path: Path) -> None:
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     Trainer(load_config(task_config(tmp_path, straight, steps=20))).train()
@@ -197,6 +205,7 @@ def test_resumed_run_writes_the_same_train_loss_as_an_uninterrupted_one(tmp_path
     assert metrics_at(interrupted, 10)["train_loss"] != metrics_at(straight, 20)["train_loss"]
 
 
+@pytest.mark.slow
 def test_checkpoint_without_the_loss_window_still_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = tmp_path / "old"
     objects = nmt.training_state.TrainingState.objects

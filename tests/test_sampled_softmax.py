@@ -105,6 +105,7 @@ def test_output_weights_are_the_projection_the_logits_use(tie: bool) -> None:
     np.testing.assert_allclose(tf.einsum("btu,vu->btv", lm_features, weights) + bias, lm_logits, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_each_training_step_scores_against_its_own_draw() -> None:
     # Bahdanau attention: the decoder's step-by-step path (tf.scan), not the fused one.
     model = Seq2Seq(12, 12, embedding_dim=8, encoder={"cell": "gru", "units": 8, "dropout": 0.0},
@@ -131,6 +132,7 @@ def test_each_training_step_scores_against_its_own_draw() -> None:
     assert (draws[0] != draws[1]).any()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jit", [False, True])
 def test_a_language_model_trained_with_sampled_softmax_learns(tmp_path: Path, jit: bool) -> None:
     extra = {"train.sampled_softmax": 4, "train.jit_compile": jit}
@@ -141,6 +143,7 @@ def test_a_language_model_trained_with_sampled_softmax_learns(tmp_path: Path, ji
     assert lm.next_words("north east south", k=1)[0][0] == "west"
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_draws_what_an_uninterrupted_one_draws(tmp_path: Path) -> None:
     extra = {"train.sampled_softmax": 4, "train.steps": 20, "train.checkpoint_every": 10}
     Trainer(load_config(lm_config(tmp_path, "straight", cycle_text(50), extra))).train()

@@ -84,6 +84,7 @@ def batches_of(models: Path, *flags: str, requests: int = 5) -> dict[str, int]:
         server.stop()
 
 
+@pytest.mark.slow
 def test_max_batch_size_no_batching_and_the_default(models: Path) -> None:
     # One call alone (it found the model idle), then the four that waited: one batch by default,
     # batches of at most 2 rows with --max-batch-size 2, every call alone with --no-batching.
@@ -92,6 +93,7 @@ def test_max_batch_size_no_batching_and_the_default(models: Path) -> None:
     assert batches_of(models, "--no-batching") == {"batches": 5, "rows": 5}
 
 
+@pytest.mark.slow
 def test_max_wait_ms_lets_a_lone_call_wait_for_company(models: Path) -> None:
     """With the model idle, a call waits --max-wait-ms for others: two calls 0.2 s apart share one
     batch when it is 10 s, and run as two when it is 0. Batches of 2 rows: the second call fills the
@@ -117,6 +119,7 @@ def test_max_wait_ms_lets_a_lone_call_wait_for_company(models: Path) -> None:
     assert batches("0") == 2
 
 
+@pytest.mark.slow
 def test_request_timeout_ms_and_metrics_path(models: Path) -> None:
     from nmt.serving import start
 
@@ -144,6 +147,7 @@ def test_request_timeout_ms_and_metrics_path(models: Path) -> None:
         server.stop()
 
 
+@pytest.mark.slow
 def test_poll_seconds_and_config_poll_seconds(tmp_path: Path) -> None:
     """--poll-seconds 1 serves a version folder that appears; --config-poll-seconds 1 a model the
     config file gains. Without them neither happens."""
@@ -179,6 +183,7 @@ def test_poll_seconds_and_config_poll_seconds(tmp_path: Path) -> None:
             config.write_text('model_config_list { config { name: "m" base_path: "m" } }', encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_model_servers_tensorflow_thread_flags_set_tensorflows_pools(tmp_path: Path) -> None:
     """--tensorflow_intra_op_parallelism / --tensorflow_inter_op_parallelism reach TensorFlow's
     threading configuration before anything runs (the server itself replaced by a print)."""
@@ -213,6 +218,7 @@ def test_batching_fields_that_are_ignored_are_said_once_each(tmp_path: Path, cap
 
 
 
+@pytest.mark.slow
 def test_a_reload_request_maps_base_paths_as_mount_says(models: Path, tmp_path: Path) -> None:
     """`nmt serve --mount /models=DIR`: the config file's /models/... base paths and those of a gRPC
     HandleReloadConfigRequest are both found in DIR."""

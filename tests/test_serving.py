@@ -143,6 +143,7 @@ def serve_in_thread(models_config: Path):
     return f"http://127.0.0.1:{server.ports['rest']}", server.stop
 
 
+@pytest.mark.slow
 def test_an_export_from_before_gradients_still_serves(cycle_run: Path, tmp_path: Path, monkeypatch) -> None:
     """An export written before the gradients signature existed (its record and its graph without
     one): inspect and next words work; asking for gradients is a clear 400."""

@@ -166,6 +166,7 @@ def count_of(lines: list[str], model: str, api: str, entrypoint: str) -> int:
     return sum(int(line.split()[-1]) for line in lines if line.startswith(prefix))
 
 
+@pytest.mark.slow
 def test_every_entry_point_honours_the_deadline_and_is_counted(slow) -> None:
     """REST and the task endpoints end at the request timeout; gRPC at the client's own deadline
     (1 s here), as TF Serving does: its --rest_api_timeout_in_ms is for REST only."""
@@ -196,6 +197,7 @@ def test_every_entry_point_honours_the_deadline_and_is_counted(slow) -> None:
                          ':tensorflow:serving:request_count{model_name="half_plus_two",status="DEADLINE_EXCEEDED"}': 5}
 
 
+@pytest.mark.slow
 def test_a_grpc_call_outlives_the_rest_timeout_within_its_own_deadline(models: Path) -> None:
     """The model held for longer than the REST timeout: REST answers 504, a gRPC Predict with a 60 s
     deadline waits and gets its answer once the model is let go."""
@@ -237,6 +239,7 @@ def test_every_entry_point_refuses_over_limit_input_the_same_way(quick) -> None:
         assert counts[1] - counts[0] == added, (model, status)
 
 
+@pytest.mark.slow
 def test_calls_that_arrive_while_the_model_is_busy_share_one_batch(models: Path, cycle_run: Path) -> None:
     """While one call holds the model (its gate shut), ten more arrive and wait; once it is
     opened they run as one batch: 2 model calls for 11 requests, each with its own answer."""

@@ -70,6 +70,7 @@ def top1_agreement(got: list, want: list) -> float:
     return float(np.mean([bool(g) and bool(w) and g[0][0] == w[0][0] for g, w in zip(got, want, strict=True)]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("run_name", ["subword_run", "cycle_run"])
 def test_every_variant_gives_the_savedmodels_next_words(run_name: str, request, tmp_path: Path, capsys) -> None:
     run = request.getfixturevalue(run_name)

@@ -407,6 +407,7 @@ def test_metrics_are_prometheus_text_with_tf_servings_names(served) -> None:
 # --- the command line: no model at start, config polling, docker-compose's flags ------------------
 
 
+@pytest.mark.slow
 def test_a_server_with_no_model_yet_serves_and_picks_up_models_and_configs(tmp_path: Path) -> None:
     config = tmp_path / "models.config"
     config.write_text('model_config_list { config { name: "later" base_path: "later" } }', encoding="utf-8")
@@ -433,6 +434,7 @@ def test_a_server_with_no_model_yet_serves_and_picks_up_models_and_configs(tmp_p
     assert "model later version 5 loaded" in log
 
 
+@pytest.mark.slow
 def test_docker_composes_flags_run_as_nmt_model_server(tmp_path: Path) -> None:
     """serve/docker-compose.yml's command, flag for flag (only the two port numbers swapped for free
     ones), with serve/ mounted at /serve as its volume does."""
@@ -476,6 +478,7 @@ def test_bad_flags_are_one_line_errors(tmp_path: Path, args: list[str], message:
     assert done.returncode == 2 and message in done.stderr, done.stderr
 
 
+@pytest.mark.slow
 def test_a_grpc_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
     import socket
 
@@ -494,6 +497,7 @@ def test_a_grpc_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
 # --- nmt serve --grpc-port: the README's snippet against an nmt export ----------------------------
 
 
+@pytest.mark.slow
 def test_the_readmes_grpc_snippet_runs_as_written(server) -> None:
     """The README's Python block after "gRPC", against `nmt serve --grpc-port` (its port put in)."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -536,6 +540,7 @@ def test_a_version_that_fails_to_load_is_reported_and_retried_once_its_files_cha
     assert registry.status("m")[0]["state"] == "AVAILABLE"
 
 
+@pytest.mark.slow
 def test_a_request_over_the_timeout_is_deadline_exceeded_on_both_apis(tmp_path: Path) -> None:
     """A model call that waits on a gate the test holds shut: 504 over REST after the 3 s allowed,
     however fast or slow the machine; over gRPC DEADLINE_EXCEEDED at the client's own deadline (5 s,

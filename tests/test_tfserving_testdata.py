@@ -72,6 +72,7 @@ def curl_calls(markdown: str) -> list[tuple[str, bytes | None, str]]:
     return found
 
 
+@pytest.mark.slow
 def test_tf_servings_readme_exchange_byte_for_byte(served) -> None:
     """README.md's quick start: half_plus_two_cpu, rank-1 instances to a [-1, 1] signature."""
     document = (TESTDATA / "docs" / "README_example.md").read_text(encoding="utf-8")
@@ -109,6 +110,7 @@ def test_every_half_plus_two_answers_the_readme_request(served, name: str) -> No
         200, {"predictions": [2.5, 3.0, 4.5]})
 
 
+@pytest.mark.slow
 def test_the_graph_judges_shapes_and_its_error_is_a_400(served) -> None:
     base = served["base"]
     assert call(f"{base}/v1/models/half_plus_two:predict", {"instances": [[[1.0]]]}) == (
@@ -270,6 +272,7 @@ def test_warmup_requests_are_replayed_on_load_and_a_bad_one_fails_it(tmp_path: P
         Servable("m", 1, version, Limits())
 
 
+@pytest.mark.slow
 def test_version_folders_that_come_and_go_never_fail_a_request(tmp_path: Path) -> None:
     """A REST and a gRPC client loop against `nmt-model-server --file_system_poll_wait_seconds 1`
     while a garbage 2/, an empty 3/, a half-copied 4/ (then completed), a 5/ holding a symlink loop
@@ -361,6 +364,7 @@ def test_version_folders_that_come_and_go_never_fail_a_request(tmp_path: Path) -
     assert f"Could not find base path {base} for servable m" in log
 
 
+@pytest.mark.slow
 def test_a_config_edited_to_garbage_or_naming_a_model_twice_keeps_the_last_good_one(tmp_path: Path) -> None:
     """--model_config_file_poll_wait_seconds 1: a garbage config, then one naming a model twice,
     leave the served models as they were (logged); a good edit is served. At start, the same

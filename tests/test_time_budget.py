@@ -101,6 +101,7 @@ def test_schedule_reaches_its_floor_at_the_horizon_it_is_given() -> None:
     assert float(schedule(399)) == pytest.approx(LearningRate.FLOOR, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_budget_stops_training_in_time_with_the_learning_rate_at_its_floor(tmp_path: Path) -> None:
     budget = 10.0
     recorder = Recorder()
@@ -130,6 +131,7 @@ class Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_interrupted_budgeted_run_resumes_with_the_time_left(tmp_path: Path, caplog: pytest.LogCaptureFixture
                                                              ) -> None:
     budget = 10.0
@@ -165,6 +167,7 @@ def test_interrupted_budgeted_run_resumes_with_the_time_left(tmp_path: Path, cap
     assert recorder.calls[-1][3] == pytest.approx(LearningRate.FLOOR * PEAK, rel=0.02)
 
 
+@pytest.mark.slow
 def test_steps_end_a_budgeted_run_when_they_come_first(tmp_path: Path) -> None:
     config = budget_config(tmp_path, "steps-first", "1h", dev=False, extra={"train.steps": 30})
     recorder = Recorder()
@@ -176,6 +179,7 @@ def test_steps_end_a_budgeted_run_when_they_come_first(tmp_path: Path) -> None:
 
 
 
+@pytest.mark.slow
 def test_a_budget_too_small_for_one_step_still_trains_one(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """A new run under a budget shorter than its first step trains that step (and keeps it): a run
     without weights would be no run. A resumed run that spent its budget trains no further."""

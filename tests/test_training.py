@@ -58,6 +58,7 @@ def task_config(tmp_path: Path, run_dir: Path, steps: int, extra: dict | None = 
     return write_config(tree, tmp_path / f"{run_dir.name}.yaml", extra)
 
 
+@pytest.mark.slow
 def test_tiny_model_learns_to_reverse_sequences(tmp_path: Path) -> None:
     run_dir = tmp_path / "reverse"
     # The rate decays to its floor by the last step, so the weights tested are settled ones: at a constant
@@ -79,6 +80,7 @@ def final_weights(run_dir: Path) -> list[np.ndarray]:
     return [v.numpy() for v in nmt.load(run_dir, weights="latest").model.weights]
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_at_saved_step_with_same_state(tmp_path: Path) -> None:
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     # Dropout on: the dropout random state must be resumed too, not only weights and optimizer.
@@ -104,6 +106,7 @@ def test_interrupted_run_resumes_at_saved_step_with_same_state(tmp_path: Path) -
         nmt.load(interrupted, weights="newest")
 
 
+@pytest.mark.slow
 def test_resuming_with_another_model_is_refused(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     Trainer(load_config(task_config(tmp_path, run_dir, steps=10))).train()

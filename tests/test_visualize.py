@@ -27,6 +27,7 @@ def run_main(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, 
     return code, captured.out, captured.err
 
 
+@pytest.mark.slow
 def test_translate_saves_an_attention_map_per_sentence(tiny_run: Path, tmp_path: Path, capsys) -> None:
     one = tmp_path / "one.en"
     one.write_text("Where is the station?\n", encoding="utf-8")
