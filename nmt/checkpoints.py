@@ -148,5 +148,5 @@ def resume_point(directory: Path, chief: bool) -> Path | None:
         finally:
             tf_logger.setLevel(level)
         log.warning("%s named %s; resuming from %s, the newest intact checkpoint (state file rewritten)",
-                directory / "checkpoint", named or "no readable checkpoint", latest)
+                    directory / "checkpoint", named or "no readable checkpoint", latest)
     return latest

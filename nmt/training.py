@@ -85,7 +85,7 @@ class Trainer:
     def _train_holding(self, strategy: tf.distribute.Strategy, work: RunDir) -> Any:
         config, cfg = self.config, self.config.train
         chief = is_chief(strategy)
-        self.run.check_resumable(config, task_for(config).carries_state)
+        self.run.check_resumable(config, self.task.carries_state)
         # train.init_from binds when a run starts; a run with checkpoints resumes from its own.
         starting_from = not checkpoint_prefixes(self.run.checkpoints) and init_source(config) is not None
         work.path.mkdir(parents=True, exist_ok=True)
