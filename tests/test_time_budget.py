@@ -103,9 +103,9 @@ def test_schedule_reaches_its_floor_at_the_horizon_it_is_given() -> None:
 
 @pytest.mark.slow
 def test_budget_stops_training_in_time_with_the_learning_rate_at_its_floor(tmp_path: Path) -> None:
-    budget = 10.0
+    budget = 20.0
     recorder = Recorder()
-    Trainer(load_config(budget_config(tmp_path, "budget", "10s")), progress=recorder).train()
+    Trainer(load_config(budget_config(tmp_path, "budget", "20s")), progress=recorder).train()
     run = tmp_path / "budget"
     final = tf.train.latest_checkpoint(run / "checkpoints")
     last_step = int(final.rsplit("-", 1)[1])
@@ -123,7 +123,7 @@ def test_budget_stops_training_in_time_with_the_learning_rate_at_its_floor(tmp_p
     assert max(call[3] for call in recorder.calls) > 0.5 * PEAK
     assert lr == pytest.approx(LearningRate.FLOOR * PEAK, rel=0.02)
     # Run again: the budget is spent, nothing more is trained.
-    Trainer(load_config(budget_config(tmp_path, "budget", "10s"))).train()
+    Trainer(load_config(budget_config(tmp_path, "budget", "20s"))).train()
     assert tf.train.latest_checkpoint(run / "checkpoints") == final
 
 
@@ -134,8 +134,8 @@ class Killed(Exception):
 @pytest.mark.slow
 def test_interrupted_budgeted_run_resumes_with_the_time_left(tmp_path: Path, caplog: pytest.LogCaptureFixture
                                                              ) -> None:
-    budget = 10.0
-    config = budget_config(tmp_path, "resumed", "10s", dev=False)
+    budget = 20.0
+    config = budget_config(tmp_path, "resumed", "20s", dev=False)
     checkpoints = tmp_path / "resumed" / "checkpoints"
 
     def kill_halfway(step: int, total: int, values: dict[str, float]) -> None:
@@ -156,7 +156,7 @@ def test_interrupted_budgeted_run_resumes_with_the_time_left(tmp_path: Path, cap
     # This session's training, from its first progress report to its last (its data preparation
     # and tracing before, not counted by the budget, left out).
     this_session = recorder.calls[-1][0] - recorder.calls[0][0]
-    assert f"time budget 10s: {spent_before:.0f} of 10 s spent" in caplog.text
+    assert f"time budget 20s: {spent_before:.0f} of 20 s spent" in caplog.text
     final = tf.train.latest_checkpoint(checkpoints)
     assert int(final.rsplit("-", 1)[1]) > int(interrupted.rsplit("-", 1)[1])  # resumed and trained on
     spent = seconds_in(final)
