@@ -116,6 +116,7 @@ def _help(argv: list[str], capsys: pytest.CaptureFixture) -> str:
     return capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_averaged_weights_must_exist_and_average_last_needs_kept_checkpoints(tmp_path: Path) -> None:
     run_dir = tmp_path / "plain"
     Trainer(load_config(task_config(tmp_path, run_dir, steps=10))).train()

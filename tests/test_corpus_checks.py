@@ -242,6 +242,7 @@ def test_dedup_is_for_training_data_only(tmp_path: Path) -> None:
         load_config(ROOT / "configs" / "en-ja-tiny.yaml", ["data.train.dedup=fuzzy"])
 
 
+@pytest.mark.slow
 def test_train_logs_dropped_duplicates(tmp_path: Path, caplog) -> None:
     from nmt.training import Trainer
 
