@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from nmt import signatures as sig
 from nmt.constants import EOS_ID
-from nmt.errors import NmtError
+from nmt.errors import NmtError, as_nmt_error
 from nmt.inference import load
 from nmt.io import is_disk_full
 from nmt.layers.recurrent import forced_recurrence_path
@@ -47,12 +47,10 @@ def export(run_dir: str | Path, out_dir: str | Path, version: int | None = None,
 def _export(run_dir: str | Path, out_dir: str | Path, version: int | None, weights: str) -> Path:
     """:func:`export`, on the loop path."""
     out_dir = Path(out_dir)
-    try:
+    with as_nmt_error():
         check_export_target(out_dir, version)
         version = version if version is not None else next_version(out_dir)
         check_export_target(out_dir, version)  # the next free one may be past int64 too
-    except ValueError as error:
-        raise NmtError(str(error)) from None
     final = out_dir / str(version)
     if final.exists():
         raise NmtError(f"{final} exists: TF Serving versions are immutable; choose another --version")

@@ -18,7 +18,8 @@ import numpy as np
 import tensorflow as tf
 
 from nmt.constants import BOS_ID
-from nmt.errors import NmtError
+from nmt.errors import NmtError, as_nmt_error
+from nmt.function_cache import FunctionCache
 from nmt.pipeline import pad_batch
 from nmt.signatures import INSPECT_K, check_k
 from nmt.text_policy import prompt_ids, source_ids
@@ -84,18 +85,6 @@ class Gradients:
         return self.position - np.arange(len(self.tokens))
 
 
-class _Compiled:
-    """tf.functions built on first use, one per key (a k, a beam size), kept for the next call."""
-
-    def __init__(self) -> None:
-        self._functions: dict[tuple, Callable] = {}
-
-    def __call__(self, key: tuple, build: Callable[[], Callable]) -> Callable:
-        if key not in self._functions:
-            self._functions[key] = build()
-        return self._functions[key]
-
-
 class LanguageModelInspection:
     """A language model's hidden states and gradients. ``model`` is the LanguageModel, ``start_id``
     what precedes a text's first token (BOS, or EOS for running text), ``max_prompt_tokens`` the
@@ -104,7 +93,7 @@ class LanguageModelInspection:
     def __init__(self, model: Any, tokenizer: Tokenizer, start_id: int, max_prompt_tokens: int) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.start_id, self.max_prompt_tokens = start_id, max_prompt_tokens
-        self._compiled = _Compiled()
+        self._compiled = FunctionCache()
 
     def hidden_states_ids(self, ids: tf.Tensor, length: tf.Tensor, k: int) -> dict[str, tf.Tensor]:
         """Reads the start symbol, then each prompt token, one step at a time. After each token:
@@ -136,10 +125,8 @@ class LanguageModelInspection:
         if not isinstance(text, str):
             return [self.hidden_states(t, k) for t in text]
         k = INSPECT_K if k is None else k
-        try:
+        with as_nmt_error():
             check_k(k, self.tokenizer.vocab_size)
-        except ValueError as error:
-            raise NmtError(str(error)) from None
         ids = prompt_ids(self.tokenizer, [text], self.max_prompt_tokens)[0]
 
         def build() -> Callable:
@@ -253,7 +240,7 @@ class TranslationInspection:
                  max_source_length: int, greedy: Callable[[list[int]], np.ndarray]) -> None:
         self.model, self.source_tokenizer, self.target_tokenizer = model, source_tokenizer, target_tokenizer
         self.max_source_length, self.greedy = max_source_length, greedy
-        self._compiled = _Compiled()
+        self._compiled = FunctionCache()
 
     def hidden_states_ids(self, ids: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
         """The encoder's output after each source token [batch, time, units x directions] (the

@@ -12,7 +12,8 @@ import tensorflow as tf
 from nmt import decoding
 from nmt.config import Config
 from nmt.constants import BOS_ID, EOS_ID
-from nmt.errors import NmtError
+from nmt.errors import as_nmt_error
+from nmt.function_cache import FunctionCache
 from nmt.inspection import PROMPT_SPEC, LanguageModelInspection
 from nmt.models import LanguageModel
 from nmt.next_word import NextWords, next_word_search
@@ -42,14 +43,6 @@ GENERATE_SPEC = [
 ]
 
 
-def _checked(check: Callable[[], object]) -> None:
-    """The shared rules of :mod:`nmt.signatures` raise ValueError; the API raises NmtError."""
-    try:
-        check()
-    except ValueError as error:
-        raise NmtError(str(error)) from None
-
-
 class LanguageModelPredictor:
     """A trained language model: next whole words and text generation (its perplexity of a text:
     :func:`nmt.perplexity.evaluate_perplexity`; its hidden states and gradients: ``.inspect``).
@@ -77,15 +70,10 @@ class LanguageModelPredictor:
         self.start_id = EOS_ID if self.running_text else BOS_ID
         self.max_prompt_tokens = config.decode.max_source_length
         self.pieces = tf.constant([tokenizer.id_to_piece(i) for i in range(tokenizer.vocab_size)])
-        self._functions: dict[tuple, Callable] = {}
+        # Its compiled searches, kept per key; nmt.perplexity keeps its scorer here too.
+        self.compiled = FunctionCache()
         # Hidden states and gradients (nmt inspect): lm.inspect.hidden_states("She went to the")
         self.inspect = LanguageModelInspection(model, tokenizer, self.start_id, self.max_prompt_tokens)
-
-    def compiled(self, key: tuple, build: Callable[[], Callable]) -> Callable:
-        """The tf.function ``build()`` makes over this model, built once per ``key`` and kept."""
-        if key not in self._functions:
-            self._functions[key] = build()
-        return self._functions[key]
 
     def prime(self, ids: tf.Tensor, length: tf.Tensor) -> tuple[dict, tf.Tensor]:
         """Prompt ids [batch, time] (padded) -> the state before the prompt's last token and that
@@ -133,7 +121,8 @@ class LanguageModelPredictor:
         """
         if isinstance(texts, str):
             return self.next_words([texts], k, batch_size)[0]
-        _checked(lambda: check_k(k, self.max_k))
+        with as_nmt_error():
+            check_k(k, self.max_k)
         beam_size = self.beam_size_for(k)
 
         def build() -> Callable:
@@ -191,7 +180,8 @@ class LanguageModelPredictor:
         ``max_tokens`` counts the tokens of text written (the end of sentence is not one)."""
         if isinstance(prompts, str):
             return self.generate([prompts], max_tokens, temperature, top_k, top_p, seed, batch_size)[0]
-        _checked(lambda: check_generation(max_tokens, temperature, top_k, top_p, seed, self.tokenizer.vocab_size))
+        with as_nmt_error():
+            check_generation(max_tokens, temperature, top_k, top_p, seed, self.tokenizer.vocab_size)
 
         def build() -> Callable:
             return tf.function(

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from nmt.constants import LOG_ZERO, NUM_SPECIAL, WORD_START
-from nmt.errors import NmtError
+from nmt.errors import NmtError, as_nmt_error
 
 VARIANTS = ("float32", "float16", "int8")  # --quantize; "all" writes the three
 RECORD = "nmt-tflite.json"
@@ -150,10 +150,8 @@ class TfliteNextWords:
 
         if isinstance(texts, str):
             return self.next_words([texts], k)[0]
-        try:
+        with as_nmt_error():
             check_k(k, self.record.max_k)
-        except ValueError as error:
-            raise NmtError(str(error)) from None
         results = []
         for ids in prompt_ids(self.tokenizer, texts, self.record.max_prompt_tokens):
             row = np.array([ids or [0]], np.int32)  # one padding id for an empty prompt
@@ -263,10 +261,8 @@ def export_tflite(run_dir: str | Path, out_dir: str | Path, quantize: str = "flo
 
     variants = variants_for(quantize)
     predictor = load(run_dir, weights)
-    try:
+    with as_nmt_error():
         sig.check_export_format(predictor.task, sig.TFLITE, str(run_dir))
-    except ValueError as error:
-        raise NmtError(str(error)) from None
     lm = predictor
     max_k = min(sig.MAX_EXPORTED_K, lm.max_k)
     beam_size = lm.beam_size_for(max_k)

@@ -17,6 +17,7 @@ from nmt import decoding
 from nmt.config import Config
 from nmt.config_fields import check_fields
 from nmt.errors import NmtError
+from nmt.function_cache import FunctionCache
 from nmt.inspection import TranslationInspection
 from nmt.models import Seq2Seq
 from nmt.pipeline import pad_batch
@@ -56,7 +57,7 @@ class Translator:
         self.target_tokenizer = target_tokenizer
         self.config = config
         self.truncated = 0  # inputs cut to decode.max_source_length by the last translate()
-        self._functions: dict[tuple[int, bool], Callable] = {}
+        self._searches = FunctionCache()  # one compiled search per (beam size, attention)
         # Hidden states and gradients (nmt inspect): translator.inspect.hidden_states("Good morning.")
         self.inspect = TranslationInspection(model, source_tokenizer, target_tokenizer,
                                              config.decode.max_source_length, self._greedy_ids)
@@ -87,11 +88,9 @@ class Translator:
     def _search_function(self, beam_size: int, with_attention: bool = False) -> Callable:
         """One compiled search per beam size and attention; the input signature avoids retracing
         per shape."""
-        key = (beam_size, with_attention)
-        if key not in self._functions:
-            self._functions[key] = tf.function(lambda ids, lengths: self.search(ids, lengths, *key),
-                                               autograph=False, input_signature=IDS_SPEC)
-        return self._functions[key]
+        return self._searches((beam_size, with_attention), lambda: tf.function(
+            lambda ids, lengths: self.search(ids, lengths, beam_size, with_attention),
+            autograph=False, input_signature=IDS_SPEC))
 
     def _greedy_ids(self, ids: list[int]) -> np.ndarray:
         """One sentence's greedy translation as ids, with its final EOS (what the gradients follow)."""

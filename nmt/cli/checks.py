@@ -14,7 +14,7 @@ from pathlib import Path
 
 from nmt import signatures
 from nmt.cli.output import STDIO
-from nmt.errors import NmtError
+from nmt.errors import NmtError, as_nmt_error
 
 # The task a verb's run must hold (a verb not listed takes either; evaluate: see required_task).
 TASKS = {"translate": signatures.TRANSLATION, "next-word": signatures.LANGUAGE_MODEL,
@@ -144,10 +144,8 @@ def _check_inspect(args: argparse.Namespace) -> None:
 def _check_export(args: argparse.Namespace) -> None:
     tflite = getattr(args, "format", "savedmodel") == "tflite"
     if not tflite:
-        try:
+        with as_nmt_error():
             signatures.check_export_target(args.out, args.version)
-        except ValueError as error:
-            raise NmtError(str(error)) from None
     if getattr(args, "quantize", None) and not tflite:
         raise NmtError("--quantize is for --format tflite (a SavedModel keeps float32 weights)")
     if tflite and args.version is not None:
@@ -157,10 +155,9 @@ def _check_export(args: argparse.Namespace) -> None:
     if tflite:
         from nmt.run_dir import RunDir
 
-        try:
-            signatures.check_export_format(RunDir(Path(args.run)).read_config().task, args.format, args.run)
-        except ValueError as error:
-            raise NmtError(str(error)) from None
+        task = RunDir(Path(args.run)).read_config().task
+        with as_nmt_error():
+            signatures.check_export_format(task, args.format, args.run)
 
 
 def _check_report(args: argparse.Namespace) -> None:
