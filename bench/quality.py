@@ -12,8 +12,9 @@ the first traces count against ours; the peer's vocabularies are built before it
 Afterwards (not counted), the last checkpoint of each toolkit saved within each grid time (every
 trained minutes / points, and each budget) translates the 500-sentence dev set, beam 5, batch 32,
 and BLEU is scored with sacrebleu --tokenize none (the corpus is pre-tokenized) after NFKC
-normalization of hypotheses and references (see bleu()). Ours clips gradients at global norm 5 (its
-config's default); the peer's config does not clip. Writes a JSON file, a PNG of BLEU against
+normalization of hypotheses and references (see bleu()). Neither clips gradients (ours' clip_norm is
+pinned at 1e9, never reached: bench/throughput.py PEER_TRAINING); the same-shape arm stops at its first step
+if its parameters or batch are not the peer's (check_same_shape). Writes a JSON file, a PNG of BLEU against
 training minutes, and prints the table.
 
     python bench/quality.py --venv PEER_VENV                  # 60 minutes, BLEU at 20 and 60
@@ -53,6 +54,7 @@ from throughput import (  # noqa: E402
     QUIET,
     ROOT,
     build_peer_vocabularies,
+    check_same_shape,
     ours_command,
     peer_config,
     train_command,
@@ -110,7 +112,11 @@ def train_both(work: Path, minutes: float, save_steps: int, venv: Path, ours_rec
         (work / "starts.json").write_text(json.dumps({**starts, "minutes": minutes, "ours_recipe": ours_recipe}),
                                           encoding="utf-8")
         deadline = min(starts.values()) + minutes * 60 + 30  # a little past the budget: the last checkpoint may land
+        shape_checked = ours_recipe  # the recipe is not the peer's shape; the same-shape arm must be
         while time.time() < deadline:
+            if not shape_checked and "M parameters (" in (log := (work / "ours.log").read_text(encoding="utf-8")):
+                check_same_shape(work / "ours", log)  # at its first step, not after the budget
+                shape_checked = True
             for name, process in processes.items():
                 if process.poll() is not None:
                     sys.exit(f"{name} stopped early (exit {process.returncode}); see {work / (name + '.log')}")

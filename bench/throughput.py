@@ -53,20 +53,71 @@ PEER = ROOT / "bench" / "peer"
 REPORT_EVERY = 20
 
 
+# The peer's model and training (bench/peer/model.py, config.yml), every key pinned rather than
+# inherited from the recipe: the recipe changes (tied embeddings, batches of 32, clipping), the
+# comparison must not. check_same_shape() asserts the result against the peer's own figures.
+PEER_PARAMETERS = 8_893_002  # what onmt-main reports for bench/peer/model.py ...
+PEER_VOCABULARIES = (6_638, 8_778)  # ... on these vocabularies (source, target; with its <unk>)
+PEER_BATCH = 64  # config.yml: train.batch_size, batch_type examples
+# Parameters per vocabulary entry at this shape: a source word has an embedding (256); a target word
+# an embedding, an output row and a bias (256 + 256 + 1). SentencePiece's word model and
+# onmt-build-vocab count entries a little differently (8,777 vs 8,778 target entries here).
+PER_SOURCE_ENTRY, PER_TARGET_ENTRY = 256, 513
+PEER_SHAPE = [
+    "tokenizer.model_type=word", "tokenizer.vocab_size=9000",  # every training word: 6,638 / 8,778 entries
+    "tokenizer.shared=false", "data.max_source_length=40", "data.max_target_length=40",
+    "model.embedding_dim=256", "model.tie_embeddings=false",
+    "model.encoder.cell=lstm", "model.encoder.units=256", "model.encoder.layers=1", "model.encoder.bidirectional=true",
+    "model.encoder.dropout=0.2",
+    "model.decoder.cell=lstm", "model.decoder.units=256", "model.decoder.layers=1", "model.decoder.attention=luong",
+    "model.decoder.attention_score=general", "model.decoder.input_feeding=true", "model.decoder.bridge=dense",
+    "model.decoder.dropout=0.2",
+    # The peer drops no embeddings (dropout on layer outputs only); with ours' embedding dropout
+    # the 60-minute comparison of 2026-11-22 learned less per step (bench/README.md, section 2).
+    "model.encoder.embedding_dropout=0.0", "model.decoder.embedding_dropout=0.0",
+]
+PEER_TRAINING = [
+    f"train.batch_size={PEER_BATCH}", "train.batch_tokens=null", "train.bucket_width=2",
+    "train.shuffle_buffer=1000000",  # the peer shuffles the whole corpus (sample_buffer_size: -1)
+    "train.optimizer=adam", "train.learning_rate=0.001", "train.warmup_steps=0", "train.decay=none",
+    "train.label_smoothing=0.0", "train.sampled_softmax=null", "train.precision=float32",
+    "train.clip_norm=1e9",  # the peer does not clip gradients; ours must clip at something: never reached
+    # The recipe's time budget, XLA and averaging are levers of its own (issue 15), not the peer's.
+    "train.time_budget=null", "train.jit_compile=false", "train.average_last=null", "train.early_stopping=null",
+    # The peer decodes with GNMT's penalty 0.6 in batches of 32 (config.yml params / infer).
+    "decode.length_penalty=0.6", "decode.batch_size=32",
+]
+
+
 def ours_overrides(steps: int) -> list[str]:
     """`--set` items that give configs/small-parallel-enja.yaml the peer's shape and training."""
     return [
         f"data.train.source_path={DATA / 'train.en'}", f"data.train.target_path={DATA / 'train.ja'}", "data.dev=null",
-        "tokenizer.vocab_size=9000",  # every training word: 6,638 / 8,778 entries, as the peer's vocabularies
-        "model.decoder.input_feeding=true", "train.learning_rate=0.001", "train.warmup_steps=0", "train.decay=none",
-        # The peer drops no embeddings (dropout on layer outputs only); with ours' embedding dropout
-        # the 60-minute comparison of 2026-11-22 learned less per step (bench/README.md, section 2).
-        "model.encoder.embedding_dropout=0.0", "model.decoder.embedding_dropout=0.0",
-        "train.label_smoothing=0.0", f"train.steps={steps}", f"train.eval_every={steps}",
-        f"train.checkpoint_every={steps}", "train.early_stopping=null",
-        # The recipe's time budget, XLA and averaging are levers of its own (issue 15), not the peer's.
-        "train.time_budget=null", "train.jit_compile=false", "train.average_last=null",
+        *PEER_SHAPE, *PEER_TRAINING,
+        f"train.steps={steps}", f"train.eval_every={steps}", f"train.checkpoint_every={steps}",
     ]
+
+
+def check_same_shape(run_dir: Path, stderr: str) -> float:
+    """Our same-shape run's parameters in millions, after asserting that they and its batch are the
+    peer's: a recipe change that leaks into the comparison stops the bench instead of skewing its table.
+    The counts must agree exactly once the vocabularies' sizes (which the two tokenizers count a few
+    entries apart, at most 0.1 %) are accounted for."""
+    from nmt.run_dir import RunDir
+
+    parameters = int(re.search(r"M parameters \(([0-9,]+)\)", stderr).group(1).replace(",", ""))
+    source, target = (int(n) for n in re.search(r"vocabulary: source (\d+), target (\d+)", stderr).groups())
+    batch = RunDir(run_dir).read_config().train.batch_size
+    expected = (PEER_PARAMETERS + (source - PEER_VOCABULARIES[0]) * PER_SOURCE_ENTRY
+                + (target - PEER_VOCABULARIES[1]) * PER_TARGET_ENTRY)
+    close_vocabularies = all(abs(ours - peer) <= peer // 1000
+                             for ours, peer in zip((source, target), PEER_VOCABULARIES))
+    if parameters != expected or batch != PEER_BATCH or not close_vocabularies:
+        sys.exit(f"{run_dir}: {parameters:,} parameters (vocabularies {source:,} / {target:,}) at batch {batch}; the "
+                 f"peer has {PEER_PARAMETERS:,} ({PEER_VOCABULARIES[0]:,} / {PEER_VOCABULARIES[1]:,}) at {PEER_BATCH}, "
+                 f"so the same shape has {expected:,}: the overrides (bench/throughput.py PEER_SHAPE) no longer "
+                 "give it")
+    return parameters / 1e6
 
 
 def peer_config(model_dir: Path, vocabularies: Path) -> Path:
@@ -179,8 +230,8 @@ def side_by_side(steps: int, work: Path, venv: Path, round_number: int) -> tuple
     logs = pinned_pair([ours_command(steps, run_dir, []), peer_command(steps, model_dir, venv, one_core=True)],
                        [work / f"pinned-ours-{round_number}.log", work / f"pinned-peer-{round_number}.log"],
                        [ROOT, None])
-    rates, parameters = ours_rates(run_dir, logs[0])
-    return rates, parameters, peer_rates(logs[1])
+    rates, _ = ours_rates(run_dir, logs[0])
+    return rates, check_same_shape(run_dir, logs[0]), peer_rates(logs[1])
 
 
 def before_and_after(steps: int, work: Path, before: Path, round_number: int) -> tuple[list[float], list[float]]:

@@ -188,7 +188,7 @@ class Trainer:
     def _train_loop(self, strategy, model, optimizer, schedule, data: PreparedData, work: RunDir) -> None:
         cfg, chief = self.config.train, is_chief(strategy)
         parameters = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
-        log.info("model: %.2fM parameters%s%s", parameters / 1e6,
+        log.info("model: %.2fM parameters (%s)%s%s", parameters / 1e6, f"{parameters:,}",
                  f", {cfg.precision}" if cfg.precision != "float32" else "", ", XLA" if cfg.jit_compile else "")
         # Every worker reads the same global batches (same data, same seed); a plain iterator is
         # checkpointable, which a distributed one is not. TBPTT: the state at the end of one batch
