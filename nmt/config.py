@@ -187,6 +187,9 @@ class DecodeConfig:
     max_length_ratio: float = setting(2.0, above=0)
     max_length_offset: int = setting(10, at_least=0)
     batch_size: int = setting(32, above=0)
+    # Decode over each batch's vocabulary shortlist (built after training by `nmt shortlist`) rather
+    # than the whole target vocabulary: faster, and only as good as the shortlist's coverage.
+    shortlist: bool = False
     # Inputs longer than this many tokens are cut to it before translation (and reported);
     # a longer language-model prompt is an error.
     max_source_length: int = setting(200, above=0)

@@ -14,3 +14,9 @@ WORD_START = "▁"  # SentencePiece's word-boundary marker (U+2581)
 
 # A log-probability low enough to never be chosen, finite so that sums never turn into NaN.
 LOG_ZERO = -1e9
+
+# Vocabulary shortlists (nmt.shortlist): a batch's allowed targets are padded to a multiple of this
+# (whole SIMD tiles in the output matmul); the defaults keep, as Marian's and Bergamot's do, the 100
+# most frequent target pieces and the 50 likeliest translations of each source piece.
+SHORTLIST_BLOCK = 64
+DEFAULT_SHORTLIST_FIRST, DEFAULT_SHORTLIST_BEST = 100, 50

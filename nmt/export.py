@@ -35,16 +35,19 @@ def next_version(out_dir: Path) -> int:
     return max((v for v in versions if v <= MAX_VERSION), default=0) + 1
 
 
-def export(run_dir: str | Path, out_dir: str | Path, version: int | None = None, weights: str = "best") -> Path:
+def export(run_dir: str | Path, out_dir: str | Path, version: int | None = None, weights: str = "best",
+           shortlist: bool | None = None) -> Path:
     """Writes ``out_dir/<version>/`` (the next free version by default) atomically: the SavedModel
     is written next to it under a hidden name and renamed when complete, so a server watching
     ``out_dir`` never sees half a model. Every graph is traced on the recurrence's loop path, even
-    on a GPU: cuDNN's ops would make a SavedModel that no CPU can serve."""
+    on a GPU: cuDNN's ops would make a SavedModel that no CPU can serve. ``shortlist``: decode over
+    the run's vocabulary shortlist, its table a constant of the graph (None: as decode.shortlist says)."""
     with forced_recurrence_path("loop"):
-        return _export(run_dir, out_dir, version, weights)
+        return _export(run_dir, out_dir, version, weights, shortlist)
 
 
-def _export(run_dir: str | Path, out_dir: str | Path, version: int | None, weights: str) -> Path:
+def _export(run_dir: str | Path, out_dir: str | Path, version: int | None, weights: str,
+            shortlist: bool | None) -> Path:
     """:func:`export`, on the loop path."""
     out_dir = Path(out_dir)
     with as_nmt_error():
@@ -54,7 +57,7 @@ def _export(run_dir: str | Path, out_dir: str | Path, version: int | None, weigh
     final = out_dir / str(version)
     if final.exists():
         raise NmtError(f"{final} exists: TF Serving versions are immutable; choose another --version")
-    predictor = load(run_dir, weights)
+    predictor = load(run_dir, weights, shortlist=shortlist)
     task = task_for(predictor.config)
     staging = out_dir / f".tmp-{version}-{os.getpid()}"
     try:

@@ -24,14 +24,15 @@ from nmt.tasks import task_for
 log = logging.getLogger(__name__)
 
 
-def load(run_dir: str | Path, weights: str = "best", task: str | None = None) -> Any:
+def load(run_dir: str | Path, weights: str = "best", task: str | None = None, shortlist: bool | None = None) -> Any:
     """Loads a trained run: ``weights`` is ``best`` (chosen on dev), ``latest`` (last checkpoint),
     ``averaged`` (the mean of the last checkpoints, written by ``nmt average``) or the name of one
     kept checkpoint, ``ckpt-N`` (as in ``run_dir/checkpoints``).
 
     The run's task builds the model and wraps it: a translation run gives a Translator, a language
     model a LanguageModelPredictor; ``task`` ("translation" or "lm"), when given, makes any other kind
-    an error.
+    an error. ``shortlist`` True decodes over the run's vocabulary shortlist (``nmt shortlist``),
+    False over the whole vocabulary; None: as the run's ``decode.shortlist`` says.
     """
     run = RunDir(Path(run_dir))
     config = run.read_config()
@@ -40,7 +41,10 @@ def load(run_dir: str | Path, weights: str = "best", task: str | None = None) ->
     source_tokenizer, target_tokenizer = run_task.load_tokenizers(run)
     model = run_task.build_model(source_tokenizer.vocab_size, target_tokenizer.vocab_size)
     load_weights(model, run, weights)
-    return run_task.predictor(model, source_tokenizer, target_tokenizer)
+    predictor = run_task.predictor(model, source_tokenizer, target_tokenizer)
+    if config.decode.shortlist if shortlist is None else shortlist:
+        predictor = run_task.with_shortlist(predictor, run)
+    return predictor
 
 
 def read_checkpoint(model: keras.Model, prefix: Path) -> None:

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from nmt.constants import PAD_ID
 from nmt.layers import Decoder, Encoder
-from nmt.layers.decoder import Context, State
+from nmt.layers.decoder import Context, OutputRows, State
 
 
 def model_variables(model: keras.Model) -> dict[str, Any]:
@@ -77,9 +77,11 @@ class Seq2Seq(keras.Model):
         mask = tf.sequence_mask(source_length, tf.shape(source)[1])
         return self.decoder.prepare(memory, mask, final)
 
-    def step(self, ids: tf.Tensor, state: State, context: Context) -> tuple[tf.Tensor, State, tf.Tensor]:
-        """One decoding step (inference): logits [batch, vocab], new state, attention weights."""
-        return self.decoder.step(ids, state, context, training=False)
+    def step(self, ids: tf.Tensor, state: State, context: Context,
+             output: OutputRows | None = None) -> tuple[tf.Tensor, State, tf.Tensor]:
+        """One decoding step (inference): logits [batch, vocab] ([batch, n] over the tokens of
+        ``output``, a shortlist's :meth:`Decoder.output_rows`), new state, attention weights."""
+        return self.decoder.step(ids, state, context, training=False, output=output)
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False, project: bool = True) -> tf.Tensor:
         """Teacher-forced logits [batch, target_time, vocab] for a training batch (``project=False``:

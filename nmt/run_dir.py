@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+SHORTLIST_TABLE = "table.npz"  # in shortlist/, beside meta.json
+
+
 @dataclasses.dataclass(frozen=True)
 class RunDir:
     """Everything a trained model is, in one folder; training writes it, everything else reads it::
@@ -35,6 +38,7 @@ class RunDir:
         data_checks.json   the dev set's overlap with the training data, counted before the first step
         logs/          TensorBoard               .lock          held by the one trainer at work here
         averaged/      the mean of the last checkpoints (nmt average, train.average_last)
+        shortlist/     the vocabulary shortlist (nmt shortlist; decode.shortlist)
     """
 
     path: Path
@@ -56,6 +60,8 @@ class RunDir:
     logs = property(lambda self: self.path / "logs")
     lock = property(lambda self: self.path / ".lock")
     curves = property(lambda self: self.path / "curves.png")  # nmt report's default picture
+    shortlist = property(lambda self: self.path / "shortlist")  # nmt shortlist: the vocabulary shortlist
+    shortlist_table = property(lambda self: self.shortlist / SHORTLIST_TABLE)
 
     # What --restart deletes: the training progress (tokenizers and the token cache do not depend on it).
     progress = property(lambda self: (self.checkpoints, self.best_weights.parent, self.averaged_weights.parent,

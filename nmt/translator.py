@@ -21,6 +21,7 @@ from nmt.function_cache import FunctionCache
 from nmt.inspection import TranslationInspection
 from nmt.models import Seq2Seq
 from nmt.pipeline import pad_batch
+from nmt.shortlist import Shortlist
 from nmt.signatures import TRANSLATION
 from nmt.text_policy import source_ids, text_length
 from nmt.tokenizer import Tokenizer
@@ -50,12 +51,15 @@ class Translator:
     task = TRANSLATION
 
     def __init__(
-        self, model: Seq2Seq, source_tokenizer: Tokenizer, target_tokenizer: Tokenizer, config: Config
+        self, model: Seq2Seq, source_tokenizer: Tokenizer, target_tokenizer: Tokenizer, config: Config,
+        shortlist: Shortlist | None = None,
     ) -> None:
         self.model = model
         self.source_tokenizer = source_tokenizer
         self.target_tokenizer = target_tokenizer
         self.config = config
+        # Decode over each batch's shortlisted targets (nmt shortlist) instead of the whole vocabulary.
+        self.shortlist = shortlist
         self.truncated = 0  # inputs cut to decode.max_source_length by the last translate()
         self._searches = FunctionCache()  # one compiled search per (beam size, attention)
         # Hidden states and gradients (nmt inspect): translator.inspect.hidden_states("Good morning.")
@@ -71,7 +75,11 @@ class Translator:
         decode = dataclasses.replace(self.config.decode, **settings)
         check_fields(decode, "decode.")  # the config's rules: a negative length_penalty is an error here too
         return Translator(self.model, self.source_tokenizer, self.target_tokenizer,
-                          dataclasses.replace(self.config, decode=decode))
+                          dataclasses.replace(self.config, decode=decode), self.shortlist)
+
+    def with_shortlist(self, shortlist: Shortlist | None) -> Translator:
+        """A translator over the same model that decodes over ``shortlist`` (None: the whole vocabulary)."""
+        return Translator(self.model, self.source_tokenizer, self.target_tokenizer, self.config, shortlist)
 
     def search(
         self, ids: tf.Tensor, lengths: tf.Tensor, beam_size: int, with_attention: bool = False
@@ -82,8 +90,20 @@ class Translator:
         cfg = self.config.decode
         context, state = self.model.encode(ids, lengths)
         max_lengths = decoding.max_output_lengths(lengths, cfg.max_length_ratio, cfg.max_length_offset)
-        return decoding.decode(self.model.step, state, context, max_lengths, beam_size, cfg.length_penalty,
-                               with_attention=with_attention)
+        if self.shortlist is None:
+            return decoding.decode(self.model.step, state, context, max_lengths, beam_size, cfg.length_penalty,
+                                   with_attention=with_attention)
+        # The search runs over positions in the batch's allowed ids: position i < NUM_SPECIAL is id i
+        # (EOS stays EOS), the step maps positions to ids for the embedding, the result is mapped once.
+        allowed = self.shortlist.allowed_ids(ids, lengths)
+        rows = self.model.decoder.output_rows(allowed)
+
+        def step(positions: tf.Tensor, state: dict, context: dict) -> tuple:
+            return self.model.step(tf.gather(allowed, positions), state, context, rows)
+
+        result = decoding.decode(step, state, context, max_lengths, beam_size, cfg.length_penalty,
+                                 with_attention=with_attention)
+        return result._replace(ids=tf.gather(allowed, result.ids))
 
     def _search_function(self, beam_size: int, with_attention: bool = False) -> Callable:
         """One compiled search per beam size and attention; the input signature avoids retracing

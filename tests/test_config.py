@@ -237,7 +237,7 @@ def test_unknown_key_without_close_match_lists_valid_keys(tmp_path):
     message = error_of(config_with(tmp_path, "decode: {zzzzzz: 1}\n"))
     assert "zzzzzz" in message
     assert (
-        "valid keys: beam_size, length_penalty, max_length_ratio, max_length_offset, batch_size, "
+        "valid keys: beam_size, length_penalty, max_length_ratio, max_length_offset, batch_size, shortlist, "
         "max_source_length" in message
     )
 

@@ -292,6 +292,8 @@ def test_bad_arguments_fail_before_tensorflow_is_imported(tiny_run: Path, tmp_pa
         ["evaluate", "--run", str(tiny_run), "--src", missing, "--ref", missing],
         ["export", "--run", str(tmp_path / "nope"), "--out", str(tmp_path / "e")],
         ["serve", "--config", str(bad), "--max-connections", "0"],
+        ["translate", "--run", str(tiny_run), "--shortlist"],  # the run has no shortlist/
+        ["shortlist", "--run", str(tmp_path / "nope")],
     ]
     script = ("import json, sys\nfrom nmt.cli import main\n"
               f"codes = [main(argv) for argv in {calls!r}]\n"

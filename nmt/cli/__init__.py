@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nmt.cli import average, data, export, inspect, lm, report, serve, train, translate
+from nmt.cli import average, data, export, inspect, lm, report, serve, shortlist, train, translate
 from nmt.cli.checks import check_arguments
 from nmt.cli.startup import import_tensorflow, keep_stderr_line, setup_logging
 from nmt.errors import NmtError
@@ -27,6 +27,7 @@ examples:
   cat in.en | nmt translate --run runs/en-ja > out.ja
   nmt evaluate --run runs/en-ja --src dev.en --ref dev.ja
   nmt average --run runs/en-ja --last 3               the mean of the last 3 checkpoints
+  nmt shortlist --run runs/en-ja                      then translate/evaluate/export with --shortlist: faster
   nmt train --config lm-en.yaml                       a language model
   nmt next-word --run runs/lm-en "I love eating" -k 5
   nmt generate --run runs/char-shakespeare --prompt "ROMEO:" --max-tokens 300 --temperature 0.8 --seed 1
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nmt",
         description="Recurrent translation and language models on TensorFlow: data, train, average, translate, "
-        "evaluate, next-word, generate, inspect, report, export, serve.",
+        "evaluate, shortlist, next-word, generate, inspect, report, export, serve.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_parser(verbs)  # data check, data split
     train.add_parser(verbs)
     average.add_parser(verbs)
+    shortlist.add_parser(verbs)
     translate.add_parsers(verbs)  # translate, evaluate
     lm.add_parsers(verbs)  # next-word, generate
     inspect.add_parser(verbs)

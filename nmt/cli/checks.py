@@ -17,8 +17,8 @@ from nmt.cli.output import STDIO
 from nmt.errors import NmtError, as_nmt_error
 
 # The task a verb's run must hold (a verb not listed takes either; evaluate: see required_task).
-TASKS = {"translate": signatures.TRANSLATION, "next-word": signatures.LANGUAGE_MODEL,
-         "generate": signatures.LANGUAGE_MODEL}
+TASKS = {"translate": signatures.TRANSLATION, "shortlist": signatures.TRANSLATION,
+         "next-word": signatures.LANGUAGE_MODEL, "generate": signatures.LANGUAGE_MODEL}
 
 # Per verb: the options that name files read, and those that name files written.
 INPUTS = {"translate": ["input"], "evaluate": ["src", "ref", "hyp", "text"], "next-word": ["input"],
@@ -89,7 +89,11 @@ def check_arguments(args: argparse.Namespace) -> None:
         from nmt.run_config import check_task
         from nmt.run_dir import RunDir
 
-        check_task(args.run, RunDir(Path(args.run)).read_config(), required_task(args))
+        run = RunDir(Path(args.run))
+        check_task(args.run, run.read_config(), required_task(args))
+        if getattr(args, "shortlist", None) and not run.shortlist_table.is_file():
+            raise NmtError(f"--shortlist: {args.run} has no vocabulary shortlist ({run.shortlist_table}); "
+                           f"build it first with nmt shortlist --run {args.run}")
     _check_files(args)
 
 

@@ -46,6 +46,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     export.add_argument("--quantize", choices=("float32", "float16", "int8", "all"),
                         help="tflite only: float32 (default), float16 weights, dynamic-range int8 weights, or all "
                         "three files")
+    export.add_argument("--shortlist", action=argparse.BooleanOptionalAction, default=None,
+                        help="translation: decode over the run's vocabulary shortlist (nmt shortlist), whose table "
+                        "goes into the SavedModel as a constant, so TF Serving decodes with it unchanged "
+                        "(default: the config's decode.shortlist)")
     weights_option(export)
     export.set_defaults(func=run)
     return export
@@ -61,6 +65,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from nmt.export import export
 
-    path = export(args.run, args.out, version=args.version, weights=args.weights)
+    path = export(args.run, args.out, version=args.version, weights=args.weights, shortlist=args.shortlist)
     print(f"exported {args.run} to {path}")
     return 0

@@ -110,4 +110,4 @@ def load_predictor(args: argparse.Namespace):
     import_tensorflow()
     from nmt.inference import load
 
-    return load(args.run, weights=args.weights, task=required_task(args))
+    return load(args.run, weights=args.weights, task=required_task(args), shortlist=getattr(args, "shortlist", None))

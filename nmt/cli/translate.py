@@ -24,6 +24,9 @@ def _decoding_options(parser: argparse.ArgumentParser, run_required: bool = True
                         "ALPHA, so larger values favour longer outputs; 0 turns it off (default: the config's "
                         "decode.length_penalty; choose it on dev with bench/decode_sweep.py)")
     parser.add_argument("--batch-size", type=int, default=None, help="sentences per batch (default: the config's)")
+    parser.add_argument("--shortlist", action=argparse.BooleanOptionalAction, default=None,
+                        help="decode over each batch's vocabulary shortlist (build it with nmt shortlist): faster, "
+                        "and only pieces inside it can be output (default: the config's decode.shortlist)")
     weights_option(parser)
 
 

@@ -23,6 +23,8 @@ from nmt.layers.recurrent import Recurrent, matmul_last
 State = dict[str, Any]
 # What the decoder reads from the encoder at every step: {"memory", "keys", "mask"}.
 Context = dict[str, tf.Tensor]
+# The output layer's weights and bias for some tokens only (Decoder.output_rows: a shortlist).
+OutputRows = tuple[tf.Tensor, tf.Tensor]
 
 
 class Decoder(keras.layers.Layer):
@@ -139,13 +141,28 @@ class Decoder(keras.layers.Layer):
 
     # --- one step ----------------------------------------------------------------------------
 
-    def _logits(self, attentional: tf.Tensor) -> tf.Tensor:
-        if self.output_projection is not None:
+    def _logits(self, attentional: tf.Tensor, output: OutputRows | None = None) -> tf.Tensor:
+        if output is not None:  # a shortlist's rows, laid out as the whole layer's: the same kernels
+            weights, bias = (tf.cast(t, attentional.dtype) for t in output)
+            if self.output_projection is not None:
+                logits = tf.add(tf.matmul(attentional, weights), bias)
+            else:
+                logits = matmul_last(attentional, weights, transpose_w=True) + bias
+        elif self.output_projection is not None:
             logits = self.output_projection(attentional)
         else:
             matrix = tf.cast(self.embedding.embeddings, attentional.dtype)
             logits = matmul_last(attentional, matrix, transpose_w=True) + tf.cast(self.output_bias, attentional.dtype)
         return tf.cast(logits, tf.float32)  # softmax and loss in float32 under mixed precision
+
+    def output_rows(self, ids: tf.Tensor) -> OutputRows:
+        """The output layer cut to the tokens ``ids`` [n] (a vocabulary shortlist), in the layer's own
+        layout (the kernel's columns [units, n], or the tied embedding's rows [n, units]) so that
+        :meth:`step` with them runs the whole layer's matmul on fewer columns: the same logits, bit
+        for bit, for the tokens kept."""
+        if self.output_projection is not None:
+            return tf.gather(self.output_projection.kernel, ids, axis=1), tf.gather(self.output_projection.bias, ids)
+        return tf.gather(self.embedding.embeddings, ids), tf.gather(self.output_bias, ids)
 
     def output_weights(self) -> tuple[tf.Tensor, tf.Tensor]:
         """The softmax's weights as rows per token, [vocab, units], and its bias [vocab]: what a
@@ -190,12 +207,12 @@ class Decoder(keras.layers.Layer):
         return attentional, new_state, weights
 
     def step_embedded(
-        self, embedded: tf.Tensor, state: State, context: Context, training: bool
+        self, embedded: tf.Tensor, state: State, context: Context, training: bool, output: OutputRows | None = None
     ) -> tuple[tf.Tensor, State, tf.Tensor]:
         """As :meth:`step`, from the embedded previous token [batch, embedding_dim]: what a gradient
         with respect to the input embeddings is taken through."""
         attentional, new_state, weights = self._recur_embedded(embedded, state, context, training)
-        return self._logits(self.dropout(attentional, training=training)), new_state, weights
+        return self._logits(self.dropout(attentional, training=training), output), new_state, weights
 
     @staticmethod
     def _no_attention(x: tf.Tensor, context: Context) -> tf.Tensor:
@@ -206,11 +223,11 @@ class Decoder(keras.layers.Layer):
         return tf.zeros(shape, tf.float32)
 
     def step(
-        self, ids: tf.Tensor, state: State, context: Context, training: bool = False
+        self, ids: tf.Tensor, state: State, context: Context, training: bool = False, output: OutputRows | None = None
     ) -> tuple[tf.Tensor, State, tf.Tensor]:
-        """ids [batch] (the previous token) -> logits [batch, vocab] (float32), new state,
-        attention weights [batch, source]."""
-        return self.step_embedded(self.embedding(ids), state, context, training)
+        """ids [batch] (the previous token) -> logits [batch, vocab] (float32; [batch, n] over the
+        tokens of ``output``, from :meth:`output_rows`), new state, attention weights [batch, source]."""
+        return self.step_embedded(self.embedding(ids), state, context, training, output)
 
     # --- whole sentences (teacher forcing) ----------------------------------------------------
 

@@ -27,7 +27,7 @@ from nmt.data import CorpusStream, configured_stream
 from nmt.errors import NmtError
 from nmt.pipeline import EncodedCorpus, TokenCache, build_token_cache
 from nmt.run_dir import RunDir
-from nmt.signatures import ServingRecord
+from nmt.signatures import TASK_DESCRIPTIONS, ServingRecord
 from nmt.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,23 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def predictor(self, model: keras.Model, source: Tokenizer, target: Tokenizer) -> Any:
         """The Python object ``nmt.load`` returns for this task."""
+
+    def with_shortlist(self, predictor: Any, run_dir: RunDir) -> Any:
+        """The predictor decoding over the run's vocabulary shortlist (translation only)."""
+        raise NmtError(f"{run_dir} is a {TASK_DESCRIPTIONS.get(self.name, self.name)}: vocabulary shortlists are "
+                       "for translation (decode.shortlist)")
+
+    def build_shortlist(self, run_dir: RunDir, first: int, best: int,
+                        progress: Callable[[str], None] | None = None) -> Any:
+        """Builds the run's vocabulary shortlist from its tokenized training data (translation only)."""
+        raise NmtError(f"{run_dir} is a {TASK_DESCRIPTIONS.get(self.name, self.name)}: vocabulary shortlists are "
+                       "for translation")
+
+    def training_tokens(self, run_dir: RunDir) -> TokenCache:
+        """The run's tokenized training data (its cache, made again if it is gone), no dev set read."""
+        stream = self.training_stream()
+        source, target = self._tokenizers(run_dir, stream)
+        return self._token_cache(run_dir, stream, source, target)
 
     # --- evaluation and model selection --------------------------------------------------------
 

@@ -17,6 +17,7 @@ from nmt.evaluation import Scores, bleu_metric, bleu_tokenize, score
 from nmt.models import Seq2Seq
 from nmt.pipeline import EncodedCorpus, TokenCache, encode_corpus, make_dataset
 from nmt.run_dir import RunDir
+from nmt.shortlist import Shortlist, build_shortlist
 from nmt.tasks.base import Encoder, PreparedData, Task, evenly_spaced, log
 from nmt.text_policy import (
     IDS_SPEC,
@@ -90,6 +91,28 @@ class TranslationTask(Task):
 
     def predictor(self, model: keras.Model, source: Tokenizer, target: Tokenizer) -> Translator:
         return Translator(model, source, target, self.config)
+
+    # --- vocabulary shortlists -------------------------------------------------------------------
+
+    def with_shortlist(self, predictor: Translator, run_dir: RunDir) -> Translator:
+        shortlist = Shortlist.load(run_dir.shortlist, predictor.source_tokenizer.vocab_size,
+                                   predictor.target_tokenizer.vocab_size)
+        return predictor.with_shortlist(shortlist)
+
+    def build_shortlist(self, run_dir: RunDir, first: int, best: int,
+                        progress: Callable[[str], None] | None = None) -> Shortlist:
+        """The shortlist of the run's own tokenized training pairs (the token cache training read),
+        saved to ``run_dir/shortlist/``."""
+        source, target = self.load_tokenizers(run_dir)
+        train = self.training_tokens(run_dir)
+
+        def pairs():
+            for sources, targets in train.chunks():
+                yield from zip(sources.numpy(), targets.numpy())
+
+        shortlist = build_shortlist(pairs(), source.vocab_size, target.vocab_size, first, best, progress=progress)
+        shortlist.save(run_dir.shortlist)
+        return shortlist
 
     # --- evaluation ----------------------------------------------------------------------------
 
