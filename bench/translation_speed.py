@@ -10,6 +10,10 @@ at beam 1 and beam 5, 32 sentences a batch, with all cores:
   - SavedModel: `nmt export` vs `onmt-main export` (text in, text out: SentencePiece / a space
     tokenizer in the graph), each loaded and timed by bench/savedmodel_speed.py in its own
     virtualenv: batches in file order, after one warm-up batch.
+  - Shortlist: ours again with the run's vocabulary shortlist (`nmt shortlist`, --first/--best 100/50),
+    CLI (`--shortlist`) and its own export (`nmt export --shortlist`, the table in the graph).
+Then --sweep FIRST:BEST ... rebuilds the shortlist at each size and measures the SavedModel at beam 5
+(one round), dev BLEU and the coverage: the share of dev reference pieces inside their batch's shortlist.
 Runs alternate ours / peer for every setting, --rounds times; the best round of each counts (the
 least disturbed by the machine's other load). With --ours-before DIR (a git worktree of an earlier
 commit), ours as of DIR runs too, in the same rounds (CLI and its own export): before and after a
@@ -38,6 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import bleu, checkpoints  # noqa: E402
 from throughput import DATA, PEER, QUIET, ROOT  # noqa: E402
 
+from nmt.constants import DEFAULT_SHORTLIST_BEST, DEFAULT_SHORTLIST_FIRST  # noqa: E402
+
 SPEED = Path(__file__).resolve().parent / "savedmodel_speed.py"
 
 
@@ -60,18 +66,41 @@ def peer_command(venv: Path, model_dir: Path, override: Path, *rest: str) -> lis
             "--config", str(model_dir / "config.yml"), str(override), "--model_dir", str(model_dir), *rest]
 
 
+def export_ours(work: Path, key: str, checkpoint: str, package: str | None, shortlist: bool) -> Path:
+    exports = work / "exports"
+    ours = exports / f"{key}-{checkpoint}" / "1"
+    shutil.rmtree(ours.parent, ignore_errors=True)  # exported anew: the code (or the shortlist) may have changed
+    timed([sys.executable, "-m", "nmt.cli", "export", "--run", str(work / "ours"), "--out", str(ours.parent),
+           "--version", "1", "--weights", checkpoint, "--shortlist" if shortlist else "--no-shortlist"],
+          exports.parent / f"{key}-export.log", package)
+    return ours
+
+
+def build_shortlist(work: Path, first: int, best: int) -> dict:
+    """`nmt shortlist` on our run at this size; its coverage of the dev references, batched as decoding
+    batches them (32 a batch), and its mean size."""
+    from nmt.run_dir import RunDir
+    from nmt.shortlist import Shortlist, coverage
+    from nmt.tokenizer import Tokenizer
+
+    wall, _ = timed([sys.executable, "-m", "nmt.cli", "shortlist", "--run", str(work / "ours"), "--first", str(first),
+                     "--best", str(best)], work / "shortlist.log")
+    run = RunDir(work / "ours")
+    source, target = Tokenizer.load(run.spm / "source.model"), Tokenizer.load(run.spm / "target.model")
+    shortlist = Shortlist.load(run.shortlist, source.vocab_size, target.vocab_size)
+    lines = {side: (DATA / f"dev.{side}").read_text(encoding="utf-8").splitlines() for side in ("en", "ja")}
+    covered = coverage(shortlist, source.encode(lines["en"]), target.encode(lines["ja"]), 32)
+    return {"first": first, "best": best, "build_s": round(wall, 1), "coverage": round(covered.share, 4),
+            "mean_allowed": round(covered.mean_size, 1), "vocabulary": target.vocab_size}
+
+
 def export_both(work: Path, venv: Path, ours_checkpoint: str, peer_checkpoint: Path,
                 before: str | None) -> dict[str, Path]:
     exports = work / "exports"
-    paths = {}
-    for key, package in (("ours", None), ("before", before)):
-        if key == "before" and not before:
-            continue
-        ours = exports / f"{key}-{ours_checkpoint}" / "1"
-        shutil.rmtree(ours.parent, ignore_errors=True)  # exported anew: the code may have changed since
-        timed([sys.executable, "-m", "nmt.cli", "export", "--run", str(work / "ours"), "--out", str(ours.parent),
-               "--version", "1", "--weights", ours_checkpoint], exports.parent / f"{key}-export.log", package)
-        paths[key] = ours
+    paths = {"ours": export_ours(work, "ours", ours_checkpoint, None, False),
+             "short": export_ours(work, "short", ours_checkpoint, None, True)}
+    if before:
+        paths["before"] = export_ours(work, "before", ours_checkpoint, before, False)
     for beam in (1, 5):
         target = exports / f"peer-{peer_checkpoint.name}-beam{beam}"
         override = exports / f"peer-beam{beam}.yml"
@@ -95,6 +124,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 round")
     parser.add_argument("--ours-before", metavar="DIR",
                         help="also time ours as of DIR (a git worktree of an earlier commit), in the same rounds")
+    parser.add_argument("--sweep", nargs="*", default=["50:20", "100:50", "200:100", "400:200"], metavar="FIRST:BEST",
+                        help="shortlist sizes measured after the rounds (SavedModel, beam 5)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "translation_speed.json"))
     args = parser.parse_args()
     rounds = 1 if args.quick else args.rounds
@@ -112,6 +143,8 @@ def main() -> None:
     if not re.search(r"^\s*beam_size: 5$", config, re.M):
         sys.exit(f"{work / 'ours'}: the export's translate signature uses decode.beam_size, which is not 5")
     before = str(Path(args.ours_before).resolve()) if args.ours_before else None
+    shortlist = build_shortlist(work, DEFAULT_SHORTLIST_FIRST, DEFAULT_SHORTLIST_BEST)
+    print(f"shortlist {shortlist}", flush=True)
     exports = export_both(work, venv, ours_path.name, peer_path, before)
     outputs = work / "speed"
     outputs.mkdir(exist_ok=True)
@@ -129,13 +162,14 @@ def main() -> None:
     for round_number in range(rounds):
         print(f"round {round_number + 1}", flush=True)
         for beam in (1, 5):
-            for key, package in (("ours", None), ("before", before)):
+            for key, package in (("ours", None), ("short", None), ("before", before)):
                 if key == "before" and not before:
                     continue
                 output = outputs / f"{key}-cli-beam{beam}.ja"
+                listed = ["--shortlist"] if key == "short" else []
                 wall, text = timed([sys.executable, "-m", "nmt.cli", "translate", "--run", str(work / "ours"),
                                     "--weights", ours_path.name, "--beam", str(beam), "--batch-size", "32",
-                                    "-i", source, "-o", str(output)], outputs / f"{key}-cli.log", package)
+                                    "-i", source, "-o", str(output), *listed], outputs / f"{key}-cli.log", package)
                 record(f"{key}_cli_beam{beam}", wall,
                        float(re.search(r"translated \d+ line\(s\) in ([0-9.]+) s", text).group(1)), output)
             override = outputs / f"peer-infer-beam{beam}.yml"
@@ -150,6 +184,7 @@ def main() -> None:
             ours_signature = "translate" if beam == 5 else "translate_greedy"
             for key, python, export, signature, name in (
                 ("ours", sys.executable, exports["ours"], ours_signature, "translations"),
+                ("short", sys.executable, exports["short"], ours_signature, "translations"),
                 *((("before", sys.executable, exports["before"], ours_signature, "translations"),) if before else ()),
                 ("peer", str(venv / "bin" / "python"), exports[f"peer{beam}"], "serving_default", "text"),
             ):
@@ -160,19 +195,38 @@ def main() -> None:
                 record(f"{key}_savedmodel_beam{beam}", wall,
                        json.loads(re.findall(r"^\{.*\}$", text, re.M)[-1])["seconds"], output)
 
+    sweep = []
+    for size in args.sweep:
+        first, best_per_piece = (int(n) for n in size.split(":"))
+        point = build_shortlist(work, first, best_per_piece)
+        export = export_ours(work, f"sweep-{first}-{best_per_piece}", ours_path.name, None, True)
+        output = outputs / f"sweep-{first}-{best_per_piece}.ja"
+        _, text = timed([sys.executable, str(SPEED), str(export), "--signature", "translate", "--output",
+                         "translations", "--src", source, "--out", str(output), "--batch", "32"],
+                        outputs / "sweep-savedmodel.log")
+        seconds = json.loads(re.findall(r"^\{.*\}$", text, re.M)[-1])["seconds"]
+        point.update(sentences_per_s=round(sentences / seconds, 2), bleu=round(bleu(output), 2))
+        print(f"  sweep {point}", flush=True)
+        sweep.append(point)
+    if args.sweep:
+        build_shortlist(work, DEFAULT_SHORTLIST_FIRST, DEFAULT_SHORTLIST_BEST)  # the run keeps the default one
+
     best = {key: max(runs, key=lambda r: r["sentences_per_s"]) for key, runs in results.items()}
     rows = []
     print("\n| beam | way | nmt sentences/s | OpenNMT-tf sentences/s | ratio | nmt BLEU | peer BLEU |"
           + (" nmt before, sentences/s | ratio before | now / before |" if before else "")
           + "\n| ---: | --- | ---: | ---: | ---: | ---: | ---: |" + (" ---: | ---: | ---: |" if before else ""))
     for beam in (1, 5):
-        for way, label in (("cli", "CLI (model load and tracing excluded)"), ("savedmodel", "SavedModel")):
-            ours, peer = best[f"ours_{way}_beam{beam}"], best[f"peer_{way}_beam{beam}"]
+        for way, label, key in (("cli", "CLI (model load and tracing excluded)", "ours"),
+                                ("savedmodel", "SavedModel", "ours"), ("cli", "CLI, shortlist", "short"),
+                                ("savedmodel", "SavedModel, shortlist", "short")):
+            ours, peer = best[f"{key}_{way}_beam{beam}"], best[f"peer_{way}_beam{beam}"]
             ratio = ours["sentences_per_s"] / peer["sentences_per_s"]
-            row = {"beam": beam, "way": way, "ours": ours, "peer": peer, "ratio": round(ratio, 2)}
+            row = {"beam": beam, "way": way, "shortlist": key == "short", "ours": ours, "peer": peer,
+                   "ratio": round(ratio, 2)}
             line = (f"| {beam} | {label} | {ours['sentences_per_s']:.1f} | {peer['sentences_per_s']:.1f} | "
                     f"{ratio:.2f}x | {ours['bleu']:.2f} | {peer['bleu']:.2f} |")
-            if before:
+            if before and key == "ours":
                 earlier = best[f"before_{way}_beam{beam}"]
                 row.update(before=earlier, ratio_before=round(earlier["sentences_per_s"] / peer["sentences_per_s"], 2),
                            now_over_before=round(ours["sentences_per_s"] / earlier["sentences_per_s"], 2))
@@ -183,7 +237,17 @@ def main() -> None:
     summary = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                "command": " ".join(sys.argv), "ours_before": before,
                "ours_checkpoint_step": ours_step, "peer_checkpoint_step": peer_step,
-               "rows": rows, "runs": results}
+               "rows": rows, "runs": results, "shortlist": shortlist, "sweep": sweep}
+    if sweep:
+        peer5 = best["peer_savedmodel_beam5"]["sentences_per_s"]
+        plain = best["ours_savedmodel_beam5"]
+        print(f"\n| first | best | coverage | allowed a batch | SavedModel beam 5 sentences/s | vs peer | vs no "
+              f"shortlist | BLEU (none: {plain['bleu']:.2f}) |\n" + "| ---: " * 8 + "|")
+        for point in sweep:
+            speed = point["sentences_per_s"]
+            print(f"| {point['first']} | {point['best']} | {point['coverage']:.1%} | {point['mean_allowed']:,.0f} of "
+                  f"{point['vocabulary']:,} | {speed:.1f} | {speed / peer5:.2f}x | "
+                  f"{speed / plain['sentences_per_s']:.2f}x | {point['bleu']:.2f} |")
     Path(args.out).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
 
