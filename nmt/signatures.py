@@ -30,6 +30,7 @@ TRANSLATE_GREEDY = "translate_greedy"
 TRANSLATE_IDS = "translate_ids"
 TRANSLATE_ATTENTION = "translate_attention"
 INSPECT = "inspect"
+SCORE = "score"  # translation: log P(target | source) of given pairs (forced decoding)
 NEXT_WORDS = "next_words"
 NEXT_WORDS_IDS = "next_words_ids"
 GENERATE = "generate"
@@ -38,6 +39,7 @@ GRADIENTS = "gradients"  # language model: how strongly the next-piece guess dep
 # --- input names ---------------------------------------------------------------------------------
 
 TEXT = "text"
+TARGET = "target"  # score: the translation of each text
 IDS = "ids"
 LENGTHS = "lengths"
 K = "k"
@@ -147,6 +149,7 @@ class ServingRecord:
                 TRANSLATE_IDS: SignatureRole(beam_size),
                 TRANSLATE_ATTENTION: SignatureRole(beam_size, attention=True),
                 INSPECT: SignatureRole(),
+                SCORE: SignatureRole(),
             },
             max_source_tokens=max_source_tokens,
         )

@@ -16,6 +16,7 @@ import tensorflow as tf
 from nmt import decoding
 from nmt.config import Config
 from nmt.config_fields import check_fields
+from nmt.constants import BOS_ID, EOS_ID
 from nmt.errors import NmtError
 from nmt.function_cache import FunctionCache
 from nmt.inspection import TranslationInspection
@@ -36,6 +37,20 @@ class Hypothesis:
     tokens: list[str] = dataclasses.field(default_factory=list)  # target pieces (without a final EOS)
     attention: np.ndarray | None = None  # [target pieces + EOS, source pieces]
     source_tokens: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class Score:
+    """A given translation's log-probability under the model (forced decoding, no search)."""
+
+    log_probability: float  # log P(target pieces, then EOS | source)
+    normalized: float  # divided by the length penalty of the search (decode.length_penalty), as search scores are
+    pieces: list[str] = dataclasses.field(default_factory=list)  # target pieces, then "</s>"
+    piece_scores: list[float] = dataclasses.field(default_factory=list)  # log-probability of each
+
+
+END_PIECE = "</s>"  # how a score's per-piece list names the end of the sentence
+EMPTY_SOURCE = "empty source text; a translation of nothing has no score"
 
 
 class Translator:
@@ -104,6 +119,55 @@ class Translator:
         result = decoding.decode(step, state, context, max_lengths, beam_size, cfg.length_penalty,
                                  with_attention=with_attention)
         return result._replace(ids=tf.gather(allowed, result.ids))
+
+    def score_ids(self, source: tf.Tensor, source_lengths: tf.Tensor, target: tf.Tensor,
+                  target_lengths: tf.Tensor) -> tf.Tensor:
+        """Forced decoding: the log-probability [batch, time + 1] of each target piece [batch, time]
+        (the first ``target_lengths`` of each row) and then of EOS, given the source; 0 past the EOS.
+        One teacher-forced pass over the whole batch, the computation training's loss runs."""
+        batch, width = tf.shape(target)[0], tf.shape(target)[1]
+        positions = tf.range(width + 1)[None, :]
+        target_in = tf.concat([tf.fill([batch, 1], BOS_ID), target], axis=1)
+        target_out = tf.where(positions == target_lengths[:, None], EOS_ID, tf.pad(target, [[0, 0], [0, 1]]))
+        logits = self.model({"source": source, "source_length": source_lengths, "target_in": target_in})
+        scores = tf.gather(tf.nn.log_softmax(logits), target_out, batch_dims=2)
+        return tf.where(positions <= target_lengths[:, None], scores, 0.0)
+
+    def score(
+        self, sources: Sequence[str], targets: Sequence[str], batch_size: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[Score]:
+        """Each target's log-probability given its source, with per-piece scores. Sources are cut
+        to ``decode.max_source_length`` as :meth:`translate` cuts them (``self.truncated`` counts
+        them); targets are scored whole, however long. An empty target is the empty translation:
+        its score is EOS's. An empty source has no translation to score: NmtError naming its line."""
+        if len(sources) != len(targets):
+            raise NmtError(f"{len(sources)} source lines but {len(targets)} target lines: scoring needs pairs")
+        for line, text in enumerate(sources, 1):
+            if not text.strip():
+                raise NmtError(f"line {line}: {EMPTY_SOURCE}")
+        cfg = self.config.decode
+        encoded, self.truncated = source_ids(self.source_tokenizer, sources, cfg.max_source_length)
+        encoded_targets = self.target_tokenizer.encode(list(targets))
+        function = self._searches(("score",), lambda: tf.function(self.score_ids, autograph=False,
+                                                                  input_signature=IDS_SPEC + IDS_SPEC))
+        results: list[Score] = [Score(0.0, 0.0)] * len(sources)
+        order = sorted(range(len(sources)), key=lambda i: -len(encoded[i]))
+        for start in range(0, len(order), batch_size or cfg.batch_size):
+            chunk = order[start : start + (batch_size or cfg.batch_size)]
+            source, source_lengths = pad_batch([encoded[i] for i in chunk])
+            target, target_lengths = pad_batch([encoded_targets[i] for i in chunk])  # empty ones: a pad column
+            scores = function(source, source_lengths, target, target_lengths).numpy()
+            for row, index in enumerate(chunk):
+                ids = encoded_targets[index]
+                piece_scores = [float(x) for x in scores[row, : len(ids) + 1]]
+                total = float(np.sum(scores[row, : len(ids) + 1], dtype=np.float64))
+                penalty = float(decoding.length_penalty(tf.constant(len(ids) + 1), cfg.length_penalty))
+                pieces = [self.target_tokenizer.id_to_piece(i) for i in ids] + [END_PIECE]
+                results[index] = Score(total, total / penalty, pieces, piece_scores)
+            if progress:
+                progress(len(chunk))
+        return results
 
     def _search_function(self, beam_size: int, with_attention: bool = False) -> Callable:
         """One compiled search per beam size and attention; the input signature avoids retracing

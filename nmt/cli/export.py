@@ -10,7 +10,7 @@ from nmt.cli.startup import import_tensorflow, weights_option
 
 _TRANSLATION = (f"{sig.TRANSLATE} (= {sig.SERVING_DEFAULT}; beam search with the run's decode.beam_size), "
                 f"{sig.TRANSLATE_GREEDY}, {sig.TRANSLATE_IDS}, {sig.TRANSLATE_ATTENTION} (+ the attention map), "
-                f"{sig.INSPECT} (encoder states)")
+                f"{sig.INSPECT} (encoder states), {sig.SCORE} (log P(target | text) of given pairs)")
 _TFLITE = ("next_words.tflite (float32; next_words.float16.tflite and next_words.int8.tflite with --quantize "
            "float16, int8 or all), TensorFlow Lite builtin ops only: prompt ids in, the next-word search's "
            "candidate words (piece ids) and their log probabilities out; tokenizer.model (SentencePiece), "

@@ -4,6 +4,7 @@ chrF of a translation, and a language model's perplexity on held-out text."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -33,6 +34,71 @@ def _decoding_options(parser: argparse.ArgumentParser, run_required: bool = True
 def add_parsers(subparsers) -> None:
     _add_translate(subparsers)
     _add_evaluate(subparsers)
+    _add_score(subparsers)
+
+
+def _add_score(subparsers) -> None:
+    score = subparsers.add_parser(
+        "score",
+        help="the log-probability of given translations under a model (forced decoding, no search)",
+        description="Prints one line per --src/--tgt pair: log P(target | source), the sum over the target's "
+        "pieces and the end of sentence, in one teacher-forced pass per batch (no search). Uses: filtering "
+        "noisy pairs, reranking n-best lists, a perplexity per sentence. A target is scored as the run's "
+        "SentencePiece segments it, which can differ from the pieces a search produced for the same text. "
+        "Sources are cut to decode.max_source_length as translate cuts them; targets are scored whole. An empty "
+        "target line scores the empty translation (the end of sentence alone); an empty source line is an error "
+        "naming the line.",
+        epilog="examples:\n  nmt score --run runs/en-ja --src dev.en --tgt dev.hyp.ja\n"
+        "  nmt score --run runs/en-ja --src dev.en --tgt dev.ja --normalize --word-scores\n"
+        "  nmt score --run runs/en-ja --src dev.en --tgt dev.ja --json > scores.jsonl",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    score.add_argument("--run", required=True, help="run directory written by `nmt train` (translation)")
+    score.add_argument("--src", required=True, help="source sentences, one per line")
+    score.add_argument("--tgt", required=True, help="their translations, one per line")
+    score.add_argument("--normalize", action="store_true",
+                       help="divide by the search's length penalty ((5 + pieces + 1) / 6) ** decode.length_penalty, "
+                       "as translate's scores are")
+    score.add_argument("--length-penalty", type=finite_float, default=None, metavar="ALPHA",
+                       help="the penalty --normalize divides by (default: the config's decode.length_penalty)")
+    score.add_argument("--word-scores", action="store_true",
+                       help="also print each piece's log-probability: 'score ||| piece score piece score ...'")
+    score.add_argument("--json", action="store_true",
+                       help="one JSON object per line: log_probability, normalized, pieces, piece_scores")
+    score.add_argument("--batch-size", type=int, default=None, help="pairs per batch (default: decode.batch_size)")
+    score.add_argument("-o", "--output", help="output file (default: stdout)")
+    weights_option(score)
+    score.set_defaults(func=run_score)
+
+
+def run_score(args: argparse.Namespace) -> int:
+    import json
+
+    translator = _load_translator(args)
+    sources, targets = read_input_lines(args.src), read_input_lines(args.tgt)
+    _same_length(targets, sources, args.tgt, args.src)
+    bar = progress_bar(len(sources), "scoring", quiet=args.quiet)
+    start = time.perf_counter()
+    try:
+        scores = translator.score(sources, targets, batch_size=args.batch_size, progress=bar.update)
+    finally:
+        bar.close()
+    if translator.truncated:
+        log.warning("%d source line(s) longer than decode.max_source_length=%d tokens were cut to that length",
+                    translator.truncated, translator.config.decode.max_source_length)
+    lines = []
+    for result in scores:
+        value = result.normalized if args.normalize else result.log_probability
+        if args.json:
+            lines.append(json.dumps(dataclasses.asdict(result), ensure_ascii=False))
+        elif args.word_scores:
+            pieces = " ".join(f"{piece} {score:.4f}" for piece, score in zip(result.pieces, result.piece_scores))
+            lines.append(f"{value:.4f} ||| {pieces}")
+        else:
+            lines.append(f"{value:.4f}")
+    write_lines(args.output, lines)
+    log.info("scored %d pair(s) in %.2f s", len(sources), time.perf_counter() - start)
+    return 0
 
 
 def _add_translate(subparsers) -> None:

@@ -1,5 +1,6 @@
 """The task endpoints over exported nmt models: ``/v1/translate`` (with attention maps),
-``/v1/next-word``, ``/v1/generate`` and ``/v1/inspect`` (hidden states).
+``/v1/score`` (given translations' log-probabilities), ``/v1/next-word``, ``/v1/generate`` and
+``/v1/inspect`` (hidden states).
 
 Each request model carries the export contract's checks (:mod:`nmt.signatures`', so a bad setting
 gets the same message as from the CLI or the Python API). Every endpoint runs through
@@ -49,6 +50,10 @@ class TaskRequest(BaseModel):
     def texts(self) -> list[str]:
         return [self.text] if isinstance(self.text, str) else self.text
 
+    def strings(self) -> dict[str, list[str]]:
+        """Every text of the request by its input's name: the server's size limits apply to each."""
+        return {signatures.TEXT: self.texts}
+
 
 class TranslateRequest(TaskRequest):
     text: str | list[str] = Field(description="a sentence or a list of sentences")
@@ -56,6 +61,26 @@ class TranslateRequest(TaskRequest):
     attention: bool = Field(False, description="also return each translation's attention map (source and "
                             "output pieces, weights [output][source]); with the model's beam only")
     model: str | None = Field(None, description="model name (default: the first translation model)")
+
+
+class ScoreRequest(TaskRequest):
+    text: str | list[str] = Field(description="a source sentence or a list of them")
+    target: str | list[str] = Field(description="its translation, or one per source sentence: scored as given")
+    model: str | None = Field(None, description="model name (default: the first translation model)")
+
+    @model_validator(mode="after")
+    def _pairs(self) -> ScoreRequest:
+        if isinstance(self.text, str) != isinstance(self.target, str) or len(self.targets) != len(self.texts):
+            raise ValueError(f"\"target\" must hold one translation per text: {len(self.texts)} text(s), "
+                             f"{len(self.targets)} target(s)")
+        return self
+
+    @property
+    def targets(self) -> list[str]:
+        return [self.target] if isinstance(self.target, str) else self.target
+
+    def strings(self) -> dict[str, list[str]]:
+        return {signatures.TEXT: self.texts, signatures.TARGET: self.targets}
 
 
 class InspectRequest(TaskRequest):
@@ -147,7 +172,8 @@ async def run_task(http: Request, api: str, model: type[R], task: str | None,
         registry = calls.registry
         servable = registry.named_or_default(request.model) if task is None else registry.of_task(task, request.model)
         tally.model = servable.name
-        check_request_size({signatures.TEXT: np.array(request.texts, dtype=object)}, limits)  # in characters
+        check_request_size({name: np.array(texts, dtype=object) for name, texts in request.strings().items()},
+                           limits)  # in characters
         texts = np.array([t.encode("utf-8") for t in request.texts], dtype=object)
         return await calls.within_deadline(work(TaskCall(request, servable, texts)))
 
@@ -185,6 +211,26 @@ def attention_maps(out: dict[str, np.ndarray]) -> list[dict[str, Any]]:
         for source, n_source, target, n_target, weights in zip(
             out["source_tokens"], out["source_lengths"], out["target_tokens"], out["target_lengths"], out["attention"])
     ]
+
+
+@router.post("/v1/score", openapi_extra=json_body(ScoreRequest))
+async def score(http: Request) -> dict[str, Any]:
+    """Each target's log-probability given its text (forced decoding, no search): the sum over its
+    pieces and the end of sentence, the same divided by the search's length penalty, and each
+    piece's log-probability."""
+    return await run_task(http, "score", ScoreRequest, signatures.TRANSLATION, score_work)
+
+
+async def score_work(call: TaskCall[ScoreRequest]) -> dict[str, Any]:
+    servable = call.servable
+    servable.check_signature(signatures.SCORE)  # an export from before `score`: a clear 400
+    targets = np.array([t.encode("utf-8") for t in call.request.targets], dtype=object)
+    out = await servable.predict(signatures.SCORE, {signatures.TEXT: call.texts, signatures.TARGET: targets})
+    return {"model": servable.name, "version": servable.version, "results": [
+        {"log_probability": float(total), "normalized": float(normalized), "tokens": to_json(tokens[:n]),
+         "token_scores": pieces[:n].astype(np.float64).tolist()}
+        for total, normalized, tokens, pieces, n in zip(out["scores"], out["normalized_scores"], out["target_tokens"],
+                                                        out["piece_scores"], out["target_lengths"])]}
 
 
 @router.post("/v1/inspect", openapi_extra=json_body(InspectRequest))

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from nmt import signatures as sig
 from nmt.data import CorpusStream, read_corpus
+from nmt.decoding import length_penalty
 from nmt.evaluation import Scores, bleu_metric, bleu_tokenize, score
 from nmt.models import Seq2Seq
 from nmt.pipeline import EncodedCorpus, TokenCache, encode_corpus, make_dataset
@@ -24,13 +25,16 @@ from nmt.text_policy import (
     LENGTHS_SPEC,
     TEXT_SPEC,
     InGraphTokenizer,
+    at_least_one_column,
     checked_ids,
     ids_to_text_in_graph,
     source_ids_in_graph,
     text_lengths_in_graph,
 )
 from nmt.tokenizer import Tokenizer
-from nmt.translator import Translator
+from nmt.translator import EMPTY_SOURCE, END_PIECE, Translator
+
+TARGET_SPEC = tf.TensorSpec([None], tf.string, name=sig.TARGET)
 
 
 class TranslationTask(Task):
@@ -179,6 +183,25 @@ class TranslationTask(Task):
             result = predictor.search(ids, tf.maximum(lengths, 1), record.signatures[sig.TRANSLATE_IDS].beam_size)
             return {"ids": result.ids[:, 0], "lengths": result.lengths[:, 0], "scores": result.scores[:, 0]}
 
+        def score(text: tf.Tensor, target_text: tf.Tensor) -> dict[str, tf.Tensor]:
+            # Translator.score's rules: sources cut as translate cuts them, targets whole, an empty
+            # source refused (INVALID_ARGUMENT naming the rule), an empty target scores EOS alone.
+            ids, lengths = source_ids_in_graph(source, text, max_source)
+            ragged = target.tokenize(target_text)
+            target_ids = at_least_one_column(ragged.to_tensor(0))
+            target_lengths = tf.cast(ragged.row_lengths(), tf.int32)
+            checks = [tf.debugging.assert_equal(tf.shape(text), tf.shape(target_text),
+                                                message="score: one target per text"),
+                      tf.debugging.assert_positive(lengths, message=EMPTY_SOURCE)]
+            with tf.control_dependencies(checks):
+                pieces = predictor.score_ids(ids, lengths, target_ids, target_lengths)
+            total = tf.reduce_sum(pieces, axis=1)
+            penalty = length_penalty(target_lengths + 1, self.config.decode.length_penalty)
+            tokens = target.pieces(tf.pad(target_ids, [[0, 0], [0, 1]]))
+            at_end = tf.range(tf.shape(tokens)[1])[None, :] == target_lengths[:, None]
+            return {"scores": total, "normalized_scores": total / penalty, "piece_scores": pieces,
+                    "target_tokens": tf.where(at_end, END_PIECE, tokens), "target_lengths": target_lengths + 1}
+
         def inspect(text: tf.Tensor) -> dict[str, tf.Tensor]:
             ids, lengths = source_ids_in_graph(source, text, max_source)
             states = predictor.inspect.hidden_states_ids(ids, lengths)
@@ -191,4 +214,5 @@ class TranslationTask(Task):
             archive.add_endpoint(name, text_endpoint(record.signatures[name]), input_signature=[TEXT_SPEC])
         archive.add_endpoint(sig.TRANSLATE_IDS, translate_ids, input_signature=[IDS_SPEC, LENGTHS_SPEC])
         archive.add_endpoint(sig.INSPECT, inspect, input_signature=[TEXT_SPEC])
+        archive.add_endpoint(sig.SCORE, score, input_signature=[TEXT_SPEC, TARGET_SPEC])
         return archive
