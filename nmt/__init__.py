@@ -10,9 +10,18 @@
 __version__ = "0.1.0"
 
 
-def load(run_dir, weights: str = "best", task: str | None = None):
+def load(run_dir, weights: str = "best", task: str | None = None, shortlist: bool | None = None):
     """Loads a trained run directory: a :class:`nmt.translator.Translator`, or for a language model
     a :class:`nmt.language_model.LanguageModelPredictor` (see :func:`nmt.inference.load`)."""
     from nmt.inference import load as _load
 
-    return _load(run_dir, weights, task)
+    return _load(run_dir, weights, task, shortlist)
+
+
+def load_ensemble(members, mode: str = "log_probs"):
+    """Translation runs (``"runs/a"``, or ``("runs/a", "ckpt-16000")``) decoding as one model: a
+    :class:`nmt.translator.Translator` over an :class:`nmt.ensemble.Ensemble` (see
+    :func:`nmt.inference.load_ensemble`)."""
+    from nmt.inference import load_ensemble as _load_ensemble
+
+    return _load_ensemble(members, mode)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,13 @@ import keras
 import tensorflow as tf
 
 from nmt.checkpoints import checkpoint_prefixes, checkpoint_problem, newest_intact
-from nmt.errors import NmtError
+from nmt.errors import NmtError, as_nmt_error
 from nmt.models import model_variables
 from nmt.run_config import check_task
 from nmt.run_dir import RunDir
+from nmt.signatures import TRANSLATION
 from nmt.tasks import task_for
+from nmt.translator import Translator
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,26 @@ def load(run_dir: str | Path, weights: str = "best", task: str | None = None, sh
     if config.decode.shortlist if shortlist is None else shortlist:
         predictor = run_task.with_shortlist(predictor, run)
     return predictor
+
+
+def load_ensemble(members: Sequence[str | Path | tuple[str | Path, str]], mode: str = "log_probs") -> Any:
+    """Translation runs decoding as one model (:class:`nmt.ensemble.Ensemble`): each member a run
+    directory (its best weights) or ``(run directory, weights)`` (``ckpt-16000``, ``averaged``, ...), so
+    several checkpoints of one run ensemble too. ``mode``: ``log_probs`` averages the members'
+    log-probabilities at every step, ``probs`` their probabilities. The first member's config
+    decides the decoding (beam, length penalty, limits). The members must share the SentencePiece
+    models (NmtError naming the one that differs). An ensemble of one decodes as its model."""
+    from nmt.ensemble import Ensemble, check_same_vocabularies
+
+    pairs = [(Path(m), "best") if isinstance(m, (str, Path)) else (Path(m[0]), m[1]) for m in members]
+    translators = [load(run, weights, task=TRANSLATION) for run, weights in pairs]
+    names = [f"{run} ({weights})" for run, weights in pairs]
+    with as_nmt_error():
+        check_same_vocabularies(names, [(t.source_tokenizer.model_proto, t.target_tokenizer.model_proto)
+                                        for t in translators])
+        ensemble = Ensemble([t.model for t in translators], mode)
+    first = translators[0]
+    return Translator(ensemble, first.source_tokenizer, first.target_tokenizer, first.config)
 
 
 def read_checkpoint(model: keras.Model, prefix: Path) -> None:

@@ -71,6 +71,13 @@ def required_task(args: argparse.Namespace) -> str | None:
 
 def check_arguments(args: argparse.Namespace) -> None:
     """All the checks, the cheap ones first; the run before the files (a wrong run is the bigger mistake)."""
+    if isinstance(getattr(args, "run", None), list):  # translate/evaluate: --run again makes an ensemble
+        args.runs, args.run = args.run, args.run[0]
+        for run in args.runs[1:]:
+            from nmt.run_config import check_task
+            from nmt.run_dir import RunDir
+
+            check_task(run, RunDir(Path(run)).read_config(), signatures.TRANSLATION)
     for name in COUNTS:
         value = getattr(args, name, None)
         if value is not None and value < 1:

@@ -12,6 +12,8 @@ import re
 import sys
 import tempfile
 
+from nmt.errors import NmtError
+
 # Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -99,7 +101,9 @@ def weights_option(parser: argparse.ArgumentParser) -> None:
                         "higher), the latest checkpoint, the mean of the last checkpoints (averaged, written by "
                         "nmt average or train.average_last), or one kept checkpoint by name (ckpt-N, as in "
                         "RUN/checkpoints). latest (and best before a best file exists) skips a damaged checkpoint "
-                        "for the one before it, with a warning; a damaged file asked for by name is an error")
+                        "for the one before it, with a warning; a damaged file asked for by name is an error. "
+                        "translate and evaluate: a comma list (ckpt-16000,ckpt-17000,best) decodes with an ensemble "
+                        "of those weights")
 
 
 def load_predictor(args: argparse.Namespace):
@@ -108,6 +112,12 @@ def load_predictor(args: argparse.Namespace):
     from nmt.cli.checks import required_task
 
     import_tensorflow()
-    from nmt.inference import load
+    from nmt.inference import load, load_ensemble
 
+    runs = getattr(args, "runs", None) or [args.run]
+    members = [(run, weights) for run in runs for weights in args.weights.split(",")]
+    if len(members) > 1:  # translate/evaluate with several --run or --weights a,b: one ensemble
+        if getattr(args, "shortlist", None):
+            raise NmtError("--shortlist decodes one model, not an ensemble of several --run/--weights")
+        return load_ensemble(members, getattr(args, "ensemble_mode", "log_probs"))
     return load(args.run, weights=args.weights, task=required_task(args), shortlist=getattr(args, "shortlist", None))

@@ -18,7 +18,12 @@ log = logging.getLogger("nmt.cli")
 
 
 def _decoding_options(parser: argparse.ArgumentParser, run_required: bool = True) -> None:
-    parser.add_argument("--run", required=run_required, help="run directory written by `nmt train`")
+    parser.add_argument("--run", required=run_required, action="append",
+                        help="run directory written by `nmt train`; give it again (--run A --run B) to decode with "
+                        "an ensemble of the runs (their vocabularies must be the same)")
+    parser.add_argument("--ensemble-mode", choices=("log_probs", "probs"), default="log_probs",
+                        help="how an ensemble (several --run, or --weights A,B) combines its models at each step: "
+                        "the mean of their log-probabilities (default) or of their probabilities")
     parser.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy; default: the config's)")
     parser.add_argument("--length-penalty", type=finite_float, default=None, metavar="ALPHA",
                         help="GNMT length penalty of the beam search: scores are divided by ((5 + length) / 6) ** "
