@@ -19,6 +19,7 @@ from nmt.models import LanguageModel
 from nmt.next_word import NextWords, next_word_search
 from nmt.pipeline import pad_batch
 from nmt.samplers import Sampler
+from nmt.scoring import Score
 from nmt.signatures import (
     DEFAULT_K,
     DEFAULT_MAX_TOKENS,
@@ -30,7 +31,7 @@ from nmt.signatures import (
     check_generation,
     check_k,
 )
-from nmt.text_policy import ids_to_text, prompt_ids, text_length
+from nmt.text_policy import ids_to_text, prompt_ids, teacher_forced, text_length
 from nmt.tokenizer import Tokenizer
 
 GENERATE_SPEC = [
@@ -83,6 +84,36 @@ class LanguageModelPredictor:
         last = tf.gather(sequence, length, batch_dims=1)
         _, state = self.model.forward(sequence[:, :-1], self.model.initial_state(batch), lengths=length)
         return state, last
+
+    # --- scoring -----------------------------------------------------------------------------
+
+    def score(self, texts: Sequence[str], batch_size: int = 64,
+              progress: Callable[[int], None] | None = None) -> list[Score]:
+        """Each line's log-probability under the model, read on its own from the start (a model of
+        running text: as if the line followed a line break, without the lines before it): its pieces,
+        then EOS, with per-piece scores. An empty line scores EOS alone; ``normalized`` divides by
+        ``decode.length_penalty``'s penalty, as a translation score is."""
+        encoded = self.tokenizer.encode([t.strip() for t in texts])
+        start_id = self.start_id
+
+        def score_ids(ids: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
+            target_in, target_out, predicted = teacher_forced(ids, lengths, start_id)
+            logits, _ = self.model.forward(target_in, self.model.initial_state(tf.shape(ids)[0]))
+            return tf.where(predicted, tf.gather(tf.nn.log_softmax(logits), target_out, batch_dims=2), 0.0)
+
+        function = self.compiled(("score",), lambda: tf.function(score_ids, autograph=False, input_signature=[
+            tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32)]))
+        results: list[Score] = [Score(0.0, 0.0)] * len(texts)
+        order = sorted(range(len(texts)), key=lambda i: -len(encoded[i]))
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            ids, lengths = pad_batch([encoded[i] for i in chunk])
+            rows = function(ids, lengths).numpy()
+            for row, index in enumerate(chunk):
+                results[index] = Score.of(self.tokenizer, encoded[index], rows[row], self.config.decode.length_penalty)
+            if progress:
+                progress(len(chunk))
+        return results
 
     # --- next words --------------------------------------------------------------------------
 

@@ -115,6 +115,16 @@ def checked_ids(ids: tf.Tensor, lengths: tf.Tensor, vocab_size: int, max_length:
 # --- 3. output ids -> how many are text ----------------------------------------------------------
 
 
+def teacher_forced(target: tf.Tensor, lengths: tf.Tensor, start_id: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Target ids [batch, time] (the first ``lengths`` of each row) -> what forced decoding feeds and
+    predicts, [batch, time + 1] each: the start id then the pieces, the pieces then EOS, and the
+    mask of the predicted positions (EOS included). Training's batches are laid out by the same rule."""
+    batch, positions = tf.shape(target)[0], tf.range(tf.shape(target)[1] + 1)[None, :]
+    target_in = tf.concat([tf.fill([batch, 1], start_id), target], axis=1)
+    target_out = tf.where(positions == lengths[:, None], EOS_ID, tf.pad(target, [[0, 0], [0, 1]]))
+    return target_in, target_out, positions <= lengths[:, None]
+
+
 def text_length(ids: Sequence[int], length: int) -> int:
     """Tokens of ``ids[:length]`` that are text: a final EOS is not."""
     return length - 1 if length > 0 and int(ids[length - 1]) == EOS_ID else length

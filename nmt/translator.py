@@ -16,15 +16,16 @@ import tensorflow as tf
 from nmt import decoding
 from nmt.config import Config
 from nmt.config_fields import check_fields
-from nmt.constants import BOS_ID, EOS_ID
+from nmt.constants import BOS_ID
 from nmt.errors import NmtError
 from nmt.function_cache import FunctionCache
 from nmt.inspection import TranslationInspection
 from nmt.models import Seq2Seq
 from nmt.pipeline import pad_batch
+from nmt.scoring import Score
 from nmt.shortlist import Shortlist
 from nmt.signatures import TRANSLATION
-from nmt.text_policy import source_ids, text_length
+from nmt.text_policy import source_ids, teacher_forced, text_length
 from nmt.tokenizer import Tokenizer
 
 IDS_SPEC = [tf.TensorSpec([None, None], tf.int32, name="source"), tf.TensorSpec([None], tf.int32, name="source_length")]
@@ -39,17 +40,6 @@ class Hypothesis:
     source_tokens: list[str] = dataclasses.field(default_factory=list)
 
 
-@dataclasses.dataclass
-class Score:
-    """A given translation's log-probability under the model (forced decoding, no search)."""
-
-    log_probability: float  # log P(target pieces, then EOS | source)
-    normalized: float  # divided by the length penalty of the search (decode.length_penalty), as search scores are
-    pieces: list[str] = dataclasses.field(default_factory=list)  # target pieces, then "</s>"
-    piece_scores: list[float] = dataclasses.field(default_factory=list)  # log-probability of each
-
-
-END_PIECE = "</s>"  # how a score's per-piece list names the end of the sentence
 EMPTY_SOURCE = "empty source text; a translation of nothing has no score"
 
 
@@ -125,13 +115,10 @@ class Translator:
         """Forced decoding: the log-probability [batch, time + 1] of each target piece [batch, time]
         (the first ``target_lengths`` of each row) and then of EOS, given the source; 0 past the EOS.
         One teacher-forced pass over the whole batch, the computation training's loss runs."""
-        batch, width = tf.shape(target)[0], tf.shape(target)[1]
-        positions = tf.range(width + 1)[None, :]
-        target_in = tf.concat([tf.fill([batch, 1], BOS_ID), target], axis=1)
-        target_out = tf.where(positions == target_lengths[:, None], EOS_ID, tf.pad(target, [[0, 0], [0, 1]]))
+        target_in, target_out, predicted = teacher_forced(target, target_lengths, BOS_ID)
         logits = self.model({"source": source, "source_length": source_lengths, "target_in": target_in})
         scores = tf.gather(tf.nn.log_softmax(logits), target_out, batch_dims=2)
-        return tf.where(positions <= target_lengths[:, None], scores, 0.0)
+        return tf.where(predicted, scores, 0.0)
 
     def score(
         self, sources: Sequence[str], targets: Sequence[str], batch_size: int | None = None,
@@ -159,12 +146,8 @@ class Translator:
             target, target_lengths = pad_batch([encoded_targets[i] for i in chunk])  # empty ones: a pad column
             scores = function(source, source_lengths, target, target_lengths).numpy()
             for row, index in enumerate(chunk):
-                ids = encoded_targets[index]
-                piece_scores = [float(x) for x in scores[row, : len(ids) + 1]]
-                total = float(np.sum(scores[row, : len(ids) + 1], dtype=np.float64))
-                penalty = float(decoding.length_penalty(tf.constant(len(ids) + 1), cfg.length_penalty))
-                pieces = [self.target_tokenizer.id_to_piece(i) for i in ids] + [END_PIECE]
-                results[index] = Score(total, total / penalty, pieces, piece_scores)
+                results[index] = Score.of(self.target_tokenizer, encoded_targets[index], scores[row],
+                                          cfg.length_penalty)
             if progress:
                 progress(len(chunk))
         return results

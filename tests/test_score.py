@@ -152,3 +152,29 @@ def test_v1_score_on_a_real_server(server: str, translator) -> None:
     assert code == 400 and "one translation per text: 2 text(s), 1 target(s)" in body["error"]
     code, body = call(f"{server}/v1/score", {"text": "north", "target": "east", "model": "lm"})
     assert code == 400
+
+
+def test_a_language_model_scores_each_line_on_its_own(cycle_run: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    import nmt
+
+    lm = nmt.load(cycle_run)
+    lines = ["north east south", "up down", ""]
+    scores = lm.score(lines)
+    for line, result in zip(lines, scores):
+        ids = lm.tokenizer.encode([line])[0]
+        state, previous, expected = lm.model.initial_state(1), lm.start_id, []
+        for target in [*ids, 3]:  # step by step from the start, then EOS
+            logits, state, _ = lm.model.step(tf.constant([previous]), state, {})
+            expected.append(float(tf.nn.log_softmax(logits)[0, target]))
+            previous = target
+        np.testing.assert_allclose(result.piece_scores, expected, rtol=1e-5, atol=1e-5)
+        assert result.pieces[-1] == "</s>" and result.log_probability == pytest.approx(sum(expected), abs=1e-4)
+    assert scores[0].log_probability > scores[1].log_probability - 50  # both finite
+    text = tmp_path / "lines.txt"
+    text.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert main(["score", "--run", str(cycle_run), "--text", str(text)]) == 0
+    printed = [float(x) for x in capsys.readouterr().out.splitlines()]
+    assert printed == pytest.approx([s.log_probability for s in scores], abs=1e-4)
+    assert main(["score", "--run", str(cycle_run), "--text", str(text), "--src", str(text)]) == 2
+    assert "score needs --src and --tgt (a translation model) or --text (a language model)" in capsys.readouterr().err

@@ -17,11 +17,11 @@ from nmt.cli.output import STDIO
 from nmt.errors import NmtError, as_nmt_error
 
 # The task a verb's run must hold (a verb not listed takes either; evaluate: see required_task).
-TASKS = {"translate": signatures.TRANSLATION, "shortlist": signatures.TRANSLATION, "score": signatures.TRANSLATION,
+TASKS = {"translate": signatures.TRANSLATION, "shortlist": signatures.TRANSLATION,
          "next-word": signatures.LANGUAGE_MODEL, "generate": signatures.LANGUAGE_MODEL}
 
 # Per verb: the options that name files read, and those that name files written.
-INPUTS = {"translate": ["input"], "evaluate": ["src", "ref", "hyp", "text"], "score": ["src", "tgt"],
+INPUTS = {"translate": ["input"], "evaluate": ["src", "ref", "hyp", "text"], "score": ["src", "tgt", "text"],
           "next-word": ["input"],
           "generate": ["input"]}
 OUTPUTS = {"translate": ["output", "attention"], "score": ["output"], "next-word": ["output"], "generate": ["output"],
@@ -64,7 +64,7 @@ def check_k(k: int, max_k: int) -> int:
 
 def required_task(args: argparse.Namespace) -> str | None:
     """The kind of run the command needs (None: either)."""
-    if args.verb == "evaluate":  # --text scores a language model, --src translates
+    if args.verb in ("evaluate", "score"):  # --text scores a language model, --src a translation model
         return signatures.LANGUAGE_MODEL if args.text else signatures.TRANSLATION if args.src else None
     return TASKS.get(args.verb)
 
@@ -108,6 +108,11 @@ def check_arguments(args: argparse.Namespace) -> None:
 def _check_translate(args: argparse.Namespace) -> None:
     if args.attention and args.attention_dir:
         raise NmtError("give --attention (one sentence) or --attention-dir (one map per line), not both")
+
+
+def _check_score(args: argparse.Namespace) -> None:
+    if bool(args.text) == bool(args.src or args.tgt) or (not args.text and not (args.src and args.tgt)):
+        raise NmtError("score needs --src and --tgt (a translation model) or --text (a language model)")
 
 
 def _check_evaluate(args: argparse.Namespace) -> None:
@@ -178,7 +183,7 @@ def _check_report(args: argparse.Namespace) -> None:
 
 
 _VERB_CHECKS = {"translate": _check_translate, "evaluate": _check_evaluate, "next-word": _check_next_word,
-                "generate": _check_generate, "inspect": _check_inspect, "export": _check_export,
+                "generate": _check_generate, "inspect": _check_inspect, "export": _check_export, "score": _check_score,
                 "report": _check_report}
 
 

@@ -52,15 +52,17 @@ def _add_score(subparsers) -> None:
         "SentencePiece segments it, which can differ from the pieces a search produced for the same text. "
         "Sources are cut to decode.max_source_length as translate cuts them; targets are scored whole. An empty "
         "target line scores the empty translation (the end of sentence alone); an empty source line is an error "
-        "naming the line.",
+        "naming the line. A language model (--text): each line's log-probability on its own.",
         epilog="examples:\n  nmt score --run runs/en-ja --src dev.en --tgt dev.hyp.ja\n"
         "  nmt score --run runs/en-ja --src dev.en --tgt dev.ja --normalize --word-scores\n"
-        "  nmt score --run runs/en-ja --src dev.en --tgt dev.ja --json > scores.jsonl",
+        "  nmt score --run runs/en-ja --src dev.en --tgt dev.ja --json > scores.jsonl\n"
+        "  nmt score --run runs/lm-en --text sentences.txt",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    score.add_argument("--run", required=True, help="run directory written by `nmt train` (translation)")
-    score.add_argument("--src", required=True, help="source sentences, one per line")
-    score.add_argument("--tgt", required=True, help="their translations, one per line")
+    score.add_argument("--run", required=True, help="run directory written by `nmt train`")
+    score.add_argument("--src", help="translation: source sentences, one per line")
+    score.add_argument("--tgt", help="translation: their translations, one per line")
+    score.add_argument("--text", help="language model: lines to score, each on its own (its pieces, then the end)")
     score.add_argument("--normalize", action="store_true",
                        help="divide by the search's length penalty ((5 + pieces + 1) / 6) ** decode.length_penalty, "
                        "as translate's scores are")
@@ -79,18 +81,25 @@ def _add_score(subparsers) -> None:
 def run_score(args: argparse.Namespace) -> int:
     import json
 
-    translator = _load_translator(args)
-    sources, targets = read_input_lines(args.src), read_input_lines(args.tgt)
-    _same_length(targets, sources, args.tgt, args.src)
+    if args.text:
+        predictor = load_predictor(args)
+        sources = read_input_lines(args.text)
+    else:
+        predictor = _load_translator(args)
+        sources, targets = read_input_lines(args.src), read_input_lines(args.tgt)
+        _same_length(targets, sources, args.tgt, args.src)
     bar = progress_bar(len(sources), "scoring", quiet=args.quiet)
     start = time.perf_counter()
     try:
-        scores = translator.score(sources, targets, batch_size=args.batch_size, progress=bar.update)
+        if args.text:
+            scores = predictor.score(sources, batch_size=args.batch_size or 64, progress=bar.update)
+        else:
+            scores = predictor.score(sources, targets, batch_size=args.batch_size, progress=bar.update)
     finally:
         bar.close()
-    if translator.truncated:
+    if not args.text and predictor.truncated:
         log.warning("%d source line(s) longer than decode.max_source_length=%d tokens were cut to that length",
-                    translator.truncated, translator.config.decode.max_source_length)
+                    predictor.truncated, predictor.config.decode.max_source_length)
     lines = []
     for result in scores:
         value = result.normalized if args.normalize else result.log_probability

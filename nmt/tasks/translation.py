@@ -18,6 +18,7 @@ from nmt.evaluation import Scores, bleu_metric, bleu_tokenize, score
 from nmt.models import Seq2Seq
 from nmt.pipeline import EncodedCorpus, TokenCache, encode_corpus, make_dataset
 from nmt.run_dir import RunDir
+from nmt.scoring import END_PIECE
 from nmt.shortlist import Shortlist, build_shortlist
 from nmt.tasks.base import Encoder, PreparedData, Task, evenly_spaced, log
 from nmt.text_policy import (
@@ -32,7 +33,7 @@ from nmt.text_policy import (
     text_lengths_in_graph,
 )
 from nmt.tokenizer import Tokenizer
-from nmt.translator import EMPTY_SOURCE, END_PIECE, Translator
+from nmt.translator import EMPTY_SOURCE, Translator
 
 TARGET_SPEC = tf.TensorSpec([None], tf.string, name=sig.TARGET)
 
