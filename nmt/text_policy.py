@@ -69,6 +69,11 @@ def source_ids(tokenizer: Tokenizer, texts: Sequence[str], max_length: int) -> t
     return [ids[:max_length] for ids in encoded], sum(len(ids) > max_length for ids in encoded)
 
 
+def target_ids_in_graph(tokenizer: InGraphTokenizer, text: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """A translation to score -> zero-padded ids and lengths, uncut (the Python form: ``tokenizer.encode``)."""
+    return _padded(tokenizer.tokenize(text))
+
+
 def source_ids_in_graph(tokenizer: InGraphTokenizer, text: tf.Tensor, max_length: int) -> tuple[tf.Tensor, tf.Tensor]:
     """string[batch] -> zero-padded ids [batch, time] cut to ``max_length``, and their lengths."""
     return _padded(tokenizer.tokenize(text)[:, :max_length])

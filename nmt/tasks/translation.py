@@ -26,10 +26,10 @@ from nmt.text_policy import (
     LENGTHS_SPEC,
     TEXT_SPEC,
     InGraphTokenizer,
-    at_least_one_column,
     checked_ids,
     ids_to_text_in_graph,
     source_ids_in_graph,
+    target_ids_in_graph,
     text_lengths_in_graph,
 )
 from nmt.tokenizer import Tokenizer
@@ -188,9 +188,7 @@ class TranslationTask(Task):
             # Translator.score's rules: sources cut as translate cuts them, targets whole, an empty
             # source refused (INVALID_ARGUMENT naming the rule), an empty target scores EOS alone.
             ids, lengths = source_ids_in_graph(source, text, max_source)
-            ragged = target.tokenize(target_text)
-            target_ids = at_least_one_column(ragged.to_tensor(0))
-            target_lengths = tf.cast(ragged.row_lengths(), tf.int32)
+            target_ids, target_lengths = target_ids_in_graph(target, target_text)
             checks = [tf.debugging.assert_equal(tf.shape(text), tf.shape(target_text),
                                                 message="score: one target per text"),
                       tf.debugging.assert_positive(lengths, message=EMPTY_SOURCE)]
