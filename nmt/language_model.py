@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import overload
 
+import numpy as np
 import tensorflow as tf
 
 from nmt import decoding
@@ -19,7 +20,7 @@ from nmt.models import LanguageModel
 from nmt.next_word import NextWords, next_word_search
 from nmt.pipeline import pad_batch
 from nmt.samplers import Sampler
-from nmt.scoring import Score
+from nmt.scoring import Score, score_in_batches
 from nmt.signatures import (
     DEFAULT_K,
     DEFAULT_MAX_TOKENS,
@@ -103,17 +104,12 @@ class LanguageModelPredictor:
 
         function = self.compiled(("score",), lambda: tf.function(score_ids, autograph=False, input_signature=[
             tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32)]))
-        results: list[Score] = [Score(0.0, 0.0)] * len(texts)
-        order = sorted(range(len(texts)), key=lambda i: -len(encoded[i]))
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            ids, lengths = pad_batch([encoded[i] for i in chunk])
-            rows = function(ids, lengths).numpy()
-            for row, index in enumerate(chunk):
-                results[index] = Score.of(self.tokenizer, encoded[index], rows[row], self.config.decode.length_penalty)
-            if progress:
-                progress(len(chunk))
-        return results
+
+        def scores_of(rows: list[int]) -> np.ndarray:
+            return function(*pad_batch([encoded[i] for i in rows])).numpy()
+
+        return score_in_batches(encoded, scores_of, self.tokenizer, self.config.decode.length_penalty, batch_size,
+                                progress=progress)
 
     # --- next words --------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ import tensorflow as tf
 
 from nmt.constants import DEFAULT_SHORTLIST_BEST, DEFAULT_SHORTLIST_FIRST, EOS_ID, NUM_SPECIAL, SHORTLIST_BLOCK
 from nmt.errors import NmtError
+from nmt.pipeline import pad_batch
 from nmt.run_dir import SHORTLIST_TABLE
 
 if TYPE_CHECKING:
@@ -84,12 +85,8 @@ class Shortlist:
 
     def allowed_for(self, source_ids: Iterable[Iterable[int]]) -> np.ndarray:
         """:meth:`allowed_ids` of a batch of id lists, eagerly (tests, coverage counts)."""
-        rows = [list(r) for r in source_ids]
-        width = max((len(r) for r in rows), default=0)
-        padded = np.zeros([len(rows), max(width, 1)], np.int32)
-        for i, r in enumerate(rows):
-            padded[i, : len(r)] = r
-        return self.allowed_ids(tf.constant(padded), tf.constant([len(r) for r in rows], tf.int32)).numpy()
+        padded, lengths = pad_batch([list(r) for r in source_ids])
+        return self.allowed_ids(tf.constant(padded), tf.constant(lengths)).numpy()
 
     def save(self, folder: Path) -> None:
         """``folder/table.npz`` and ``folder/meta.json``, each written whole or not at all."""

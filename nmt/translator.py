@@ -22,7 +22,7 @@ from nmt.function_cache import FunctionCache
 from nmt.inspection import TranslationInspection
 from nmt.models import Seq2Seq
 from nmt.pipeline import pad_batch
-from nmt.scoring import Score
+from nmt.scoring import Score, score_in_batches
 from nmt.shortlist import Shortlist
 from nmt.signatures import TRANSLATION
 from nmt.text_policy import source_ids, teacher_forced, text_length
@@ -138,19 +138,14 @@ class Translator:
         encoded_targets = self.target_tokenizer.encode(list(targets))
         function = self._searches(("score",), lambda: tf.function(self.score_ids, autograph=False,
                                                                   input_signature=IDS_SPEC + IDS_SPEC))
-        results: list[Score] = [Score(0.0, 0.0)] * len(sources)
-        order = sorted(range(len(sources)), key=lambda i: -len(encoded[i]))
-        for start in range(0, len(order), batch_size or cfg.batch_size):
-            chunk = order[start : start + (batch_size or cfg.batch_size)]
-            source, source_lengths = pad_batch([encoded[i] for i in chunk])
-            target, target_lengths = pad_batch([encoded_targets[i] for i in chunk])  # empty ones: a pad column
-            scores = function(source, source_lengths, target, target_lengths).numpy()
-            for row, index in enumerate(chunk):
-                results[index] = Score.of(self.target_tokenizer, encoded_targets[index], scores[row],
-                                          cfg.length_penalty)
-            if progress:
-                progress(len(chunk))
-        return results
+
+        def scores_of(rows: list[int]) -> np.ndarray:
+            source, source_lengths = pad_batch([encoded[i] for i in rows])
+            target, target_lengths = pad_batch([encoded_targets[i] for i in rows])  # empty ones: a pad column
+            return function(source, source_lengths, target, target_lengths).numpy()
+
+        return score_in_batches(encoded_targets, scores_of, self.target_tokenizer, cfg.length_penalty,
+                                batch_size or cfg.batch_size, [len(x) for x in encoded], progress)
 
     def _search_function(self, beam_size: int, with_attention: bool = False) -> Callable:
         """One compiled search per beam size and attention; the input signature avoids retracing

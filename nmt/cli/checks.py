@@ -72,11 +72,11 @@ def required_task(args: argparse.Namespace) -> str | None:
 def check_arguments(args: argparse.Namespace) -> None:
     """All the checks, the cheap ones first; the run before the files (a wrong run is the bigger mistake)."""
     if isinstance(getattr(args, "run", None), list):  # translate/evaluate: --run again makes an ensemble
+        from nmt.run_config import check_task
+        from nmt.run_dir import RunDir
+
         args.runs, args.run = args.run, args.run[0]
         for run in args.runs[1:]:
-            from nmt.run_config import check_task
-            from nmt.run_dir import RunDir
-
             check_task(run, RunDir(Path(run)).read_config(), signatures.TRANSLATION)
     for name in COUNTS:
         value = getattr(args, name, None)
@@ -111,8 +111,13 @@ def _check_translate(args: argparse.Namespace) -> None:
 
 
 def _check_score(args: argparse.Namespace) -> None:
-    if bool(args.text) == bool(args.src or args.tgt) or (not args.text and not (args.src and args.tgt)):
+    language_model = args.text and not (args.src or args.tgt)
+    translation = not args.text and args.src and args.tgt
+    if not (language_model or translation):
         raise NmtError("score needs --src and --tgt (a translation model) or --text (a language model)")
+    if args.text and args.length_penalty is not None:
+        raise NmtError("--length-penalty is for translation scores (--src/--tgt); a language model's --normalize "
+                       "uses its decode.length_penalty")
 
 
 def _check_evaluate(args: argparse.Namespace) -> None:
