@@ -44,9 +44,7 @@ class Ensemble(keras.Model):
             raise ValueError("an ensemble needs at least one model")
         self.members = list(members)
         self.mode = mode
-
-    def build(self, *args: Any, **kwargs: Any) -> None:
-        self.built = True
+        self.built = True  # the members come built (and trained); the ensemble adds no weights
 
     @property
     def decoder(self) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import tensorflow as tf
 from nmt import signatures as sig
 from nmt.constants import EOS_ID
 from nmt.errors import NmtError, as_nmt_error
-from nmt.inference import load
+from nmt.inference import load_members
 from nmt.io import is_disk_full
 from nmt.layers.recurrent import forced_recurrence_path
 from nmt.signatures import MAX_VERSION, RECORD_FILE, WARMUP_FILE, check_export_target
@@ -35,19 +36,24 @@ def next_version(out_dir: Path) -> int:
     return max((v for v in versions if v <= MAX_VERSION), default=0) + 1
 
 
-def export(run_dir: str | Path, out_dir: str | Path, version: int | None = None, weights: str = "best",
-           shortlist: bool | None = None) -> Path:
+def export(run_dir: str | Path | Sequence[str | Path], out_dir: str | Path, version: int | None = None,
+           weights: str = "best", shortlist: bool | None = None, ensemble_mode: str = "log_probs") -> Path:
     """Writes ``out_dir/<version>/`` (the next free version by default) atomically: the SavedModel
     is written next to it under a hidden name and renamed when complete, so a server watching
     ``out_dir`` never sees half a model. Every graph is traced on the recurrence's loop path, even
     on a GPU: cuDNN's ops would make a SavedModel that no CPU can serve. ``shortlist``: decode over
-    the run's vocabulary shortlist, its table a constant of the graph (None: as decode.shortlist says)."""
+    the run's vocabulary shortlist, its table a constant of the graph (None: as decode.shortlist says).
+    Several runs, or a comma list of ``weights`` (``ckpt-16000,ckpt-17000``), export one ensemble
+    (:func:`nmt.inference.load_members`): every member's variables in the one SavedModel, combined
+    at each step of the one search as ``ensemble_mode`` says; the first run's config decides the
+    decoding. An ensemble has no single encoder to show, so it exports no ``inspect`` signature."""
+    runs = [run_dir] if isinstance(run_dir, (str, Path)) else list(run_dir)
     with forced_recurrence_path("loop"):
-        return _export(run_dir, out_dir, version, weights, shortlist)
+        return _export(runs, out_dir, version, weights, shortlist, ensemble_mode)
 
 
-def _export(run_dir: str | Path, out_dir: str | Path, version: int | None, weights: str,
-            shortlist: bool | None) -> Path:
+def _export(runs: list[str | Path], out_dir: str | Path, version: int | None, weights: str,
+            shortlist: bool | None, ensemble_mode: str) -> Path:
     """:func:`export`, on the loop path."""
     out_dir = Path(out_dir)
     with as_nmt_error():
@@ -57,7 +63,7 @@ def _export(run_dir: str | Path, out_dir: str | Path, version: int | None, weigh
     final = out_dir / str(version)
     if final.exists():
         raise NmtError(f"{final} exists: TF Serving versions are immutable; choose another --version")
-    predictor = load(run_dir, weights, shortlist=shortlist)
+    predictor = load_members(runs, weights, shortlist=shortlist, ensemble_mode=ensemble_mode)
     task = task_for(predictor.config)
     staging = out_dir / f".tmp-{version}-{os.getpid()}"
     try:

@@ -70,6 +70,19 @@ def load_ensemble(members: Sequence[str | Path | tuple[str | Path, str]], mode: 
     return Translator(ensemble, first.source_tokenizer, first.target_tokenizer, first.config)
 
 
+def load_members(runs: Sequence[str | Path], weights: str = "best", task: str | None = None,
+                 shortlist: bool | None = None, ensemble_mode: str = "log_probs") -> Any:
+    """Every run with every one of the comma-separated ``weights`` (``ckpt-16000,ckpt-17000,best``):
+    one member is :func:`load`'s predictor, several decode as :func:`load_ensemble`'s (the CLI's
+    ``--run A --run B`` and ``--weights A,B``, in translate, evaluate, score and export alike)."""
+    members = [(Path(run), name) for run in runs for name in weights.split(",")]
+    if len(members) == 1:
+        return load(members[0][0], weights=members[0][1], task=task, shortlist=shortlist)
+    if shortlist:
+        raise NmtError("--shortlist decodes one model, not an ensemble of several --run/--weights")
+    return load_ensemble(members, ensemble_mode)
+
+
 def read_checkpoint(model: keras.Model, prefix: Path) -> None:
     """The model's weights (and dropout random states) from the checkpoint at ``prefix``."""
     tf.train.Checkpoint(model=model_variables(model)).read(str(prefix)).expect_partial().assert_existing_objects_matched()

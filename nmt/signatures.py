@@ -140,19 +140,19 @@ class ServingRecord:
     running_text: bool = False  # language model trained on running text (EOS is a line break)
 
     @classmethod
-    def for_translation(cls, beam_size: int, max_source_tokens: int) -> ServingRecord:
-        return cls(
-            TRANSLATION,
-            {
-                TRANSLATE: SignatureRole(beam_size),
-                TRANSLATE_GREEDY: SignatureRole(1),
-                TRANSLATE_IDS: SignatureRole(beam_size),
-                TRANSLATE_ATTENTION: SignatureRole(beam_size, attention=True),
-                INSPECT: SignatureRole(),
-                SCORE: SignatureRole(),
-            },
-            max_source_tokens=max_source_tokens,
-        )
+    def for_translation(cls, beam_size: int, max_source_tokens: int, inspect: bool = True) -> ServingRecord:
+        """``inspect`` False: no encoder-states signature (an ensemble has no single encoder)."""
+        roles = {
+            TRANSLATE: SignatureRole(beam_size),
+            TRANSLATE_GREEDY: SignatureRole(1),
+            TRANSLATE_IDS: SignatureRole(beam_size),
+            TRANSLATE_ATTENTION: SignatureRole(beam_size, attention=True),
+            INSPECT: SignatureRole(),
+            SCORE: SignatureRole(),
+        }
+        if not inspect:
+            del roles[INSPECT]
+        return cls(TRANSLATION, roles, max_source_tokens=max_source_tokens)
 
     @classmethod
     def for_language_model(cls, max_k: int, max_prompt_tokens: int, running_text: bool) -> ServingRecord:

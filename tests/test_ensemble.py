@@ -3,7 +3,10 @@ log-probabilities, one vocabulary, and the CLI's --run A --run B / --weights A,B
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -85,3 +88,48 @@ def test_the_cli_decodes_with_an_ensemble(tiny_run: Path, tmp_path: Path, capsys
     assert main(["translate", "--run", str(tiny_run), "--weights", "ckpt-20,ckpt-40", "--shortlist", "-i",
                  str(source)]) == 2
     assert "has no vocabulary shortlist" in capsys.readouterr().err
+
+
+FRESH = r"""
+import json, sys
+import tensorflow as tf
+import tensorflow_text  # noqa: F401
+path, sentences = json.loads(sys.stdin.read())
+m = tf.saved_model.load(path)
+out = {"signatures": sorted(m.signatures)}
+for name in ("translate", "translate_greedy"):
+    r = m.signatures[name](text=tf.constant(sentences))
+    out[name] = [[t.decode() for t in r["translations"].numpy()], r["scores"].numpy().tolist()]
+r = m.signatures["score"](text=tf.constant(sentences[2:]), target=tf.constant(out["translate"][0][2:]))
+out["score"] = r["scores"].numpy().tolist()
+print(json.dumps(out))
+"""
+
+
+def test_an_exported_ensemble_decodes_as_the_ensemble_in_a_fresh_process(tiny_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    assert main(["export", "--run", str(tiny_run), "--weights", "ckpt-20,ckpt-40", "--out", str(out), "-q"]) == 0
+    done = subprocess.run([sys.executable, "-c", FRESH], input=json.dumps([str(out / "1"), SENTENCES]),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "inspect" not in got["signatures"] and "translate" in got["signatures"]  # no single encoder to show
+    ensemble = nmt.load_ensemble([(tiny_run, "ckpt-20"), (tiny_run, "ckpt-40")])
+    single = nmt.load(tiny_run, weights="ckpt-40")
+    for name, beam in (("translate", ensemble.config.decode.beam_size), ("translate_greedy", 1)):
+        expected = ensemble.translate(SENTENCES, beam_size=beam)
+        assert got[name][0] == [h[0].text for h in expected]
+        np.testing.assert_allclose(got[name][1], [h[0].score for h in expected], rtol=1e-5, atol=1e-5)
+        # The ensemble is not one of its members in disguise.
+        assert not np.allclose(got[name][1], [h[0].score for h in single.translate(SENTENCES, beam_size=beam)])
+    scores = ensemble.score(SENTENCES[2:], got["translate"][0][2:])
+    np.testing.assert_allclose(got["score"], [s.log_probability for s in scores], rtol=1e-5, atol=1e-5)
+
+
+def test_tflite_refuses_an_ensemble(cycle_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["export", "--run", str(cycle_run), "--run", str(cycle_run), "--format", "tflite", "--out",
+                 str(tmp_path / "phone")]) == 2
+    assert "holds a language model" in capsys.readouterr().err
+    assert main(["export", "--run", str(cycle_run), "--weights", "best,latest", "--format", "tflite", "--out",
+                 str(tmp_path / "phone")]) == 2
+    assert "exports one language model, not an ensemble" in capsys.readouterr().err

@@ -172,6 +172,8 @@ def _check_export(args: argparse.Namespace) -> None:
         raise NmtError("--quantize is for --format tflite (a SavedModel keeps float32 weights)")
     if tflite and args.version is not None:
         raise NmtError("--version is for SavedModel exports; --format tflite writes the files into --out itself")
+    if tflite and (len(getattr(args, "runs", None) or [args.run]) > 1 or "," in args.weights):
+        raise NmtError("--format tflite exports one language model, not an ensemble of several --run/--weights")
     if tflite and Path(args.out).is_file():
         raise NmtError(f"--out {args.out} is a file; give a folder for the TFLite files")
     if tflite:

@@ -34,10 +34,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         f"--format tflite (language models only) writes OUT/ for a phone: {_TFLITE}",
         epilog="examples:\n  nmt export --run runs/en-ja --out serve/models/en-ja\n"
         "  nmt export --run runs/lm-en --out serve/models/lm-en --version 3\n"
+        "  nmt export --run runs/en-ja --weights ckpt-16000,ckpt-17000,best --out serve/models/en-ja-ensemble\n"
         "  nmt export --run runs/lm-en --format tflite --out phone/lm-en --quantize all",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    export.add_argument("--run", required=True, help="run directory written by `nmt train`")
+    export.add_argument("--run", required=True, action="append",
+                        help="run directory written by `nmt train`; give it again (--run A --run B), or a comma list "
+                        "of --weights, to export an ensemble: one SavedModel holding every member, combined at each "
+                        "step of the search (translation, savedmodel only; no inspect signature)")
+    export.add_argument("--ensemble-mode", choices=("log_probs", "probs"), default="log_probs",
+                        help="how an exported ensemble combines its models at each step: the mean of their "
+                        "log-probabilities (default) or of their probabilities")
     export.add_argument("--out", required=True, help="model directory; versions go into numbered subfolders")
     export.add_argument("--version", type=int, help="version number (default: one more than the highest there; "
                         "savedmodel only)")
@@ -65,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from nmt.export import export
 
-    path = export(args.run, args.out, version=args.version, weights=args.weights, shortlist=args.shortlist)
-    print(f"exported {args.run} to {path}")
+    runs = getattr(args, "runs", None) or [args.run]
+    path = export(runs, args.out, version=args.version, weights=args.weights, shortlist=args.shortlist,
+                  ensemble_mode=args.ensemble_mode)
+    print(f"exported {' + '.join(runs)}{'' if args.weights == 'best' else f' ({args.weights})'} to {path}")
     return 0

@@ -12,8 +12,6 @@ import re
 import sys
 import tempfile
 
-from nmt.errors import NmtError
-
 # Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -112,12 +110,7 @@ def load_predictor(args: argparse.Namespace):
     from nmt.cli.checks import required_task
 
     import_tensorflow()
-    from nmt.inference import load, load_ensemble
+    from nmt.inference import load_members
 
-    runs = getattr(args, "runs", None) or [args.run]
-    members = [(run, weights) for run in runs for weights in args.weights.split(",")]
-    if len(members) > 1:  # translate/evaluate with several --run or --weights a,b: one ensemble
-        if getattr(args, "shortlist", None):
-            raise NmtError("--shortlist decodes one model, not an ensemble of several --run/--weights")
-        return load_ensemble(members, getattr(args, "ensemble_mode", "log_probs"))
-    return load(args.run, weights=args.weights, task=required_task(args), shortlist=getattr(args, "shortlist", None))
+    return load_members(getattr(args, "runs", None) or [args.run], args.weights, required_task(args),
+                        getattr(args, "shortlist", None), getattr(args, "ensemble_mode", "log_probs"))

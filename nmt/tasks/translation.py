@@ -14,6 +14,7 @@ import tensorflow as tf
 from nmt import signatures as sig
 from nmt.data import CorpusStream, read_corpus
 from nmt.decoding import length_penalty
+from nmt.ensemble import Ensemble
 from nmt.evaluation import Scores, bleu_metric, bleu_tokenize, score
 from nmt.models import Seq2Seq
 from nmt.pipeline import EncodedCorpus, TokenCache, encode_corpus, make_dataset
@@ -149,7 +150,8 @@ class TranslationTask(Task):
 
     def serving_record(self, predictor: Translator) -> sig.ServingRecord:
         cfg = self.config.decode
-        return sig.ServingRecord.for_translation(cfg.beam_size, cfg.max_source_length)
+        return sig.ServingRecord.for_translation(cfg.beam_size, cfg.max_source_length,
+                                                 inspect=not isinstance(predictor.model, Ensemble))
 
     def export_archive(self, predictor: Translator) -> keras.export.ExportArchive:
         """The signatures of :meth:`serving_record`, over :meth:`Translator.search`."""
@@ -212,6 +214,7 @@ class TranslationTask(Task):
         for name in (sig.TRANSLATE, sig.TRANSLATE_GREEDY, sig.TRANSLATE_ATTENTION):
             archive.add_endpoint(name, text_endpoint(record.signatures[name]), input_signature=[TEXT_SPEC])
         archive.add_endpoint(sig.TRANSLATE_IDS, translate_ids, input_signature=[IDS_SPEC, LENGTHS_SPEC])
-        archive.add_endpoint(sig.INSPECT, inspect, input_signature=[TEXT_SPEC])
+        if sig.INSPECT in record.signatures:
+            archive.add_endpoint(sig.INSPECT, inspect, input_signature=[TEXT_SPEC])
         archive.add_endpoint(sig.SCORE, score, input_signature=[TEXT_SPEC, TARGET_SPEC])
         return archive
