@@ -128,9 +128,10 @@ def _reference_beam_search(step_fn, state, context, max_lengths, beam_size, alph
 
 class _WholeVocabularyBeam(decoding._Beam):
     """decoding._Beam.choose before per-row candidates (commit a487c01), verbatim but for names: the
-    baseline here and the reference tests/test_decoding.py checks the current choice against."""
+    baseline here and the reference tests/test_decoding.py checks the current choice against (the
+    strategy's own loop state, ``extra``, passed through as the plain beam does)."""
 
-    def choose(self, t, log_probs, finished, lengths, scores):
+    def choose(self, t, log_probs, finished, lengths, scores, extra=()):
         vocab = tf.shape(log_probs)[1]
         if self.stop_early:
             settled = decoding._settled(finished, lengths, scores, self.max_lengths, self.k, self.alpha)
@@ -142,7 +143,7 @@ class _WholeVocabularyBeam(decoding._Beam):
         _, top = tf.math.top_k(tf.reshape(ranking, [self.batch, self.k * vocab]), k=self.k)
         parent = self.base + tf.reshape(top // vocab, [-1])
         token = tf.reshape(top % vocab, [-1])
-        return token, parent, tf.gather_nd(total, tf.stack([parent, token], axis=1))
+        return token, parent, tf.gather_nd(total, tf.stack([parent, token], axis=1)), extra
 
 
 def _whole_vocabulary_beam_search(step_fn, state, context, max_lengths, k, alpha):
@@ -247,7 +248,7 @@ def step_parts(model: Any, source: tf.Tensor, lengths: tf.Tensor, vocab: int, re
             lambda lp, *rest: _WholeVocabularyBeam(*beam_args).choose(tf.constant(3), lp, *rest)[0],
             choice_inputs, reps),
         "whole choice, per-row candidates (current)": timed_alone(
-            lambda lp, *rest: decoding._Beam(*beam_args).choose(tf.constant(3), lp, *rest)[0],
+            lambda lp, *rest: decoding._Beam(*beam_args).choose(tf.constant(3), lp, *rest, ())[0],
             choice_inputs, reps),
         "state gathers (LSTM h, c, attentional)": timed_alone(
             lambda p, s: tf.nest.map_structure(lambda x: tf.gather(x, tf.cast(p, tf.int32)), s),

@@ -20,3 +20,8 @@ LOG_ZERO = -1e9
 # most frequent target pieces and the 50 likeliest translations of each source piece.
 SHORTLIST_BLOCK = 64
 DEFAULT_SHORTLIST_FIRST, DEFAULT_SHORTLIST_BEST = 100, 50
+
+# Target languages written without spaces between words: a terminology phrase (nmt.constraints) is
+# segmented as SentencePiece writes it inside a sentence there (no word-start marker), and as a word
+# of its own (after a space) everywhere else.
+UNSPACED_LANGUAGES = frozenset({"ja", "zh", "th", "lo", "km", "my", "bo"})

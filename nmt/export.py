@@ -92,6 +92,7 @@ def _export(runs: list[str | Path], out_dir: str | Path, version: int | None, we
 WARMUP_TEXT = "Hello, world."
 FIRST_PIECE_ID = EOS_ID + 1  # the first id after the reserved ones: a piece in every vocabulary
 WARMUP_VALUES = {sig.TEXT: WARMUP_TEXT.encode(), sig.TARGET: WARMUP_TEXT.encode(), sig.IDS: [FIRST_PIECE_ID],
+                 sig.CONSTRAINTS: b"", sig.AVOID: b"",
                  sig.LENGTHS: 1, sig.K: sig.DEFAULT_K,
                  sig.MAX_TOKENS: 4, sig.TEMPERATURE: sig.DEFAULT_TEMPERATURE, sig.TOP_K: sig.DEFAULT_TOP_K,
                  sig.TOP_P: sig.DEFAULT_TOP_P, sig.SEED: 0}

@@ -31,6 +31,7 @@ TRANSLATE_IDS = "translate_ids"
 TRANSLATE_ATTENTION = "translate_attention"
 INSPECT = "inspect"
 SCORE = "score"  # translation: log P(target | source) of given pairs (forced decoding)
+TRANSLATE_CONSTRAINED = "translate_constrained"  # beam search with terminology (nmt.constraints)
 NEXT_WORDS = "next_words"
 NEXT_WORDS_IDS = "next_words_ids"
 GENERATE = "generate"
@@ -40,6 +41,8 @@ GRADIENTS = "gradients"  # language model: how strongly the next-piece guess dep
 
 TEXT = "text"
 TARGET = "target"  # score: the translation of each text
+CONSTRAINTS = "constraints"  # translate_constrained: [batch, n] phrases each translation must contain ("" = none)
+AVOID = "avoid"  # translate_constrained: [batch, n] phrases it must not contain ("" = none)
 IDS = "ids"
 LENGTHS = "lengths"
 K = "k"
@@ -149,6 +152,7 @@ class ServingRecord:
             TRANSLATE_ATTENTION: SignatureRole(beam_size, attention=True),
             INSPECT: SignatureRole(),
             SCORE: SignatureRole(),
+            TRANSLATE_CONSTRAINED: SignatureRole(beam_size),
         }
         if not inspect:
             del roles[INSPECT]

@@ -7,6 +7,8 @@ the text <-> ids rules are :mod:`nmt.text_policy`'s.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import logging
 from collections.abc import Callable, Sequence
 from typing import overload
 
@@ -17,6 +19,7 @@ from nmt import decoding
 from nmt.config import Config
 from nmt.config_fields import check_fields
 from nmt.constants import BOS_ID
+from nmt.constraints import Terminology, TerminologyEncoder, unmet
 from nmt.errors import NmtError
 from nmt.function_cache import FunctionCache
 from nmt.inspection import TranslationInspection
@@ -28,7 +31,12 @@ from nmt.signatures import TRANSLATION
 from nmt.text_policy import source_ids, teacher_forced, text_length
 from nmt.tokenizer import Tokenizer
 
+log = logging.getLogger(__name__)
+
 IDS_SPEC = [tf.TensorSpec([None, None], tf.int32, name="source"), tf.TensorSpec([None], tf.int32, name="source_length")]
+CONSTRAINTS_SPEC = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None], tf.int32),
+                    tf.TensorSpec([None, None, None], tf.int32), tf.TensorSpec([None, None], tf.int32),
+                    tf.TensorSpec([None, None], tf.bool)]
 
 
 @dataclasses.dataclass
@@ -66,6 +74,7 @@ class Translator:
         # Decode over each batch's shortlisted targets (nmt shortlist) instead of the whole vocabulary.
         self.shortlist = shortlist
         self.truncated = 0  # inputs cut to decode.max_source_length by the last translate()
+        self.unmet: list[tuple[int, list[str]]] = []  # texts whose best translation broke its terminology
         self._searches = FunctionCache()  # one compiled search per (beam size, attention)
         # Hidden states and gradients (nmt inspect): translator.inspect.hidden_states("Good morning.")
         self.inspect = TranslationInspection(model, source_tokenizer, target_tokenizer,
@@ -86,18 +95,26 @@ class Translator:
         """A translator over the same model that decodes over ``shortlist`` (None: the whole vocabulary)."""
         return Translator(self.model, self.source_tokenizer, self.target_tokenizer, self.config, shortlist)
 
+    def max_output_lengths(self, lengths: tf.Tensor | np.ndarray) -> tf.Tensor:
+        """Each source's output length limit (with EOS), from ``decode``."""
+        cfg = self.config.decode
+        return decoding.max_output_lengths(lengths, cfg.max_length_ratio, cfg.max_length_offset)
+
     def search(
-        self, ids: tf.Tensor, lengths: tf.Tensor, beam_size: int, with_attention: bool = False
+        self, ids: tf.Tensor, lengths: tf.Tensor, beam_size: int, with_attention: bool = False,
+        constraints: decoding.Constraints | None = None,
     ) -> decoding.DecodeResult:
         """Source ids [batch, time] -> the search's result: the one search both this class and the
         exported signatures run (the output length limit from ``decode``); attention weights
-        only ``with_attention`` (else the result's attention is None)."""
+        only ``with_attention`` (else the result's attention is None). ``constraints``: the
+        terminology search (:class:`nmt.decoding.Constraints`), over the whole vocabulary (a
+        shortlist could leave a constraint's pieces out)."""
         cfg = self.config.decode
         context, state = self.model.encode(ids, lengths)
-        max_lengths = decoding.max_output_lengths(lengths, cfg.max_length_ratio, cfg.max_length_offset)
-        if self.shortlist is None:
+        max_lengths = self.max_output_lengths(lengths)
+        if self.shortlist is None or constraints is not None:
             return decoding.decode(self.model.step, state, context, max_lengths, beam_size, cfg.length_penalty,
-                                   with_attention=with_attention)
+                                   with_attention=with_attention, constraints=constraints)
         # The search runs over positions in the batch's allowed ids: position i < NUM_SPECIAL is id i
         # (EOS stays EOS), the step maps positions to ids for the embedding, the result is mapped once.
         allowed = self.shortlist.allowed_ids(ids, lengths)
@@ -147,12 +164,16 @@ class Translator:
         return score_in_batches(encoded_targets, scores_of, self.target_tokenizer, cfg.length_penalty,
                                 batch_size or cfg.batch_size, [len(x) for x in encoded], progress)
 
-    def _search_function(self, beam_size: int, with_attention: bool = False) -> Callable:
-        """One compiled search per beam size and attention; the input signature avoids retracing
-        per shape."""
-        return self._searches((beam_size, with_attention), lambda: tf.function(
-            lambda ids, lengths: self.search(ids, lengths, beam_size, with_attention),
-            autograph=False, input_signature=IDS_SPEC))
+    def _search_function(self, beam_size: int, with_attention: bool = False, constrained: bool = False) -> Callable:
+        """One compiled search per beam size, attention and terminology; the input signature avoids
+        retracing per shape."""
+        if not constrained:
+            return self._searches((beam_size, with_attention), lambda: tf.function(
+                lambda ids, lengths: self.search(ids, lengths, beam_size, with_attention),
+                autograph=False, input_signature=IDS_SPEC))
+        return self._searches((beam_size, with_attention, "constrained"), lambda: tf.function(
+            lambda ids, lengths, *c: self.search(ids, lengths, beam_size, with_attention, decoding.Constraints(*c)),
+            autograph=False, input_signature=IDS_SPEC + CONSTRAINTS_SPEC))
 
     def _greedy_ids(self, ids: list[int]) -> np.ndarray:
         """One sentence's greedy translation as ids, with its final EOS (what the gradients follow)."""
@@ -165,18 +186,23 @@ class Translator:
         self._search_function(beam_size or self.config.decode.beam_size).get_concrete_function()
 
     def translate_batch_ids(
-        self, ids: list[list[int]], beam_size: int, with_attention: bool = False
+        self, ids: list[list[int]], beam_size: int, with_attention: bool = False,
+        constraints: decoding.Constraints | None = None,
     ) -> decoding.DecodeResult:
         source, lengths = pad_batch(ids)
-        return self._search_function(beam_size, with_attention)(source, lengths)
+        if constraints is None:
+            return self._search_function(beam_size, with_attention)(source, lengths)
+        return self._search_function(beam_size, with_attention, True)(source, lengths, *constraints)
 
     @overload
     def translate(self, texts: str, beam_size: int | None = None, nbest: int = 1, batch_size: int | None = None,
-                  with_attention: bool = False, progress: Callable[[int], None] | None = None) -> list[Hypothesis]: ...
+                  with_attention: bool = False, progress: Callable[[int], None] | None = None,
+                  terminology: Terminology | None = None) -> list[Hypothesis]: ...
     @overload
     def translate(self, texts: Sequence[str], beam_size: int | None = None, nbest: int = 1,
                   batch_size: int | None = None, with_attention: bool = False,
-                  progress: Callable[[int], None] | None = None) -> list[list[Hypothesis]]: ...
+                  progress: Callable[[int], None] | None = None,
+                  terminology: Sequence[Terminology | None] | None = None) -> list[list[Hypothesis]]: ...
 
     def translate(
         self,
@@ -186,36 +212,76 @@ class Translator:
         batch_size: int | None = None,
         with_attention: bool = False,
         progress: Callable[[int], None] | None = None,
+        terminology: Terminology | Sequence[Terminology | None] | None = None,
     ) -> list[Hypothesis] | list[list[Hypothesis]]:
         """Returns ``nbest`` hypotheses per text, best first. An empty text gives empty hypotheses.
 
         Texts longer than ``decode.max_source_length`` tokens are cut to that length (an RNN
         trained on sentences degrades on page-long inputs; split them into sentences first);
         ``self.truncated`` counts them.
+
+        ``terminology``: per text (one, for one text), phrases its translation must contain and
+        must not (:class:`nmt.constraints.Terminology`; :mod:`nmt.constraints` says how phrases
+        become pieces). Batches with terminology run the constrained beam search over the whole
+        vocabulary, the others the plain one. ``self.unmet`` lists the texts whose best translation
+        still breaks its terminology (a constraint that did not fit the beam or the length limit).
+
+        >>> translator.translate("Where is Tokyo Station?", beam_size=5,
+        ...                      terminology=Terminology.of(["東京駅"], ["新宿"]))  # doctest: +SKIP
         """
         if isinstance(texts, str):
-            return self.translate([texts], beam_size, nbest, batch_size, with_attention, progress)[0]
+            one = None if terminology is None else [terminology]
+            return self.translate([texts], beam_size, nbest, batch_size, with_attention, progress, one)[0]
         cfg = self.config.decode
         beam_size = beam_size or cfg.beam_size
         batch_size = batch_size or cfg.batch_size
         if nbest < 1 or nbest > beam_size:
             raise NmtError(f"--nbest must be between 1 and the beam size ({beam_size}), got {nbest}")
         encoded, self.truncated = source_ids(self.source_tokenizer, texts, cfg.max_source_length)
+        items = self._terminology(texts, terminology)
+        self.unmet = []
         results: list[list[Hypothesis]] = [[Hypothesis("", 0.0)] * nbest for _ in texts]
         # Longest first: similar lengths share a batch, and the slowest batch shows up early.
         order = sorted((i for i, x in enumerate(encoded) if x), key=lambda i: -len(encoded[i]))
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            result = self.translate_batch_ids([encoded[i] for i in chunk], beam_size, with_attention)
+            constraints = None
+            if any(items[i] for i in chunk):
+                limits = self.max_output_lengths(np.array([len(encoded[i]) for i in chunk], np.int32)).numpy()
+                constraints = self.terminology_encoder.encode([items[i] for i in chunk], limits.tolist(),
+                                                              [i + 1 for i in chunk])
+            result = self.translate_batch_ids([encoded[i] for i in chunk], beam_size, with_attention, constraints)
             arrays = decoding.DecodeResult(result.ids.numpy(), result.lengths.numpy(), result.scores.numpy(),
                                            result.attention.numpy() if with_attention else None)
             for row, index in enumerate(chunk):
                 results[index] = self._hypotheses(arrays, row, nbest, encoded[index] if with_attention else None)
+                broken = unmet(items[index], results[index][0].text) if items[index] else []
+                if broken:
+                    self.unmet.append((index, broken))
             if progress:
                 progress(len(chunk))
         if progress:
             progress(len(texts) - len(order))  # empty lines
+        for index, broken in self.unmet:
+            log.warning("line %d: the best translation %s (a constraint may not fit the beam or the length "
+                        "limit: try a larger --beam)", index + 1, " and ".join(broken))
         return results
+
+    def _terminology(self, texts: Sequence[str], terminology: Sequence[Terminology | None] | None) -> list[Terminology]:
+        if terminology is None:
+            return [Terminology()] * len(texts)
+        if len(terminology) != len(texts):
+            raise NmtError(f"{len(texts)} texts but {len(terminology)} terminology entries: give one per text")
+        items = [t or Terminology() for t in terminology]
+        for line, (text, item) in enumerate(zip(texts, items), 1):
+            if item and not text.strip():
+                raise NmtError(f"line {line}: constraints on an empty text (its translation is empty)")
+        return items
+
+    @functools.cached_property
+    def terminology_encoder(self) -> TerminologyEncoder:
+        """Terminology phrases -> pieces, as the target language writes them inside a sentence."""
+        return TerminologyEncoder(self.target_tokenizer, self.config.data.target_language)
 
     def _hypotheses(self, result: decoding.DecodeResult, row: int, nbest: int,
                     source: list[int] | None) -> list[Hypothesis]:

@@ -88,7 +88,8 @@ def fresh(exported: dict, tiny_run: Path) -> dict:
 def test_exported_translation_equals_in_process_decoding(tiny_run: Path, fresh: dict) -> None:
     translator = nmt.load(tiny_run)
     assert fresh["translation_signatures"] == ["inspect", "score", "serving_default", "translate",
-                                               "translate_attention", "translate_greedy", "translate_ids"]
+                                               "translate_attention", "translate_constrained", "translate_greedy",
+                                               "translate_ids"]
     for name, beam in (("translate", translator.config.decode.beam_size), ("translate_greedy", 1)):
         expected = [h[0] for h in translator.translate(SENTENCES, beam_size=beam)]
         assert fresh[name]["translations"] == [h.text for h in expected]
@@ -351,8 +352,8 @@ def test_a_full_disk_ends_in_one_error_line_and_no_version_folder(tiny_run: Path
 
 @pytest.mark.slow
 @pytest.mark.parametrize("task, signatures_", [
-    ("translation", ["inspect", "score", "serving_default", "translate", "translate_attention", "translate_greedy",
-                     "translate_ids"]),
+    ("translation", ["inspect", "score", "serving_default", "translate", "translate_attention",
+                     "translate_constrained", "translate_greedy", "translate_ids"]),
     ("lm", ["generate", "gradients", "inspect", "next_words", "next_words_ids", "serving_default"]),
 ])
 def test_the_export_carries_a_warmup_request_per_signature(exported: dict, task: str, signatures_: list[str]) -> None:

@@ -30,7 +30,7 @@ def test_health_and_model_status(server: str) -> None:
     code, body = call(f"{server}/v1/models/en-ja/metadata")
     signatures = body["metadata"]["signature_def"]["signature_def"]
     assert code == 200 and set(signatures) == {"serving_default", "translate", "translate_greedy", "translate_ids",
-                                                "translate_attention", "inspect", "score"}
+                                                "translate_attention", "inspect", "score", "translate_constrained"}
     # TF Serving's shape: the SignatureDef protos as JSON.
     assert signatures["translate"]["inputs"]["text"]["dtype"] == "DT_STRING"
     assert signatures["translate"]["inputs"]["text"]["tensor_shape"]["dim"] == [{"size": "-1", "name": ""}]

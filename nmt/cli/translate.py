@@ -126,12 +126,20 @@ def _add_translate(subparsers) -> None:
         epilog="examples:\n  nmt translate --run runs/en-ja -i in.en -o out.ja --beam 5\n"
         "  echo 'Good morning.' | nmt translate --run runs/en-ja\n"
         "  nmt translate --run runs/en-ja -i in.en --beam 5 --nbest 3   # 'line ||| text ||| score'\n"
-        "  nmt translate --run runs/en-ja -i in.en --beam 5 --length-penalty 1.4   # higher: longer outputs",
+        "  nmt translate --run runs/en-ja -i in.en --beam 5 --length-penalty 1.4   # higher: longer outputs\n"
+        "  echo '{\"text\": \"Where is Tokyo Station?\", \"constraints\": [\"東京駅\"], \"avoid\": [\"新宿\"]}' \\\n"
+        "    | nmt translate --run runs/en-ja --json-input --beam 5   # terminology",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _decoding_options(translate)
     translate.add_argument("-i", "--input", help="input file (default: stdin)")
     translate.add_argument("-o", "--output", help="output file (default: stdout)")
+    translate.add_argument("--json-input", action="store_true",
+                           help="each input line is a JSON object: {\"text\": ..., \"constraints\": [phrases the "
+                           "translation must contain], \"avoid\": [phrases it must not]} (both optional; a blank line "
+                           "is an empty input). Lines with terminology decode with a constrained beam search (Post & "
+                           "Vilar's dynamic beam allocation) over the whole vocabulary; a best translation that still "
+                           "breaks its terminology (no room in the beam or the length limit) is named in a warning")
     translate.add_argument("--nbest", type=int, default=1, help="print the N best translations per line with scores")
     translate.add_argument("--attention", metavar="PNG", help="save the attention map of the (single) input "
                            "sentence: source pieces across, output pieces down, from the best hypothesis")
@@ -164,7 +172,30 @@ def _add_evaluate(subparsers) -> None:
     evaluate.set_defaults(func=run_evaluate)
 
 
-def _translate_lines(translator, args: argparse.Namespace, lines: list[str], with_attention: bool = False):
+def _json_inputs(lines: list[str], name: str) -> tuple[list[str], list]:
+    """--json-input: each line's text and terminology (NmtError naming the file, line and key)."""
+    import json
+
+    from nmt.constraints import Terminology, terminology_from_json
+
+    texts, terminology = [], []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            texts.append("")
+            terminology.append(Terminology())
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise NmtError(f"{name} line {number}: not JSON ({error.msg} at column {error.colno})") from None
+        text, item = terminology_from_json(f"{name} line {number}", value)
+        texts.append(text)
+        terminology.append(item)
+    return texts, terminology
+
+
+def _translate_lines(translator, args: argparse.Namespace, lines: list[str], with_attention: bool = False,
+                     terminology: list | None = None):
     """The n-best lists of ``lines``, and the seconds of translation alone (model loading and tracing
     excluded, as OpenNMT-tf's "Total prediction time": bench/ compares it)."""
     translator.prepare(args.beam)  # traced before the clock starts
@@ -173,7 +204,7 @@ def _translate_lines(translator, args: argparse.Namespace, lines: list[str], wit
     try:
         results = translator.translate(
             lines, beam_size=args.beam, nbest=getattr(args, "nbest", 1), batch_size=args.batch_size,
-            with_attention=with_attention, progress=bar.update,
+            with_attention=with_attention, progress=bar.update, terminology=terminology,
         )
     finally:
         bar.close()
@@ -194,11 +225,14 @@ def _load_translator(args: argparse.Namespace):
 def run_translate(args: argparse.Namespace) -> int:
     translator = _load_translator(args)  # a bad run directory fails before stdin is read
     lines = read_input_lines(args.input)
+    terminology = None
+    if args.json_input:
+        lines, terminology = _json_inputs(lines, args.input or "<stdin>")
     if args.attention and len(lines) != 1:
         raise NmtError(f"--attention {args.attention} draws one sentence, but the input has {len(lines)} lines; "
                        "use --attention-dir DIR for one map per line")
     with_attention = bool(args.attention or args.attention_dir)
-    results, seconds = _translate_lines(translator, args, lines, with_attention)
+    results, seconds = _translate_lines(translator, args, lines, with_attention, terminology)
     if with_attention:
         _save_attention_maps(results, lines, args)
     if args.nbest > 1:

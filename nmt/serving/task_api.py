@@ -20,6 +20,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from nmt import signatures
+from nmt.constraints import AVOID, CONSTRAINTS, Terminology
 from nmt.inspection import HiddenStates  # norms and changes, computed as `nmt inspect` does
 from nmt.serving.calls import calls_of, check_request_size
 from nmt.serving.errors import RequestError
@@ -60,7 +61,52 @@ class TranslateRequest(TaskRequest):
     beam: int | None = Field(None, description="beam size: 1 (greedy) or the model's (default)")
     attention: bool = Field(False, description="also return each translation's attention map (source and "
                             "output pieces, weights [output][source]); with the model's beam only")
+    constraints: list[str] | list[list[str]] | None = Field(
+        None, description="terminology: phrases the translation must contain (a list for one text, a list per text "
+        "for a list of texts); decoded by the model's constrained beam search")
+    avoid: list[str] | list[list[str]] | None = Field(
+        None, description="terminology: phrases the translation must not contain (shaped as constraints)")
     model: str | None = Field(None, description="model name (default: the first translation model)")
+
+    @model_validator(mode="after")
+    def _terminology(self) -> TranslateRequest:
+        if self.constraints is None and self.avoid is None:
+            return self
+        if self.attention:
+            raise ValueError("\"attention\" is not available with \"constraints\"/\"avoid\"")
+        if self.beam is not None:
+            raise ValueError("\"beam\" is the model's with \"constraints\"/\"avoid\" (leave it out)")
+        rows = {name: self._rows(name, getattr(self, name)) for name in (CONSTRAINTS, AVOID)}
+        for row, (constraints, avoid) in enumerate(zip(rows[CONSTRAINTS], rows[AVOID])):
+            try:
+                Terminology.of(constraints, avoid)
+            except ValueError as error:
+                raise ValueError(f"text {row}: {error}") from None
+        self.constraints, self.avoid = rows[CONSTRAINTS], rows[AVOID]
+        return self
+
+    def _rows(self, name: str, value: list | None) -> list[list[str]]:
+        """One list of phrases per text."""
+        if value is None:
+            return [[] for _ in self.texts]
+        if isinstance(self.text, str):
+            if not all(isinstance(v, str) for v in value):
+                raise ValueError(f"\"{name}\" must be a list of phrases for one text")
+            return [value]
+        if len(value) != len(self.texts) or not all(isinstance(v, list) for v in value):
+            raise ValueError(f"\"{name}\" must hold one list of phrases per text: {len(self.texts)} text(s)")
+        return value
+
+    @property
+    def constrained(self) -> bool:
+        return self.constraints is not None
+
+    def strings(self) -> dict[str, list[str]]:
+        strings = super().strings()
+        if self.constrained:
+            strings.update({name: [p for row in getattr(self, name) for p in row] or [""]
+                            for name in (CONSTRAINTS, AVOID)})
+        return strings
 
 
 class ScoreRequest(TaskRequest):
@@ -191,6 +237,8 @@ async def translate(http: Request) -> dict[str, Any]:
 async def translate_work(call: TaskCall[TranslateRequest]) -> dict[str, Any]:
     request, servable = call.request, call.servable
     record = servable.record  # a translation model's: of_task found its task there
+    if request.constrained:
+        return await constrained_work(call)
     beam = request.beam if request.beam is not None else record.beam_size
     with bad_request():
         signature = record.translation_signature(beam, request.attention)
@@ -201,6 +249,21 @@ async def translate_work(call: TaskCall[TranslateRequest]) -> dict[str, Any]:
     if request.attention:
         answer["attention"] = attention_maps(out)
     return answer
+
+
+async def constrained_work(call: TaskCall[TranslateRequest]) -> dict[str, Any]:
+    request, servable = call.request, call.servable
+    servable.check_signature(signatures.TRANSLATE_CONSTRAINED)  # an export from before terminology: a clear 400
+    inputs = {signatures.TEXT: call.texts}
+    for name in (CONSTRAINTS, AVOID):  # [texts, phrases], "" where a text has fewer
+        rows = getattr(request, name)
+        width = max([len(row) for row in rows] + [1])
+        inputs[name] = np.array([[p.encode("utf-8") for p in row] + [b""] * (width - len(row)) for row in rows],
+                                dtype=object)
+    out = await servable.predict(signatures.TRANSLATE_CONSTRAINED, inputs)
+    return {"model": servable.name, "version": servable.version,
+            "beam": servable.record.signatures[signatures.TRANSLATE_CONSTRAINED].beam_size,
+            "translations": to_json(out["translations"]), "scores": out["scores"].tolist()}
 
 
 def attention_maps(out: dict[str, np.ndarray]) -> list[dict[str, Any]]:

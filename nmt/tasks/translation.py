@@ -12,8 +12,9 @@ import keras
 import tensorflow as tf
 
 from nmt import signatures as sig
+from nmt.constraints import InGraphTerminology
 from nmt.data import CorpusStream, read_corpus
-from nmt.decoding import length_penalty
+from nmt.decoding import DecodeResult, length_penalty
 from nmt.ensemble import Ensemble
 from nmt.evaluation import Scores, bleu_metric, bleu_tokenize, score
 from nmt.models import Seq2Seq
@@ -37,6 +38,9 @@ from nmt.tokenizer import Tokenizer
 from nmt.translator import EMPTY_SOURCE, Translator
 
 TARGET_SPEC = tf.TensorSpec([None], tf.string, name=sig.TARGET)
+# translate_constrained's phrases: [batch, phrases] strings, "" where a row has fewer.
+CONSTRAINTS_SPEC = tf.TensorSpec([None, None], tf.string, name=sig.CONSTRAINTS)
+AVOID_SPEC = tf.TensorSpec([None, None], tf.string, name=sig.AVOID)
 
 
 class TranslationTask(Task):
@@ -160,26 +164,44 @@ class TranslationTask(Task):
         target = InGraphTokenizer(predictor.target_tokenizer.model_proto, "target_tokenizer")
         record = self.serving_record(predictor)
 
+        def answer(result: DecodeResult, ids: tf.Tensor, lengths: tf.Tensor, attention: bool) -> dict[str, tf.Tensor]:
+            out_ids, out_lengths = result.ids[:, 0], result.lengths[:, 0]
+            texts = ids_to_text_in_graph(
+                target, tf.RaggedTensor.from_tensor(out_ids, lengths=text_lengths_in_graph(out_ids, out_lengths)))
+            empty = tf.equal(lengths, 0)
+            outputs = {"translations": tf.where(empty, "", texts), "scores": tf.where(empty, 0.0, result.scores[:, 0])}
+            if attention:
+                # The best hypothesis' weights [batch, output pieces incl. EOS, source pieces];
+                # rows past target_lengths and columns past source_lengths are padding.
+                outputs.update(source_tokens=source.pieces(ids), source_lengths=lengths,
+                               target_tokens=target.pieces(out_ids), target_lengths=tf.where(empty, 0, out_lengths),
+                               attention=result.attention[:, 0, :, : tf.shape(ids)[1]])
+            return outputs
+
         def text_endpoint(role: sig.SignatureRole) -> Callable:
             def translate(text: tf.Tensor) -> dict[str, tf.Tensor]:
                 ids, lengths = source_ids_in_graph(source, text, max_source)
                 # Empty lines: search from one pad token so that shapes stay valid, then answer "".
                 result = predictor.search(ids, tf.maximum(lengths, 1), role.beam_size, role.attention)
-                out_ids, out_lengths = result.ids[:, 0], result.lengths[:, 0]
-                texts = ids_to_text_in_graph(
-                    target, tf.RaggedTensor.from_tensor(out_ids, lengths=text_lengths_in_graph(out_ids, out_lengths)))
-                empty = tf.equal(lengths, 0)
-                outputs = {"translations": tf.where(empty, "", texts),
-                           "scores": tf.where(empty, 0.0, result.scores[:, 0])}
-                if role.attention:
-                    # The best hypothesis' weights [batch, output pieces incl. EOS, source pieces];
-                    # rows past target_lengths and columns past source_lengths are padding.
-                    outputs.update(source_tokens=source.pieces(ids), source_lengths=lengths,
-                                   target_tokens=target.pieces(out_ids), target_lengths=tf.where(empty, 0, out_lengths),
-                                   attention=result.attention[:, 0, :, : tf.shape(ids)[1]])
-                return outputs
+                return answer(result, ids, lengths, role.attention)
 
             return translate
+
+        terminology = InGraphTerminology(predictor.target_tokenizer, self.config.data.target_language)
+
+        def translate_constrained(text: tf.Tensor, constraints: tf.Tensor, avoid: tf.Tensor) -> dict[str, tf.Tensor]:
+            # Translator.translate's terminology, its phrases as strings [batch, n] ("" = none).
+            checks = [tf.debugging.assert_equal(tf.shape(constraints)[0], tf.shape(text)[0],
+                                                message="translate_constrained: one row of constraints per text"),
+                      tf.debugging.assert_equal(tf.shape(avoid)[0], tf.shape(text)[0],
+                                                message="translate_constrained: one row of avoided phrases per text")]
+            with tf.control_dependencies(checks):
+                ids, lengths = source_ids_in_graph(source, text, max_source)
+            lengths_or_one = tf.maximum(lengths, 1)
+            encoded = terminology.encode(constraints, avoid, predictor.max_output_lengths(lengths_or_one))
+            result = predictor.search(ids, lengths_or_one, record.signatures[sig.TRANSLATE_CONSTRAINED].beam_size,
+                                      constraints=encoded)
+            return answer(result, ids, lengths, False)
 
         def translate_ids(ids: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:
             ids, lengths = checked_ids(ids, lengths, predictor.source_tokenizer.vocab_size, max_source)
@@ -209,7 +231,7 @@ class TranslationTask(Task):
             return {"tokens": source.pieces(ids), "lengths": lengths, "states": states}
 
         archive = keras.export.ExportArchive()
-        for tracked in (predictor.model, source, target):
+        for tracked in (predictor.model, source, target, terminology):
             archive.track(tracked)
         for name in (sig.TRANSLATE, sig.TRANSLATE_GREEDY, sig.TRANSLATE_ATTENTION):
             archive.add_endpoint(name, text_endpoint(record.signatures[name]), input_signature=[TEXT_SPEC])
@@ -217,4 +239,6 @@ class TranslationTask(Task):
         if sig.INSPECT in record.signatures:
             archive.add_endpoint(sig.INSPECT, inspect, input_signature=[TEXT_SPEC])
         archive.add_endpoint(sig.SCORE, score, input_signature=[TEXT_SPEC, TARGET_SPEC])
+        archive.add_endpoint(sig.TRANSLATE_CONSTRAINED, translate_constrained,
+                             input_signature=[TEXT_SPEC, CONSTRAINTS_SPEC, AVOID_SPEC])
         return archive
