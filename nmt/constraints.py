@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from nmt import signatures as sig
 from nmt.constants import NUM_SPECIAL, UNK_ID, UNSPACED_LANGUAGES, WORD_START
-from nmt.decoding import Constraints
+from nmt.constrained_beam import Constraints
 from nmt.errors import NmtError
 from nmt.tokenizer import Tokenizer
 

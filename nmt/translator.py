@@ -19,6 +19,7 @@ from nmt import decoding
 from nmt.config import Config
 from nmt.config_fields import check_fields
 from nmt.constants import BOS_ID
+from nmt.constrained_beam import Constraints, constrained_beam_search
 from nmt.constraints import Terminology, TerminologyEncoder, unmet
 from nmt.errors import NmtError
 from nmt.function_cache import FunctionCache
@@ -102,19 +103,22 @@ class Translator:
 
     def search(
         self, ids: tf.Tensor, lengths: tf.Tensor, beam_size: int, with_attention: bool = False,
-        constraints: decoding.Constraints | None = None,
+        constraints: Constraints | None = None,
     ) -> decoding.DecodeResult:
         """Source ids [batch, time] -> the search's result: the one search both this class and the
         exported signatures run (the output length limit from ``decode``); attention weights
         only ``with_attention`` (else the result's attention is None). ``constraints``: the
-        terminology search (:class:`nmt.decoding.Constraints`), over the whole vocabulary (a
+        terminology search (:class:`nmt.constrained_beam.Constraints`), over the whole vocabulary (a
         shortlist could leave a constraint's pieces out)."""
         cfg = self.config.decode
         context, state = self.model.encode(ids, lengths)
         max_lengths = self.max_output_lengths(lengths)
-        if self.shortlist is None or constraints is not None:
+        if constraints is not None:
+            return constrained_beam_search(self.model.step, state, context, max_lengths, beam_size,
+                                           cfg.length_penalty, constraints, with_attention)
+        if self.shortlist is None:
             return decoding.decode(self.model.step, state, context, max_lengths, beam_size, cfg.length_penalty,
-                                   with_attention=with_attention, constraints=constraints)
+                                   with_attention=with_attention)
         # The search runs over positions in the batch's allowed ids: position i < NUM_SPECIAL is id i
         # (EOS stays EOS), the step maps positions to ids for the embedding, the result is mapped once.
         allowed = self.shortlist.allowed_ids(ids, lengths)
@@ -172,7 +176,7 @@ class Translator:
                 lambda ids, lengths: self.search(ids, lengths, beam_size, with_attention),
                 autograph=False, input_signature=IDS_SPEC))
         return self._searches((beam_size, with_attention, "constrained"), lambda: tf.function(
-            lambda ids, lengths, *c: self.search(ids, lengths, beam_size, with_attention, decoding.Constraints(*c)),
+            lambda ids, lengths, *c: self.search(ids, lengths, beam_size, with_attention, Constraints(*c)),
             autograph=False, input_signature=IDS_SPEC + CONSTRAINTS_SPEC))
 
     def _greedy_ids(self, ids: list[int]) -> np.ndarray:
@@ -187,7 +191,7 @@ class Translator:
 
     def translate_batch_ids(
         self, ids: list[list[int]], beam_size: int, with_attention: bool = False,
-        constraints: decoding.Constraints | None = None,
+        constraints: Constraints | None = None,
     ) -> decoding.DecodeResult:
         source, lengths = pad_batch(ids)
         if constraints is None:
