@@ -85,7 +85,7 @@ class TokenizerConfig:
 
 @dataclasses.dataclass
 class EncoderConfig:
-    cell: Literal["rnn", "gru", "lstm"] = "lstm"
+    cell: Literal["rnn", "gru", "lstm", "cifg"] = "lstm"  # cifg: an LSTM whose input gate is 1 - forget gate
     units: int = setting(256, above=0)  # per direction
     layers: int = setting(1, above=0)
     bidirectional: bool = True
@@ -96,7 +96,7 @@ class EncoderConfig:
 
 @dataclasses.dataclass
 class DecoderConfig:
-    cell: Literal["rnn", "gru", "lstm"] = "lstm"
+    cell: Literal["rnn", "gru", "lstm", "cifg"] = "lstm"  # cifg: an LSTM whose input gate is 1 - forget gate
     units: int = setting(256, above=0)
     layers: int = setting(1, above=0)
     # none: no attention (a plain RNN decoder; required for language models).
@@ -109,6 +109,10 @@ class DecoderConfig:
     # On the target embeddings only; null: the same as dropout.
     embedding_dropout: float | None = setting(None, within=(0, 1))
     bridge: Literal["dense", "zero"] = "dense"  # initial decoder state from the encoder's final state
+    # A linear map from the top state (units) down to this size before the softmax, so that a large tied
+    # vocabulary costs vocab x output_projection instead of vocab x units (a keyboard's model: 96).
+    # null: the softmax reads the state itself.
+    output_projection: int | None = setting(None, above=0)
 
 
 @dataclasses.dataclass
@@ -288,9 +292,12 @@ def _check_combinations(config: Config) -> None:
         if train.sampled_softmax >= config.tokenizer.vocab_size:
             raise NmtError(f"train.sampled_softmax: {train.sampled_softmax} samples is not fewer than the "
                            f"{config.tokenizer.vocab_size} tokens of tokenizer.vocab_size; use the full softmax (null)")
-    if config.model.tie_embeddings and config.model.embedding_dim != decoder.units:
-        # The tied matrix is used both as embedding (dim) and as output projection (units).
-        raise NmtError("model.tie_embeddings: needs model.embedding_dim == model.decoder.units")
+    softmax_input = decoder.output_projection or decoder.units
+    if config.model.tie_embeddings and config.model.embedding_dim != softmax_input:
+        # The tied matrix is used both as embedding (dim) and as the softmax's weights (what it reads).
+        what = "model.decoder.output_projection" if decoder.output_projection else "model.decoder.units"
+        raise NmtError(f"model.tie_embeddings: needs model.embedding_dim == {what} "
+                       f"({config.model.embedding_dim} != {softmax_input})")
 
 
 def _check_values(config: Config) -> None:

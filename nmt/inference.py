@@ -47,6 +47,8 @@ def load(run_dir: str | Path, weights: str = "best", task: str | None = None, sh
     predictor = run_task.predictor(model, source_tokenizer, target_tokenizer)
     if config.decode.shortlist if shortlist is None else shortlist:
         predictor = run_task.with_shortlist(predictor, run)
+    if run.lexicon.exists():
+        predictor = run_task.with_lexicon(predictor, run)
     return predictor
 
 

@@ -5,7 +5,7 @@ methods are the graph pieces the export traces into the SavedModel; the text <->
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import overload
+from typing import NamedTuple, overload
 
 import numpy as np
 import tensorflow as tf
@@ -16,8 +16,9 @@ from nmt.constants import BOS_ID, EOS_ID
 from nmt.errors import as_nmt_error
 from nmt.function_cache import FunctionCache
 from nmt.inspection import PROMPT_SPEC, LanguageModelInspection
+from nmt.lexicon import Lexicon
 from nmt.models import LanguageModel
-from nmt.next_word import NextWords, next_word_search
+from nmt.next_word import NextWords, Prefix, Spellings, next_word_search, spellings_of
 from nmt.pipeline import pad_batch
 from nmt.samplers import Sampler
 from nmt.scoring import Score, score_in_batches
@@ -29,11 +30,30 @@ from nmt.signatures import (
     DEFAULT_TOP_P,
     LANGUAGE_MODEL,
     MAX_K,
+    SUGGEST_K,
     check_generation,
     check_k,
 )
-from nmt.text_policy import ids_to_text, prompt_ids, teacher_forced, text_length
+from nmt.text_policy import ids_to_text, prefix_chars, prompt_ids, split_typed_word, teacher_forced, text_length
 from nmt.tokenizer import Tokenizer
+
+# The word being typed, as code points (nmt.next_word.Prefix).
+PREFIX_SPEC = [tf.TensorSpec([None, None], tf.int32, name="prefix"),
+               tf.TensorSpec([None], tf.int32, name="prefix_lengths")]
+
+
+class Suggestions(NamedTuple):
+    """What a keyboard shows after a text: ``completing`` the word being typed ("" when the text ends
+    with a space or punctuation) and ``words``, its likeliest completions (probabilities given the
+    prefix, summing to 1 over the words found) or else the likeliest next words, best first."""
+
+    completing: str
+    words: list[tuple[str, float]]
+
+    def to_json(self) -> dict:
+        return {"completing": self.completing,
+                "words": [{"word": word, "probability": probability} for word, probability in self.words]}
+
 
 GENERATE_SPEC = [
     *PROMPT_SPEC,
@@ -72,8 +92,13 @@ class LanguageModelPredictor:
         self.start_id = EOS_ID if self.running_text else BOS_ID
         self.max_prompt_tokens = config.decode.max_source_length
         self.pieces = tf.constant([tokenizer.id_to_piece(i) for i in range(tokenizer.vocab_size)])
+        # What each piece spells, for completing a typed prefix.
+        self.spellings = Spellings(*(tf.constant(table) for table in spellings_of(
+            [tokenizer.id_to_piece(i) for i in range(tokenizer.vocab_size)])))
         # Its compiled searches, kept per key; nmt.perplexity keeps its scorer here too.
         self.compiled = FunctionCache()
+        # The words suggest may offer (nmt lexicon); None: whatever the model spells.
+        self.lexicon: Lexicon | None = None
         # Hidden states and gradients (nmt inspect): lm.inspect.hidden_states("She went to the")
         self.inspect = LanguageModelInspection(model, tokenizer, self.start_id, self.max_prompt_tokens)
 
@@ -125,12 +150,23 @@ class LanguageModelPredictor:
     def beam_size_for(self, k: int) -> int:
         return min(max(10, k), self.tokenizer.vocab_size)
 
+    def use_lexicon(self, words: Sequence[str]) -> LanguageModelPredictor:
+        """From now on ``suggest`` offers these words only (:mod:`nmt.lexicon`)."""
+        self.lexicon = Lexicon(words)
+        self.compiled = FunctionCache()  # searches traced without it
+        return self
+
     def next_words_ids(self, ids: tf.Tensor, length: tf.Tensor, k: int | tf.Tensor,
-                       beam_size: int) -> NextWords:
+                       beam_size: int, prefix: Prefix | None = None) -> NextWords:
+        """The search after prompt ids; with ``prefix`` (``suggest``), completions of it, of the
+        lexicon's words if the run has one (:func:`next_word_search`)."""
         state, last = self.prime(ids, length)
+        suggesting = prefix is not None
         return next_word_search(
             self.model.step, state, {}, last, self.pieces, k, beam_size, self.max_word_pieces,
             whole_pieces=self.config.tokenizer.model_type == "word",
+            prefix=prefix, spellings=self.spellings if suggesting else None,
+            known=self.lexicon.contains if suggesting and self.lexicon is not None else None,
         )
 
     @overload
@@ -164,6 +200,50 @@ class LanguageModelPredictor:
             results += [
                 [(w.decode("utf-8"), float(p)) for w, p in zip(row_words, row_probs) if w]
                 for row_words, row_probs in zip(found.words.numpy(), found.probabilities.numpy())
+            ]
+        return results
+
+    @overload
+    def suggest(self, texts: str, k: int = SUGGEST_K, batch_size: int = 64) -> Suggestions: ...
+    @overload
+    def suggest(self, texts: Sequence[str], k: int = SUGGEST_K, batch_size: int = 64) -> list[Suggestions]: ...
+
+    def suggest(self, texts: str | Sequence[str], k: int = SUGGEST_K,
+                batch_size: int = 64) -> Suggestions | list[Suggestions]:
+        """What a keyboard shows after each text: the ``k`` likeliest completions of the word being
+        typed ("I love piz" -> pizza, ...) or, after a space or punctuation, the ``k`` likeliest next
+        words. The word being typed is cut off the text at its last word boundary (rule 5 of
+        :mod:`nmt.text_policy`); the model reads the text before it and searches over pieces whose
+        characters agree with the typed ones (subword models rarely write the prefix as the finished
+        word's pieces: "piz" alone is ▁pi z, "pizza" is ▁pizza). With a lexicon (``nmt lexicon``),
+        only its words are offered. A prefix no word can start with gives no words.
+
+        >>> nmt.load("runs/keyboard-en").suggest("I love piz")           # doctest: +SKIP
+        Suggestions(completing='piz', words=[('pizza', 0.97), ...])
+        """
+        if isinstance(texts, str):
+            return self.suggest([texts], k, batch_size)[0]
+        with as_nmt_error():
+            check_k(k, self.max_k)
+        beam_size = self.beam_size_for(k)
+
+        def build() -> Callable:
+            return tf.function(
+                lambda ids, length, chars, char_lengths, k: self.next_words_ids(
+                    ids, length, k, beam_size, Prefix(chars, char_lengths)),
+                autograph=False, input_signature=[*PROMPT_SPEC, *PREFIX_SPEC, tf.TensorSpec([], tf.int32, name="k")])
+
+        contexts, prefixes = zip(*(split_typed_word(text) for text in texts)) if texts else ((), ())
+        encoded = prompt_ids(self.tokenizer, contexts, self.max_prompt_tokens)
+        chars, _ = prefix_chars(prefixes)
+        results: list[Suggestions] = []
+        for start in range(0, len(encoded), batch_size):
+            ids, length = pad_batch(encoded[start : start + batch_size])
+            prefix, prefix_length = pad_batch(chars[start : start + batch_size])
+            found = self.compiled(("suggest", beam_size), build)(ids, length, prefix, prefix_length, tf.constant(k))
+            results += [
+                Suggestions(prefixes[start + row], [(w.decode("utf-8"), float(p)) for w, p in zip(words, probs) if w])
+                for row, (words, probs) in enumerate(zip(found.words.numpy(), found.probabilities.numpy()))
             ]
         return results
 

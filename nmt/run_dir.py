@@ -39,6 +39,7 @@ class RunDir:
         logs/          TensorBoard               .lock          held by the one trainer at work here
         averaged/      the mean of the last checkpoints (nmt average, train.average_last)
         shortlist/     the vocabulary shortlist (nmt shortlist; decode.shortlist)
+        lexicon.txt    the words a keyboard's suggest may offer (nmt lexicon; language models)
     """
 
     path: Path
@@ -62,6 +63,7 @@ class RunDir:
     curves = property(lambda self: self.path / "curves.png")  # nmt report's default picture
     shortlist = property(lambda self: self.path / "shortlist")  # nmt shortlist: the vocabulary shortlist
     shortlist_table = property(lambda self: self.shortlist / SHORTLIST_TABLE)
+    lexicon = property(lambda self: self.path / "lexicon.txt")  # nmt lexicon: the words suggest may offer
 
     # What --restart deletes: the training progress (tokenizers and the token cache do not depend on it).
     progress = property(lambda self: (self.checkpoints, self.best_weights.parent, self.averaged_weights.parent,

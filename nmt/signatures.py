@@ -35,6 +35,7 @@ TRANSLATE_CONSTRAINED = "translate_constrained"  # beam search with terminology 
 NEXT_WORDS = "next_words"
 NEXT_WORDS_IDS = "next_words_ids"
 GENERATE = "generate"
+SUGGEST = "suggest"  # language model: completions of the word being typed, else the next words
 GRADIENTS = "gradients"  # language model: how strongly the next-piece guess depends on each piece read
 
 # --- input names ---------------------------------------------------------------------------------
@@ -59,6 +60,7 @@ MAX_GENERATED_TOKENS = 2000  # generate writes at most this many tokens, whateve
 MAX_EXPORTED_K = 20  # the most next words an exported next_words signature returns per row
 MAX_K = 100  # the most next words one in-process query may ask for (fewer for a tiny vocabulary)
 DEFAULT_K = 5  # next words when k is not given (serving_default of a language model, CLI, API)
+SUGGEST_K = 3  # suggest's words when k is not given: a keyboard's suggestion strip
 INSPECT_K = 5  # likeliest next pieces shown per token by inspect
 DEFAULT_MAX_TOKENS = 100  # generate's default length
 DEFAULT_TEMPERATURE = 1.0
@@ -161,7 +163,7 @@ class ServingRecord:
     @classmethod
     def for_language_model(cls, max_k: int, max_prompt_tokens: int, running_text: bool) -> ServingRecord:
         roles = {name: SignatureRole()
-                 for name in (SERVING_DEFAULT, NEXT_WORDS, NEXT_WORDS_IDS, GENERATE, INSPECT, GRADIENTS)}
+                 for name in (SERVING_DEFAULT, NEXT_WORDS, NEXT_WORDS_IDS, SUGGEST, GENERATE, INSPECT, GRADIENTS)}
         return cls(LANGUAGE_MODEL, roles, max_prompt_tokens=max_prompt_tokens, max_k=max_k, running_text=running_text)
 
     @property

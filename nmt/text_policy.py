@@ -10,10 +10,15 @@ The rules:
 3. **Output ids -> text length**: a final EOS is not text; a hypothesis that hit the length limit
    keeps all its tokens.
 4. **Ids -> text**: SentencePiece's detokenizer; for a model of running text an EOS is a line break.
+5. **Typed text -> context and the word being typed** (``suggest``): a text that ends inside a word
+   (a letter, digit or mark, or an apostrophe within the word) is being typed: its trailing word,
+   from its first letter or digit, is the prefix to complete and the text before it the context. A
+   text that ends with a space or punctuation has an empty prefix: the next word is asked for.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 
 import tensorflow as tf
@@ -182,3 +187,41 @@ def ids_to_text_in_graph(tokenizer: InGraphTokenizer, ids: tf.RaggedTensor, runn
     no_break = tf.fill(tf.shape(lines_per_row), "")
     breaks = tf.tensor_scatter_nd_update(tf.fill(tf.shape(texts), "\n"), last_lines, no_break)
     return tf.strings.reduce_join(tf.RaggedTensor.from_row_lengths(texts + breaks, lines_per_row), axis=1)
+
+
+# --- 5. typed text -> context, the word being typed ------------------------------------------------
+
+WORD_APOSTROPHES = "'’"  # inside a word ("don't", "rock’n’roll")
+# The in-graph form of split_typed_word (RE2): the earliest letter or digit from which the text to its
+# end is letters, digits, marks and apostrophes.
+_TYPED_WORD = r"(?s)^(.*?)([\pL\pN][\pL\pN\pM" + WORD_APOSTROPHES + r"]*)?$"
+
+
+def in_word(char: str) -> bool:
+    """A character that can be part of a word (rule 5)."""
+    return unicodedata.category(char)[0] in "LNM" or char in WORD_APOSTROPHES
+
+
+def split_typed_word(text: str) -> tuple[str, str]:
+    """``"I love piz"`` -> ``("I love ", "piz")``; ``"I love "`` -> ``("I love ", "")``."""
+    start = len(text)
+    while start > 0 and in_word(text[start - 1]):
+        start -= 1
+    while start < len(text) and unicodedata.category(text[start])[0] not in "LN":
+        start += 1  # a word starts with a letter or digit, not with a mark or an apostrophe
+    return text[:start], text[start:]
+
+
+def split_typed_word_in_graph(text: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """string[batch] -> (contexts, prefixes) string[batch] each, as :func:`split_typed_word`."""
+    return tf.strings.regex_replace(text, _TYPED_WORD, r"\1"), tf.strings.regex_replace(text, _TYPED_WORD, r"\2")
+
+
+def prefix_chars(prefixes: Sequence[str]) -> tuple[list[list[int]], list[int]]:
+    """Typed prefixes -> their code points per row (the search compares characters, not pieces)."""
+    return [[ord(c) for c in prefix] for prefix in prefixes], [len(prefix) for prefix in prefixes]
+
+
+def prefix_chars_in_graph(prefixes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """string[batch] -> code points [batch, width] (0-padded, width >= 1) and lengths, as :func:`prefix_chars`."""
+    return _padded(tf.strings.unicode_decode(prefixes, "UTF-8"))

@@ -95,6 +95,25 @@ def subword_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path / "lm"
 
 
+KEYBOARD_TEXT = "".join(line + "\n" for line in [
+    "I love pizza", "I love pizzas", "I love pie", "I love pasta", "I love Paris", "we eat pizza",
+    "we eat pie", "we love Pisa", "Paris is far", "Pisa is near", "pizza is hot",
+] * 20)
+
+
+@pytest.fixture(scope="session")
+def keyboard_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A word-level sentence model whose vocabulary has words that share prefixes, some capitalised
+    (pizza, pizzas, pie, pasta, Paris, Pisa): completion has something to choose from."""
+    from nmt.config import load_config
+    from nmt.training import Trainer
+
+    tmp_path = tmp_path_factory.mktemp("keyboard")
+    Trainer(load_config(lm_config(tmp_path, "keyboard", KEYBOARD_TEXT, {
+        "train.bptt_steps": None, "train.batch_size": 16, "train.steps": 120, "tokenizer.vocab_size": 24}))).train()
+    return tmp_path / "keyboard"
+
+
 # --- a real `nmt serve` on 127.0.0.1 (the serving and the demo-page tests) ---------------------
 
 
@@ -158,13 +177,15 @@ def wait_until_serving(process: subprocess.Popen, port: int, stderr_text) -> str
 
 
 @pytest.fixture(scope="session")
-def server(tiny_run: Path, cycle_run: Path, tmp_path_factory: pytest.TempPathFactory):
-    """`nmt serve` over exports of tiny_run (en-ja) and cycle_run (lm), and a broken model."""
+def server(tiny_run: Path, cycle_run: Path, keyboard_run: Path, tmp_path_factory: pytest.TempPathFactory):
+    """`nmt serve` over exports of tiny_run (en-ja), cycle_run (lm) and keyboard_run (keyboard), and a
+    broken model."""
     from nmt.export import export
 
     root = tmp_path_factory.mktemp("serve")
     export(tiny_run, root / "models" / "en-ja")
     export(cycle_run, root / "models" / "lm")
+    export(keyboard_run, root / "models" / "keyboard")
     broken = root / "models" / "broken" / "1"
     broken.mkdir(parents=True)
     (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
@@ -172,6 +193,7 @@ def server(tiny_run: Path, cycle_run: Path, tmp_path_factory: pytest.TempPathFac
         "model_config_list {\n"
         '  config { name: "en-ja" base_path: "models/en-ja" model_platform: "tensorflow" }\n'
         '  config { name: "lm" base_path: "models/lm" model_platform: "tensorflow" }\n'
+        '  config { name: "keyboard" base_path: "models/keyboard" model_platform: "tensorflow" }\n'
         '  config { name: "broken" base_path: "models/broken" model_platform: "tensorflow" }\n'
         "}\n",
         encoding="utf-8",

@@ -318,7 +318,7 @@ BAD_CHOICES = [
     (
         "model:\n  encoder: {cell: lstn}\n",
         "model.encoder.cell",
-        "'lstn' is not one of 'rnn', 'gru', 'lstm' (did you mean 'lstm'?)",
+        "'lstn' is not one of 'rnn', 'gru', 'lstm', 'cifg' (did you mean 'lstm'?)",
     ),
     ("train: {decay: zzz}\n", "train.decay", "'zzz' is not one of 'none', 'inverse_sqrt', 'cosine'"),
     (
@@ -385,9 +385,16 @@ def test_out_of_range_values_name_the_key(minimal, override, expected):
 
 def test_tie_embeddings_needs_equal_dims(minimal):
     message = error_of(minimal, ["model.tie_embeddings=true", "model.decoder.units=32"])
-    assert message == f"{minimal}: model.tie_embeddings: needs model.embedding_dim == model.decoder.units"
+    assert message == f"{minimal}: model.tie_embeddings: needs model.embedding_dim == model.decoder.units (16 != 32)"
     config = load_config(minimal, ["model.tie_embeddings=true"])  # 16 == 16
     assert config.model.tie_embeddings is True
+    # With a projection before the softmax, the tied matrix meets the projection, not the units.
+    config = load_config(minimal, ["model.tie_embeddings=true", "model.decoder.units=32",
+                                   "model.decoder.output_projection=16"])
+    assert config.model.decoder.output_projection == 16
+    message = error_of(minimal, ["model.tie_embeddings=true", "model.decoder.output_projection=8"])
+    expected = "model.tie_embeddings: needs model.embedding_dim == model.decoder.output_projection (16 != 8)"
+    assert message == f"{minimal}: {expected}"
 
 
 # --- --set overrides ---------------------------------------------------------------------------
@@ -543,7 +550,8 @@ def test_every_float_key_is_found():
 
 def test_every_count_size_and_rate_has_its_range():
     positive = """tokenizer.vocab_size model.embedding_dim model.encoder.units model.encoder.layers
-        model.decoder.units model.decoder.layers train.steps train.batch_size train.batch_tokens train.bucket_width
+        model.decoder.units model.decoder.layers model.decoder.output_projection train.steps train.batch_size
+        train.batch_tokens train.bucket_width
         train.shuffle_buffer train.learning_rate train.clip_norm train.eval_every train.eval_max_sentences
         train.checkpoint_every train.keep_checkpoints train.average_last train.early_stopping train.bptt_steps
         train.sampled_softmax

@@ -130,3 +130,31 @@ def test_the_gradient_norms_follow_the_text_beside_the_hidden_state(page, cycle_
     shot = ARTIFACTS / "demo-gradients.png"
     page.locator("#lm-section").screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_keyboard_mode_completes_the_word_being_typed_and_a_tap_takes_it(page, server: str) -> None:
+    from conftest import call
+
+    page.select_option("#keyboard-model", "keyboard")
+    page.locator("#keyboard").press_sequentially("I love piz", delay=30)  # a request per keystroke
+    page.wait_for_function("document.querySelector('#keyboard-mode').textContent.includes('piz') && "
+                           "document.querySelector('#keyboard-chips .chip[data-rank=\"0\"]') !== null", timeout=60_000)
+    code, body = call(f"{server}/v1/suggest", {"text": "I love piz", "k": 3, "model": "keyboard"})
+    assert code == 200
+    api = body["suggestions"][0]
+    assert api["completing"] == "piz" and api["words"]
+    chips = page.eval_on_selector_all(
+        "#keyboard-chips .chip[data-word]", "cs => cs.map(c => [Number(c.dataset.rank), c.dataset.word, "
+        "Number(c.dataset.probability)]).sort((a, b) => a[0] - b[0])")
+    assert [word for _, word, _ in chips] == [w["word"] for w in api["words"]]  # the API's words ...
+    # ... and its numbers
+    np.testing.assert_allclose([p for _, _, p in chips], [w["probability"] for w in api["words"]], rtol=1e-6)
+    first = api["words"][0]["word"]
+    assert first.startswith("piz")
+    page.locator("#keyboard-chips .chip[data-rank=\"0\"]").click()
+    assert page.input_value("#keyboard") == f"I love {first} "
+    # After the tap the text ends with a space: the chips turn to next words.
+    page.wait_for_function("document.querySelector('#keyboard-mode').textContent === 'next words'", timeout=60_000)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.locator("#keyboard-section").screenshot(path=str(ARTIFACTS / "demo-keyboard.png"))

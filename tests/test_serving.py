@@ -20,8 +20,8 @@ from conftest import CYCLE, call
 
 def test_health_and_model_status(server: str) -> None:
     code, body = call(f"{server}/healthz")
-    assert code == 200 and body["models"] == {"en-ja": [1], "lm": [1]} and "broken" in body["failed"]
-    assert body["tasks"] == {"en-ja": "translation", "lm": "lm"}
+    assert code == 200 and body["models"] == {"en-ja": [1], "lm": [1], "keyboard": [1]} and "broken" in body["failed"]
+    assert body["tasks"] == {"en-ja": "translation", "lm": "lm", "keyboard": "lm"}
     code, body = call(f"{server}/v1/models/lm")
     assert code == 200, body
     assert body == {"model_version_status": [{"version": "1", "state": "AVAILABLE",
@@ -292,3 +292,39 @@ def test_the_package_and_the_options_load_neither_tensorflow_nor_fastapi() -> No
             "print(sorted({'tensorflow', 'fastapi', 'uvicorn'} & set(sys.modules)))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+@pytest.mark.slow
+def test_suggest_over_rest_predict_and_grpc_is_the_python_answer(server: str, keyboard_run: Path) -> None:
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    lm = nmt.load(keyboard_run)
+    typed = ["I love piz", "I love ", "we eat P", "I love zq"]
+    code, body = call(f"{server}/v1/suggest", {"text": typed, "model": "keyboard"})
+    assert code == 200, body
+    want = lm.suggest(typed, k=3)
+    assert [s["completing"] for s in body["suggestions"]] == ["piz", "", "P", "zq"]
+    for got, expected in zip(body["suggestions"], want):
+        assert [w["word"] for w in got["words"]] == [w for w, _ in expected.words]
+        np.testing.assert_allclose([w["probability"] for w in got["words"]], [p for _, p in expected.words], atol=1e-5)
+    assert body["suggestions"][3]["words"] == []
+    assert body["suggestions"][0]["words"][0]["word"].startswith("piz")
+    code, body = call(f"{server}/v1/suggest", {"text": "I love pi", "k": 0, "model": "keyboard"})
+    assert code == 400 and "k must be an integer between 1 and" in body["error"]
+    # TF Serving's own Predict, REST and gRPC, on the suggest signature: the same graph.
+    code, body = call(f"{server}/v1/models/keyboard:predict",
+                      {"signature_name": "suggest", "inputs": {"text": ["I love piz"], "k": [2]}})
+    assert code == 200, body
+    assert body["outputs"]["completing"] == ["piz"]
+    assert [w for w in body["outputs"]["words"][0] if w] == [w for w, _ in lm.suggest("I love piz", k=2).words]
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name, request.model_spec.signature_name = "keyboard", "suggest"
+    request.inputs["text"].CopyFrom(tf.make_tensor_proto(np.array([b"I love piz"], dtype=object)))
+    request.inputs["k"].CopyFrom(tf.make_tensor_proto(np.array([2], np.int32)))
+    with grpc.insecure_channel(server.grpc_address) as channel:
+        reply = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=60)
+    words = [w.decode() for w in tf.make_ndarray(reply.outputs["words"])[0] if w]
+    assert words == [w for w, _ in lm.suggest("I love piz", k=2).words]
+    assert tf.make_ndarray(reply.outputs["completing"]).tolist() == [b"piz"]

@@ -1,5 +1,6 @@
 """``nmt export --format tflite``: each variant, reloaded in a fresh process by ``tf.lite.Interpreter``
-(through :class:`nmt.tflite.TfliteNextWords`), gives the exported SavedModel's next words; translation
+(through :class:`nmt.tflite.TfliteNextWords`), gives the exported SavedModel's next words, and its
+float32 model the SavedModel's ``suggest`` answers (completions of the word being typed); translation
 runs are refused; files are whole or absent."""
 
 from __future__ import annotations
@@ -27,34 +28,51 @@ SUBWORD_PROMPTS = ["I love eating", "", "Where is the", "He said that", "Tom", "
                    *(" ".join(line.split()[:3]) for line in
                      (ROOT / "data" / "en-ja" / "dev.en").read_text(encoding="utf-8").splitlines()[:50])]
 CYCLE_PROMPTS = [" ".join((CYCLE * 3)[i:i + n]) for i in range(8) for n in (1, 3, 6)]
+# Texts a keyboard sends: inside a word (completions), after a space (next words), no possible word.
+SUBWORD_TYPED = ["I love piz", "Where is th", "T", "Can you he", "I love ", "Zyxq", "He said that I", "It's a ",
+                 "Tom is ver", "I don'", *(line[: len(line) // 2] for line in
+                                             (ROOT / "data" / "en-ja" / "dev.en").read_text(encoding="utf-8")
+                                             .splitlines()[:30])]
+CYCLE_TYPED = ["north ea", "west u", "s", "north east ", "nor", "x", "up down le", ""]
 # Quantized variants: the top-1 word equals the float32 SavedModel's on at least this share of prompts.
 QUANTIZED_TOP1_AGREEMENT = 0.9
 
 
-def savedmodel_next_words(run: Path, out: Path, prompts: list[str], k: int) -> list[list[tuple[str, float]]]:
+def savedmodel_next_words(export_dir: Path, prompts: list[str], k: int) -> list[list[tuple[str, float]]]:
     """The exported SavedModel's ``next_words`` signature, as TF Serving would run it."""
     import tensorflow as tf
 
-    from nmt.export import export
-
-    loaded = tf.saved_model.load(str(export(run, out)))
+    loaded = tf.saved_model.load(str(export_dir))
     found = loaded.signatures["next_words"](text=tf.constant(prompts), k=tf.fill([len(prompts)], k))
     return [[(w.decode(), float(p)) for w, p in zip(words, probs) if w]
             for words, probs in zip(found["words"].numpy(), found["probabilities"].numpy())]
 
 
-def tflite_next_words(folder: Path, prompts: list[str], k: int) -> dict[str, list]:
-    """Every variant of an export, each loaded in a fresh Python process."""
+def savedmodel_suggest(export_dir: Path, typed: list[str], k: int) -> list[dict]:
+    import tensorflow as tf
+
+    suggest = tf.saved_model.load(str(export_dir)).signatures["suggest"]
+    found = suggest(text=tf.constant(typed), k=tf.fill([len(typed)], k))
+    return [{"completing": c.decode(), "words": [(w.decode(), float(p)) for w, p in zip(words, probs) if w]}
+            for c, words, probs in zip(found["completing"].numpy(), found["words"].numpy(),
+                                       found["probabilities"].numpy())]
+
+
+def tflite_next_words(folder: Path, prompts: list[str], k: int, typed: list[str]) -> dict[str, list]:
+    """Every variant of an export, each loaded in a fresh Python process: next words per variant, and the
+    float32 model's suggestions for ``typed``."""
     script = (
         "import json, sys\n"
         "from nmt.tflite import TfliteNextWords, TfliteRecord\n"
         "from pathlib import Path\n"
         "folder, prompts, k = Path(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])\n"
+        "typed = json.loads(sys.argv[4])\n"
         "out = {v: TfliteNextWords(folder, v).next_words(prompts, k) for v in TfliteRecord.read(folder).variants}\n"
+        "out['suggest'] = [s._asdict() for s in TfliteNextWords(folder).suggest(typed, k)]\n"
         "print(json.dumps(out))\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", script, str(folder), json.dumps(prompts), str(k)],
+    done = subprocess.run([sys.executable, "-c", script, str(folder), json.dumps(prompts), str(k), json.dumps(typed)],
                           capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -87,9 +105,18 @@ def test_every_variant_gives_the_savedmodels_next_words(run_name: str, request, 
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         ["README.md", "nmt-tflite.json", "tokenizer.model", *record["variants"].values()])
 
-    want = savedmodel_next_words(run, tmp_path / "savedmodel", prompts, 5)
-    got = tflite_next_words(folder, prompts, 5)
+    typed = SUBWORD_TYPED if run_name == "subword_run" else CYCLE_TYPED
+    from nmt.export import export
+
+    export_dir = export(run, tmp_path / "savedmodel")
+    want = savedmodel_next_words(export_dir, prompts, 5)
+    got = tflite_next_words(folder, prompts, 5, typed)
     assert_exact(got["float32"], want)
+    want_suggestions = savedmodel_suggest(export_dir, typed, 5)
+    assert [s["completing"] for s in got["suggest"]] == [s["completing"] for s in want_suggestions]
+    assert_exact([s["words"] for s in got["suggest"]], [s["words"] for s in want_suggestions])
+    assert any(s["completing"] and s["words"] for s in want_suggestions)  # completions were found ...
+    assert all(w.startswith(s["completing"]) for s in want_suggestions for w, _ in s["words"])  # ... of the prefix
     for variant in ("float16", "int8"):
         assert top1_agreement(got[variant], want) >= QUANTIZED_TOP1_AGREEMENT, (variant, got[variant], want)
         for row in got[variant]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nmt.cli import average, data, export, inspect, lm, report, serve, shortlist, train, translate
+from nmt.cli import average, data, export, inspect, lexicon, lm, report, serve, shortlist, train, translate
 from nmt.cli.checks import check_arguments
 from nmt.cli.startup import import_tensorflow, keep_stderr_line, setup_logging
 from nmt.errors import NmtError
@@ -30,6 +30,8 @@ examples:
   nmt shortlist --run runs/en-ja                      then translate/evaluate/export with --shortlist: faster
   nmt train --config lm-en.yaml                       a language model
   nmt next-word --run runs/lm-en "I love eating" -k 5
+  nmt suggest --run runs/keyboard-en "I love piz"
+  nmt lexicon --run runs/keyboard-en                 suggest only words of the training text
   nmt generate --run runs/char-shakespeare --prompt "ROMEO:" --max-tokens 300 --temperature 0.8 --seed 1
   nmt evaluate --run runs/lm-en --text heldout.txt     perplexity / bits per character
   nmt translate --run runs/en-ja -i one.en --attention map.png   where the decoder looked
@@ -46,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nmt",
         description="Recurrent translation and language models on TensorFlow: data, train, average, translate, "
-        "evaluate, shortlist, next-word, generate, inspect, report, export, serve.",
+        "evaluate, shortlist, next-word, suggest, lexicon, generate, inspect, report, export, serve.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -57,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     average.add_parser(verbs)
     shortlist.add_parser(verbs)
     translate.add_parsers(verbs)  # translate, evaluate
-    lm.add_parsers(verbs)  # next-word, generate
+    lm.add_parsers(verbs)  # next-word, suggest, generate
+    lexicon.add_parser(verbs)
     inspect.add_parser(verbs)
     report.add_parser(verbs)
     export.add_parser(verbs)

@@ -18,13 +18,16 @@ from nmt.errors import NmtError, as_nmt_error
 
 # The task a verb's run must hold (a verb not listed takes either; evaluate: see required_task).
 TASKS = {"translate": signatures.TRANSLATION, "shortlist": signatures.TRANSLATION,
-         "next-word": signatures.LANGUAGE_MODEL, "generate": signatures.LANGUAGE_MODEL}
+         "next-word": signatures.LANGUAGE_MODEL, "suggest": signatures.LANGUAGE_MODEL,
+         "lexicon": signatures.LANGUAGE_MODEL,
+         "generate": signatures.LANGUAGE_MODEL}
 
 # Per verb: the options that name files read, and those that name files written.
 INPUTS = {"translate": ["input"], "evaluate": ["src", "ref", "hyp", "text"], "score": ["src", "tgt", "text"],
-          "next-word": ["input"],
+          "next-word": ["input"], "suggest": ["input"],
           "generate": ["input"]}
-OUTPUTS = {"translate": ["output", "attention"], "score": ["output"], "next-word": ["output"], "generate": ["output"],
+OUTPUTS = {"translate": ["output", "attention"], "score": ["output"], "next-word": ["output"], "suggest": ["output"],
+           "generate": ["output"],
            "inspect": ["output", "plot"], "report": ["output"]}
 
 COUNTS = ("beam", "batch_size", "nbest", "num", "last")  # options that count something: at least 1

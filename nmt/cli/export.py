@@ -12,12 +12,14 @@ _TRANSLATION = (f"{sig.TRANSLATE} (= {sig.SERVING_DEFAULT}; beam search with the
                 f"{sig.TRANSLATE_GREEDY}, {sig.TRANSLATE_IDS}, {sig.TRANSLATE_ATTENTION} (+ the attention map), "
                 f"{sig.INSPECT} (encoder states), {sig.SCORE} (log P(target | text) of given pairs)")
 _TFLITE = ("next_words.tflite (float32; next_words.float16.tflite and next_words.int8.tflite with --quantize "
-           "float16, int8 or all), TensorFlow Lite builtin ops only: prompt ids in, the next-word search's "
-           "candidate words (piece ids) and their log probabilities out; tokenizer.model (SentencePiece), "
-           "nmt-tflite.json (the tensors, the ops the runtime needs, the pieces) and README.md (how an app turns "
-           "the outputs into words; nmt.tflite.TfliteNextWords is the reference). Each file is written under a "
-           "temporary name and renamed when whole.")
+           "float16, int8 or all), TensorFlow Lite builtin ops only: prompt ids (and the code points of the word "
+           "being typed, for completions) in, the word search's candidate words (piece ids) and their log "
+           "probabilities out; tokenizer.model (SentencePiece), nmt-tflite.json (the tensors, the ops the runtime "
+           "needs, the pieces, the lexicon) and README.md (how an app turns the outputs into words; "
+           "nmt.tflite.TfliteNextWords is the reference). Each file is written under a temporary name and renamed "
+           "when whole.")
 _LANGUAGE_MODEL = (f"{sig.SERVING_DEFAULT} (the {sig.DEFAULT_K} most likely next words), {sig.NEXT_WORDS} (k per row), "
+                   f"{sig.SUGGEST} (a keyboard's: the word being typed completed, else the next words), "
                    f"{sig.GENERATE}, {sig.NEXT_WORDS_IDS}, {sig.INSPECT} (hidden states and next pieces), "
                    f"{sig.GRADIENTS} (how strongly the next-piece guess depends on each piece read)")
 

@@ -1,9 +1,11 @@
-"""``nmt next-word`` and ``nmt generate``: a language model's likeliest next words, and sampled
+"""``nmt next-word``, ``nmt suggest`` and ``nmt generate``: a language model's likeliest next words,
+a keyboard's suggestions (the word being typed completed, else the next words), and sampled
 continuations. Defaults and limits are :mod:`nmt.signatures`' (the server's and the API's too)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 
 from nmt import signatures
 from nmt.cli.checks import check_k, finite_float
@@ -20,6 +22,7 @@ def _lm_options(parser: argparse.ArgumentParser) -> None:
 
 def add_parsers(subparsers) -> None:
     _add_next_word(subparsers)
+    _add_suggest(subparsers)
     _add_generate(subparsers)
 
 
@@ -41,6 +44,33 @@ def _add_next_word(subparsers) -> None:
                            help=f"how many words (default {signatures.DEFAULT_K}, at most {signatures.MAX_K})")
     _lm_options(next_word)
     next_word.set_defaults(func=run_next_word)
+
+
+def _add_suggest(subparsers) -> None:
+    suggest = subparsers.add_parser(
+        "suggest",
+        help="what a keyboard suggests: completions of the word being typed, else the next words",
+        description="If TEXT ends inside a word (\"I love piz\"), prints the k likeliest completions of that word "
+        "(pizza, pizzas, ...) with their probabilities given what was typed; if it ends with a space or punctuation "
+        "(\"I love \"), the k likeliest next words, as next-word does. The first line says which: "
+        "'completing: piz' or 'next words'; then one 'word<TAB>probability' per line, best first. Completion "
+        "works whatever the model's units: the search keeps the pieces whose characters agree with the typed "
+        "ones, so it finds ▁pizza although 'piz' alone is ▁pi z; a word no vocabulary word starts with gives no "
+        "lines. Trailing spaces matter here (quote TEXT). With --input (or neither TEXT nor --input: stdin) or "
+        "--json: one JSON object per text, {\"completing\": \"piz\", \"words\": [{\"word\": ..., "
+        "\"probability\": ...}]}, as /v1/suggest answers.",
+        epilog="examples:\n  nmt suggest --run runs/keyboard-en \"I love piz\"\n"
+        "  nmt suggest --run runs/keyboard-en \"See you \" -k 5 --json\n"
+        "  nmt suggest --run runs/keyboard-en -i typed.txt -o suggestions.jsonl",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    suggest.add_argument("text", nargs="?", help="the text typed so far (its end matters: a space asks for next words)")
+    suggest.add_argument("-k", type=int, default=signatures.SUGGEST_K,
+                         help=f"how many words (default {signatures.SUGGEST_K}, a keyboard's strip; "
+                         f"at most {signatures.MAX_K})")
+    suggest.add_argument("--json", action="store_true", help="print the JSON object even for one TEXT")
+    _lm_options(suggest)
+    suggest.set_defaults(func=run_suggest)
 
 
 def _add_generate(subparsers) -> None:
@@ -85,6 +115,19 @@ def run_next_word(args: argparse.Namespace) -> int:
         lines = [f"{w}\t{p:.4f}" for w, p in results[0]]
     else:  # one line per prompt: word, probability, word, probability, ... tab-separated
         lines = ["\t".join(f"{w}\t{p:.4f}" for w, p in words) for words in results]
+    write_lines(args.output, lines)
+    return 0
+
+
+def run_suggest(args: argparse.Namespace) -> int:
+    lm = load_predictor(args)
+    check_k(args.k, lm.max_k)
+    results = lm.suggest(_prompts(args, args.text), k=args.k)
+    if args.text is not None and not args.json:
+        head = f"completing: {results[0].completing}" if results[0].completing else "next words"
+        lines = [head, *(f"{w}\t{p:.4f}" for w, p in results[0].words)]
+    else:
+        lines = [json.dumps(result.to_json(), ensure_ascii=False) for result in results]
     write_lines(args.output, lines)
     return 0
 

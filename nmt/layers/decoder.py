@@ -59,11 +59,12 @@ class Decoder(keras.layers.Layer):
         embedding_dropout: float | None = None,
         bridge: str = "dense",
         tie_embeddings: bool = False,
+        output_projection: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if tie_embeddings and embedding_dim != units:
-            raise ValueError("tie_embeddings needs embedding_dim == units")
+        if tie_embeddings and embedding_dim != (output_projection or units):
+            raise ValueError("tie_embeddings needs embedding_dim == output_projection (or units without one)")
         if attention == "none" and input_feeding:
             raise ValueError("input_feeding needs attention")
         self.vocab_size = vocab_size
@@ -78,6 +79,7 @@ class Decoder(keras.layers.Layer):
         self.embedding_dropout_rate = embedding_dropout
         self.bridge = bridge
         self.tie_embeddings = tie_embeddings
+        self.output_projection_dim = output_projection
         self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
         self.rnn_layers = [Recurrent(cell, units, name=f"rnn_{i}") for i in range(layers)]
         if attention == "none":
@@ -89,6 +91,9 @@ class Decoder(keras.layers.Layer):
         # Unset: the same layer as the rest, so runs without the option keep their random state layout.
         self.embedding_dropout = self.dropout if embedding_dropout is None else keras.layers.Dropout(embedding_dropout)
         self.bridge_dense = keras.layers.Dense(self._state_size, name="bridge") if bridge == "dense" else None
+        # units -> output_projection, linear (as an LSTM's projection layer, Sak et al. 2014), before the softmax.
+        self.pre_output = (keras.layers.Dense(output_projection, use_bias=False, name="pre_output")
+                           if output_projection else None)
         if tie_embeddings:
             self.output_projection = None
             self.output_bias = self.add_weight(shape=(vocab_size,), initializer="zeros", name="output_bias")
@@ -141,7 +146,12 @@ class Decoder(keras.layers.Layer):
 
     # --- one step ----------------------------------------------------------------------------
 
+    def _softmax_input(self, attentional: tf.Tensor) -> tf.Tensor:
+        """What the softmax reads: the attentional vector, through ``output_projection`` if set."""
+        return attentional if self.pre_output is None else self.pre_output(attentional)
+
     def _logits(self, attentional: tf.Tensor, output: OutputRows | None = None) -> tf.Tensor:
+        attentional = self._softmax_input(attentional)
         if output is not None:  # a shortlist's rows, laid out as the whole layer's: the same kernels
             weights, bias = (tf.cast(t, attentional.dtype) for t in output)
             if self.output_projection is not None:
@@ -246,7 +256,7 @@ class Decoder(keras.layers.Layer):
         row b when ``lengths`` is given: the state to continue from, e.g. after a prompt).
         ``project=False``: the vectors the softmax reads [batch, time, units] instead of logits
         (a sampled softmax projects them onto a few tokens itself, see :meth:`output_weights`)."""
-        output = self._logits if project else (lambda attentional: attentional)
+        output = self._logits if project else self._softmax_input
         embedded = self.embedding_dropout(self.embedding(target_in), training=training)
         if self.fast_path:
             x = embedded
@@ -304,4 +314,5 @@ class Decoder(keras.layers.Layer):
             "embedding_dropout": self.embedding_dropout_rate,
             "bridge": self.bridge,
             "tie_embeddings": self.tie_embeddings,
+            "output_projection": self.output_projection_dim,
         }

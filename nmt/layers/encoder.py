@@ -7,7 +7,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from nmt.layers.recurrent import Recurrent
+from nmt.layers.recurrent import CELL_STATES, Recurrent
 
 
 class Encoder(keras.layers.Layer):
@@ -64,7 +64,7 @@ class Encoder(keras.layers.Layer):
     @property
     def final_dim(self) -> int:
         """Size of the final-state summary: every state tensor of the top layer, both directions."""
-        return self.output_dim * (2 if self.cell == "lstm" else 1)
+        return self.output_dim * CELL_STATES[self.cell]
 
     def call(self, ids: tf.Tensor, lengths: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
         x = self.embedding_dropout(self.embedding(ids), training=training)

@@ -1,4 +1,4 @@
-"""A recurrent layer (vanilla RNN, GRU, LSTM) that runs a whole padded sequence or one step.
+"""A recurrent layer (vanilla RNN, GRU, LSTM, CIFG) that runs a whole padded sequence or one step.
 
 Why our own and not ``keras.layers.LSTM``: the input projection of every time step is computed as
 one large matmul before the loop (the loop then only multiplies the hidden state), padding is
@@ -14,7 +14,13 @@ one of two ways, chosen in one place, :func:`recurrence_path`:
   fused kernel (``CudnnRNNV3``): the default where a GPU is present. Our LSTM is Keras' (gates
   i, f, g, o, one bias) and our GRU is Keras' ``reset_after`` GRU (the reset gate multiplies the
   recurrent matmul plus its own bias), so the same weights give the same numbers. The vanilla
-  ``rnn`` cell has no cuDNN path in Keras and always loops.
+  ``rnn`` cell has no cuDNN path in Keras and always loops, and so does ``cifg``: cuDNN's LSTM
+  kernel computes its four gates independently and has no coupled input gate (on a GPU a CIFG
+  model trains on our loop, slower than cuDNN's LSTM but with 3/4 of its weights).
+
+``cifg`` is the LSTM with coupled input and forget gates (Greff et al. 2017, "LSTM: A Search Space
+Odyssey"; the cell of Gboard's language model, Hard et al. 2018): gates f, g, o, one bias, and the
+input gate is 1 - f, so a cell forgets exactly as much as it writes.
 
 A graph traced on the Keras path on a GPU holds CudnnRNN ops that no CPU can run: the export
 traces under ``forced_recurrence_path("loop")``.
@@ -29,7 +35,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-CELLS = ("rnn", "gru", "lstm")
+CELLS = ("rnn", "gru", "lstm", "cifg")
+CELL_STATES = {"rnn": 1, "gru": 1, "lstm": 2, "cifg": 2}  # (h,) or (h, c)
 RECURRENCE_PATHS = ("loop", "keras")
 FUSED_CELLS = ("gru", "lstm")  # the cells Keras runs on cuDNN with our math
 _forced_path: str | None = None
@@ -71,7 +78,7 @@ def matmul_last(x: tf.Tensor, w: tf.Tensor, transpose_w: bool = False) -> tf.Ten
     out = tf.matmul(tf.reshape(x, [-1, shape[-1]]), w, transpose_b=transpose_w)
     columns = tf.shape(w)[:1] if transpose_w else tf.shape(w)[-1:]
     return tf.reshape(out, tf.concat([shape[:-1], columns], axis=0))
-_GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+_GATES = {"rnn": 1, "gru": 3, "lstm": 4, "cifg": 3}
 
 
 class _Untracked:
@@ -85,7 +92,7 @@ class _Untracked:
 class Recurrent(keras.layers.Layer):
     """One unidirectional recurrent layer.
 
-    State is a tuple: ``(h,)`` for ``rnn`` and ``gru``, ``(h, c)`` for ``lstm``.
+    State is a tuple: ``(h,)`` for ``rnn`` and ``gru``, ``(h, c)`` for ``lstm`` and ``cifg``.
 
     Example:
     >>> layer = Recurrent("gru", 8)
@@ -104,7 +111,7 @@ class Recurrent(keras.layers.Layer):
 
     @property
     def state_count(self) -> int:
-        return 2 if self.cell == "lstm" else 1
+        return CELL_STATES[self.cell]
 
     def build(self, input_shape: Any) -> None:
         gates = _GATES[self.cell] * self.units
@@ -114,12 +121,14 @@ class Recurrent(keras.layers.Layer):
         self.recurrent_kernel = self.add_weight(
             shape=(self.units, gates), initializer="orthogonal", name="recurrent_kernel"
         )
-        if self.cell == "lstm":
+        if self.cell in ("lstm", "cifg"):
             # Forget-gate bias 1: remember by default early in training (Jozefowicz et al. 2015).
+            # The gates' order: i, f, g, o (Keras' LSTM) or f, g, o (cifg).
             def bias_init(shape: Any, dtype: Any = None) -> Any:
                 u = self.units
+                before, after = (1, 2) if self.cell == "lstm" else (0, 2)
                 return keras.ops.concatenate(
-                    [keras.ops.zeros([u]), keras.ops.ones([u]), keras.ops.zeros([2 * u])]
+                    [keras.ops.zeros([before * u]), keras.ops.ones([u]), keras.ops.zeros([after * u])]
                 )
 
             self.bias = self.add_weight(shape=(gates,), initializer=bias_init, name="bias")
@@ -152,6 +161,13 @@ class Recurrent(keras.layers.Layer):
             z = projected + tf.matmul(h, kernel)
             i, f, g, o = tf.split(z, 4, axis=-1)
             c = tf.sigmoid(f) * state[1] + tf.sigmoid(i) * tf.tanh(g)
+            h = tf.sigmoid(o) * tf.tanh(c)
+            return h, (h, c)
+        if self.cell == "cifg":
+            z = projected + tf.matmul(h, kernel)
+            f, g, o = tf.split(z, 3, axis=-1)
+            forget = tf.sigmoid(f)
+            c = forget * state[1] + (1.0 - forget) * tf.tanh(g)
             h = tf.sigmoid(o) * tf.tanh(c)
             return h, (h, c)
         if self.cell == "gru":

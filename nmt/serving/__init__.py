@@ -25,8 +25,8 @@ Modules, one concern each:
 - :mod:`~nmt.serving.tfserving_api`: the ``/v1/models/...`` router
 - :mod:`~nmt.serving.grpc_api`: ``PredictionService`` and ``ModelService`` over gRPC
 - :mod:`~nmt.serving.metrics`: request counts and latencies under TF Serving's metric names
-- :mod:`~nmt.serving.task_api`: the ``/v1/translate``, ``/v1/next-word``, ``/v1/generate``,
-  ``/v1/inspect`` router and its request models
+- :mod:`~nmt.serving.task_api`: the ``/v1/translate``, ``/v1/score``, ``/v1/next-word``, ``/v1/suggest``,
+  ``/v1/generate``, ``/v1/inspect`` router and its request models
 - :mod:`~nmt.serving.http_guard`: the HTTP edge (body limits and parsing, Host/Origin, CORS, timeouts)
 - :mod:`~nmt.serving.app`: :func:`create_app`, and :func:`start` of a server's
   :class:`~nmt.serving.config.ServerSettings` (REST and gRPC on one event loop, the pollers)

@@ -23,9 +23,10 @@ SERVED = (
     "TF Serving's REST API over any SavedModel (TF2, or a TF1 graph with signatures): "
     "GET /v1/models/NAME[/versions/V|/labels/L][/metadata], POST /v1/models/NAME[/versions/V|/labels/L]:predict "
     "with 'instances' or 'inputs', :classify and :regress with 'examples'; its gRPC services (PredictionService, "
-    "ModelService) on a gRPC port. Also POST /v1/translate (with attention maps), /v1/next-word, /v1/generate, "
-    "/v1/inspect (hidden states, gradients), GET /healthz, the OpenAPI page at /docs and a demo page at / (next "
-    "words as you type, hidden states, attention maps)."
+    "ModelService) on a gRPC port. Also POST /v1/translate (with attention maps), /v1/next-word, /v1/suggest "
+    "(a keyboard's: the word being typed completed, else the next words), /v1/generate, /v1/inspect (hidden "
+    "states, gradients), GET /healthz, the OpenAPI page at /docs and a demo page at / (a keyboard's suggestions "
+    "and next words as you type, hidden states, attention maps)."
 )
 
 

@@ -1,5 +1,6 @@
 """The task endpoints over exported nmt models: ``/v1/translate`` (with attention maps),
-``/v1/score`` (given translations' log-probabilities), ``/v1/next-word``, ``/v1/generate`` and
+``/v1/score`` (given translations' log-probabilities), ``/v1/next-word``, ``/v1/suggest`` (a
+keyboard's: the word being typed completed, else the next words), ``/v1/generate`` and
 ``/v1/inspect`` (hidden states).
 
 Each request model carries the export contract's checks (:mod:`nmt.signatures`', so a bad setting
@@ -140,6 +141,13 @@ class InspectRequest(TaskRequest):
 class NextWordRequest(TaskRequest):
     text: str | list[str] = Field(description="the text so far, or a list of texts")
     k: int = Field(signatures.DEFAULT_K, description="how many next words (1 to the export's limit, "
+                   f"{signatures.MAX_EXPORTED_K} by default)")
+
+
+class SuggestRequest(TaskRequest):
+    text: str | list[str] = Field(description="the text typed so far (ending inside a word: its completions; after "
+                                  "a space or punctuation: the next words), or a list of texts")
+    k: int = Field(signatures.SUGGEST_K, description="how many words (1 to the export's limit, "
                    f"{signatures.MAX_EXPORTED_K} by default)")
 
 
@@ -375,6 +383,29 @@ async def next_word_work(call: TaskCall[NextWordRequest]) -> dict[str, Any]:
         for row_w, row_p in zip(to_json(out["words"]), out["probabilities"])
     ]
     return {"model": servable.name, "version": servable.version, "next_words": words}
+
+
+@router.post("/v1/suggest", openapi_extra=json_body(SuggestRequest))
+async def suggest(http: Request) -> dict[str, Any]:
+    """What a keyboard shows: the k likeliest completions of the word being typed, or after a space
+    the k likeliest next words; each answer says which (``completing``: the typed prefix, or "")."""
+    return await run_task(http, "suggest", SuggestRequest, signatures.LANGUAGE_MODEL, suggest_work)
+
+
+async def suggest_work(call: TaskCall[SuggestRequest]) -> dict[str, Any]:
+    request, servable = call.request, call.servable
+    with bad_request():
+        k = signatures.check_k(request.k, servable.record.max_k)
+    servable.check_signature(signatures.SUGGEST)  # an export from before suggest: a clear 400
+    texts = call.texts
+    out = await servable.predict(signatures.SUGGEST,
+                                 {signatures.TEXT: texts, signatures.K: np.full(len(texts), k, np.int32)})
+    suggestions = [
+        {"completing": completing,
+         "words": [{"word": w, "probability": float(p)} for w, p in zip(row_w, row_p) if w][:k]}
+        for completing, row_w, row_p in zip(to_json(out["completing"]), to_json(out["words"]), out["probabilities"])
+    ]
+    return {"model": servable.name, "version": servable.version, "suggestions": suggestions}
 
 
 @router.post("/v1/generate", openapi_extra=json_body(GenerateRequest))

@@ -126,6 +126,16 @@ class Task(abc.ABC):
         raise NmtError(f"{run_dir} is a {TASK_DESCRIPTIONS.get(self.name, self.name)}: vocabulary shortlists are "
                        "for translation (decode.shortlist)")
 
+    def with_lexicon(self, predictor: Any, run_dir: RunDir) -> Any:
+        """The predictor suggesting the words of the run's lexicon only (language models)."""
+        raise NmtError(f"{run_dir} is a {TASK_DESCRIPTIONS.get(self.name, self.name)}: a lexicon (lexicon.txt) is "
+                       "for a language model's suggest; remove the file")
+
+    def build_lexicon(self, run_dir: RunDir, min_count: int) -> list[str]:
+        """Writes the run's lexicon from its training text (language models)."""
+        raise NmtError(f"{run_dir} is a {TASK_DESCRIPTIONS.get(self.name, self.name)}: a lexicon is for a language "
+                       "model's suggest")
+
     def build_shortlist(self, run_dir: RunDir, first: int, best: int,
                         progress: Callable[[str], None] | None = None) -> Any:
         """Builds the run's vocabulary shortlist from its tokenized training data (translation only)."""

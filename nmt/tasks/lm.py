@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,9 @@ import tensorflow as tf
 from nmt import signatures as sig
 from nmt.data import CorpusStream, read_corpus
 from nmt.language_model import LanguageModelPredictor
+from nmt.lexicon import count_words, read_lexicon, write_lexicon
 from nmt.models import LanguageModel
+from nmt.next_word import Prefix
 from nmt.perplexity import Perplexity, evaluate_perplexity
 from nmt.pipeline import EncodedCorpus, TokenCache, encode_texts, make_dataset, make_stream_dataset, token_stream
 from nmt.run_dir import RunDir
@@ -28,7 +31,9 @@ from nmt.text_policy import (
     InGraphTokenizer,
     checked_ids,
     ids_to_text_in_graph,
+    prefix_chars_in_graph,
     prompt_ids_in_graph,
+    split_typed_word_in_graph,
     text_lengths_in_graph,
 )
 from nmt.tokenizer import Tokenizer
@@ -98,6 +103,19 @@ class LanguageModelTask(Task):
     def predictor(self, model: keras.Model, source: Tokenizer, target: Tokenizer) -> LanguageModelPredictor:
         return LanguageModelPredictor(model, target, self.config)
 
+    def with_lexicon(self, predictor: LanguageModelPredictor, run_dir: RunDir) -> LanguageModelPredictor:
+        return predictor.use_lexicon(list(read_lexicon(run_dir.lexicon)))
+
+    def build_lexicon(self, run_dir: RunDir, min_count: int) -> list[str]:
+        """The words of the run's training text seen ``min_count`` times or more, and every word of the
+        lexicon of the run it was fine-tuned from (``train.init_from``), to ``run_dir/lexicon.txt``."""
+        counts = count_words(source for source, _ in self.training_stream())
+        kept = Counter({word: count for word, count in counts.items() if count >= min_count})
+        source = self.config.train.init_from
+        if source is not None and RunDir(Path(source)).lexicon.exists():
+            kept.update(read_lexicon(RunDir(Path(source)).lexicon))  # counts add up
+        return write_lexicon(run_dir.lexicon, kept, 1)
+
     # --- evaluation ----------------------------------------------------------------------------
 
     dev_scalars = ("dev_loss", "dev_word_perplexity", "dev_bits_per_character")
@@ -141,6 +159,18 @@ class LanguageModelTask(Task):
         def next_words(text: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
             return next_words_ids(*prompt_ids_in_graph(tokenizer, text, lm.max_prompt_tokens), k)
 
+        def suggest(text: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
+            # A keyboard's call: the word being typed cut off at its last boundary (text policy rule 5)
+            # and completed, or the next words after a space.
+            contexts, prefixes = split_typed_word_in_graph(text)
+            ids, lengths = prompt_ids_in_graph(tokenizer, contexts, lm.max_prompt_tokens)
+            wanted = tf.clip_by_value(k, 1, max_k)
+            found = lm.next_words_ids(ids, lengths, tf.reduce_max(tf.concat([wanted, [1]], 0)), beam_size,
+                                      Prefix(*prefix_chars_in_graph(prefixes)))
+            keep = tf.range(tf.shape(found.words)[1])[None, :] < wanted[:, None]
+            return {"completing": prefixes, "words": tf.where(keep, found.words, ""),
+                    "probabilities": tf.where(keep, found.probabilities, 0.0)}
+
         def generate(text, max_tokens, temperature, top_k, top_p, seed) -> dict[str, tf.Tensor]:
             ids, lengths = prompt_ids_in_graph(tokenizer, text, lm.max_prompt_tokens)
             # Every row samples with its own settings and seed (see Sampler), so server-side
@@ -181,8 +211,11 @@ class LanguageModelTask(Task):
         archive = keras.export.ExportArchive()
         archive.track(lm.model)
         archive.track(tokenizer)
+        if lm.lexicon is not None:
+            archive.track(lm.lexicon)  # its hash table, saved with the model
         archive.add_endpoint(sig.SERVING_DEFAULT, top_words, input_signature=[TEXT_SPEC])
         archive.add_endpoint(sig.NEXT_WORDS, next_words, input_signature=[TEXT_SPEC, K])
+        archive.add_endpoint(sig.SUGGEST, suggest, input_signature=[TEXT_SPEC, K])
         archive.add_endpoint(sig.GENERATE, generate, input_signature=GENERATE_SPEC)
         archive.add_endpoint(sig.INSPECT, inspect, input_signature=[TEXT_SPEC])
         archive.add_endpoint(sig.GRADIENTS, gradients, input_signature=[TEXT_SPEC])
