@@ -9,8 +9,9 @@ its first character (after the space or punctuation: next words) and after 1, 2,
 - completion top-3 recall after 1, 2 and 3 typed characters (over the words longer than that);
 - keystroke savings: the share of the line's characters a user need not type who taps the word as soon as
   it shows among the three (the tap is a keystroke, the chip adds the space that follows the word);
-- latency per keystroke of the int8 TensorFlow Lite file (tf.lite.Interpreter, one thread, through
-  nmt.tflite.TfliteNextWords.suggest: tokenization, the model, the word merge), median and p95, and its size.
+- latency per keystroke of the int8 TensorFlow Lite file (`nmt export --format tflite --quantize int8 --max-k 3`;
+  tf.lite.Interpreter, one thread, through nmt.tflite.TfliteNextWords.suggest: the text cut at the word being
+  typed, tokenization, the model, the word merge), median and p95, and its size.
 
 Models: each --run (in-process float32 via nmt.load, and its int8 .tflite, recall measured on both; a run
 with a lexicon, `nmt lexicon`, is measured without it too), and a
@@ -134,7 +135,7 @@ def in_process(run: Path, lexicon: bool = True) -> tuple[Suggest, int]:
 def tflite(run: Path, work: Path) -> tuple[Suggest, Callable[[str], object], int]:
     from nmt.tflite import TfliteNextWords, export_tflite
 
-    folder = export_tflite(run, work, "int8")
+    folder = export_tflite(run, work, "int8", max_k=K)  # nmt export --format tflite --quantize int8 --max-k 3
     model = TfliteNextWords(folder, "int8", num_threads=1)
 
     def suggest(texts: Sequence[str]) -> list[list[str]]:

@@ -5,9 +5,11 @@ sentence's author first). For --author (default CM, the most prolific after CK, 
 the corpus and so is no particular user):
 
 - held back: the author's sentences in the dev split (never trained on, by the base model or the adapted one);
-- fine-tuning data: the author's sentences in the training split, one in ten of them kept aside as the
-  fine-tuning run's own dev set (for its checkpoint choice, so the held-back part chooses nothing);
-- ``nmt train`` with ``train.init_from`` the base run (its vocabulary and weights) for --steps steps;
+- fine-tuning data: the author's sentences in the training split (each English sentence once; the pair file
+  repeats one per translation), one in ten of them kept aside as the fine-tuning run's own dev set (for its
+  checkpoint choice, so the held-back part chooses nothing);
+- ``nmt train`` with ``train.init_from`` the base run (its vocabulary and weights) for --steps steps, then
+  ``nmt lexicon`` (the base's words and the author's own) if the base has a lexicon;
 - bench/keyboard.py's measures of the base and the adapted model on the held-back sentences.
 
     python bench/keyboard_personal.py --base runs/keyboard-en --work /tmp/kb-personal
@@ -54,8 +56,9 @@ def main() -> None:
     data = ROOT / "data" / "en-ja"
     train, dev = author_lines(data / "train.tsv.gz"), author_lines(data / "dev.tsv.gz")
     print("most prolific English authors (train):", Counter(a for a, _ in train).most_common(4), file=sys.stderr)
-    mine = [row for author, row in train if author == args.author]
-    held_back = [row.split("\t")[0] for author, row in dev if author == args.author]
+    # One row per English sentence: a pair file repeats a sentence once per translation, a user types it once.
+    mine = list({row.split("\t")[0]: row for author, row in train if author == args.author}.values())
+    held_back = list(dict.fromkeys(row.split("\t")[0] for author, row in dev if author == args.author))
     tune_dev = mine[::10]
     tune_train = [row for i, row in enumerate(mine) if i % 10]
     args.work.mkdir(parents=True, exist_ok=True)
@@ -75,6 +78,8 @@ def main() -> None:
                     "--set", "train.warmup_steps=0", "--set", "train.decay=none", "--set", "train.eval_every=100",
                     "--set", "train.checkpoint_every=100", "--set", "train.batch_size=32"], check=True)
     tuning_s = time.perf_counter() - start
+    if (args.base / "lexicon.txt").exists():  # the base's words and the user's own
+        subprocess.run([sys.executable, "-m", "nmt.cli", "lexicon", "--run", str(adapted)], check=True)
 
     words = typed_words(held_back)
     rows = []

@@ -25,38 +25,41 @@ class Prefix(NamedTuple):
 
 class Spellings(NamedTuple):
     """What each piece adds to a word's characters (its text without "▁"; nothing for the reserved
-    ids), as code points: chars [vocab, width] (-1 past a piece's length) and lengths [vocab]. The
-    unit-specific part of completion: words, subwords and characters differ only here."""
+    ids), as code points, end to end: chars [total] (at least one), and each piece's starts [vocab] and
+    lengths [vocab] in it. The unit-specific part of completion: words, subwords and characters differ
+    only here. Kept flat (not [vocab, longest piece]): a third of the bytes in a phone's file."""
 
     chars: tf.Tensor
+    starts: tf.Tensor
     lengths: tf.Tensor
 
 
-def spellings_of(pieces: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def spellings_of(pieces: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:class:`Spellings` of a vocabulary's piece strings, as numpy arrays (constants in a graph)."""
     texts = ["" if i < NUM_SPECIAL else piece.removeprefix(WORD_START) for i, piece in enumerate(pieces)]
-    width = max(1, *(len(text) for text in texts))
-    chars = np.full([len(texts), width], -1, np.int32)
-    for i, text in enumerate(texts):
-        chars[i, : len(text)] = [ord(c) for c in text]
-    return chars, np.array([len(text) for text in texts], np.int32)
+    lengths = np.array([len(text) for text in texts], np.int32)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int32)
+    chars = np.array([ord(c) for text in texts for c in text] or [0], np.int32)
+    return chars, starts, lengths
 
 
 def prefix_agreement(prefix: Prefix, spellings: Spellings) -> tf.Tensor:
     """[batch, width + 1, vocab]: whether piece v can come next in a word of row b whose first c
     characters match the prefix already: its characters agree with the prefix's from c on, as far
     as both go (past the prefix, c >= length, every piece agrees). Integer and boolean ops only (TFLite
-    builtins)."""
+    builtins; expand_dims and reshape, not [..., None]: TFLite's builtin strided slice adds no axes)."""
     width = tf.shape(prefix.chars)[1]
-    span = tf.minimum(tf.shape(spellings.chars)[1], width)  # characters of a piece that can meet the prefix
-    piece_chars = spellings.chars[:, :span]
+    # The characters of a piece that can meet the prefix: as wide as the prefix at most. The table is
+    # gathered per call (its width depends on the input, so no converter folds it into a constant).
+    span = tf.minimum(tf.reduce_max(spellings.lengths), width)
+    at = tf.expand_dims(spellings.starts, 1) + tf.expand_dims(tf.range(span), 0)  # [vocab, span]
+    piece_chars = tf.gather(spellings.chars, tf.minimum(at, tf.shape(spellings.chars)[0] - 1))
     offsets = tf.range(width + 1)
     positions = tf.expand_dims(offsets, 1) + tf.expand_dims(tf.range(span), 0)  # [width + 1, span]
     window = tf.gather(prefix.chars, tf.minimum(positions, width - 1), axis=1)  # [batch, width + 1, span]
     remaining = tf.expand_dims(prefix.lengths, 1) - tf.expand_dims(offsets, 0)  # [batch, width + 1]
     # [batch, width + 1, vocab]: how many of a piece's characters are held against the prefix
     compared = tf.minimum(tf.reshape(spellings.lengths, [1, 1, -1]), tf.expand_dims(remaining, 2))
-    # (expand_dims and reshape, not [..., None]: TFLite's builtin strided slice adds no axes)
     differs = tf.not_equal(tf.expand_dims(window, 2), tf.expand_dims(tf.expand_dims(piece_chars, 0), 0))
     counted = tf.reshape(tf.range(span), [1, 1, 1, -1]) < tf.expand_dims(compared, 3)
     return tf.logical_not(tf.reduce_any(differs & counted, axis=-1))

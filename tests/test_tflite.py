@@ -139,6 +139,8 @@ def test_a_translation_run_is_refused_in_one_line(tiny_run: Path, tmp_path: Path
 @pytest.mark.parametrize(("argv", "message"), [
     (["--quantize", "int8"], "--quantize is for --format tflite (a SavedModel keeps float32 weights)"),
     (["--format", "tflite", "--version", "2"], "--version is for SavedModel exports; --format tflite writes"),
+    (["--max-k", "3"], "--max-k is for --format tflite (a SavedModel's limit is 20)"),
+    (["--format", "tflite", "--max-k", "21"], "--max-k must be between 1 and 20, got 21"),
 ])
 def test_option_combinations(argv: list[str], message: str, cycle_run: Path, tmp_path: Path, capsys) -> None:
     assert main(["export", "--run", str(cycle_run), "--out", str(tmp_path / "x"), *argv]) == 2
@@ -179,3 +181,15 @@ def test_words_from_candidates_sums_the_segmentations_of_a_word() -> None:
     assert [w for w, _ in got[0]] == ["cat", "dog"]
     np.testing.assert_allclose([p for _, p in got[0]], [0.3, 0.25], rtol=1e-6)
     assert words_from_candidates(ids, log_probs, pieces, k=1) == [got[0][:1]]
+
+
+@pytest.mark.slow
+def test_max_k_narrows_the_beam_and_the_record_says_so(subword_run: Path, tmp_path: Path) -> None:
+    from nmt.tflite import TfliteNextWords, TfliteRecord
+
+    assert main(["export", "--run", str(subword_run), "--format", "tflite", "--quantize", "int8", "--max-k", "3",
+                 "--out", str(tmp_path / "kb")]) == 0
+    record = TfliteRecord.read(tmp_path / "kb")
+    assert (record.max_k, record.beam_size) == (3, 10) and set(record.variants) == {"int8"}
+    with pytest.raises(NmtError, match="k must be an integer between 1 and 3"):
+        TfliteNextWords(tmp_path / "kb", "int8").suggest("I love", k=4)

@@ -173,6 +173,11 @@ def _check_export(args: argparse.Namespace) -> None:
             signatures.check_export_target(args.out, args.version)
     if getattr(args, "quantize", None) and not tflite:
         raise NmtError("--quantize is for --format tflite (a SavedModel keeps float32 weights)")
+    if getattr(args, "max_k", None) is not None:
+        if not tflite:
+            raise NmtError(f"--max-k is for --format tflite (a SavedModel's limit is {signatures.MAX_EXPORTED_K})")
+        if not 1 <= args.max_k <= signatures.MAX_EXPORTED_K:
+            raise NmtError(f"--max-k must be between 1 and {signatures.MAX_EXPORTED_K}, got {args.max_k}")
     if tflite and args.version is not None:
         raise NmtError("--version is for SavedModel exports; --format tflite writes the files into --out itself")
     if tflite and (len(getattr(args, "runs", None) or [args.run]) > 1 or "," in args.weights):

@@ -37,7 +37,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         epilog="examples:\n  nmt export --run runs/en-ja --out serve/models/en-ja\n"
         "  nmt export --run runs/lm-en --out serve/models/lm-en --version 3\n"
         "  nmt export --run runs/en-ja --weights ckpt-16000,ckpt-17000,best --out serve/models/en-ja-ensemble\n"
-        "  nmt export --run runs/lm-en --format tflite --out phone/lm-en --quantize all",
+        "  nmt export --run runs/lm-en --format tflite --out phone/lm-en --quantize all\n"
+        "  nmt export --run runs/keyboard-en --format tflite --out phone/keyboard --quantize int8 --max-k 3",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     export.add_argument("--run", required=True, action="append",
@@ -55,6 +56,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     export.add_argument("--quantize", choices=("float32", "float16", "int8", "all"),
                         help="tflite only: float32 (default), float16 weights, dynamic-range int8 weights, or all "
                         "three files")
+    export.add_argument("--max-k", type=int, metavar="K",
+                        help=f"tflite only: the most words one call may ask for (default {sig.MAX_EXPORTED_K}); the "
+                        "search keeps max(10, K) partial words, so a keyboard's 3 (--max-k 3) runs half the beam")
     export.add_argument("--shortlist", action=argparse.BooleanOptionalAction, default=None,
                         help="translation: decode over the run's vocabulary shortlist (nmt shortlist), whose table "
                         "goes into the SavedModel as a constant, so TF Serving decodes with it unchanged "
@@ -69,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     if args.format == sig.TFLITE:
         from nmt.tflite import export_tflite
 
-        path = export_tflite(args.run, args.out, quantize=args.quantize or "float32", weights=args.weights)
+        path = export_tflite(args.run, args.out, quantize=args.quantize or "float32", weights=args.weights,
+                             max_k=args.max_k)
         print(f"exported {args.run} to {path} (TensorFlow Lite)")
         return 0
     from nmt.export import export
