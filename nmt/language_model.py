@@ -93,8 +93,7 @@ class LanguageModelPredictor:
         self.max_prompt_tokens = config.decode.max_source_length
         self.pieces = tf.constant([tokenizer.id_to_piece(i) for i in range(tokenizer.vocab_size)])
         # What each piece spells, for completing a typed prefix.
-        self.spellings = Spellings(*(tf.constant(table) for table in spellings_of(
-            [tokenizer.id_to_piece(i) for i in range(tokenizer.vocab_size)])))
+        self.spellings = Spellings(*(tf.constant(part) for part in spellings_of(tokenizer.spellings())))
         # Its compiled searches, kept per key; nmt.perplexity keeps its scorer here too.
         self.compiled = FunctionCache()
         # The words suggest may offer (nmt lexicon); None: whatever the model spells.

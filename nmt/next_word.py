@@ -34,9 +34,9 @@ class Spellings(NamedTuple):
     lengths: tf.Tensor
 
 
-def spellings_of(pieces: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:class:`Spellings` of a vocabulary's piece strings, as numpy arrays (constants in a graph)."""
-    texts = ["" if i < NUM_SPECIAL else piece.removeprefix(WORD_START) for i, piece in enumerate(pieces)]
+def spellings_of(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:class:`Spellings` of each id's spelling (:meth:`nmt.tokenizer.Tokenizer.spellings`), as numpy arrays
+    (constants in a graph)."""
     lengths = np.array([len(text) for text in texts], np.int32)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int32)
     chars = np.array([ord(c) for text in texts for c in text] or [0], np.int32)

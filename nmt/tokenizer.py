@@ -15,7 +15,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from nmt.constants import BOS_ID, EOS_ID, MIN_VOCAB_SIZE, PAD_ID, UNK_ID, UNK_PIECE
+from nmt.constants import BOS_ID, EOS_ID, MIN_VOCAB_SIZE, NUM_SPECIAL, PAD_ID, UNK_ID, UNK_PIECE, WORD_START
 from nmt.errors import NmtError
 from nmt.io import atomic_write_bytes
 
@@ -148,3 +148,9 @@ class Tokenizer:
 
     def id_to_piece(self, i: int) -> str:
         return self._sp.id_to_piece(int(i))
+
+    def spellings(self) -> list[str]:
+        """What each id adds to the characters of a word: its piece without the word-start marker, and
+        nothing for the reserved ids. Completing a typed prefix compares these with the typed characters,
+        whatever the units (a whole word, a subword, a character)."""
+        return ["" if i < NUM_SPECIAL else self.id_to_piece(i).removeprefix(WORD_START) for i in range(self.vocab_size)]

@@ -44,6 +44,11 @@ def char_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     {"tokenizer.model_type": "char", "tokenizer.vocab_size": 8})
 
 
+def _spelled(pieces: list[str]) -> list[str]:
+    """What Tokenizer.spellings gives for a hand-made vocabulary."""
+    return ["" if i < NUM_SPECIAL else piece.removeprefix("▁") for i, piece in enumerate(pieces)]
+
+
 def _table_step(table: np.ndarray):
     """A step function whose next-piece distribution depends only on the previous piece."""
     with np.errstate(divide="ignore"):
@@ -103,6 +108,8 @@ def _brute_force_words(lm, context: str, prefix: str, max_chars: int) -> dict[st
 @pytest.mark.parametrize("prefix", ["pi", "P", "Pi", "pizz", "pa"])
 def test_word_model_completion_is_the_vocabulary_filtered_by_prefix(word_run: Path, prefix: str) -> None:
     lm = nmt.load(word_run)
+    spelled = lm.tokenizer.spellings()
+    assert spelled[:NUM_SPECIAL] == [""] * NUM_SPECIAL and "pizza" in spelled and "▁pizza" not in spelled
     expected = _brute_force_words(lm, "I love", prefix, 0)
     assert expected and all(word.startswith(prefix) for word in expected)  # upper-case prefixes too
     got = lm.suggest(f"I love {prefix}", k=len(expected))
@@ -232,7 +239,7 @@ def test_completion_is_impossible_past_the_last_piece() -> None:
     table[4] = 0
     table[4, [5, EOS_ID]] = [0.4, 0.6]  # "▁pi" -> "zza", or "pi" ends
     step = _table_step(table)
-    spellings = Spellings(*(tf.constant(t) for t in spellings_of(pieces)))
+    spellings = Spellings(*(tf.constant(t) for t in spellings_of(_spelled(pieces))))
     chars, lengths = pad_batch(prefix_chars(["piz", "pi", "x"])[0])
     found = next_word_search(step, tf.zeros([3, 1]), {}, tf.constant([2, 2, 2]), tf.constant(pieces), k=3,
                              beam_size=4, max_pieces=3, prefix=Prefix(tf.constant(chars), tf.constant(lengths)),
@@ -337,7 +344,7 @@ def test_an_apostrophe_piece_continues_the_word() -> None:
                              max_pieces=4)
     assert {w.decode(): pytest.approx(float(p)) for w, p in zip(*(t.numpy()[0] for t in found)) if w} == {
         "don't": 0.54, "done": 0.4, "don": 0.06}
-    spellings = Spellings(*(tf.constant(t) for t in spellings_of(pieces)))
+    spellings = Spellings(*(tf.constant(t) for t in spellings_of(_spelled(pieces))))
     chars, lengths = pad_batch(prefix_chars(["don'"])[0])
     found = next_word_search(step, tf.zeros([1, 1]), {}, tf.constant([2]), tf.constant(pieces), k=3, beam_size=3,
                              max_pieces=4, prefix=Prefix(tf.constant(chars), tf.constant(lengths)), spellings=spellings)
