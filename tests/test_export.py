@@ -128,7 +128,7 @@ def test_exported_attention_and_encoder_states_equal_in_process(tiny_run: Path, 
 def test_exported_language_model_equals_in_process(cycle_run: Path, fresh: dict) -> None:
     lm = nmt.load(cycle_run)
     assert fresh["lm_signatures"] == ["generate", "gradients", "inspect", "next_words", "next_words_ids",
-                                      "serving_default"]
+                                      "serving_default", "suggest"]
     for row, (prompt, k) in enumerate(zip(PROMPTS, [2, 3, 1])):
         expected = lm.next_words(prompt, k=k)
         words = fresh["next_words"]["words"][row]
@@ -354,7 +354,7 @@ def test_a_full_disk_ends_in_one_error_line_and_no_version_folder(tiny_run: Path
 @pytest.mark.parametrize("task, signatures_", [
     ("translation", ["inspect", "score", "serving_default", "translate", "translate_attention",
                      "translate_constrained", "translate_greedy", "translate_ids"]),
-    ("lm", ["generate", "gradients", "inspect", "next_words", "next_words_ids", "serving_default"]),
+    ("lm", ["generate", "gradients", "inspect", "next_words", "next_words_ids", "serving_default", "suggest"]),
 ])
 def test_the_export_carries_a_warmup_request_per_signature(exported: dict, task: str, signatures_: list[str]) -> None:
     """assets.extra/tf_serving_warmup_requests: one PredictLog per signature, each of which the
