@@ -47,7 +47,6 @@ from nmt.errors import NmtError, as_nmt_error
 
 VARIANTS = ("float32", "float16", "int8")  # --quantize; "all" writes the three
 RECORD = "nmt-tflite.json"
-INPUTS = ("ids", "lengths", "prefix", "prefix_lengths")
 OUTPUTS = ("candidate_ids", "candidate_log_probs")  # candidate_search's, in the frozen graph's order
 SIGNATURE = "serving_default"  # the converter's name for the one signature
 TOKENIZER = "tokenizer.model"
