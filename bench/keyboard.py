@@ -62,8 +62,7 @@ class Word(NamedTuple):
 
 
 def typed_words(lines: Sequence[str]) -> list[Word]:
-    from nmt.lexicon import words_of
-    from nmt.text_policy import split_typed_word
+    from nmt.text_policy import split_typed_word, words_of
 
     words = []
     for n, line in enumerate(lines):
@@ -213,7 +212,7 @@ class NgramKeyboard:
         from nltk.lm import KneserNeyInterpolated
         from nltk.lm.preprocessing import padded_everygram_pipeline
 
-        from nmt.lexicon import words_of
+        from nmt.text_policy import words_of
 
         tokenized = [[w for _, w in words_of(line)] for line in sentences]
         self.order = order
@@ -269,8 +268,7 @@ class NgramKeyboard:
         return [w for w in self._prefix_top[prefix] if w not in exclude]
 
     def suggest(self, texts: Sequence[str]) -> list[list[str]]:
-        from nmt.lexicon import words_of
-        from nmt.text_policy import split_typed_word
+        from nmt.text_policy import split_typed_word, words_of
 
         answers = []
         for text in texts:

@@ -183,19 +183,35 @@ class LanguageModelPredictor:
         """
         if isinstance(texts, str):
             return self.next_words([texts], k, batch_size)[0]
+        return self._words(texts, None, k, batch_size)
+
+    def _words(self, contexts: Sequence[str], prefixes: Sequence[str] | None, k: int,
+               batch_size: int) -> list[list[tuple[str, float]]]:
+        """The search of :meth:`next_words` (``prefixes`` None) or :meth:`suggest` (each context's typed
+        prefix, "" for none) in batches, one compiled function per kind and beam."""
         with as_nmt_error():
             check_k(k, self.max_k)
         beam_size = self.beam_size_for(k)
+        suggesting = prefixes is not None
+        k_spec = tf.TensorSpec([], tf.int32, name="k")
 
         def build() -> Callable:
-            return tf.function(lambda ids, length, k: self.next_words_ids(ids, length, k, beam_size), autograph=False,
-                               input_signature=[*PROMPT_SPEC, tf.TensorSpec([], tf.int32, name="k")])
+            if suggesting:
+                return tf.function(lambda ids, length, chars, char_lengths, k: self.next_words_ids(
+                    ids, length, k, beam_size, Prefix(chars, char_lengths)),
+                    autograph=False, input_signature=[*PROMPT_SPEC, *PREFIX_SPEC, k_spec])
+            return tf.function(lambda ids, length, k: self.next_words_ids(ids, length, k, beam_size),
+                               autograph=False, input_signature=[*PROMPT_SPEC, k_spec])
 
-        encoded = prompt_ids(self.tokenizer, texts, self.max_prompt_tokens)
+        function = self.compiled(("suggest" if suggesting else "next_words", beam_size), build)
+        encoded = prompt_ids(self.tokenizer, contexts, self.max_prompt_tokens)
+        chars = prefix_chars(prefixes)[0] if suggesting else None
         results: list[list[tuple[str, float]]] = []
         for start in range(0, len(encoded), batch_size):
-            ids, length = pad_batch(encoded[start : start + batch_size])
-            found = self.compiled(("next_words", beam_size), build)(ids, length, tf.constant(k))
+            inputs = pad_batch(encoded[start : start + batch_size])
+            if chars is not None:
+                inputs += pad_batch(chars[start : start + batch_size])
+            found = function(*inputs, tf.constant(k))
             results += [
                 [(w.decode("utf-8"), float(p)) for w, p in zip(row_words, row_probs) if w]
                 for row_words, row_probs in zip(found.words.numpy(), found.probabilities.numpy())
@@ -222,29 +238,9 @@ class LanguageModelPredictor:
         """
         if isinstance(texts, str):
             return self.suggest([texts], k, batch_size)[0]
-        with as_nmt_error():
-            check_k(k, self.max_k)
-        beam_size = self.beam_size_for(k)
-
-        def build() -> Callable:
-            return tf.function(
-                lambda ids, length, chars, char_lengths, k: self.next_words_ids(
-                    ids, length, k, beam_size, Prefix(chars, char_lengths)),
-                autograph=False, input_signature=[*PROMPT_SPEC, *PREFIX_SPEC, tf.TensorSpec([], tf.int32, name="k")])
-
         contexts, prefixes = zip(*(split_typed_word(text) for text in texts)) if texts else ((), ())
-        encoded = prompt_ids(self.tokenizer, contexts, self.max_prompt_tokens)
-        chars, _ = prefix_chars(prefixes)
-        results: list[Suggestions] = []
-        for start in range(0, len(encoded), batch_size):
-            ids, length = pad_batch(encoded[start : start + batch_size])
-            prefix, prefix_length = pad_batch(chars[start : start + batch_size])
-            found = self.compiled(("suggest", beam_size), build)(ids, length, prefix, prefix_length, tf.constant(k))
-            results += [
-                Suggestions(prefixes[start + row], [(w.decode("utf-8"), float(p)) for w, p in zip(words, probs) if w])
-                for row, (words, probs) in enumerate(zip(found.words.numpy(), found.probabilities.numpy()))
-            ]
-        return results
+        return [Suggestions(prefix, words) for prefix, words in zip(prefixes, self._words(contexts, prefixes, k,
+                                                                                          batch_size))]
 
     # --- generation --------------------------------------------------------------------------
 

@@ -13,7 +13,6 @@ the candidate words of the lexicon and renormalises over them; ``next_words`` st
 
 from __future__ import annotations
 
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -22,37 +21,17 @@ import tensorflow as tf
 
 from nmt.errors import NmtError
 from nmt.io import atomic_write_text
-from nmt.text_policy import in_word
-
-
-def words_of(text: str) -> list[tuple[int, str]]:
-    """(start, word) of each word of ``text``: what :func:`nmt.text_policy.split_typed_word` would cut
-    as the word being typed, had the text ended after it."""
-    found, i = [], 0
-    while i < len(text):
-        if not in_word(text[i]):
-            i += 1
-            continue
-        end = i
-        while end < len(text) and in_word(text[end]):
-            end += 1
-        start = i
-        while start < end and unicodedata.category(text[start])[0] not in "LN":
-            start += 1
-        if start < end:
-            found.append((start, text[start:end]))
-        i = end
-    return found
+from nmt.text_policy import words_of
 
 
 def count_words(texts: Iterable[str]) -> Counter:
     return Counter(word for text in texts for _, word in words_of(text))
 
 
-def write_lexicon(path: Path, counts: Counter, min_count: int) -> list[str]:
-    """``word<TAB>count`` lines, most frequent first (ties alphabetical), of the words seen ``min_count``
-    times or more; written whole or not at all. Returns the words."""
-    kept = sorted((item for item in counts.items() if item[1] >= min_count), key=lambda item: (-item[1], item[0]))
+def write_lexicon(path: Path, counts: Counter) -> list[str]:
+    """``word<TAB>count`` lines, most frequent first (ties alphabetical); written whole or not at all.
+    Returns the words."""
+    kept = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     atomic_write_text(path, "".join(f"{word}\t{count}\n" for word, count in kept))
     return [word for word, _ in kept]
 

@@ -202,14 +202,39 @@ def in_word(char: str) -> bool:
     return unicodedata.category(char)[0] in "LNM" or char in WORD_APOSTROPHES
 
 
+def _word_start(text: str, start: int, end: int) -> int:
+    """Where the run of word characters text[start:end] begins as a word: at its first letter or digit,
+    not at a mark or an apostrophe (end: none)."""
+    while start < end and unicodedata.category(text[start])[0] not in "LN":
+        start += 1
+    return start
+
+
 def split_typed_word(text: str) -> tuple[str, str]:
     """``"I love piz"`` -> ``("I love ", "piz")``; ``"I love "`` -> ``("I love ", "")``."""
     start = len(text)
     while start > 0 and in_word(text[start - 1]):
         start -= 1
-    while start < len(text) and unicodedata.category(text[start])[0] not in "LN":
-        start += 1  # a word starts with a letter or digit, not with a mark or an apostrophe
+    start = _word_start(text, start, len(text))
     return text[:start], text[start:]
+
+
+def words_of(text: str) -> list[tuple[int, str]]:
+    """(start, word) of each word of ``text``: what :func:`split_typed_word` would cut as the word being
+    typed, had the text ended after it (a keyboard benchmark's words, a lexicon's)."""
+    found, i = [], 0
+    while i < len(text):
+        if not in_word(text[i]):
+            i += 1
+            continue
+        end = i
+        while end < len(text) and in_word(text[end]):
+            end += 1
+        start = _word_start(text, i, end)
+        if start < end:
+            found.append((start, text[start:end]))
+        i = end
+    return found
 
 
 def split_typed_word_in_graph(text: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

@@ -163,6 +163,10 @@ def test_japanese_prefix_with_a_character_model(tmp_path: Path) -> None:
 
 
 def test_split_typed_word_cases() -> None:
+    from nmt.text_policy import words_of
+
+    assert words_of("I don't like 'pizza', Tom's.") == [(0, "I"), (2, "don't"), (8, "like"), (14, "pizza'"),
+                                                        (22, "Tom's")]
     assert split_typed_word("I love piz") == ("I love ", "piz")
     assert split_typed_word("I love ") == ("I love ", "")
     assert split_typed_word("Hello, wor") == ("Hello, ", "wor")
@@ -322,6 +326,8 @@ def test_a_lexicon_keeps_suggest_to_its_words_in_python_savedmodel_and_tflite(
     # Errors: a translation run has no lexicon; a damaged file names its line.
     assert main(["lexicon", "--run", str(tiny_run)]) == 2
     assert "language model" in capsys.readouterr().err
+    assert main(["lexicon", "--run", str(run), "--min-count", "0"]) == 2
+    assert "--min-count must be at least 1, got 0" in capsys.readouterr().err
     lexicon.write_text("pizza\t60\nbroken line\n", encoding="utf-8")
     with pytest.raises(NmtError, match=r"lexicon.txt:2: expected 'word<TAB>count'"):
         nmt.load(run)

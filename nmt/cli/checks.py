@@ -30,7 +30,7 @@ OUTPUTS = {"translate": ["output", "attention"], "score": ["output"], "next-word
            "generate": ["output"],
            "inspect": ["output", "plot"], "report": ["output"]}
 
-COUNTS = ("beam", "batch_size", "nbest", "num", "last")  # options that count something: at least 1
+COUNTS = ("beam", "batch_size", "nbest", "num", "last", "min_count")  # options that count something: at least 1
 _SHORT = {"input": "-i", "output": "-o", "k": "-k"}
 
 

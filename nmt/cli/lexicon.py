@@ -31,12 +31,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     import_tensorflow()
-    from nmt.errors import NmtError
     from nmt.run_dir import RunDir
     from nmt.tasks import task_for
 
-    if args.min_count < 1:
-        raise NmtError(f"--min-count must be at least 1, got {args.min_count}")
     run_dir = RunDir(Path(args.run))
     words = task_for(run_dir.read_config()).build_lexicon(run_dir, args.min_count)
     print(f"wrote {run_dir.lexicon}: {len(words):,} words")

@@ -114,7 +114,7 @@ class LanguageModelTask(Task):
         source = self.config.train.init_from
         if source is not None and RunDir(Path(source)).lexicon.exists():
             kept.update(read_lexicon(RunDir(Path(source)).lexicon))  # counts add up
-        return write_lexicon(run_dir.lexicon, kept, 1)
+        return write_lexicon(run_dir.lexicon, kept)
 
     # --- evaluation ----------------------------------------------------------------------------
 
